@@ -1,0 +1,1 @@
+"""HTTP adapters for navai: ASGI (Starlette) and WSGI (Werkzeug) apps over navai_core."""

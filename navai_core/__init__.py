@@ -1,0 +1,1 @@
+"""navai_core: the framework-free core of navai."""

@@ -1,0 +1,240 @@
+"""The client-secret operation as pure functions: no I/O, every rule of CONTRACT.md section 2.
+
+``build_client_secret_request`` turns the server's configuration and a request body into
+the exact upstream request; ``parse_client_secret_response`` turns the upstream reply
+into a :class:`ClientSecret` or raises a :class:`NavaiError` that knows its HTTP answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from ._config import TTL_ENV, NavaiConfig, _clean, _ttl_ok, ttl_error_text
+from ._errors import (
+    BadRequest,
+    ConfigurationError,
+    Forbidden,
+    NavaiError,
+    Unauthorized,
+    UpstreamError,
+)
+from ._json import JsonObject, JsonValue, dumps
+
+MISSING_KEY = "Missing API key. Configure openaiApiKey or send apiKey in request."
+REQUEST_KEY_DISABLED = (
+    "Passing apiKey from request is disabled. Set allowApiKeyFromRequest=true to enable it."
+)
+
+# Request field name -> attribute of ClientSecretOptions.
+CLIENT_SECRET_FIELDS: Mapping[str, str] = {
+    "model": "model",
+    "voice": "voice",
+    "instructions": "instructions",
+    "language": "language",
+    "voiceAccent": "voice_accent",
+    "voiceTone": "voice_tone",
+    "apiKey": "api_key",
+}
+
+
+@attrs.frozen(kw_only=True)
+class ClientSecretOptions:
+    """The optional fields a client may send to the client-secret route."""
+
+    model: str | None = None
+    voice: str | None = None
+    instructions: str | None = None
+    language: str | None = None
+    voice_accent: str | None = None
+    voice_tone: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class UpstreamRequest:
+    """One HTTP request to an upstream API, ready to send. Headers are hidden from repr."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    content: bytes = attrs.field(repr=False)
+    # What failures are called in error texts, e.g. "OpenAI client_secrets".
+    label: str = "upstream"
+    # Values that must never appear in an error text built from this request.
+    secrets: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
+
+
+@attrs.frozen
+class ClientSecret:
+    """An ephemeral client secret minted by OpenAI."""
+
+    value: str = attrs.field(repr=False)
+    expires_at: int
+
+    def to_body(self, speech_provider: str = "openai") -> JsonObject:
+        return {
+            "value": self.value,
+            "expires_at": self.expires_at,
+            "speech": {"provider": speech_provider},
+        }
+
+
+def read_string_fields(body: object, fields: Iterable[str]) -> dict[str, str | None]:
+    """Read optional string ``fields`` of a JSON request body.
+
+    ``None`` (an empty body) counts as ``{}``. Anything but an object, or a listed field that
+    is neither a string nor null, is a 400 naming the problem. Unlisted keys are ignored.
+    """
+    if body is None:
+        return dict.fromkeys(fields)
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    values: dict[str, str | None] = {}
+    for name in fields:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f'Field "{name}" must be a string.')
+        values[name] = value
+    return values
+
+
+def parse_client_secret_body(body: object) -> ClientSecretOptions:
+    values = read_string_fields(body, CLIENT_SECRET_FIELDS)
+    return ClientSecretOptions(
+        **{attr: values[field] for field, attr in CLIENT_SECRET_FIELDS.items()}
+    )
+
+
+def build_instructions(
+    base: str,
+    language: str | None = None,
+    voice_accent: str | None = None,
+    voice_tone: str | None = None,
+) -> str:
+    """The session instructions: the base text, then one line per non-blank option."""
+    lines = [base.strip()]
+    if language := _clean(language):
+        lines.append(f"Always reply in {language}.")
+    if voice_accent := _clean(voice_accent):
+        lines.append(f"Use a {voice_accent} accent while speaking.")
+    if voice_tone := _clean(voice_tone):
+        lines.append(f"Use a {voice_tone} tone while speaking.")
+    return "\n".join(lines)
+
+
+def validate_ttl(config: NavaiConfig) -> int:
+    """The configured TTL, or a 400 when it is not an integer in 10..7200."""
+    for name, message in config.env_errors:
+        if name == TTL_ENV:
+            raise ConfigurationError(message)
+    ttl = config.client_secret_ttl_seconds
+    if not _ttl_ok(ttl):
+        raise ConfigurationError(ttl_error_text(ttl))
+    return ttl
+
+
+def resolve_api_key(backend_key: str | None, request_key: str | None, allow_request: bool) -> str:
+    """The key to call OpenAI with, per the policy table: the backend key always wins."""
+    if key := _clean(backend_key):
+        return key
+    if key := _clean(request_key):
+        if allow_request:
+            return key
+        raise Forbidden(REQUEST_KEY_DISABLED)
+    raise Unauthorized(MISSING_KEY)
+
+
+def _pick(request_value: str | None, default: str) -> str:
+    return _clean(request_value) or default
+
+
+def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObject:
+    instructions = build_instructions(
+        _pick(options.instructions, config.instructions),
+        options.language if _clean(options.language) else config.language,
+        options.voice_accent if _clean(options.voice_accent) else config.voice_accent,
+        options.voice_tone if _clean(options.voice_tone) else config.voice_tone,
+    )
+    session: JsonObject = {
+        "type": "realtime",
+        "model": _pick(options.model, config.model),
+        "instructions": instructions,
+    }
+    if config.tts_provider == "elevenlabs":
+        session["output_modalities"] = ["text"]
+    else:
+        session["audio"] = {"output": {"voice": _pick(options.voice, config.voice)}}
+    return session
+
+
+def build_client_secret_request(
+    config: NavaiConfig, options: ClientSecretOptions
+) -> UpstreamRequest:
+    """The upstream ``POST <base>/realtime/client_secrets`` for these options.
+
+    Raises 400 for a bad TTL, then 401/403 per the API key policy.
+    """
+    ttl = validate_ttl(config)
+    key = resolve_api_key(config.openai_api_key, options.api_key, config.allow_api_key_from_request)
+    body: JsonObject = {
+        "expires_after": {"anchor": "created_at", "seconds": ttl},
+        "session": build_session(config, options),
+    }
+    headers = [("Authorization", f"Bearer {key}"), ("Content-Type", "application/json")]
+    if org := _clean(config.openai_organization):
+        headers.append(("OpenAI-Organization", org))
+    if project := _clean(config.openai_project):
+        headers.append(("OpenAI-Project", project))
+    return UpstreamRequest(
+        method="POST",
+        url=config.openai_base_url.rstrip("/") + "/realtime/client_secrets",
+        headers=tuple(headers),
+        content=dumps(body),
+        label="OpenAI client_secrets",
+        secrets=(key,),
+    )
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def upstream_failure(request: UpstreamRequest, status: int, content: bytes) -> NavaiError:
+    """The error for a non-2xx upstream reply: its status and ``<label> failed: <body>``."""
+    text = redact(content.decode("utf-8", errors="replace"), request.secrets)
+    # Only a client or server error status is passed on; anything else is a bad gateway.
+    passed = status if 400 <= status <= 599 else 502
+    return UpstreamError(f"{request.label} failed: {text}", status_code=passed)
+
+
+def parse_json_reply(request: UpstreamRequest, content: bytes) -> JsonObject:
+    try:
+        data: JsonValue = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        raise UpstreamError(f"{request.label} returned a reply that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{request.label} returned JSON that is not an object.")
+    return data
+
+
+def parse_client_secret_response(
+    request: UpstreamRequest, status: int, content: bytes
+) -> ClientSecret:
+    """Turn OpenAI's reply into a :class:`ClientSecret`, or raise the error to answer with."""
+    if not 200 <= status <= 299:
+        raise upstream_failure(request, status, content)
+    data = parse_json_reply(request, content)
+    value = data.get("value")
+    expires_at = data.get("expires_at")
+    if not isinstance(value, str) or not value:
+        raise UpstreamError(f'{request.label} reply has no "value".')
+    if not isinstance(expires_at, int) or isinstance(expires_at, bool):
+        raise UpstreamError(f'{request.label} reply has no integer "expires_at".')
+    return ClientSecret(value=value, expires_at=expires_at)

@@ -1,0 +1,242 @@
+"""navai's configuration: one immutable value, built in code or from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Literal, TypeVar
+
+import attrs
+
+DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_VOICE = "marin"
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
+DEFAULT_TTL_SECONDS = 600
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_FUNCTIONS_FOLDERS = "src/ai/functions-modules"
+DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
+DEFAULT_ELEVENLABS_OUTPUT_FORMAT = "mp3_44100_128"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+SpeechProvider = Literal["openai", "elevenlabs"]
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+D = TypeVar("D")
+V = TypeVar("V")
+
+
+@attrs.frozen(kw_only=True)
+class NavaiConfig:
+    """Every setting of a navai server. Build it in code or with :meth:`from_env`.
+
+    Nothing here raises for a bad value: a misconfiguration must not stop a server
+    from booting. :meth:`problems` lists what is wrong (log it at start-up) and each
+    request that depends on a broken setting answers with a clear JSON error.
+    Keys never appear in ``repr()``.
+    """
+
+    # --- client secret (CONTRACT section 2) ---
+    openai_api_key: str | None = attrs.field(default=None, repr=False)
+    model: str = DEFAULT_MODEL
+    voice: str = DEFAULT_VOICE
+    instructions: str = DEFAULT_INSTRUCTIONS
+    language: str | None = None
+    voice_accent: str | None = None
+    voice_tone: str | None = None
+    client_secret_ttl_seconds: int = DEFAULT_TTL_SECONDS
+    allow_api_key_from_request: bool = False
+
+    # --- upstream ---
+    openai_base_url: str = DEFAULT_OPENAI_BASE_URL
+    openai_organization: str | None = None
+    openai_project: str | None = None
+    upstream_timeout_seconds: float = 15.0
+
+    # --- backend functions (CONTRACT sections 4 and 5) ---
+    functions_enabled: bool = True
+    functions_base_dir: str | None = None
+    functions_folders: str | None = None
+    functions_modules: str | None = None
+    agents_folders: str | None = None
+    expose_function_errors: bool = False
+
+    # --- HTTP ---
+    cors_origins: tuple[str, ...] | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    client_secret_path: str = "/navai/realtime/client-secret"
+    functions_path: str = "/navai/functions"
+    execute_path: str = "/navai/functions/execute"
+    speech_path: str = "/navai/speech/synthesize"
+    health_path: str | None = None
+
+    # --- speech provider (CONTRACT section 7) ---
+    tts_provider: SpeechProvider = "openai"
+    elevenlabs_api_key: str | None = attrs.field(default=None, repr=False)
+    elevenlabs_voice_id: str | None = None
+    elevenlabs_base_url: str = DEFAULT_ELEVENLABS_BASE_URL
+    elevenlabs_model_id: str | None = None
+    elevenlabs_output_format: str = DEFAULT_ELEVENLABS_OUTPUT_FORMAT
+    elevenlabs_optimize_streaming_latency: float | None = None
+    elevenlabs_stability: float | None = None
+    elevenlabs_similarity_boost: float | None = None
+    elevenlabs_style: float | None = None
+    elevenlabs_use_speaker_boost: bool | None = None
+
+    # Settings that could not be read from the environment: (variable, message).
+    env_errors: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> NavaiConfig:
+        """Read the variables of CONTRACT.md section 3 (and navai's own) from ``env``.
+
+        ``env`` defaults to ``os.environ``; blank values count as unset. Keyword
+        ``overrides`` win over the environment.
+        """
+        r = _EnvReader(os.environ if env is None else env)
+        values: dict[str, object] = {
+            "openai_api_key": r.raw("OPENAI_API_KEY"),
+            "model": r.text("OPENAI_REALTIME_MODEL", DEFAULT_MODEL),
+            "voice": r.text("OPENAI_REALTIME_VOICE", DEFAULT_VOICE),
+            "instructions": r.text("OPENAI_REALTIME_INSTRUCTIONS", DEFAULT_INSTRUCTIONS),
+            "language": r.raw("OPENAI_REALTIME_LANGUAGE"),
+            "voice_accent": r.raw("OPENAI_REALTIME_VOICE_ACCENT"),
+            "voice_tone": r.raw("OPENAI_REALTIME_VOICE_TONE"),
+            "client_secret_ttl_seconds": r.integer(
+                "OPENAI_REALTIME_CLIENT_SECRET_TTL", DEFAULT_TTL_SECONDS
+            ),
+            "allow_api_key_from_request": r.flag("NAVAI_ALLOW_FRONTEND_API_KEY", False),
+            "openai_base_url": r.text("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL),
+            "openai_organization": r.raw("OPENAI_ORG_ID"),
+            "openai_project": r.raw("OPENAI_PROJECT_ID"),
+            "upstream_timeout_seconds": r.number("NAVAI_UPSTREAM_TIMEOUT", 15.0),
+            "functions_enabled": r.flag("NAVAI_FUNCTIONS_ENABLED", True),
+            "functions_base_dir": r.raw("NAVAI_FUNCTIONS_BASE_DIR"),
+            "functions_folders": r.raw("NAVAI_FUNCTIONS_FOLDERS"),
+            "functions_modules": r.raw("NAVAI_FUNCTIONS_MODULES"),
+            "agents_folders": r.raw("NAVAI_AGENTS_FOLDERS"),
+            "expose_function_errors": r.flag("NAVAI_EXPOSE_FUNCTION_ERRORS", False),
+            "cors_origins": _split_origins(r.raw("NAVAI_CORS_ORIGIN")),
+            "max_body_bytes": r.integer("NAVAI_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            "tts_provider": (
+                "elevenlabs"
+                if (r.raw("NAVAI_TTS_PROVIDER") or "").lower() == "elevenlabs"
+                else "openai"
+            ),
+            "elevenlabs_api_key": r.raw("ELEVENLABS_API_KEY"),
+            "elevenlabs_voice_id": r.raw("ELEVENLABS_VOICE_ID"),
+            "elevenlabs_base_url": r.text("ELEVENLABS_BASE_URL", DEFAULT_ELEVENLABS_BASE_URL),
+            "elevenlabs_model_id": r.raw("ELEVENLABS_MODEL_ID"),
+            "elevenlabs_output_format": r.text(
+                "ELEVENLABS_OUTPUT_FORMAT", DEFAULT_ELEVENLABS_OUTPUT_FORMAT
+            ),
+            "elevenlabs_optimize_streaming_latency": r.number(
+                "ELEVENLABS_OPTIMIZE_STREAMING_LATENCY", None
+            ),
+            "elevenlabs_stability": r.number("ELEVENLABS_STABILITY", None),
+            "elevenlabs_similarity_boost": r.number("ELEVENLABS_SIMILARITY_BOOST", None),
+            "elevenlabs_style": r.number("ELEVENLABS_STYLE", None),
+            "elevenlabs_use_speaker_boost": r.flag("ELEVENLABS_USE_SPEAKER_BOOST", None),
+        }
+        values["env_errors"] = tuple(r.errors)
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def problems(self) -> list[str]:
+        """Human-readable misconfigurations, for one log line each at start-up."""
+        found = [message for _, message in self.env_errors]
+        ttl = self.client_secret_ttl_seconds
+        if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
+            found.append(ttl_error_text(ttl))
+        if not _clean(self.openai_api_key):
+            if self.allow_api_key_from_request:
+                found.append("OPENAI_API_KEY is not set: each request must send apiKey.")
+            else:
+                found.append(
+                    "OPENAI_API_KEY is not set and request keys are not allowed: "
+                    "client-secret requests will answer 401."
+                )
+        if self.tts_provider == "elevenlabs":
+            if not _clean(self.elevenlabs_api_key):
+                found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set.")
+            if not _clean(self.elevenlabs_voice_id):
+                found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_VOICE_ID is not set.")
+        return found
+
+
+TTL_ENV = "OPENAI_REALTIME_CLIENT_SECRET_TTL"
+TTL_MIN = 10
+TTL_MAX = 7200
+
+
+def ttl_error_text(ttl: object) -> str:
+    return f"clientSecretTtlSeconds must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}"
+
+
+def _ttl_ok(ttl: object) -> bool:
+    return isinstance(ttl, int) and not isinstance(ttl, bool) and TTL_MIN <= ttl <= TTL_MAX
+
+
+def _clean(value: str | None) -> str | None:
+    """Trim ``value``; blank counts as unset."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _split_origins(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+    return origins or None
+
+
+class _EnvReader:
+    """Reads typed values from an environment mapping, collecting what it cannot read."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.errors: list[tuple[str, str]] = []
+
+    def raw(self, name: str) -> str | None:
+        return _clean(self.env.get(name))
+
+    def text(self, name: str, default: D) -> str | D:
+        return self.raw(name) or default
+
+    def _parse(self, name: str, default: D, parse: Callable[[str], V], kind: str) -> V | D:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            self.errors.append((name, f"{name} must be {kind}. Received: {raw!r}"))
+            return default
+
+    def integer(self, name: str, default: int) -> int:
+        return self._parse(name, default, int, "an integer")
+
+    def number(self, name: str, default: D) -> float | D:
+        return self._parse(name, default, _finite_float, "a number")
+
+    def flag(self, name: str, default: D) -> bool | D:
+        return self._parse(name, default, _flag, "true or false")
+
+
+def _finite_float(raw: str) -> float:
+    value = float(raw)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(raw)
+    return value
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(raw)

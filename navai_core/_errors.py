@@ -1,0 +1,92 @@
+"""Errors that know the HTTP status and JSON body a server should answer with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from ._http import Reply
+from ._json import JsonValue
+
+
+class NavaiError(Exception):
+    """Base of every error navai answers over HTTP.
+
+    ``message`` is safe to show to a client: it never holds a key or a secret.
+    ``to_reply()`` renders ``{"error": message, **extra}`` with ``status_code``.
+    """
+
+    status_code: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        extra: Mapping[str, JsonValue] | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.extra: dict[str, JsonValue] = dict(extra or {})
+        self.headers: tuple[tuple[str, str], ...] = tuple(headers)
+
+    def body(self) -> dict[str, JsonValue]:
+        return {"error": self.message, **self.extra}
+
+    def to_reply(self) -> Reply:
+        return Reply(self.status_code, self.body(), self.headers)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status_code}, {self.message!r})"
+
+
+class BadRequest(NavaiError):
+    status_code = 400
+
+
+class Unauthorized(NavaiError):
+    status_code = 401
+
+
+class Forbidden(NavaiError):
+    status_code = 403
+
+
+class NotFound(NavaiError):
+    status_code = 404
+
+
+class MethodNotAllowed(NavaiError):
+    status_code = 405
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        allow = ", ".join(sorted(set(allowed)))
+        super().__init__(
+            f"Method not allowed. Allowed: {allow}.", headers=[("Allow", allow)]
+        )
+
+
+class PayloadTooLarge(NavaiError):
+    status_code = 413
+
+
+class ConfigurationError(NavaiError):
+    """The server's configuration is wrong (answered per request; the server still boots)."""
+
+    status_code = 400
+
+
+class UpstreamError(NavaiError):
+    """An upstream API (OpenAI, ElevenLabs) failed; status is the upstream's or 502/504."""
+
+    status_code = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    status_code = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
