@@ -1,1 +1,65 @@
-"""navai_core: the framework-free core of navai."""
+"""navai_core: the framework-free core of navai.
+
+Everything here is pure Python over attrs and httpx: no web framework is imported, so the
+core can be used from any server and its rules unit-tested directly.
+"""
+
+from ._client_secret import (
+    ClientSecret,
+    ClientSecretOptions,
+    UpstreamRequest,
+    build_client_secret_request,
+    build_instructions,
+    parse_client_secret_body,
+    parse_client_secret_response,
+    resolve_api_key,
+    validate_ttl,
+)
+from ._config import NavaiConfig
+from ._errors import (
+    BadRequest,
+    ConfigurationError,
+    Forbidden,
+    MethodNotAllowed,
+    NavaiError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ._http import Reply, RequestContext
+from ._navai import Navai, Route
+from ._upstream import UpstreamReply, asend, send
+
+__all__ = [
+    "BadRequest",
+    "ClientSecret",
+    "ClientSecretOptions",
+    "ConfigurationError",
+    "Forbidden",
+    "MethodNotAllowed",
+    "Navai",
+    "NavaiConfig",
+    "NavaiError",
+    "NotFound",
+    "PayloadTooLarge",
+    "Reply",
+    "RequestContext",
+    "Route",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamReply",
+    "UpstreamRequest",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "asend",
+    "build_client_secret_request",
+    "build_instructions",
+    "parse_client_secret_body",
+    "parse_client_secret_response",
+    "resolve_api_key",
+    "send",
+    "validate_ttl",
+]

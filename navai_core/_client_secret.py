@@ -194,7 +194,7 @@ def build_client_secret_request(
         headers=tuple(headers),
         content=dumps(body),
         label="OpenAI client_secrets",
-        secrets=(key,),
+        secrets=tuple(k for k in (key, _clean(options.api_key)) if k),
     )
 
 

@@ -63,9 +63,7 @@ class MethodNotAllowed(NavaiError):
 
     def __init__(self, allowed: Iterable[str]) -> None:
         allow = ", ".join(sorted(set(allowed)))
-        super().__init__(
-            f"Method not allowed. Allowed: {allow}.", headers=[("Allow", allow)]
-        )
+        super().__init__(f"Method not allowed. Allowed: {allow}.", headers=[("Allow", allow)])
 
 
 class PayloadTooLarge(NavaiError):

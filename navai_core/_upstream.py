@@ -44,9 +44,7 @@ def _transport_errors(request: UpstreamRequest, timeout: float) -> Iterator[None
 
 
 def _build(client: httpx.Client | httpx.AsyncClient, r: UpstreamRequest, t: float) -> httpx.Request:
-    return client.build_request(
-        r.method, r.url, headers=r.headers, content=r.content, timeout=t
-    )
+    return client.build_request(r.method, r.url, headers=r.headers, content=r.content, timeout=t)
 
 
 def send(client: httpx.Client, request: UpstreamRequest, timeout: float) -> UpstreamReply:

@@ -1,0 +1,329 @@
+"""The facade: configuration + function registry + pooled httpx clients + HTTP handling.
+
+``Navai.handle`` (sync) and ``Navai.ahandle`` (async) answer any navai route given a
+framework-neutral :class:`RequestContext` and the raw body. Both share ``_plan``, which
+makes every decision (route, CORS, method, size, JSON, validation) and returns either the
+final :class:`Reply` or one I/O step; the two tails only perform that step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import attrs
+import httpx
+
+from . import _cors
+from ._client_secret import (
+    ClientSecret,
+    UpstreamRequest,
+    build_client_secret_request,
+    parse_client_secret_body,
+    parse_client_secret_response,
+)
+from ._config import NavaiConfig
+from ._discovery import load_functions
+from ._dispatch import PreparedCall, aexecute, execute, prepare_call
+from ._errors import BadRequest, MethodNotAllowed, NavaiError, NotFound, PayloadTooLarge
+from ._functions import FunctionRegistry
+from ._http import Reply, RequestContext
+from ._upstream import UpstreamReply, asend, send
+
+logger = logging.getLogger("navai")
+
+INTERNAL_ERROR = "Internal server error."
+
+
+@attrs.frozen
+class Route:
+    name: str
+    path: str
+    methods: tuple[str, ...]
+
+
+@attrs.frozen
+class _Upstream:
+    """Send ``request``, then turn the reply into the final answer with ``finish``."""
+
+    request: UpstreamRequest
+    finish: Callable[[UpstreamReply], Reply]
+
+
+_Step: TypeAlias = "Reply | _Upstream | PreparedCall"
+
+
+class Navai:
+    """A navai server's state, shared by every adapter.
+
+    >>> navai = Navai(NavaiConfig(openai_api_key="sk-..."))
+    >>> reply = navai.handle(RequestContext("POST", "/navai/realtime/client-secret"), b"{}")
+
+    The httpx clients are created on first use and reused (connection pooling); pass your
+    own to share them. ``close()`` / ``aclose()`` (or ``with`` / ``async with``) release
+    what navai created.
+    """
+
+    def __init__(
+        self,
+        config: NavaiConfig | None = None,
+        *,
+        functions: FunctionRegistry | None = None,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = NavaiConfig.from_env() if config is None else config
+        self._code_functions = functions
+        self._registry: FunctionRegistry | None = None
+        self._lock = threading.Lock()
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._aclient = async_http_client
+        self._owns_aclient = async_http_client is None
+        self._routes = self._build_routes()
+
+    def __repr__(self) -> str:
+        return f"Navai({self.config!r})"
+
+    # ----- startup -----------------------------------------------------------------
+
+    def startup_report(self) -> list[str]:
+        """Load the functions and return every warning to show at start-up, once."""
+        problems = self.config.problems()
+        if self.config.functions_enabled:
+            problems += self.functions().warnings
+        return problems
+
+    def log_startup(self) -> None:
+        for problem in self.startup_report():
+            logger.warning("%s", problem)
+
+    # ----- functions ---------------------------------------------------------------
+
+    def functions(self) -> FunctionRegistry:
+        """The function registry, built once (thread-safe) on first use."""
+        registry = self._registry
+        if registry is None:
+            with self._lock:
+                if self._registry is None:
+                    c = self.config
+                    self._registry = load_functions(
+                        base_dir=c.functions_base_dir or ".",
+                        folders=c.functions_folders,
+                        agents_folders=c.agents_folders,
+                        modules=c.functions_modules,
+                        registry=self._code_functions,
+                    )
+                registry = self._registry
+        return registry
+
+    async def afunctions(self) -> FunctionRegistry:
+        """Like :meth:`functions`; a first build (imports files) runs in a worker thread."""
+        if self._registry is not None:
+            return self._registry
+        return await asyncio.to_thread(self.functions)
+
+    # ----- client secret (Python API) ---------------------------------------------
+
+    def create_client_secret(self, body: object = None) -> ClientSecret:
+        """Mint a client secret for a request body (a dict of the contract's fields)."""
+        request = build_client_secret_request(self.config, parse_client_secret_body(body))
+        reply = send(self.http_client(), request, self.config.upstream_timeout_seconds)
+        return parse_client_secret_response(request, reply.status, reply.content)
+
+    async def acreate_client_secret(self, body: object = None) -> ClientSecret:
+        request = build_client_secret_request(self.config, parse_client_secret_body(body))
+        reply = await asend(self.async_http_client(), request, self.config.upstream_timeout_seconds)
+        return parse_client_secret_response(request, reply.status, reply.content)
+
+    # ----- HTTP ------------------------------------------------------------------
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self._routes
+
+    def _build_routes(self) -> tuple[Route, ...]:
+        c = self.config
+        routes = [Route("client_secret", c.client_secret_path, ("POST",))]
+        if c.functions_enabled:
+            routes.append(Route("list_functions", c.functions_path, ("GET",)))
+            routes.append(Route("execute", c.execute_path, ("POST",)))
+        if c.health_path:
+            routes.append(Route("health", c.health_path, ("GET",)))
+        return tuple(routes)
+
+    def match(self, path: str) -> Route | None:
+        normal = path.rstrip("/") or "/"
+        for route in self._routes:
+            if route.path.rstrip("/") == normal:
+                return route
+        return None
+
+    def handle(self, context: RequestContext, body: bytes = b"") -> Reply:
+        """Answer one HTTP request (sync servers: WSGI, custom)."""
+        try:
+            if self._needs_registry(context):
+                self.functions()
+            step = self._plan(context, body)
+            if isinstance(step, _Upstream):
+                reply = send(self.http_client(), step.request, self.config.upstream_timeout_seconds)
+                step = step.finish(reply)
+            elif isinstance(step, PreparedCall):
+                step = execute(step, expose_errors=self.config.expose_function_errors)
+        except Exception as exc:
+            step = self._error_reply(exc)
+        assert isinstance(step, Reply)
+        return self._with_cors(context, step)
+
+    async def ahandle(self, context: RequestContext, body: bytes = b"") -> Reply:
+        """Answer one HTTP request (async servers: ASGI, custom)."""
+        try:
+            if self._needs_registry(context):
+                await self.afunctions()
+            step = self._plan(context, body)
+            if isinstance(step, _Upstream):
+                client = self.async_http_client()
+                reply = await asend(client, step.request, self.config.upstream_timeout_seconds)
+                step = step.finish(reply)
+            elif isinstance(step, PreparedCall):
+                step = await aexecute(step, expose_errors=self.config.expose_function_errors)
+        except Exception as exc:
+            step = self._error_reply(exc)
+        assert isinstance(step, Reply)
+        return self._with_cors(context, step)
+
+    def _needs_registry(self, context: RequestContext) -> bool:
+        route = self.match(context.path)
+        return self._registry is None and route is not None and route.name in _FUNCTION_ROUTES
+
+    def _error_reply(self, exc: Exception) -> Reply:
+        if isinstance(exc, NavaiError):
+            return exc.to_reply()
+        logger.exception("navai: unexpected error while answering a request")
+        return Reply(500, {"error": INTERNAL_ERROR})
+
+    def _with_cors(self, context: RequestContext, reply: Reply) -> Reply:
+        if context.method.upper() == "OPTIONS":
+            return reply  # preflight answers carry their own CORS headers
+        origin = context.header("origin")
+        return reply.with_headers(*_cors.cors_headers(self.config.cors_origins, origin))
+
+    def _plan(self, context: RequestContext, body: bytes) -> _Step:
+        """Every decision about one request, with no I/O: the reply, or the one I/O step.
+
+        The function registry must already be built for the function routes.
+        """
+        route = self.match(context.path)
+        if route is None:
+            raise NotFound("Not found.")
+        method = context.method.upper()
+        if method == "OPTIONS":
+            return self._preflight(context, route)
+        if method not in route.methods:
+            raise MethodNotAllowed((*route.methods, "OPTIONS"))
+        if route.name == "health":
+            return Reply(200, {"ok": True})
+        registry = self._registry
+        if route.name == "list_functions":
+            assert registry is not None
+            return Reply(200, registry.list_body())
+        parsed = self._parse_body(context, body)
+        if route.name == "execute":
+            assert registry is not None
+            return prepare_call(registry, parsed, context)
+        request = build_client_secret_request(self.config, parse_client_secret_body(parsed))
+        provider = self.config.tts_provider
+
+        def finish(reply: UpstreamReply) -> Reply:
+            secret = parse_client_secret_response(request, reply.status, reply.content)
+            return Reply(200, secret.to_body(provider), (("Cache-Control", "no-store"),))
+
+        return _Upstream(request, finish)
+
+    def _preflight(self, context: RequestContext, route: Route) -> Reply:
+        methods = (*route.methods, "OPTIONS")
+        origin = context.header("origin")
+        headers = _cors.preflight_headers(
+            self.config.cors_origins,
+            origin,
+            methods,
+            context.header("access-control-request-headers"),
+        )
+        if origin and not headers:
+            return Reply(403, {"error": "Origin not allowed."})
+        return Reply(204, None, (("Allow", ", ".join(methods)), *headers))
+
+    def _parse_body(self, context: RequestContext, body: bytes) -> Any:
+        if len(body) > self.config.max_body_bytes:
+            raise PayloadTooLarge(
+                f"Request body is larger than {self.config.max_body_bytes} bytes."
+            )
+        if not body.strip():
+            return None
+        content_type = (context.header("content-type") or "").split(";")[0].strip().lower()
+        if content_type and not (
+            content_type == "application/json" or content_type.endswith("+json")
+        ):
+            raise NavaiError("Content-Type must be application/json.", status_code=415)
+        try:
+            parsed = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise BadRequest("Request body is not valid JSON.") from None
+        if not isinstance(parsed, dict):
+            raise BadRequest("Request body must be a JSON object.")
+        return parsed
+
+    # ----- httpx clients ------------------------------------------------------------
+
+    def http_client(self) -> httpx.Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=self.config.upstream_timeout_seconds)
+        return self._client
+
+    def async_http_client(self) -> httpx.AsyncClient:
+        if self._aclient is None:
+            self._aclient = httpx.AsyncClient(timeout=self.config.upstream_timeout_seconds)
+        return self._aclient
+
+    def close(self) -> None:
+        """Close the sync httpx client navai created (a passed-in client stays open)."""
+        if self._client is not None and self._owns_client:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close both httpx clients navai created."""
+        if self._aclient is not None and self._owns_aclient:
+            await self._aclient.aclose()
+            self._aclient = None
+        self.close()
+
+    def __enter__(self) -> Navai:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Navai:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+_FUNCTION_ROUTES = frozenset({"list_functions", "execute"})
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")

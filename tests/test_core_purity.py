@@ -1,0 +1,28 @@
+"""navai_core imports no web framework, and its public API is what __all__ says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import navai_core
+
+FRAMEWORKS = ("starlette", "werkzeug", "flask", "django", "fastapi", "uvicorn", "waitress")
+
+
+def test_importing_navai_core_imports_no_web_framework():
+    code = (
+        "import sys, navai_core\n"
+        f"found = [m for m in {FRAMEWORKS!r} if m in sys.modules]\n"
+        "print(','.join(found))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == ""
+
+
+def test_all_is_sorted_and_matches_public_names():
+    public = {name for name in dir(navai_core) if not name.startswith("_")}
+    assert sorted(navai_core.__all__) == navai_core.__all__
+    assert set(navai_core.__all__) == public
