@@ -7,9 +7,11 @@ core can be used from any server and its rules unit-tested directly.
 from ._client_secret import (
     ClientSecret,
     ClientSecretOptions,
+    UpstreamReply,
     UpstreamRequest,
     build_client_secret_request,
     build_instructions,
+    build_transcription_request,
     parse_client_secret_body,
     parse_client_secret_response,
     resolve_api_key,
@@ -31,7 +33,8 @@ from ._errors import (
 )
 from ._http import Reply, RequestContext
 from ._navai import Navai, Route
-from ._upstream import UpstreamReply, asend, send
+from ._retry import RetryPolicy
+from ._upstream import asend, send
 
 __all__ = [
     "BadRequest",
@@ -47,6 +50,7 @@ __all__ = [
     "PayloadTooLarge",
     "Reply",
     "RequestContext",
+    "RetryPolicy",
     "Route",
     "Unauthorized",
     "UpstreamError",
@@ -57,6 +61,7 @@ __all__ = [
     "asend",
     "build_client_secret_request",
     "build_instructions",
+    "build_transcription_request",
     "parse_client_secret_body",
     "parse_client_secret_response",
     "resolve_api_key",

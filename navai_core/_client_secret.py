@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
-from ._config import TTL_ENV, NavaiConfig, _clean, _ttl_ok, ttl_error_text
+from ._config import (
+    TTL_ENV,
+    KeySource,
+    NavaiConfig,
+    _clean,
+    _ttl_ok,
+    session_problems,
+    ttl_error_text,
+)
 from ._errors import (
     BadRequest,
     ConfigurationError,
@@ -65,6 +74,15 @@ class UpstreamRequest:
     label: str = "upstream"
     # Values that must never appear in an error text built from this request.
     secrets: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
+
+
+@attrs.frozen
+class UpstreamReply:
+    """What an upstream answered: status, headers (any case-insensitive mapping), body."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    content: bytes = attrs.field(repr=False)
 
 
 @attrs.frozen
@@ -151,23 +169,91 @@ def _pick(request_value: str | None, default: str) -> str:
     return _clean(request_value) or default
 
 
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top; nested objects merge, everything else replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_template(config: NavaiConfig, template: object, name: str, kind: str) -> None:
+    if problems := session_problems(template, name, kind):
+        raise ConfigurationError("Invalid session template: " + " ".join(problems), status_code=500)
+
+
 def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObject:
+    """The Realtime session: the configured template with the request's choices on top."""
+    _check_template(config, config.session, "NAVAI_SESSION_JSON", "realtime")
     instructions = build_instructions(
         _pick(options.instructions, config.instructions),
         options.language if _clean(options.language) else config.language,
         options.voice_accent if _clean(options.voice_accent) else config.voice_accent,
         options.voice_tone if _clean(options.voice_tone) else config.voice_tone,
     )
-    session: JsonObject = {
+    default_model = config.model
+    if config.provider == "azure" and (deployment := _clean(config.azure_deployment)):
+        default_model = deployment
+    chosen: JsonObject = {
         "type": "realtime",
-        "model": _pick(options.model, config.model),
+        "model": _pick(options.model, default_model),
         "instructions": instructions,
     }
     if config.tts_provider == "elevenlabs":
-        session["output_modalities"] = ["text"]
+        chosen["output_modalities"] = ["text"]
     else:
-        session["audio"] = {"output": {"voice": _pick(options.voice, config.voice)}}
+        chosen["audio"] = {"output": {"voice": _pick(options.voice, config.voice)}}
+    session = deep_merge(config.session or {}, chosen)
+    if config.tts_provider == "elevenlabs":
+        # Text only: the browser speaks through ElevenLabs, so no output voice is sent.
+        audio = session.get("audio")
+        if isinstance(audio, dict) and isinstance(audio.get("output"), dict):
+            audio["output"].pop("voice", None)
     return session
+
+
+def _current(source: KeySource) -> str | None:
+    """A key from a string or a callable (asked now), trimmed; blank is missing."""
+    return _clean(source() if callable(source) else source)
+
+
+def _upstream_request(
+    config: NavaiConfig, options_key: str | None, body: JsonObject, label: str
+) -> UpstreamRequest:
+    """POST ``body`` to ``<base>/realtime/client_secrets`` of the configured provider."""
+    ttl = validate_ttl(config)
+    body = {"expires_after": {"anchor": "created_at", "seconds": ttl}, **body}
+    allow = config.allow_api_key_from_request
+    headers: list[tuple[str, str]] = []
+    if config.provider == "azure":
+        url = (config.azure_endpoint or "").rstrip("/") + "/openai/v1/realtime/client_secrets"
+        if config.azure_token_provider is not None and not _current(config.azure_api_key):
+            key = resolve_api_key(config.azure_token_provider(), None, allow)
+            headers.append(("Authorization", f"Bearer {key}"))
+        else:
+            key = resolve_api_key(_current(config.azure_api_key), options_key, allow)
+            headers.append(("api-key", key))
+    else:
+        url = config.openai_base_url.rstrip("/") + "/realtime/client_secrets"
+        key = resolve_api_key(_current(config.openai_api_key), options_key, allow)
+        headers.append(("Authorization", f"Bearer {key}"))
+        if org := _clean(config.openai_organization):
+            headers.append(("OpenAI-Organization", org))
+        if project := _clean(config.openai_project):
+            headers.append(("OpenAI-Project", project))
+    headers.append(("Content-Type", "application/json"))
+    return UpstreamRequest(
+        method="POST",
+        url=url,
+        headers=tuple(headers),
+        content=dumps(body),
+        label=label,
+        secrets=tuple(k for k in (key, _clean(options_key)) if k),
+    )
 
 
 def build_client_secret_request(
@@ -175,26 +261,38 @@ def build_client_secret_request(
 ) -> UpstreamRequest:
     """The upstream ``POST <base>/realtime/client_secrets`` for these options.
 
-    Raises 400 for a bad TTL, then 401/403 per the API key policy.
+    Raises 400 for a bad TTL, then 401/403 per the API key policy, 500 for a bad template.
     """
-    ttl = validate_ttl(config)
-    key = resolve_api_key(config.openai_api_key, options.api_key, config.allow_api_key_from_request)
-    body: JsonObject = {
-        "expires_after": {"anchor": "created_at", "seconds": ttl},
-        "session": build_session(config, options),
+    session = build_session(config, options)
+    return _upstream_request(config, options.api_key, {"session": session}, "OpenAI client_secrets")
+
+
+TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "apiKey")
+
+
+def build_transcription_request(config: NavaiConfig, body: object) -> UpstreamRequest:
+    """A client secret for a ``type: "transcription"`` session (speech-to-text only).
+
+    Body fields (all optional strings): ``model`` (transcription model), ``language``
+    (ISO-639-1), ``prompt``, ``apiKey`` (same policy as the realtime route).
+    """
+    _check_template(
+        config, config.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
+    )
+    fields = read_string_fields(body, TRANSCRIPTION_FIELDS)
+    transcription: JsonObject = {"model": _pick(fields["model"], config.transcription_model)}
+    language = _clean(fields["language"]) or _clean(config.language)
+    if language:
+        transcription["language"] = language
+    if prompt := _clean(fields["prompt"]):
+        transcription["prompt"] = prompt
+    chosen: JsonObject = {
+        "type": "transcription",
+        "audio": {"input": {"transcription": transcription}},
     }
-    headers = [("Authorization", f"Bearer {key}"), ("Content-Type", "application/json")]
-    if org := _clean(config.openai_organization):
-        headers.append(("OpenAI-Organization", org))
-    if project := _clean(config.openai_project):
-        headers.append(("OpenAI-Project", project))
-    return UpstreamRequest(
-        method="POST",
-        url=config.openai_base_url.rstrip("/") + "/realtime/client_secrets",
-        headers=tuple(headers),
-        content=dumps(body),
-        label="OpenAI client_secrets",
-        secrets=tuple(k for k in (key, _clean(options.api_key)) if k),
+    session = deep_merge(config.transcription_session or {}, chosen)
+    return _upstream_request(
+        config, fields["apiKey"], {"session": session}, "OpenAI client_secrets"
     )
 
 
@@ -206,12 +304,47 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def upstream_failure(request: UpstreamRequest, status: int, content: bytes) -> NavaiError:
-    """The error for a non-2xx upstream reply: its status and ``<label> failed: <body>``."""
+def upstream_failure(
+    request: UpstreamRequest,
+    status: int,
+    content: bytes,
+    headers: Mapping[str, str] | None = None,
+) -> NavaiError:
+    """The error for a non-2xx upstream reply: its status and ``<label> failed: <body>``.
+
+    The JSON answer also carries the upstream ``request_id`` (from ``x-request-id``) and
+    the upstream error's ``message``/``type``/``code`` as ``upstream_error`` when present.
+    """
     text = redact(content.decode("utf-8", errors="replace"), request.secrets)
     # Only a client or server error status is passed on; anything else is a bad gateway.
     passed = status if 400 <= status <= 599 else 502
-    return UpstreamError(f"{request.label} failed: {text}", status_code=passed)
+    extra: dict[str, JsonValue] = {}
+    if request_id := _request_id(headers):
+        extra["request_id"] = request_id
+    if details := _upstream_error_fields(text):
+        extra["upstream_error"] = details
+    return UpstreamError(f"{request.label} failed: {text}", status_code=passed, extra=extra)
+
+
+def _request_id(headers: Mapping[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    for name, value in headers.items():
+        if name.lower() in ("x-request-id", "apim-request-id"):
+            return value
+    return None
+
+
+def _upstream_error_fields(text: str) -> JsonObject | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None
+    kept: JsonObject = {k: error[k] for k in ("message", "type", "code") if k in error}
+    return kept or None
 
 
 def parse_json_reply(request: UpstreamRequest, content: bytes) -> JsonObject:
@@ -225,11 +358,14 @@ def parse_json_reply(request: UpstreamRequest, content: bytes) -> JsonObject:
 
 
 def parse_client_secret_response(
-    request: UpstreamRequest, status: int, content: bytes
+    request: UpstreamRequest,
+    status: int,
+    content: bytes,
+    headers: Mapping[str, str] | None = None,
 ) -> ClientSecret:
     """Turn OpenAI's reply into a :class:`ClientSecret`, or raise the error to answer with."""
     if not 200 <= status <= 299:
-        raise upstream_failure(request, status, content)
+        raise upstream_failure(request, status, content, headers)
     data = parse_json_reply(request, content)
     value = data.get("value")
     expires_at = data.get("expires_at")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 
@@ -19,6 +20,9 @@ DEFAULT_ELEVENLABS_OUTPUT_FORMAT = "mp3_44100_128"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 SpeechProvider = Literal["openai", "elevenlabs"]
+Provider = Literal["openai", "azure"]
+KeySource: TypeAlias = "str | Callable[[], str] | None"
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -38,7 +42,8 @@ class NavaiConfig:
     """
 
     # --- client secret (CONTRACT section 2) ---
-    openai_api_key: str | None = attrs.field(default=None, repr=False)
+    # A string, or a callable asked once per mint (key rotation, vaults).
+    openai_api_key: KeySource = attrs.field(default=None, repr=False)
     model: str = DEFAULT_MODEL
     voice: str = DEFAULT_VOICE
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -53,6 +58,21 @@ class NavaiConfig:
     openai_organization: str | None = None
     openai_project: str | None = None
     upstream_timeout_seconds: float = 15.0
+    upstream_connect_timeout_seconds: float = 5.0
+    upstream_max_retries: int = 2
+    # Extra Realtime session settings sent with every mint; request fields still win for
+    # model, voice and instructions. Checked by problems() for what OpenAI rejects.
+    session: dict[str, Any] | None = None
+    transcription_session: dict[str, Any] | None = None
+    transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL
+
+    # --- Azure OpenAI ---
+    provider: Provider = "openai"
+    azure_endpoint: str | None = None
+    azure_api_key: KeySource = attrs.field(default=None, repr=False)
+    azure_deployment: str | None = None
+    # Entra ID: a callable returning a bearer token, asked once per mint.
+    azure_token_provider: Callable[[], str] | None = attrs.field(default=None, repr=False)
 
     # --- backend functions (CONTRACT sections 4 and 5) ---
     functions_enabled: bool = True
@@ -66,6 +86,7 @@ class NavaiConfig:
     cors_origins: tuple[str, ...] | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     client_secret_path: str = "/navai/realtime/client-secret"
+    transcription_secret_path: str | None = "/navai/realtime/transcription-secret"
     functions_path: str = "/navai/functions"
     execute_path: str = "/navai/functions/execute"
     speech_path: str = "/navai/speech/synthesize"
@@ -111,6 +132,15 @@ class NavaiConfig:
             "openai_organization": r.raw("OPENAI_ORG_ID"),
             "openai_project": r.raw("OPENAI_PROJECT_ID"),
             "upstream_timeout_seconds": r.number("NAVAI_UPSTREAM_TIMEOUT", 15.0),
+            "upstream_connect_timeout_seconds": r.number("NAVAI_UPSTREAM_CONNECT_TIMEOUT", 5.0),
+            "upstream_max_retries": r.integer("NAVAI_UPSTREAM_MAX_RETRIES", 2),
+            "session": r.json_object("NAVAI_SESSION_JSON"),
+            "transcription_session": r.json_object("NAVAI_TRANSCRIPTION_SESSION_JSON"),
+            "transcription_model": r.text("NAVAI_TRANSCRIPTION_MODEL", DEFAULT_TRANSCRIPTION_MODEL),
+            "provider": _provider(r.raw("NAVAI_PROVIDER"), r.raw("AZURE_OPENAI_ENDPOINT")),
+            "azure_endpoint": r.raw("AZURE_OPENAI_ENDPOINT"),
+            "azure_api_key": r.raw("AZURE_OPENAI_API_KEY"),
+            "azure_deployment": r.raw("AZURE_OPENAI_DEPLOYMENT"),
             "functions_enabled": r.flag("NAVAI_FUNCTIONS_ENABLED", True),
             "functions_base_dir": r.raw("NAVAI_FUNCTIONS_BASE_DIR"),
             "functions_folders": r.raw("NAVAI_FUNCTIONS_FOLDERS"),
@@ -149,20 +179,86 @@ class NavaiConfig:
         ttl = self.client_secret_ttl_seconds
         if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
             found.append(ttl_error_text(ttl))
-        if not _clean(self.openai_api_key):
+        key_name = "AZURE_OPENAI_API_KEY" if self.provider == "azure" else "OPENAI_API_KEY"
+        has_key = self.backend_key_source() is not None or self.azure_token_provider is not None
+        if not has_key:
             if self.allow_api_key_from_request:
-                found.append("OPENAI_API_KEY is not set: each request must send apiKey.")
+                found.append(f"{key_name} is not set: each request must send apiKey.")
             else:
                 found.append(
-                    "OPENAI_API_KEY is not set and request keys are not allowed: "
+                    f"{key_name} is not set and request keys are not allowed: "
                     "client-secret requests will answer 401."
                 )
+        if self.provider == "azure" and not _clean(self.azure_endpoint):
+            found.append("NAVAI_PROVIDER is azure but AZURE_OPENAI_ENDPOINT is not set.")
+        found += session_problems(self.session, "NAVAI_SESSION_JSON", "realtime")
+        found += session_problems(
+            self.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
+        )
         if self.tts_provider == "elevenlabs":
             if not _clean(self.elevenlabs_api_key):
                 found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set.")
             if not _clean(self.elevenlabs_voice_id):
                 found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_VOICE_ID is not set.")
         return found
+
+    def backend_key_source(self) -> KeySource:
+        """The server's key for the configured provider (a string or a callable), if any."""
+        source = self.azure_api_key if self.provider == "azure" else self.openai_api_key
+        if isinstance(source, str):
+            return _clean(source)
+        return source
+
+
+def _provider(explicit: str | None, azure_endpoint: str | None) -> Provider:
+    if explicit is not None:
+        return "azure" if explicit.lower() == "azure" else "openai"
+    return "azure" if azure_endpoint else "openai"
+
+
+# Top-level fields of the Realtime beta that the GA API rejects, and what replaced them.
+BETA_SESSION_FIELDS = {
+    "modalities": "output_modalities",
+    "voice": "audio.output.voice",
+    "turn_detection": "audio.input.turn_detection",
+    "input_audio_format": "audio.input.format",
+    "output_audio_format": "audio.output.format",
+    "input_audio_transcription": "audio.input.transcription",
+    "input_audio_noise_reduction": "audio.input.noise_reduction",
+    "speed": "audio.output.speed",
+    "max_response_output_tokens": "max_output_tokens",
+    "temperature": None,
+}
+
+
+def session_problems(session: object, name: str, kind: str) -> list[str]:
+    """What OpenAI would reject in a session template (empty when it looks right)."""
+    if session is None:
+        return []
+    if not isinstance(session, dict):
+        return [f"{name} must be a JSON object."]
+    found = []
+    if session.get("type", kind) != kind:
+        found.append(f'{name}: "type" must be "{kind}". Received: {session.get("type")!r}')
+    for old, new in BETA_SESSION_FIELDS.items():
+        if old in session:
+            hint = f'; use "{new}" instead' if new else "; the GA API has no such field"
+            found.append(f'{name}: "{old}" is a Realtime beta field{hint}.')
+    audio = session.get("audio")
+    output = audio.get("output") if isinstance(audio, dict) else None
+    speed = output.get("speed") if isinstance(output, dict) else None
+    if speed is not None and not (
+        isinstance(speed, (int, float)) and not isinstance(speed, bool) and 0.25 <= speed <= 1.5
+    ):
+        found.append(f"{name}: audio.output.speed must be between 0.25 and 1.5. Received: {speed}")
+    tokens = session.get("max_output_tokens")
+    if (
+        tokens is not None
+        and tokens != "inf"
+        and not (isinstance(tokens, int) and not isinstance(tokens, bool) and 1 <= tokens <= 4096)
+    ):
+        found.append(f'{name}: max_output_tokens must be 1..4096 or "inf". Received: {tokens!r}')
+    return found
 
 
 TTL_ENV = "OPENAI_REALTIME_CLIENT_SECRET_TTL"
@@ -225,10 +321,20 @@ class _EnvReader:
     def flag(self, name: str, default: D) -> bool | D:
         return self._parse(name, default, _flag, "true or false")
 
+    def json_object(self, name: str) -> dict[str, Any] | None:
+        return self._parse(name, None, _json_object, "a JSON object")
+
 
 def _finite_float(raw: str) -> float:
     value = float(raw)
     if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(raw)
+    return value
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    value = json.loads(raw)  # JSONDecodeError is a ValueError
+    if not isinstance(value, dict):
         raise ValueError(raw)
     return value
 

@@ -22,18 +22,28 @@ import httpx
 from . import _cors
 from ._client_secret import (
     ClientSecret,
+    UpstreamReply,
     UpstreamRequest,
     build_client_secret_request,
+    build_transcription_request,
     parse_client_secret_body,
     parse_client_secret_response,
 )
 from ._config import NavaiConfig
 from ._discovery import load_functions
 from ._dispatch import PreparedCall, aexecute, execute, prepare_call
-from ._errors import BadRequest, MethodNotAllowed, NavaiError, NotFound, PayloadTooLarge
+from ._errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NavaiError,
+    NotFound,
+    PayloadTooLarge,
+    UpstreamError,
+)
 from ._functions import FunctionRegistry
 from ._http import Reply, RequestContext
-from ._upstream import UpstreamReply, asend, send
+from ._retry import RetryPolicy
+from ._upstream import asend, send
 
 logger = logging.getLogger("navai")
 
@@ -86,6 +96,12 @@ class Navai:
         self._aclient = async_http_client
         self._owns_aclient = async_http_client is None
         self._routes = self._build_routes()
+        c = self.config
+        self.retry_policy = RetryPolicy(
+            max_retries=max(c.upstream_max_retries, 0),
+            total_timeout=c.upstream_timeout_seconds,
+            connect_timeout=c.upstream_connect_timeout_seconds,
+        )
 
     def __repr__(self) -> str:
         return f"Navai({self.config!r})"
@@ -133,13 +149,13 @@ class Navai:
     def create_client_secret(self, body: object = None) -> ClientSecret:
         """Mint a client secret for a request body (a dict of the contract's fields)."""
         request = build_client_secret_request(self.config, parse_client_secret_body(body))
-        reply = send(self.http_client(), request, self.config.upstream_timeout_seconds)
-        return parse_client_secret_response(request, reply.status, reply.content)
+        reply = send(self.http_client(), request, self.retry_policy)
+        return parse_client_secret_response(request, reply.status, reply.content, reply.headers)
 
     async def acreate_client_secret(self, body: object = None) -> ClientSecret:
         request = build_client_secret_request(self.config, parse_client_secret_body(body))
-        reply = await asend(self.async_http_client(), request, self.config.upstream_timeout_seconds)
-        return parse_client_secret_response(request, reply.status, reply.content)
+        reply = await asend(self.async_http_client(), request, self.retry_policy)
+        return parse_client_secret_response(request, reply.status, reply.content, reply.headers)
 
     # ----- HTTP ------------------------------------------------------------------
 
@@ -150,6 +166,8 @@ class Navai:
     def _build_routes(self) -> tuple[Route, ...]:
         c = self.config
         routes = [Route("client_secret", c.client_secret_path, ("POST",))]
+        if c.transcription_secret_path:
+            routes.append(Route("transcription_secret", c.transcription_secret_path, ("POST",)))
         if c.functions_enabled:
             routes.append(Route("list_functions", c.functions_path, ("GET",)))
             routes.append(Route("execute", c.execute_path, ("POST",)))
@@ -171,7 +189,7 @@ class Navai:
                 self.functions()
             step = self._plan(context, body)
             if isinstance(step, _Upstream):
-                reply = send(self.http_client(), step.request, self.config.upstream_timeout_seconds)
+                reply = send(self.http_client(), step.request, self.retry_policy)
                 step = step.finish(reply)
             elif isinstance(step, PreparedCall):
                 step = execute(step, expose_errors=self.config.expose_function_errors)
@@ -188,7 +206,7 @@ class Navai:
             step = self._plan(context, body)
             if isinstance(step, _Upstream):
                 client = self.async_http_client()
-                reply = await asend(client, step.request, self.config.upstream_timeout_seconds)
+                reply = await asend(client, step.request, self.retry_policy)
                 step = step.finish(reply)
             elif isinstance(step, PreparedCall):
                 step = await aexecute(step, expose_errors=self.config.expose_function_errors)
@@ -202,6 +220,13 @@ class Navai:
         return self._registry is None and route is not None and route.name in _FUNCTION_ROUTES
 
     def _error_reply(self, exc: Exception) -> Reply:
+        if isinstance(exc, UpstreamError):
+            logger.warning(
+                "navai: %s (status %s, request id %s)",
+                exc.message[:500],
+                exc.status_code,
+                exc.extra.get("request_id", "-"),
+            )
         if isinstance(exc, NavaiError):
             return exc.to_reply()
         logger.exception("navai: unexpected error while answering a request")
@@ -236,11 +261,16 @@ class Navai:
         if route.name == "execute":
             assert registry is not None
             return prepare_call(registry, parsed, context)
-        request = build_client_secret_request(self.config, parse_client_secret_body(parsed))
+        if route.name == "transcription_secret":
+            request = build_transcription_request(self.config, parsed)
+        else:
+            request = build_client_secret_request(self.config, parse_client_secret_body(parsed))
         provider = self.config.tts_provider
 
         def finish(reply: UpstreamReply) -> Reply:
-            secret = parse_client_secret_response(request, reply.status, reply.content)
+            secret = parse_client_secret_response(
+                request, reply.status, reply.content, reply.headers
+            )
             return Reply(200, secret.to_body(provider), (("Cache-Control", "no-store"),))
 
         return _Upstream(request, finish)

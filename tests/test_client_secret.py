@@ -309,7 +309,21 @@ def test_upstream_non_2xx_passes_status_and_body(status):
         parse_client_secret_response(_request(), status, body)
     reply = info.value.to_reply()
     assert reply.status == status
-    assert reply.body == {"error": "OpenAI client_secrets failed: " + body.decode()}
+    assert reply.body == {
+        "error": "OpenAI client_secrets failed: " + body.decode(),
+        "upstream_error": {"message": "nope", "type": "invalid_request_error"},
+    }
+
+
+def test_upstream_request_id_and_error_fields_are_kept():
+    body = b'{"error":{"message":"bad voice","type":"invalid_request_error","code":"x","p":1}}'
+    with pytest.raises(UpstreamError) as info:
+        parse_client_secret_response(_request(), 400, body, {"X-Request-Id": "req_123"})
+    assert info.value.to_reply().body == {
+        "error": "OpenAI client_secrets failed: " + body.decode(),
+        "request_id": "req_123",
+        "upstream_error": {"message": "bad voice", "type": "invalid_request_error", "code": "x"},
+    }
 
 
 def test_upstream_error_body_never_echoes_the_key():
@@ -351,6 +365,7 @@ def test_non_error_status_is_a_bad_gateway():
 
 def _navai(**config):
     config.setdefault("openai_api_key", SERVER_KEY)
+    config.setdefault("upstream_max_retries", 0)
     return Navai(NavaiConfig(**config))
 
 
@@ -410,7 +425,8 @@ def test_a_client_passed_in_is_used_and_left_open():
         return httpx.Response(200, json=OK_REPLY)
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    with Navai(NavaiConfig(openai_api_key=SERVER_KEY), http_client=client) as navai:
+    config = NavaiConfig(openai_api_key=SERVER_KEY)
+    with Navai(config, http_client=client) as navai:
         navai.create_client_secret()
     assert len(seen) == 1
     assert not client.is_closed
@@ -420,10 +436,13 @@ def test_a_client_passed_in_is_used_and_left_open():
 @respx.mock
 def test_timeout_setting_reaches_httpx():
     route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK_REPLY))
-    with _navai(upstream_timeout_seconds=3.5) as navai:
+    with _navai(upstream_timeout_seconds=3.5, upstream_connect_timeout_seconds=1.5) as navai:
         navai.create_client_secret()
     timeout = route.calls.last.request.extensions["timeout"]
-    assert timeout == {"connect": 3.5, "read": 3.5, "write": 3.5, "pool": 3.5}
+    assert timeout["connect"] == 1.5
+    # The rest is what is left of the total deadline for this attempt.
+    assert 3.0 < timeout["read"] <= 3.5
+    assert 3.0 < timeout["pool"] <= 3.5
 
 
 @respx.mock
@@ -432,7 +451,7 @@ def test_upstream_timeout_is_504():
     with _navai(upstream_timeout_seconds=2) as navai, pytest.raises(UpstreamTimeout) as info:
         navai.create_client_secret()
     assert info.value.to_reply().status == 504
-    assert info.value.message == "OpenAI client_secrets timed out after 2 seconds."
+    assert info.value.message == "OpenAI client_secrets timed out."
 
 
 @pytest.mark.anyio

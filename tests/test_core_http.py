@@ -44,6 +44,7 @@ def ctx(method="POST", path=SECRET_PATH, **headers):
 def navai(**config):
     config.setdefault("openai_api_key", KEY)
     config.setdefault("functions_enabled", False)
+    config.setdefault("upstream_max_retries", 0)
     return Navai(NavaiConfig(**config))
 
 
@@ -120,7 +121,7 @@ def test_unknown_path_is_404_json(call):
 
 def test_function_routes_can_be_switched_off(call):
     n = navai(functions_enabled=False)
-    assert [r.name for r in n.routes] == ["client_secret"]
+    assert [r.name for r in n.routes] == ["client_secret", "transcription_secret"]
     assert call(n, ctx("GET", "/navai/functions")).status == 404
     assert call(n, ctx("POST", "/navai/functions/execute"), b"{}").status == 404
 
