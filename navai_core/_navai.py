@@ -108,15 +108,16 @@ class Navai:
 
     # ----- startup -----------------------------------------------------------------
 
-    def startup_report(self) -> list[str]:
-        """Load the functions and return every warning to show at start-up, once."""
+    def startup_report(self, *, load_functions: bool = True) -> list[str]:
+        """Every warning to show at start-up, once: configuration problems and, with
+        ``load_functions``, the function registry's (building it now)."""
         problems = self.config.problems()
-        if self.config.functions_enabled:
+        if load_functions and self.config.functions_enabled:
             problems += self.functions().warnings
         return problems
 
-    def log_startup(self) -> None:
-        for problem in self.startup_report():
+    def log_startup(self, *, load_functions: bool = True) -> None:
+        for problem in self.startup_report(load_functions=load_functions):
             logger.warning("%s", problem)
 
     # ----- functions ---------------------------------------------------------------
