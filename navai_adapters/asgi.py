@@ -1,0 +1,132 @@
+"""The ASGI adapter: navai as a Starlette app, or as routes for your own Starlette/FastAPI app.
+
+    app = create_app()                        # uvicorn --factory navai_adapters.asgi:create_app
+    parent.mount("/voice", create_app())      # mounted: navai sees paths below the prefix
+    Starlette(routes=[*routes(navai), ...])   # or its routes in your own router
+
+Every request goes to :meth:`navai_core.Navai.ahandle`; this module only translates. Sync
+backend functions run in a worker thread (the core does that); the async httpx client is
+opened on first use and closed by the lifespan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope, Send
+
+from navai_core import Navai, NavaiConfig, RequestContext
+
+from ._common import aread_limited, get_navai, internal_error, merge_headers, response_parts
+from ._common import route_path as _route_path
+
+if TYPE_CHECKING:
+    from navai_core._functions import FunctionRegistry
+
+__all__ = ["NavaiEndpoint", "create_app", "lifespan", "request_context", "routes"]
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+
+
+def request_context(request: Request) -> RequestContext:
+    """The framework-neutral view of a Starlette request (path relative to the mount)."""
+    scope = request.scope
+    return RequestContext(
+        method=request.method,
+        path=_route_path(scope["path"], scope.get("root_path", "")),
+        headers=merge_headers(request.headers.items()),
+        client=request.client.host if request.client else None,
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        raw=request,
+    )
+
+
+class NavaiEndpoint:
+    """An ASGI app that answers every HTTP request with ``navai.ahandle``.
+
+    Paths navai does not know answer 404 JSON. Use it as the endpoint of a Starlette
+    ``Route`` (it accepts every method: the core answers 405 with ``Allow``).
+    """
+
+    def __init__(self, navai: Navai) -> None:
+        self.navai = navai
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            body = await aread_limited(request.stream(), self.navai.config.max_body_bytes)
+            reply = await self.navai.ahandle(request_context(request), body)
+            status, headers, content = response_parts(reply)
+        except ClientDisconnect:
+            return  # nobody is left to answer
+        except Exception:
+            status, headers, content = internal_error()
+        response = Response(content, status_code=status)
+        response.raw_headers.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        )
+        await response(scope, receive, send)
+
+
+def routes(navai: Navai) -> list[BaseRoute]:
+    """One Starlette route per navai route, for your own ``Starlette(routes=...)`` or FastAPI
+    app (``app.router.routes.extend(routes(navai))``).
+
+    Your app's lifespan should then run :func:`lifespan` (it closes the httpx client).
+    """
+    endpoint = NavaiEndpoint(navai)
+    return [StarletteRoute(r.path, endpoint, name=f"navai_{r.name}") for r in navai.routes]
+
+
+def lifespan(navai: Navai, *, load_functions_at_startup: bool = True) -> Lifespan:
+    """A lifespan for Starlette/FastAPI: start-up report, then close navai's httpx clients.
+
+    With ``load_functions_at_startup`` the function registry is built (in a worker thread)
+    and every warning logged before the first request; otherwise the registry is built on
+    first use and only configuration problems are logged at start-up.
+    """
+
+    @contextlib.asynccontextmanager
+    async def navai_lifespan(app: object) -> AsyncIterator[None]:
+        if load_functions_at_startup:
+            await anyio.to_thread.run_sync(navai.log_startup)
+        else:
+            navai.log_startup(load_functions=False)
+        try:
+            yield
+        finally:
+            await navai.aclose()
+
+    return navai_lifespan
+
+
+def create_app(
+    navai: Navai | None = None,
+    *,
+    config: NavaiConfig | None = None,
+    functions: FunctionRegistry | None = None,
+    load_functions_at_startup: bool = True,
+) -> Starlette:
+    """A Starlette app that serves navai's routes (every other path answers 404 JSON).
+
+    Pass a :class:`Navai`, or a ``config`` and/or ``functions`` registry to build one
+    (default: ``NavaiConfig.from_env()``). The app's ``state.navai`` is the instance served.
+    Run it on its own or ``mount`` it in a Starlette/FastAPI app, under a prefix if you like;
+    a mounted app's lifespan does not run, so add :func:`lifespan` to the parent's.
+    """
+    navai = get_navai(navai, config, functions)
+    app = Starlette(
+        routes=[StarletteRoute("/{path:path}", NavaiEndpoint(navai), name="navai")],
+        lifespan=lifespan(navai, load_functions_at_startup=load_functions_at_startup),
+    )
+    app.state.navai = navai
+    return app

@@ -1,0 +1,87 @@
+"""The WSGI adapter: navai as a WSGI app (Werkzeug), on its own or mounted in Flask/Django.
+
+    app = create_app()   # waitress-serve --call navai_adapters.wsgi:create_app
+    flask_app.wsgi_app = DispatcherMiddleware(flask_app.wsgi_app, {"/voice": create_app()})
+
+Every request goes to :meth:`navai_core.Navai.handle`; this module only translates. The app
+is thread-safe (run it on a threaded server). Async backend functions are run by the core on
+one background event loop shared by every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from werkzeug.wrappers import Request, Response
+
+from navai_core import Navai, NavaiConfig, RequestContext
+
+from ._common import get_navai, internal_error, merge_headers, read_limited, response_parts
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from navai_core._functions import FunctionRegistry
+
+__all__ = ["NavaiWSGIApp", "create_app", "request_context"]
+
+
+class _Response(Response):
+    default_mimetype = None  # the Content-Type comes from the reply (none on a 204)
+
+
+def request_context(request: Request) -> RequestContext:
+    """The framework-neutral view of a Werkzeug request (path relative to ``SCRIPT_NAME``)."""
+    return RequestContext(
+        method=request.method,
+        path=request.path,
+        headers=merge_headers(request.headers.items()),
+        client=request.remote_addr,
+        query_string=request.environ.get("QUERY_STRING", ""),
+        raw=request,
+    )
+
+
+class NavaiWSGIApp:
+    """A WSGI app that answers every request with ``navai.handle``.
+
+    Paths navai does not know answer 404 JSON. ``navai`` is the instance served;
+    ``close()`` releases its httpx client (call it when your server stops).
+    """
+
+    def __init__(self, navai: Navai) -> None:
+        self.navai = navai
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            body = read_limited(request.stream.read, self.navai.config.max_body_bytes)
+            reply = self.navai.handle(request_context(request), body)
+            status, headers, content = response_parts(reply)
+        except Exception:
+            status, headers, content = internal_error()
+        response = _Response(content, status=status, headers=headers)
+        return response(environ, start_response)
+
+    def close(self) -> None:
+        self.navai.close()
+
+
+def create_app(
+    navai: Navai | None = None,
+    *,
+    config: NavaiConfig | None = None,
+    functions: FunctionRegistry | None = None,
+    load_functions_at_startup: bool = True,
+) -> NavaiWSGIApp:
+    """A WSGI app that serves navai's routes (every other path answers 404 JSON).
+
+    Pass a :class:`Navai`, or a ``config`` and/or ``functions`` registry to build one
+    (default: ``NavaiConfig.from_env()``). Start-up warnings are logged here; with
+    ``load_functions_at_startup`` the function registry is built now, otherwise on first use
+    (once, even when the first requests arrive together).
+    """
+    navai = get_navai(navai, config, functions)
+    navai.log_startup(load_functions=load_functions_at_startup)
+    return NavaiWSGIApp(navai)
