@@ -362,7 +362,6 @@ def test_non_error_status_is_a_bad_gateway():
 # ----- sending: sync and async, through respx ----------------------------------------------
 
 
-
 def _navai(**config):
     config.setdefault("openai_api_key", SERVER_KEY)
     config.setdefault("upstream_max_retries", 0)

@@ -1,0 +1,168 @@
+"""Upstream faults against a real scripted server on loopback, sync and async.
+
+Every case answers with the right status and JSON, and within the configured total deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anyio
+import pytest
+
+from navai_core import Navai, NavaiConfig, RequestContext
+from tests.scripted_upstream import Answer, ScriptedUpstream, refused_port
+
+KEY = "sk-fault-test-key"
+OK = {"value": "ek_fault_ok", "expires_at": 1730000000}
+DEADLINE = 1.5
+SLACK = 0.6
+
+
+@pytest.fixture
+def upstream():
+    server = ScriptedUpstream()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def mint(request):
+    """Mint through Navai.handle or Navai.ahandle; returns (reply, seconds taken)."""
+
+    def run(base_url, **config):
+        config = {
+            "openai_api_key": KEY,
+            "openai_base_url": base_url,
+            "upstream_timeout_seconds": DEADLINE,
+            "functions_enabled": False,
+            **config,
+        }
+        navai = Navai(NavaiConfig(**config))
+        context = RequestContext("POST", "/navai/realtime/client-secret")
+        start = time.monotonic()
+        try:
+            if request.param == "sync":
+                reply = navai.handle(context, b"{}")
+            else:
+
+                async def go():
+                    try:
+                        return await navai.ahandle(context, b"{}")
+                    finally:
+                        await navai.aclose()
+
+                reply = anyio.run(go)
+        finally:
+            navai.close()
+        return reply, time.monotonic() - start
+
+    return run
+
+
+def test_refused_connection_is_502(mint):
+    reply, took = mint(f"http://127.0.0.1:{refused_port()}/v1")
+    assert reply.status == 502
+    assert reply.body["error"].startswith("OpenAI client_secrets could not be reached")
+    assert took < DEADLINE + SLACK
+
+
+def test_hang_longer_than_deadline_is_504_within_deadline(mint, upstream):
+    upstream.answer(Answer.json(200, OK, delay=30), Answer.json(200, OK, delay=30))
+    reply, took = mint(upstream.base_url)
+    assert (reply.status, reply.body) == (504, {"error": "OpenAI client_secrets timed out."})
+    assert took < DEADLINE + SLACK
+
+
+def test_slow_trickle_is_cut_off_at_the_deadline(mint, upstream):
+    body = json.dumps({**OK, "padding": "x" * 200}).encode()
+    upstream.answer(Answer(200, body, {"Content-Type": "application/json"}, trickle=0.05))
+    reply, took = mint(upstream.base_url, upstream_max_retries=0)
+    assert reply.status == 504
+    assert took < DEADLINE + SLACK
+
+
+def test_429_with_retry_after_is_retried_after_the_wait(mint, upstream):
+    upstream.answer(
+        Answer.json(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "0.3"})
+    )
+    upstream.answer(Answer.json(200, OK))
+    reply, took = mint(upstream.base_url)
+    assert reply.status == 200
+    assert reply.body["value"] == OK["value"]
+    assert len(upstream.received) == 2
+    assert took >= 0.3
+
+
+def test_retry_after_ms_is_honoured(mint, upstream):
+    upstream.answer(Answer.json(503, {}, headers={"retry-after-ms": "50"}), Answer.json(200, OK))
+    reply, _ = mint(upstream.base_url)
+    assert reply.status == 200
+    assert len(upstream.received) == 2
+
+
+def test_retry_after_beyond_the_deadline_is_not_waited_for(mint, upstream):
+    upstream.answer(
+        Answer.json(429, {"error": {"message": "later"}}, headers={"Retry-After": "30"})
+    )
+    reply, took = mint(upstream.base_url)
+    assert reply.status == 429
+    assert len(upstream.received) == 1
+    assert took < DEADLINE + SLACK
+
+
+def test_500_then_200_returns_one_secret(mint, upstream):
+    upstream.answer(Answer.json(500, {"error": {"message": "oops"}}), Answer.json(200, OK))
+    reply, _ = mint(upstream.base_url)
+    assert reply.status == 200
+    assert reply.body == {**OK, "speech": {"provider": "openai"}}
+    assert len(upstream.received) == 2
+    first, second = upstream.received
+    assert first.body == second.body
+
+
+def test_dropped_connection_then_200_is_retried(mint, upstream):
+    upstream.answer(Answer(drop=True), Answer.json(200, OK))
+    reply, _ = mint(upstream.base_url)
+    assert reply.status == 200
+    assert len(upstream.received) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_other_4xx_are_not_retried(mint, upstream, status):
+    upstream.answer(
+        Answer.json(
+            status,
+            {"error": {"message": "no", "type": "invalid_request_error"}},
+            headers={"x-request-id": "req_abc"},
+        )
+    )
+    reply, _ = mint(upstream.base_url)
+    assert reply.status == status
+    assert len(upstream.received) == 1
+    assert reply.body["request_id"] == "req_abc"
+    assert reply.body["upstream_error"] == {"message": "no", "type": "invalid_request_error"}
+    assert reply.body["error"].startswith("OpenAI client_secrets failed: ")
+
+
+def test_retries_stop_after_max_retries(mint, upstream):
+    upstream.answer(*[Answer.json(500, {}) for _ in range(5)])
+    reply, _ = mint(upstream.base_url, upstream_max_retries=1)
+    assert reply.status == 500
+    assert len(upstream.received) == 2
+
+
+def test_invalid_json_reply_is_502(mint, upstream):
+    upstream.answer(Answer(200, b"<html>not json</html>", {"Content-Type": "text/html"}))
+    reply, _ = mint(upstream.base_url)
+    assert reply.status == 502
+    assert reply.body == {"error": "OpenAI client_secrets returned a reply that is not JSON."}
+    assert len(upstream.received) == 1
+
+
+def test_reply_missing_value_is_502(mint, upstream):
+    upstream.answer(Answer.json(200, {"expires_at": 1}))
+    reply, _ = mint(upstream.base_url)
+    assert reply.status == 502
+    assert reply.body == {"error": 'OpenAI client_secrets reply has no "value".'}
