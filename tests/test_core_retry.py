@@ -72,6 +72,7 @@ def test_transport_errors_are_retried_and_the_last_one_is_raised():
 def test_max_retries_zero_means_one_attempt():
     steps, final = drive(RetryPolicy(max_retries=0), [Outcome(error=UpstreamTimeout("t"))])
     assert steps == [Send(15.0, 5.0)]
+    assert isinstance(final.error, UpstreamTimeout)
 
 
 def test_backoff_doubles_is_capped_and_jitter_only_shortens():

@@ -252,5 +252,5 @@ def test_transcription_template_and_request_model():
 def test_transcription_field_types_are_checked():
     from navai_core import BadRequest
 
-    with pytest.raises(BadRequest, match='Field "language" must be a string.'):
+    with pytest.raises(BadRequest, match=r'Field "language" must be a string\.'):
         build_transcription_request(NavaiConfig(openai_api_key=KEY), {"language": 3})
