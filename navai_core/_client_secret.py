@@ -126,6 +126,38 @@ def parse_client_secret_body(body: object) -> ClientSecretOptions:
     )
 
 
+def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> ClientSecretOptions:
+    """Apply what the server lets a browser choose: allow-lists, lengths, instructions switch.
+
+    Returns the options to use (client instructions dropped when they are not allowed).
+    """
+    for field, value, allowed in (
+        ("model", options.model, config.allowed_models),
+        ("voice", options.voice, config.allowed_voices),
+    ):
+        chosen = _clean(value)
+        if chosen is not None and allowed is not None and chosen not in allowed:
+            raise BadRequest(f'Field "{field}" must be one of: {", ".join(allowed)}.')
+    if not config.allow_client_instructions:
+        options = attrs.evolve(options, instructions=None)
+    limits = (
+        ("instructions", options.instructions, config.max_instructions_chars),
+        ("language", options.language, config.max_option_chars),
+        ("voiceAccent", options.voice_accent, config.max_option_chars),
+        ("voiceTone", options.voice_tone, config.max_option_chars),
+        ("model", options.model, config.max_option_chars),
+        ("voice", options.voice, config.max_option_chars),
+    )
+    for field, value, limit in limits:
+        _check_length(field, value, limit)
+    return options
+
+
+def _check_length(field: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise BadRequest(f'Field "{field}" is longer than {limit} characters.')
+
+
 def build_instructions(
     base: str,
     language: str | None = None,
@@ -261,9 +293,10 @@ def build_client_secret_request(
 ) -> UpstreamRequest:
     """The upstream ``POST <base>/realtime/client_secrets`` for these options.
 
-    Raises 400 for a bad TTL, then 401/403 per the API key policy, 500 for a bad template.
+    Raises 400 for a bad TTL or a choice the server does not allow, then 401/403 per the
+    API key policy, 500 for a bad template.
     """
-    session = build_session(config, options)
+    session = build_session(config, check_client_choices(config, options))
     return _upstream_request(config, options.api_key, {"session": session}, "OpenAI client_secrets")
 
 
@@ -280,6 +313,9 @@ def build_transcription_request(config: NavaiConfig, body: object) -> UpstreamRe
         config, config.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
     )
     fields = read_string_fields(body, TRANSCRIPTION_FIELDS)
+    _check_length("model", fields["model"], config.max_option_chars)
+    _check_length("language", fields["language"], config.max_option_chars)
+    _check_length("prompt", fields["prompt"], config.max_instructions_chars)
     transcription: JsonObject = {"model": _pick(fields["model"], config.transcription_model)}
     language = _clean(fields["language"]) or _clean(config.language)
     if language:

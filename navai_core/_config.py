@@ -53,6 +53,13 @@ class NavaiConfig:
     client_secret_ttl_seconds: int = DEFAULT_TTL_SECONDS
     allow_api_key_from_request: bool = False
 
+    # --- what a browser may choose (see docs/security.md) ---
+    allowed_models: tuple[str, ...] | None = None
+    allowed_voices: tuple[str, ...] | None = None
+    allow_client_instructions: bool = True
+    max_instructions_chars: int = 4000
+    max_option_chars: int = 100
+
     # --- upstream ---
     openai_base_url: str = DEFAULT_OPENAI_BASE_URL
     openai_organization: str | None = None
@@ -128,6 +135,11 @@ class NavaiConfig:
                 "OPENAI_REALTIME_CLIENT_SECRET_TTL", DEFAULT_TTL_SECONDS
             ),
             "allow_api_key_from_request": r.flag("NAVAI_ALLOW_FRONTEND_API_KEY", False),
+            "allowed_models": _split_list(r.raw("NAVAI_ALLOWED_MODELS")),
+            "allowed_voices": _split_list(r.raw("NAVAI_ALLOWED_VOICES")),
+            "allow_client_instructions": r.flag("NAVAI_ALLOW_CLIENT_INSTRUCTIONS", True),
+            "max_instructions_chars": r.integer("NAVAI_MAX_INSTRUCTIONS_CHARS", 4000),
+            "max_option_chars": r.integer("NAVAI_MAX_OPTION_CHARS", 100),
             "openai_base_url": r.text("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL),
             "openai_organization": r.raw("OPENAI_ORG_ID"),
             "openai_project": r.raw("OPENAI_PROJECT_ID"),
@@ -280,6 +292,13 @@ def _clean(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+def _split_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    return items or None
 
 
 def _split_origins(value: str | None) -> tuple[str, ...] | None:
