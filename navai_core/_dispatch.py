@@ -94,17 +94,11 @@ def prepare_call(
     if init_spec is not None:
         payload = dict(payload)
         raw_init = payload.pop("constructorArgs", None)
-        args, kwargs = _arguments_of(raw_init, init_spec)
-        init_args, init_kwargs = _bind(
-            init_spec, args, kwargs, context, problems, "constructorArgs."
-        )
-        if "methodArgs" in payload:
-            args, kwargs = _arguments_of(payload["methodArgs"], call_spec)
-        else:
-            args, kwargs = payload_arguments(payload, call_spec)
+        init_args, init_kwargs = _bind(init_spec, raw_init, context, problems, "constructorArgs.")
+        source = payload.get("methodArgs", payload)
     else:
-        args, kwargs = payload_arguments(payload, call_spec)
-    call_args, call_kwargs = _bind(call_spec, args, kwargs, context, problems, "")
+        source = payload
+    call_args, call_kwargs = _bind(call_spec, source, context, problems, "")
     if problems:
         raise BadRequest(
             "Invalid arguments.",
@@ -151,17 +145,29 @@ def _arguments_of(raw: Any, spec: CallSpec) -> tuple[tuple[Any, ...], dict[str, 
 
 def _bind(
     spec: CallSpec,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    source: Any,
     context: RequestContext | None,
     problems: list[dict[str, JsonValue]],
     prefix: str,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Bind and validate ``source`` (a payload, ``constructorArgs`` or ``methodArgs``)."""
+    args, kwargs = _arguments_of(source, spec)
     try:
         values = spec.bind(args, kwargs)
     except InvalidArguments as exc:
-        for problem in exc.details:
-            problems.append({**problem, "parameter": f"{prefix}{problem['parameter']}"})
+        details = exc.details
+        if (
+            isinstance(source, dict)
+            and args == (source,)
+            and any(key in spec.by_name for key in source)
+        ):
+            # Rule 4 took a keyword-shaped payload with some unknown key as one argument:
+            # report the problems of the keywords, which is what the caller meant.
+            try:
+                spec.bind((), source)
+            except InvalidArguments as keyword_exc:
+                details = keyword_exc.details
+        problems.extend({**d, "parameter": f"{prefix}{d['parameter']}"} for d in details)
         return (), {}
     return spec.call_arguments(values, context)
 

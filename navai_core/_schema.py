@@ -80,6 +80,7 @@ class CallSpec:
             if p.kind == _P.POSITIONAL_ONLY and p.default is not _P.empty
         }
         self.model, self.schema = _build_model(fn, visible, title)
+        self._names = {f"p{index}": p.name for index, p in enumerate(visible)}
 
     def accepts_keywords(self, keys: Iterable[str]) -> bool:
         """True when every key names a parameter (rule 3 of the contract)."""
@@ -136,7 +137,8 @@ class CallSpec:
             problems.extend(_problems_from(exc))
             return values
         fields = instance.__dict__
-        return {alias: fields[alias] for alias in instance.model_fields_set}
+        names = self._names
+        return {names[field]: fields[field] for field in instance.model_fields_set}
 
     def call_arguments(
         self, values: Mapping[str, Any], context: object
