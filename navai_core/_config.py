@@ -9,6 +9,8 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 
+from ._protect import limit_problem
+
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "marin"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
@@ -89,6 +91,18 @@ class NavaiConfig:
     agents_folders: str | None = None
     expose_function_errors: bool = False
 
+    # --- protection (see docs/security.md) ---
+    # Hooks get the RequestContext; None/True allows, False answers 403, or raise
+    # Unauthorized/Forbidden for your own status and message. Sync or async.
+    authorize_client_secret: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+    authorize_functions: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+    # The rate-limit key of a request (a user id, say); default: the client address.
+    rate_limit_key: Callable[..., str | None] | None = attrs.field(default=None, repr=False)
+    rate_limit_client_secret: str | None = "10/minute"
+    rate_limit_functions: str | None = None
+    rate_limit_speech: str | None = "60/minute"
+    rate_limit_storage: str = "memory://"
+
     # --- HTTP ---
     cors_origins: tuple[str, ...] | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -160,6 +174,10 @@ class NavaiConfig:
             "agents_folders": r.raw("NAVAI_AGENTS_FOLDERS"),
             "expose_function_errors": r.flag("NAVAI_EXPOSE_FUNCTION_ERRORS", False),
             "cors_origins": _split_origins(r.raw("NAVAI_CORS_ORIGIN")),
+            "rate_limit_client_secret": r.text("NAVAI_RATE_LIMIT_CLIENT_SECRET", "10/minute"),
+            "rate_limit_functions": r.raw("NAVAI_RATE_LIMIT_FUNCTIONS"),
+            "rate_limit_speech": r.text("NAVAI_RATE_LIMIT_SPEECH", "60/minute"),
+            "rate_limit_storage": r.text("NAVAI_RATE_LIMIT_STORAGE", "memory://"),
             "max_body_bytes": r.integer("NAVAI_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             "tts_provider": (
                 "elevenlabs"
@@ -188,6 +206,13 @@ class NavaiConfig:
     def problems(self) -> list[str]:
         """Human-readable misconfigurations, for one log line each at start-up."""
         found = [message for _, message in self.env_errors]
+        for name, text in (
+            ("NAVAI_RATE_LIMIT_CLIENT_SECRET", self.rate_limit_client_secret),
+            ("NAVAI_RATE_LIMIT_FUNCTIONS", self.rate_limit_functions),
+            ("NAVAI_RATE_LIMIT_SPEECH", self.rate_limit_speech),
+        ):
+            if problem := limit_problem(name, text):
+                found.append(problem)
         ttl = self.client_secret_ttl_seconds
         if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
             found.append(ttl_error_text(ttl))

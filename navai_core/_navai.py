@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 import attrs
 import httpx
+from limits import RateLimitItem
 
 from . import _cors
 from ._client_secret import (
@@ -31,7 +32,7 @@ from ._client_secret import (
 )
 from ._config import NavaiConfig
 from ._discovery import load_functions
-from ._dispatch import PreparedCall, aexecute, execute, prepare_call
+from ._dispatch import PreparedCall, _background, aexecute, execute, prepare_call
 from ._errors import (
     BadRequest,
     MethodNotAllowed,
@@ -42,6 +43,7 @@ from ._errors import (
 )
 from ._functions import FunctionRegistry
 from ._http import Reply, RequestContext
+from ._protect import AuthHook, RateLimiter, aauthorize, authorize, client_key, parse_limit
 from ._retry import RetryPolicy
 from ._upstream import asend, send
 
@@ -55,6 +57,9 @@ class Route:
     name: str
     path: str
     methods: tuple[str, ...]
+    # Who may call it (an authorisation hook) and how often (a rate limit); None: anyone.
+    authorize: AuthHook | None = attrs.field(default=None, eq=False, repr=False)
+    limit: RateLimitItem | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -96,6 +101,7 @@ class Navai:
         self._aclient = async_http_client
         self._owns_aclient = async_http_client is None
         self._routes = self._build_routes()
+        self.rate_limiter = RateLimiter(self.config.rate_limit_storage)
         c = self.config
         self.retry_policy = RetryPolicy(
             max_retries=max(c.upstream_max_retries, 0),
@@ -174,7 +180,23 @@ class Navai:
             routes.append(Route("execute", c.execute_path, ("POST",)))
         if c.health_path:
             routes.append(Route("health", c.health_path, ("GET",)))
-        return tuple(routes)
+        return tuple(self._guarded(route) for route in routes)
+
+    def _guarded(self, route: Route) -> Route:
+        c = self.config
+        secret_limit = _limit_or_default(c.rate_limit_client_secret, DEFAULT_CLIENT_SECRET_LIMIT)
+        guards: dict[str, tuple[AuthHook | None, RateLimitItem | None]] = {
+            "client_secret": (c.authorize_client_secret, secret_limit),
+            "transcription_secret": (c.authorize_client_secret, secret_limit),
+            "speech": (c.authorize_client_secret, _limit_or_default(c.rate_limit_speech, None)),
+            "list_functions": (
+                c.authorize_functions,
+                _limit_or_default(c.rate_limit_functions, None),
+            ),
+            "execute": (c.authorize_functions, _limit_or_default(c.rate_limit_functions, None)),
+        }
+        hook, limit = guards.get(route.name, (None, None))
+        return attrs.evolve(route, authorize=hook, limit=limit)
 
     def match(self, path: str) -> Route | None:
         normal = path.rstrip("/") or "/"
@@ -186,9 +208,14 @@ class Navai:
     def handle(self, context: RequestContext, body: bytes = b"") -> Reply:
         """Answer one HTTP request (sync servers: WSGI, custom)."""
         try:
-            if self._needs_registry(context):
-                self.functions()
-            step = self._plan(context, body)
+            step: Route | _Step = self._gate(context)
+            if isinstance(step, Route):
+                route = step
+                authorize(route.authorize, context, _background.run)
+                self.rate_limiter.check(route.limit, route.name, self._client_key(context))
+                if route.name in _FUNCTION_ROUTES:
+                    self.functions()
+                step = self._plan(route, context, body)
             if isinstance(step, _Upstream):
                 reply = send(self.http_client(), step.request, self.retry_policy)
                 step = step.finish(reply)
@@ -202,9 +229,14 @@ class Navai:
     async def ahandle(self, context: RequestContext, body: bytes = b"") -> Reply:
         """Answer one HTTP request (async servers: ASGI, custom)."""
         try:
-            if self._needs_registry(context):
-                await self.afunctions()
-            step = self._plan(context, body)
+            step: Route | _Step = self._gate(context)
+            if isinstance(step, Route):
+                route = step
+                await aauthorize(route.authorize, context)
+                await self.rate_limiter.acheck(route.limit, route.name, self._client_key(context))
+                if route.name in _FUNCTION_ROUTES:
+                    await self.afunctions()
+                step = self._plan(route, context, body)
             if isinstance(step, _Upstream):
                 client = self.async_http_client()
                 reply = await asend(client, step.request, self.retry_policy)
@@ -216,9 +248,8 @@ class Navai:
         assert isinstance(step, Reply)
         return self._with_cors(context, step)
 
-    def _needs_registry(self, context: RequestContext) -> bool:
-        route = self.match(context.path)
-        return self._registry is None and route is not None and route.name in _FUNCTION_ROUTES
+    def _client_key(self, context: RequestContext) -> str:
+        return client_key(self.config.rate_limit_key, context)
 
     def _error_reply(self, exc: Exception) -> Reply:
         if isinstance(exc, UpstreamError):
@@ -239,11 +270,8 @@ class Navai:
         origin = context.header("origin")
         return reply.with_headers(*_cors.cors_headers(self.config.cors_origins, origin))
 
-    def _plan(self, context: RequestContext, body: bytes) -> _Step:
-        """Every decision about one request, with no I/O: the reply, or the one I/O step.
-
-        The function registry must already be built for the function routes.
-        """
+    def _gate(self, context: RequestContext) -> Route | Reply:
+        """The route a request is for (404, 405 and CORS preflight are answered here)."""
         route = self.match(context.path)
         if route is None:
             raise NotFound("Not found.")
@@ -252,6 +280,13 @@ class Navai:
             return self._preflight(context, route)
         if method not in route.methods:
             raise MethodNotAllowed((*route.methods, "OPTIONS"))
+        return route
+
+    def _plan(self, route: Route, context: RequestContext, body: bytes) -> _Step:
+        """Every decision about an allowed request, with no I/O: the reply, or one I/O step.
+
+        The function registry must already be built for the function routes.
+        """
         if route.name == "health":
             return Reply(200, {"ok": True})
         registry = self._registry
@@ -354,6 +389,16 @@ class Navai:
 
 
 _FUNCTION_ROUTES = frozenset({"list_functions", "execute"})
+DEFAULT_CLIENT_SECRET_LIMIT = "10/minute"
+
+
+def _limit_or_default(text: str | None, default: str | None) -> RateLimitItem | None:
+    """The parsed limit; a limit that cannot be read falls back to ``default`` (and is
+    reported by ``NavaiConfig.problems()``), so a typo never switches protection off."""
+    try:
+        return parse_limit(text)
+    except ValueError:
+        return parse_limit(default)
 
 
 def _reject_constant(name: str) -> None:
