@@ -19,6 +19,7 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_FUNCTIONS_FOLDERS = "src/ai/functions-modules"
 DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_ELEVENLABS_OUTPUT_FORMAT = "mp3_44100_128"
+DEFAULT_SPEECH_MAX_TEXT_CHARS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 SpeechProvider = Literal["openai", "elevenlabs"]
@@ -125,6 +126,8 @@ class NavaiConfig:
     elevenlabs_similarity_boost: float | None = None
     elevenlabs_style: float | None = None
     elevenlabs_use_speaker_boost: bool | None = None
+    # Longest text (characters, after trimming) one speech request may send.
+    speech_max_text_chars: int = DEFAULT_SPEECH_MAX_TEXT_CHARS
 
     # Settings that could not be read from the environment: (variable, message).
     env_errors: tuple[tuple[str, str], ...] = ()
@@ -198,6 +201,9 @@ class NavaiConfig:
             "elevenlabs_similarity_boost": r.number("ELEVENLABS_SIMILARITY_BOOST", None),
             "elevenlabs_style": r.number("ELEVENLABS_STYLE", None),
             "elevenlabs_use_speaker_boost": r.flag("ELEVENLABS_USE_SPEAKER_BOOST", None),
+            "speech_max_text_chars": r.integer(
+                "NAVAI_SPEECH_MAX_TEXT_CHARS", DEFAULT_SPEECH_MAX_TEXT_CHARS
+            ),
         }
         values["env_errors"] = tuple(r.errors)
         values.update(overrides)
@@ -237,6 +243,7 @@ class NavaiConfig:
                 found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set.")
             if not _clean(self.elevenlabs_voice_id):
                 found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_VOICE_ID is not set.")
+            found += _speech_range_problems(self)
         return found
 
     def backend_key_source(self) -> KeySource:
@@ -245,6 +252,30 @@ class NavaiConfig:
         if isinstance(source, str):
             return _clean(source)
         return source
+
+
+# ElevenLabs settings and the range ElevenLabs accepts (values outside are only warned about:
+# ElevenLabs decides, and its ranges may widen).
+_SPEECH_RANGES = (
+    ("elevenlabs_stability", "ELEVENLABS_STABILITY", 0.0, 1.0),
+    ("elevenlabs_similarity_boost", "ELEVENLABS_SIMILARITY_BOOST", 0.0, 1.0),
+    ("elevenlabs_style", "ELEVENLABS_STYLE", 0.0, 1.0),
+    ("elevenlabs_optimize_streaming_latency", "ELEVENLABS_OPTIMIZE_STREAMING_LATENCY", 0.0, 4.0),
+)
+
+
+def _speech_range_problems(config: NavaiConfig) -> list[str]:
+    found = []
+    for attr, env_name, low, high in _SPEECH_RANGES:
+        value = getattr(config, attr)
+        if value is not None and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        ):
+            found.append(f"{env_name} should be between {low:g} and {high:g}. Received: {value!r}")
+    limit = config.speech_max_text_chars
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1):
+        found.append(f"NAVAI_SPEECH_MAX_TEXT_CHARS must be at least 1. Received: {limit!r}")
+    return found
 
 
 def _provider(explicit: str | None, azure_endpoint: str | None) -> Provider:

@@ -45,6 +45,7 @@ from ._functions import FunctionRegistry
 from ._http import Reply, RequestContext
 from ._protect import AuthHook, RateLimiter, aauthorize, authorize, client_key, parse_limit
 from ._retry import RetryPolicy
+from ._speech import build_speech_request, parse_speech_response
 from ._upstream import asend, send
 
 logger = logging.getLogger("navai")
@@ -175,6 +176,7 @@ class Navai:
         routes = [Route("client_secret", c.client_secret_path, ("POST",))]
         if c.transcription_secret_path:
             routes.append(Route("transcription_secret", c.transcription_secret_path, ("POST",)))
+        routes.append(Route("speech", c.speech_path, ("POST",)))
         if c.functions_enabled:
             routes.append(Route("list_functions", c.functions_path, ("GET",)))
             routes.append(Route("execute", c.execute_path, ("POST",)))
@@ -297,6 +299,8 @@ class Navai:
         if route.name == "execute":
             assert registry is not None
             return prepare_call(registry, parsed, context)
+        if route.name == "speech":
+            return self._speech_step(parsed)
         if route.name == "transcription_secret":
             request = build_transcription_request(self.config, parsed)
         else:
@@ -308,6 +312,15 @@ class Navai:
                 request, reply.status, reply.content, reply.headers
             )
             return Reply(200, secret.to_body(provider), (("Cache-Control", "no-store"),))
+
+        return _Upstream(request, finish)
+
+    def _speech_step(self, parsed: Any) -> _Upstream:
+        request = build_speech_request(self.config, parsed)
+
+        def finish(reply: UpstreamReply) -> Reply:
+            body = parse_speech_response(request, reply)
+            return Reply(200, body, (("Cache-Control", "no-store"),))
 
         return _Upstream(request, finish)
 
