@@ -34,6 +34,13 @@ from ._errors import (
 from ._http import Reply, RequestContext
 from ._navai import Navai, Route
 from ._retry import RetryPolicy
+from ._speech import (
+    SpeechOptions,
+    build_speech_request,
+    parse_speech_body,
+    parse_speech_response,
+    speech_mime_type,
+)
 from ._upstream import asend, send
 
 __all__ = [
@@ -52,6 +59,7 @@ __all__ = [
     "RequestContext",
     "RetryPolicy",
     "Route",
+    "SpeechOptions",
     "Unauthorized",
     "UpstreamError",
     "UpstreamReply",
@@ -61,10 +69,14 @@ __all__ = [
     "asend",
     "build_client_secret_request",
     "build_instructions",
+    "build_speech_request",
     "build_transcription_request",
     "parse_client_secret_body",
     "parse_client_secret_response",
+    "parse_speech_body",
+    "parse_speech_response",
     "resolve_api_key",
     "send",
+    "speech_mime_type",
     "validate_ttl",
 ]
