@@ -113,6 +113,7 @@ class NavaiConfig:
     execute_path: str = "/navai/functions/execute"
     speech_path: str = "/navai/speech/synthesize"
     health_path: str | None = None
+    openapi_path: str | None = None
 
     # --- speech provider (CONTRACT section 7) ---
     tts_provider: SpeechProvider = "openai"

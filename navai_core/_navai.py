@@ -9,6 +9,7 @@ final :class:`Reply` or one I/O step; the two tails only perform that step.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import threading
@@ -43,6 +44,7 @@ from ._errors import (
 )
 from ._functions import FunctionRegistry
 from ._http import Reply, RequestContext
+from ._openapi import openapi_document
 from ._protect import AuthHook, RateLimiter, aauthorize, authorize, client_key, parse_limit
 from ._retry import RetryPolicy
 from ._speech import build_speech_request, parse_speech_response
@@ -182,6 +184,8 @@ class Navai:
             routes.append(Route("execute", c.execute_path, ("POST",)))
         if c.health_path:
             routes.append(Route("health", c.health_path, ("GET",)))
+        if c.openapi_path:
+            routes.append(Route("openapi", c.openapi_path, ("GET",)))
         return tuple(self._guarded(route) for route in routes)
 
     def _guarded(self, route: Route) -> Route:
@@ -199,6 +203,10 @@ class Navai:
         }
         hook, limit = guards.get(route.name, (None, None))
         return attrs.evolve(route, authorize=hook, limit=limit)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of the routes this instance serves."""
+        return openapi_document(self._routes, _version())
 
     def match(self, path: str) -> Route | None:
         normal = path.rstrip("/") or "/"
@@ -291,6 +299,8 @@ class Navai:
         """
         if route.name == "health":
             return Reply(200, {"ok": True})
+        if route.name == "openapi":
+            return Reply(200, self.openapi())
         registry = self._registry
         if route.name == "list_functions":
             assert registry is not None
@@ -403,6 +413,13 @@ class Navai:
 
 _FUNCTION_ROUTES = frozenset({"list_functions", "execute"})
 DEFAULT_CLIENT_SECRET_LIMIT = "10/minute"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("navai")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def _limit_or_default(text: str | None, default: str | None) -> RateLimitItem | None:

@@ -1,0 +1,257 @@
+"""An OpenAPI 3.1 document of the routes a Navai instance serves (custom paths included)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+_STRING: dict[str, Any] = {"type": "string"}
+_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+    "additionalProperties": True,
+}
+
+
+def _optional_strings(*names: str, required: Iterable[str] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: {"type": ["string", "null"]} for name in names},
+        "required": list(required),
+        "additionalProperties": True,
+    }
+
+
+_SECRET_REPLY: dict[str, Any] = {
+    "type": "object",
+    "required": ["value", "expires_at", "speech"],
+    "properties": {
+        "value": _STRING,
+        "expires_at": {"type": "integer"},
+        "speech": {
+            "type": "object",
+            "properties": {"provider": {"enum": ["openai", "elevenlabs"]}},
+        },
+    },
+}
+
+_FUNCTION_LIST: dict[str, Any] = {
+    "type": "object",
+    "required": ["items", "warnings"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "description", "source"],
+                "properties": {
+                    "name": _STRING,
+                    "description": _STRING,
+                    "source": _STRING,
+                    "parameters": {"type": "object"},
+                },
+            },
+        },
+        "warnings": {"type": "array", "items": _STRING},
+    },
+}
+
+_EXECUTE_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "function_name": _STRING,
+        "payload": {"type": ["object", "null"], "additionalProperties": True},
+    },
+    "additionalProperties": True,
+}
+
+_EXECUTE_REPLY: dict[str, Any] = {
+    "type": "object",
+    "required": ["ok"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "function_name": _STRING,
+        "source": _STRING,
+        "result": {},
+        "error": _STRING,
+        "details": {},
+    },
+}
+
+_SPEECH_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {
+        "text": _STRING,
+        "voiceId": _STRING,
+        "modelId": _STRING,
+        "outputFormat": _STRING,
+        "optimizeStreamingLatency": {"type": "number"},
+        "voiceSettings": {
+            "type": "object",
+            "properties": {
+                "stability": {"type": "number"},
+                "similarityBoost": {"type": "number"},
+                "style": {"type": "number"},
+                "useSpeakerBoost": {"type": "boolean"},
+            },
+        },
+    },
+}
+
+_SPEECH_REPLY: dict[str, Any] = {
+    "type": "object",
+    "required": ["provider", "mimeType", "audioBase64"],
+    "properties": {
+        "provider": {"const": "elevenlabs"},
+        "mimeType": _STRING,
+        "audioBase64": _STRING,
+    },
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    texts = {
+        400: "Invalid request (the error names the problem).",
+        401: "Not authorised.",
+        403: "Forbidden.",
+        404: "Unknown function.",
+        405: "Method not allowed.",
+        413: "Request body too large.",
+        415: "Content-Type is not JSON.",
+        429: "Rate limited; see Retry-After.",
+        500: "Server error or misconfiguration.",
+        502: "Upstream unreachable or invalid reply.",
+        504: "Upstream or function timed out.",
+    }
+    return {
+        str(s): {"description": texts.get(s, "Upstream error."), "content": _json(_ERROR)}
+        for s in statuses
+    }
+
+
+_COMMON = (400, 401, 403, 405, 413, 415, 429, 500)
+_UPSTREAM = (502, 503, 504)
+
+_OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "client_secret": (
+        "post",
+        {
+            "summary": "Mint an ephemeral OpenAI Realtime client secret",
+            "operationId": "createClientSecret",
+            "requestBody": {
+                "required": False,
+                "content": _json(
+                    _optional_strings(
+                        "model",
+                        "voice",
+                        "instructions",
+                        "language",
+                        "voiceAccent",
+                        "voiceTone",
+                        "apiKey",
+                    )
+                ),
+            },
+            "responses": {
+                "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
+                **_errors(*_COMMON, *_UPSTREAM),
+            },
+        },
+    ),
+    "transcription_secret": (
+        "post",
+        {
+            "summary": "Mint a client secret for a transcription-only session",
+            "operationId": "createTranscriptionSecret",
+            "requestBody": {
+                "required": False,
+                "content": _json(_optional_strings("model", "language", "prompt", "apiKey")),
+            },
+            "responses": {
+                "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
+                **_errors(*_COMMON, *_UPSTREAM),
+            },
+        },
+    ),
+    "list_functions": (
+        "get",
+        {
+            "summary": "List the backend functions the voice agent may call",
+            "operationId": "listFunctions",
+            "responses": {
+                "200": {"description": "The functions.", "content": _json(_FUNCTION_LIST)},
+                **_errors(401, 403, 405, 429, 500),
+            },
+        },
+    ),
+    "execute": (
+        "post",
+        {
+            "summary": "Run one backend function",
+            "operationId": "executeFunction",
+            "requestBody": {"required": True, "content": _json(_EXECUTE_BODY)},
+            "responses": {
+                "200": {"description": "The function's result.", "content": _json(_EXECUTE_REPLY)},
+                "400": {"description": "Invalid request or arguments.", "content": _json(_ERROR)},
+                "404": {"description": "Unknown function.", "content": _json(_ERROR)},
+                "500": {
+                    "description": "The function failed.",
+                    "content": _json({"anyOf": [_EXECUTE_REPLY, _ERROR]}),
+                },
+                "504": {"description": "The function timed out.", "content": _json(_EXECUTE_REPLY)},
+                **_errors(401, 403, 405, 413, 415, 429),
+            },
+        },
+    ),
+    "speech": (
+        "post",
+        {
+            "summary": "Speak a text with ElevenLabs",
+            "operationId": "synthesizeSpeech",
+            "requestBody": {"required": True, "content": _json(_SPEECH_BODY)},
+            "responses": {
+                "200": {"description": "Audio, base64.", "content": _json(_SPEECH_REPLY)},
+                **_errors(*_COMMON, *_UPSTREAM),
+            },
+        },
+    ),
+    "health": (
+        "get",
+        {
+            "summary": "Liveness",
+            "operationId": "health",
+            "responses": {
+                "200": {
+                    "description": "Up.",
+                    "content": _json({"type": "object", "properties": {"ok": {"const": True}}}),
+                }
+            },
+        },
+    ),
+}
+
+
+def openapi_document(routes: Iterable[Any], version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``routes`` (``Route`` values with name/path)."""
+    paths: dict[str, Any] = {}
+    for route in routes:
+        if route.name not in _OPERATIONS:
+            continue
+        method, operation = _OPERATIONS[route.name]
+        paths[route.path] = {method: operation}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "navai",
+            "version": version,
+            "description": "Ephemeral OpenAI Realtime client secrets and backend functions "
+            "for voice agents.",
+        },
+        "paths": paths,
+    }
