@@ -133,9 +133,12 @@ def _load_env_file(parser: argparse.ArgumentParser, path: Path | None) -> Path |
             return None
     elif not path.is_file():
         parser.error(f"--env-file {path}: no such file")
-    from dotenv import load_dotenv
+    from dotenv import dotenv_values
 
-    load_dotenv(path, override=False)
+    for name, value in dotenv_values(path).items():
+        # The environment wins, but a blank variable counts as unset (like everywhere else).
+        if value is not None and not os.environ.get(name, "").strip():
+            os.environ[name] = value
     return path
 
 
