@@ -263,15 +263,26 @@ class _BackgroundLoop:
         return self._loop is not None
 
     def close(self) -> None:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("navai's background loop cannot be closed from itself")
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+        asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+async def _cancel_tasks() -> None:
+    """Cancel what still runs (its callers get CancelledError) so no caller waits forever."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
@@ -288,5 +299,9 @@ _background = _BackgroundLoop()
 
 
 def close_background_loop() -> None:
-    """Stop the event loop that runs async functions for ``execute`` (restarted on next use)."""
+    """Stop the event loop that runs async functions for ``execute`` (restarted on next use).
+
+    Calls still running on it are cancelled. Call it at shutdown, from any thread but the
+    loop's own.
+    """
     _background.close()

@@ -578,3 +578,23 @@ async def test_aexecute_async_method_and_awaitable_results():
     reply = await aexecute(prepare_call(registry, {"function_name": "returns_coroutine"}, CONTEXT))
     assert reply.body["result"]["hello"] == "z"
     assert result(registry, "returns_coroutine")["hello"] == "z"
+
+
+def test_closing_the_loop_cancels_running_calls():
+    started = threading.Event()
+
+    async def forever():
+        started.set()
+        await asyncio.sleep(3600)
+
+    registry = registry_of(forever)
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(run(registry, "forever")))
+    worker.start()
+    assert started.wait(5)
+    close_background_loop()
+    worker.join(5)
+    assert not worker.is_alive()
+    [reply] = outcome
+    assert reply.status == 500  # the caller gets the failure answer, it does not hang
+    assert reply.body["error"] == "Function execution failed."

@@ -192,3 +192,23 @@ def test_add_module_uses_the_module_name_as_source():
     registry = FunctionRegistry()
     registry.add_module(module)
     assert registry.get("hello").source == "voice_tools#hello"
+
+
+def test_prepare_schemas_builds_every_entry_once():
+    registry = FunctionRegistry()
+
+    @registry.function
+    def a(x: int): ...
+
+    def broken(): ...
+
+    broken.__signature__ = "not a signature"
+    registry.add(broken)
+    entry = registry.get("a")
+    assert entry._compiled.specs is None
+    registry.prepare_schemas()  # never raises
+    specs = entry._compiled.specs
+    assert specs is not None
+    assert registry.get("broken")._compiled.error is not None
+    registry.prepare_schemas()
+    assert entry._compiled.specs is specs
