@@ -74,10 +74,7 @@ from datetime import datetime, timezone
 from os import getcwd  # imported, so never exposed
 from pathlib import Path
 
-try:
-    from navai_core import FunctionError
-except ImportError:  # not exported yet
-    from navai_core._functions import FunctionError
+from navai_core import FunctionError
 
 RECORDS = Path(__file__).resolve().parent.parent / "records.log"
 

@@ -1,0 +1,259 @@
+"""``navai serve``: start-up output, configuration sources, argument errors and clean stops.
+
+The request/response behaviour of the servers is checked by the contract suite
+(test_contract.py, the ``*-server`` parameters); this file checks the command itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import (
+    BROKEN_WARNING,
+    NAVAI_BIN,
+    REPO,
+    NavaiProcess,
+    Targets,
+    hermetic_env,
+    start_server,
+)
+
+from navai_adapters import cli
+
+KINDS = ("asgi-server", "wsgi-server")
+EXAMPLE_FUNCTIONS = {
+    "get_weather",
+    "list_cities",
+    "support_desk_open_ticket",
+    "support_desk_ticket_status",
+}
+
+
+def server(targets: Targets, setup: str, kind: str) -> NavaiProcess:
+    process = targets.get(setup, kind).process
+    assert process is not None
+    return process
+
+
+# ----- the fresh clone ---------------------------------------------------------------------
+
+
+def readme_serve_command() -> list[str]:
+    """The ``navai serve`` part of README's first command."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", readme, re.S)
+    assert block, "README has no bash block"
+    first_command = block.group(1).strip().splitlines()[0]
+    return shlex.split(first_command.split("&&")[-1])
+
+
+def test_readme_first_command_is_what_the_fresh_server_runs(targets: Targets):
+    words = readme_serve_command()
+    assignments = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+    command = [w for w in words if "=" not in w]
+    assert command == [".venv/bin/navai", "serve"]
+    assert assignments == targets.setups["fresh"].env
+    assert (REPO / assignments["NAVAI_FUNCTIONS_FOLDERS"]).is_dir()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fresh_clone_serves_the_example_functions(targets: Targets, kind: str):
+    process = server(targets, "fresh", kind)
+    out = process.stdout()
+    assert re.search(r"serving on http://127\.0\.0\.1:\d+", out)  # PORT=0 picked a port
+    names = set(re.findall(r"^  (\w+)  \(examples/functions/", out, re.M))
+    assert names == EXAMPLE_FUNCTIONS
+    listed = httpx.get(f"{process.url}/navai/functions").json()
+    assert {item["name"] for item in listed["items"]} == EXAMPLE_FUNCTIONS
+    assert listed["warnings"] == []
+    weather = httpx.post(
+        f"{process.url}/navai/functions/execute",
+        json={"function_name": "get_weather", "payload": {"city": "Bogota"}},
+    )
+    assert weather.json()["result"]["city"] == "Bogotá"
+    assert "OPENAI_API_KEY is not set" in process.stderr()
+
+
+# ----- start-up output -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_banner_shows_the_url_routes_and_functions(targets: Targets, kind: str):
+    process = server(targets, "main", kind)
+    out = process.stdout()
+    url = process.url
+    assert out.startswith(f"navai: serving on {url} (")
+    assert f"POST  {url}/navai/realtime/client-secret" in out
+    assert f"GET   {url}/navai/functions" in out
+    assert f"GET   {url}/health" in out
+    assert "  add  (functions/tools.py#add)" in out
+    env_file = ".env" if kind == "asgi-server" else "main-wsgi.env"
+    assert re.search(rf"loaded environment from \S*{re.escape(env_file)}\n", out)
+    assert ("WSGI on waitress" in out) == (kind == "wsgi-server")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_start_up_warning_is_logged_once(targets: Targets, kind: str):
+    main = server(targets, "main", kind).stderr()
+    assert main.count(BROKEN_WARNING) == 1
+    misconfigured = server(targets, "misconfigured", kind).stderr()
+    ttl = "clientSecretTtlSeconds must be between 10 and 7200. Received: 5"
+    assert misconfigured.count(ttl) == 1
+    assert misconfigured.count(BROKEN_WARNING) == 1
+
+
+def test_functions_off_is_said_at_start_up(targets: Targets):
+    out = server(targets, "alt", "asgi-server").stdout()
+    assert "the function routes are off" in out
+    assert "/navai/functions" not in out
+
+
+# ----- configuration sources ---------------------------------------------------------------------
+
+
+def test_env_file_values_fill_unset_and_blank_variables_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (tmp_path / ".env").write_text(
+        "NAVAI_T_SET=from-file\nNAVAI_T_BLANK=from-file\nNAVAI_T_NEW=x\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NAVAI_T_SET", "from-env")
+    monkeypatch.setenv("NAVAI_T_BLANK", "  ")
+    monkeypatch.delenv("NAVAI_T_NEW", raising=False)
+    assert cli._load_env_file(cli._parser(), None) == Path(".env")
+    assert os.environ["NAVAI_T_SET"] == "from-env"
+    assert os.environ["NAVAI_T_BLANK"] == "from-file"
+    assert os.environ["NAVAI_T_NEW"] == "x"
+
+
+def test_no_env_file_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli._load_env_file(cli._parser(), None) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["serve", "--env-file", "missing.env"], {}, "--env-file missing.env: no such file"),
+        (["serve"], {"PORT": "http"}, "PORT must be a port number, got 'http'"),
+        (["serve", "--port", "70000"], {}, "port must be between 0 and 65535, got 70000"),
+        (["serve", "--port", "x"], {}, "invalid int value: 'x'"),
+        ([], {}, "required: command"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    tmp_path, monkeypatch, capsys, argv: list[str], env: dict[str, str], message: str
+):
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_port_comes_from_port_else_3000(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("PORT", raising=False)
+    assert cli._port(cli._parser(), None) == 3000
+    monkeypatch.setenv("PORT", " ")
+    assert cli._port(cli._parser(), None) == 3000
+    monkeypatch.setenv("PORT", "8123")
+    assert cli._port(cli._parser(), None) == 8123
+    assert cli._port(cli._parser(), 9000) == 9000
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [str(NAVAI_BIN), "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=hermetic_env({}),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert f"navai: cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_python_dash_m_runs_the_same_command(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "navai_adapters", "serve", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0
+    assert "--wsgi" in done.stdout
+    assert "--env-file" in done.stdout
+
+
+# ----- stopping ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stoppable(targets: Targets, tmp_path_factory) -> Iterator[dict[tuple[str, int], NavaiProcess]]:
+    """Four servers to stop: (ASGI, WSGI) x (SIGTERM, SIGINT), started together."""
+    root = tmp_path_factory.mktemp("stop")
+    setup = targets.setups["main"]
+    servers = {}
+    for kind in KINDS:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            sub = root / f"{kind}-{sig.name}"
+            sub.mkdir()
+            servers[(kind, sig)] = start_server(setup, kind == "wsgi-server", sub)
+    yield servers
+    for process in servers.values():
+        process.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_signal_stops_the_server_cleanly_after_the_running_request(
+    stoppable: dict[tuple[str, int], NavaiProcess], kind: str, sig: int
+):
+    process = stoppable[(kind, sig)]
+    url = process.wait_ready()
+    answers: list[httpx.Response] = []
+
+    def slow_request() -> None:
+        answers.append(
+            httpx.post(
+                f"{url}/navai/functions/execute",
+                json={"function_name": "slow", "payload": {"seconds": 0.6}},
+                timeout=10,
+            )
+        )
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.2)  # the request is running
+    process.send_signal(sig)
+    worker.join(timeout=15)
+    assert process.process.wait(timeout=15) == 0
+    assert [a.status_code for a in answers] == [200], process.describe()
+    assert answers[0].json()["result"] == "slept"
+    assert process.stdout().rstrip().endswith("navai: stopped.")
+    assert "Traceback" not in process.stderr()
+    if kind == "asgi-server":
+        assert "Application shutdown complete." in process.stderr()  # the lifespan ran
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)
