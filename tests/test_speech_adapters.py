@@ -1,0 +1,423 @@
+"""Contract tests of POST /navai/speech/synthesize over both adapters, end to end.
+
+navai is served in-process by the ASGI adapter (Starlette's TestClient) and the WSGI adapter
+(httpx's WSGITransport through wsgiref's validator); it calls a fake ElevenLabs, a real HTTP
+server on 127.0.0.1 started by these tests, found through ``ELEVENLABS_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import wsgiref.validate
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from fake_upstream import FakeUpstream
+from starlette.testclient import TestClient
+
+from navai_adapters import asgi, wsgi
+from navai_core import NavaiConfig
+
+KEY = "xi-loopback-key-5566"
+VOICE = "voice-1"
+PATH = "/navai/speech/synthesize"
+DISABLED = 'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'
+EVERY_BYTE = bytes(range(256))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the fake received (header names lower-case, ``target`` as sent)."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = EVERY_BYTE
+    content_type: str | None = "audio/mpeg"
+
+
+@dataclass
+class FakeElevenLabs:
+    """ElevenLabs' ``POST /v1/text-to-speech/<voice id>`` on a free loopback port.
+
+    A wrong ``xi-api-key`` answers 401 (echoing the key it got, as a careless upstream
+    might); otherwise the next queued :class:`Answer`, else ``default``.
+    """
+
+    key: str = KEY
+    default: Answer = field(default_factory=Answer)
+    queue: deque[Answer] = field(default_factory=deque)
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _next(self, seen: Seen) -> Answer:
+        with self._lock:
+            self.seen.append(seen)
+            if seen.headers.get("xi-api-key") != self.key:
+                given = seen.headers.get("xi-api-key", "")
+                detail = {"status": "invalid_api_key", "message": f"Invalid API key: {given}"}
+                return Answer(401, json.dumps({"detail": detail}).encode(), "application/json")
+            if not seen.path.startswith("/v1/text-to-speech/"):
+                return Answer(404, b'{"detail": "Not Found"}', "application/json")
+            return self.queue.popleft() if self.queue else self.default
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                seen = Seen(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
+                )
+                answer = fake._next(seen)
+                self.send_response(answer.status)
+                if answer.content_type is not None:
+                    self.send_header("Content-Type", answer.content_type)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> FakeElevenLabs:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeElevenLabs]:
+    with FakeElevenLabs() as server:
+        yield server
+
+
+@pytest.fixture
+def eleven(fake: FakeElevenLabs) -> FakeElevenLabs:
+    with fake._lock:
+        fake.seen.clear()
+        fake.queue.clear()
+        fake.default = Answer()
+    return fake
+
+
+@pytest.fixture(scope="module")
+def openai() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+def environment(eleven: FakeElevenLabs, openai: FakeUpstream, **extra: str) -> dict[str, str]:
+    env = {
+        "OPENAI_API_KEY": "sk-loopback-openai",
+        "OPENAI_BASE_URL": openai.base_url,
+        "NAVAI_TTS_PROVIDER": "elevenlabs",
+        "ELEVENLABS_API_KEY": KEY,
+        "ELEVENLABS_VOICE_ID": VOICE,
+        "ELEVENLABS_BASE_URL": eleven.base_url,
+        "NAVAI_UPSTREAM_MAX_RETRIES": "0",
+        "NAVAI_UPSTREAM_TIMEOUT": "5",
+        "NAVAI_FUNCTIONS_ENABLED": "false",
+    }
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def serve(request, eleven, openai):
+    """``serve(**env)``: an httpx-style client talking to navai served by one adapter."""
+    stack: list[Any] = []
+
+    def start(**extra: str) -> httpx.Client:
+        config = NavaiConfig.from_env(environment(eleven, openai, **extra))
+        if request.param == "asgi":
+            client = TestClient(asgi.create_app(config=config, load_functions_at_startup=False))
+            client.__enter__()  # runs the lifespan (closes navai's async client at the end)
+            stack.append(lambda: client.__exit__(None, None, None))
+            return client
+        app = wsgi.create_app(config=config, load_functions_at_startup=False)
+        http = httpx.Client(
+            transport=httpx.WSGITransport(app=wsgiref.validate.validator(app)),
+            base_url="http://testserver",
+        )
+        stack.extend([http.close, app.close])
+        return http
+
+    yield start
+    for close in reversed(stack):
+        close()
+
+
+# ----- success ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("audio", [EVERY_BYTE, EVERY_BYTE[::-1] * 4096, b"\x00", b"\xff\xfe"])
+def test_binary_audio_comes_back_intact_as_base64(serve, eleven, audio):
+    eleven.default = Answer(body=audio)
+    response = serve().post(PATH, json={"text": "  Hola, ¿cómo estás?  "})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"provider", "mimeType", "audioBase64"}
+    assert (body["provider"], body["mimeType"]) == ("elevenlabs", "audio/mpeg")
+    assert base64.b64decode(body["audioBase64"], validate=True) == audio
+
+    (seen,) = eleven.seen
+    assert seen.method == "POST"
+    assert seen.target == "/v1/text-to-speech/voice-1?output_format=mp3_44100_128"
+    assert seen.headers["xi-api-key"] == KEY
+    assert seen.headers["content-type"] == "application/json"
+    assert seen.headers["accept"] == "audio/mpeg"
+    assert "authorization" not in seen.headers
+    assert seen.json() == {"text": "Hola, ¿cómo estás?"}
+
+
+def test_every_setting_and_request_field_reaches_elevenlabs(serve, eleven):
+    client = serve(
+        ELEVENLABS_MODEL_ID="eleven_multilingual_v2",
+        ELEVENLABS_OUTPUT_FORMAT="pcm_16000",
+        ELEVENLABS_OPTIMIZE_STREAMING_LATENCY="1.5",
+        ELEVENLABS_STABILITY="0.35",
+        ELEVENLABS_SIMILARITY_BOOST="0.8",
+        ELEVENLABS_STYLE="0",
+        ELEVENLABS_USE_SPEAKER_BOOST="yes",
+    )
+    eleven.default = Answer(content_type=None)
+    configured = client.post(PATH, json={"text": "One"})
+    chosen = client.post(
+        PATH,
+        json={
+            "text": "Two",
+            "voiceId": "my voice/é",
+            "modelId": "eleven_flash_v2_5",
+            "outputFormat": "ulaw_8000",
+            "optimizeStreamingLatency": 3.2,
+            "voiceSettings": {"stability": 0.9, "useSpeakerBoost": False},
+        },
+    )
+    assert configured.json()["mimeType"] == "audio/pcm"
+    assert chosen.json()["mimeType"] == "audio/basic"
+    first, second = eleven.seen
+    assert first.target == (
+        "/v1/text-to-speech/voice-1?output_format=pcm_16000&optimize_streaming_latency=2"
+    )
+    assert first.headers["accept"] == "audio/pcm"
+    assert first.json() == {
+        "text": "One",
+        "model_id": "eleven_multilingual_v2",
+        "voice_settings": {
+            "stability": 0.35,
+            "similarity_boost": 0.8,
+            "style": 0.0,
+            "use_speaker_boost": True,
+        },
+    }
+    assert second.target == (
+        "/v1/text-to-speech/my%20voice%2F%C3%A9?output_format=ulaw_8000&optimize_streaming_latency=3"
+    )
+    assert second.headers["accept"] == "audio/basic"
+    assert second.json() == {
+        "text": "Two",
+        "model_id": "eleven_flash_v2_5",
+        "voice_settings": {
+            "stability": 0.9,
+            "similarity_boost": 0.8,
+            "style": 0.0,
+            "use_speaker_boost": False,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("content_type", "mime"),
+    [
+        ("audio/wav", "audio/wav"),
+        ("audio/mpeg; charset=binary", "audio/mpeg"),
+        (None, "audio/mpeg"),
+    ],
+)
+def test_mime_type_follows_the_upstream_content_type(serve, eleven, content_type, mime):
+    eleven.default = Answer(content_type=content_type)
+    assert serve().post(PATH, json={"text": "Hi"}).json()["mimeType"] == mime
+
+
+def test_a_browser_origin_may_call_it(serve, eleven):
+    client = serve()
+    origin = {"Origin": "http://localhost:5173"}
+    preflight = client.options(
+        PATH,
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    response = client.post(PATH, json={"text": "Hi"}, headers=origin)
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
+
+
+# ----- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "body", "status", "error"),
+    [
+        ({"NAVAI_TTS_PROVIDER": None}, b'{"text": "Hi"}', 400, DISABLED),
+        ({"NAVAI_TTS_PROVIDER": "openai"}, b'{"text": "Hi"}', 400, DISABLED),
+        ({}, b'{"text": "  "}', 400, "text is required."),
+        ({}, b"", 400, "text is required."),
+        ({}, b'{"text": ["Hi"]}', 400, 'Field "text" must be a string.'),
+        ({}, b'{"text": "Hi", "voiceId": 7}', 400, 'Field "voiceId" must be a string.'),
+        (
+            {},
+            b'{"text": "Hi", "voiceSettings": {"style": "big"}}',
+            400,
+            'Field "voiceSettings.style" must be a number.',
+        ),
+        (
+            {"NAVAI_SPEECH_MAX_TEXT_CHARS": "3"},
+            b'{"text": "Hola"}',
+            400,
+            'Field "text" is longer than 3 characters.',
+        ),
+        ({}, b"not json", 400, "Request body is not valid JSON."),
+        (
+            {"ELEVENLABS_API_KEY": None},
+            b'{"text": "Hi"}',
+            400,
+            "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set.",
+        ),
+        (
+            {"ELEVENLABS_STABILITY": "steady"},
+            b'{"text": "Hi"}',
+            400,
+            "ELEVENLABS_STABILITY must be a number. Received: 'steady'",
+        ),
+    ],
+)
+def test_errors_are_json_and_never_reach_elevenlabs(serve, eleven, env, body, status, error):
+    response = serve(**env).post(PATH, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"error": error}
+    assert eleven.seen == []
+
+
+def test_wrong_method_is_405(serve, eleven):
+    response = serve().get(PATH)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "OPTIONS, POST"
+    assert "error" in response.json()
+
+
+def test_a_refused_key_answers_401_without_showing_it(serve, eleven):
+    eleven.key = "xi-the-real-key"
+    try:
+        response = serve().post(PATH, json={"text": "Hi"})
+    finally:
+        eleven.key = KEY
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": 'ElevenLabs synthesize failed: {"detail": {"status": "invalid_api_key", '
+        '"message": "Invalid API key: [redacted]"}}'
+    }
+    assert KEY not in response.text
+    assert len(eleven.seen) == 1
+
+
+@pytest.mark.parametrize("status", [400, 422, 429, 500, 503])
+def test_upstream_failures_keep_their_status_and_body(serve, eleven, status):
+    upstream = b'{"detail": {"status": "quota_exceeded", "message": "Out of credits."}}'
+    eleven.default = Answer(status, upstream, "application/json")
+    response = serve().post(PATH, json={"text": "Hi"})
+    assert response.status_code == status
+    assert response.json()["error"] == f"ElevenLabs synthesize failed: {upstream.decode()}"
+    assert len(eleven.seen) == 1  # retries are off in these servers
+
+
+def test_one_retry_after_a_server_error(serve, eleven):
+    eleven.queue.append(Answer(502, b"bad gateway", "text/plain"))
+    response = serve(NAVAI_UPSTREAM_MAX_RETRIES="1").post(PATH, json={"text": "Hi"})
+    assert response.status_code == 200
+    assert base64.b64decode(response.json()["audioBase64"]) == EVERY_BYTE
+    assert len(eleven.seen) == 2
+
+
+def test_an_unreachable_elevenlabs_is_502(serve, eleven):
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as closed:
+        port = closed.server_address[1]
+    response = serve(ELEVENLABS_BASE_URL=f"http://127.0.0.1:{port}").post(PATH, json={"text": "Hi"})
+    assert response.status_code == 502
+    assert response.json() == {
+        "error": "ElevenLabs synthesize could not be reached (ConnectError)."
+    }
+
+
+# ----- the client secret tells the browser who speaks ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"), [("elevenlabs", "elevenlabs"), (None, "openai"), ("polly", "openai")]
+)
+def test_client_secret_carries_the_speech_provider(serve, eleven, openai, provider, expected):
+    openai.reset()
+    response = serve(NAVAI_TTS_PROVIDER=provider).post(
+        "/navai/realtime/client-secret", json={"voice": "ash"}
+    )
+    assert response.status_code == 200
+    assert response.json()["speech"] == {"provider": expected}
+    session = openai.requests[-1].json()["session"]
+    if expected == "elevenlabs":
+        assert session["output_modalities"] == ["text"]
+        assert "audio" not in session
+    else:
+        assert session["audio"] == {"output": {"voice": "ash"}}
+        assert "output_modalities" not in session
+    assert KEY not in openai.requests[-1].body.decode()
+    assert eleven.seen == []
