@@ -257,3 +257,27 @@ def test_a_signal_stops_the_server_cleanly_after_the_running_request(
         assert "Application shutdown complete." in process.stderr()  # the lifespan ran
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+# ----- bodies on the wire ----------------------------------------------------------------------
+
+
+def _chunked(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunked_bodies_are_read_and_limited(targets: Targets, fake_upstream, kind: str):
+    http = targets.get("main", kind).http
+    fake_upstream.reset()
+    headers = {"Content-Type": "application/json"}
+    secret = "/navai/realtime/client-secret"
+    ok = http.post(secret, content=_chunked(b'{"model": "gpt-chunked"}', 5), headers=headers)
+    assert ok.status_code == 200, ok.text
+    assert fake_upstream.requests[-1].json()["session"]["model"] == "gpt-chunked"
+    fake_upstream.reset()
+    too_big = b"{}" + b" " * (2 * 1024 * 1024)
+    refused = http.post(secret, content=_chunked(too_big), headers=headers)
+    assert refused.status_code == 413
+    assert fake_upstream.requests == []
