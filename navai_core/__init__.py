@@ -18,6 +18,8 @@ from ._client_secret import (
     validate_ttl,
 )
 from ._config import NavaiConfig
+from ._discovery import load_functions
+from ._dispatch import PreparedCall, aexecute, close_background_loop, execute, prepare_call
 from ._errors import (
     BadRequest,
     ConfigurationError,
@@ -31,6 +33,7 @@ from ._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ._functions import FunctionEntry, FunctionError, FunctionRegistry
 from ._http import Reply, RequestContext
 from ._navai import Navai, Route
 from ._retry import RetryPolicy
@@ -49,12 +52,16 @@ __all__ = [
     "ClientSecretOptions",
     "ConfigurationError",
     "Forbidden",
+    "FunctionEntry",
+    "FunctionError",
+    "FunctionRegistry",
     "MethodNotAllowed",
     "Navai",
     "NavaiConfig",
     "NavaiError",
     "NotFound",
     "PayloadTooLarge",
+    "PreparedCall",
     "Reply",
     "RequestContext",
     "RetryPolicy",
@@ -66,15 +73,20 @@ __all__ = [
     "UpstreamRequest",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "aexecute",
     "asend",
     "build_client_secret_request",
     "build_instructions",
     "build_speech_request",
     "build_transcription_request",
+    "close_background_loop",
+    "execute",
+    "load_functions",
     "parse_client_secret_body",
     "parse_client_secret_response",
     "parse_speech_body",
     "parse_speech_response",
+    "prepare_call",
     "resolve_api_key",
     "send",
     "speech_mime_type",

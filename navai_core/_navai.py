@@ -138,13 +138,16 @@ class Navai:
             with self._lock:
                 if self._registry is None:
                     c = self.config
-                    self._registry = load_functions(
+                    built = load_functions(
                         base_dir=c.functions_base_dir or ".",
                         folders=c.functions_folders,
                         agents_folders=c.agents_folders,
                         modules=c.functions_modules,
                         registry=self._code_functions,
                     )
+                    # Schemas are built here, off the event loop, not on the first list.
+                    built.prepare_schemas()
+                    self._registry = built
                 registry = self._registry
         return registry
 
