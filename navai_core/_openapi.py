@@ -221,6 +221,16 @@ _OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
             },
         },
     ),
+    "openapi": (
+        "get",
+        {
+            "summary": "This document",
+            "operationId": "openapi",
+            "responses": {
+                "200": {"description": "OpenAPI 3.1.", "content": _json({"type": "object"})}
+            },
+        },
+    ),
     "health": (
         "get",
         {
