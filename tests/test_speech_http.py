@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+from pathlib import Path
 
 import anyio.to_thread
 import httpx
@@ -461,3 +463,33 @@ def test_the_speech_route_exists_whatever_the_provider():
         route = navai.match(SPEECH_PATH)
         assert route is not None
         assert (route.name, route.methods) == ("speech", ("POST",))
+
+
+# ----- docs/speech.md ------------------------------------------------------------------------
+
+
+def test_the_python_example_of_the_docs_runs(monkeypatch):
+    text = (Path(__file__).parent.parent / "docs" / "speech.md").read_text()
+    section = text.split("## From Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    for name in list(os.environ):
+        if name.startswith(("NAVAI_", "ELEVENLABS_")):
+            monkeypatch.delenv(name)
+    for name, value in {
+        "NAVAI_TTS_PROVIDER": "elevenlabs",
+        "ELEVENLABS_API_KEY": KEY,
+        "ELEVENLABS_VOICE_ID": VOICE,
+    }.items():
+        monkeypatch.setenv(name, value)
+    namespace: dict = {}
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(TTS + "voice123?output_format=mp3_44100_128").mock(
+            return_value=audio_reply()
+        )
+        exec(compile(code, "docs/speech.md", "exec"), namespace)
+    assert route.calls.last.request.headers["xi-api-key"] == KEY
+    assert namespace["answer"] == {
+        "provider": "elevenlabs",
+        "mimeType": "audio/mpeg",
+        "audioBase64": base64.b64encode(AUDIO).decode(),
+    }
