@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
-import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -44,13 +43,12 @@ from ._errors import (
 )
 from ._functions import FunctionRegistry
 from ._http import Reply, RequestContext
+from ._logging import logger, secret_filter
 from ._openapi import openapi_document
 from ._protect import AuthHook, RateLimiter, aauthorize, authorize, client_key, parse_limit
 from ._retry import RetryPolicy
 from ._speech import build_speech_request, parse_speech_response
 from ._upstream import asend, send
-
-logger = logging.getLogger("navai")
 
 INTERNAL_ERROR = "Internal server error."
 
@@ -96,6 +94,14 @@ class Navai:
         async_http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.config = NavaiConfig.from_env() if config is None else config
+        c = self.config
+        secret_filter.add(
+            *(
+                k
+                for k in (c.openai_api_key, c.azure_api_key, c.elevenlabs_api_key)
+                if isinstance(k, str)
+            )
+        )
         self._code_functions = functions
         self._registry: FunctionRegistry | None = None
         self._lock = threading.Lock()
