@@ -1,0 +1,231 @@
+"""The framework pages' examples (docs/examples/*.py) run, and the pages show them verbatim.
+
+Each example is imported as its page says to run it, with the environment pointing at the
+fake OpenAI upstream, and answers real requests in-process. The deployment page's factory
+commands are started as real servers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from conftest import NAVAI_VARIABLES, REPO, SERVER_KEY, TestClient, hermetic_env
+from fake_upstream import FakeUpstream
+
+DOCS = REPO / "docs"
+EXAMPLES = DOCS / "examples"
+PAGES = {
+    "fastapi.md": ["fastapi_app.py", "starlette_app.py"],
+    "flask.md": ["flask_app.py"],
+    "django.md": ["django_app.py"],
+    "asgi-wsgi.md": ["asgi_app.py", "wsgi_app.py"],
+}
+SECRET = "/navai/realtime/client-secret"
+EXECUTE = "/navai/functions/execute"
+
+
+@pytest.mark.parametrize(("page", "example"), [(p, e) for p, es in PAGES.items() for e in es])
+def test_the_page_shows_the_example_verbatim(page: str, example: str):
+    source = (EXAMPLES / example).read_text()
+    assert f"```python\n{source}```" in (DOCS / page).read_text()
+
+
+def test_every_example_belongs_to_a_page():
+    shown = {e for es in PAGES.values() for e in es}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == shown
+
+
+@pytest.mark.parametrize("page", [*PAGES, "frontend.md", "deployment.md"])
+def test_relative_links_in_the_pages_resolve(page: str):
+    for target in re.findall(r"\]\(([^)#:]+)\)", (DOCS / page).read_text()):
+        assert (DOCS / target).exists(), f"{page} links to missing {target}"
+
+
+# ----- running the examples ----------------------------------------------------------------
+
+
+@pytest.fixture
+def load(
+    monkeypatch: pytest.MonkeyPatch, fake_upstream: FakeUpstream, tmp_path: Path
+) -> Callable[[str], ModuleType]:
+    """Import an example with the environment a user would set (key, upstream)."""
+    fake_upstream.reset()
+    for name in NAVAI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", SERVER_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_upstream.base_url)
+    monkeypatch.setenv("NAVAI_FUNCTIONS_BASE_DIR", str(tmp_path))  # nothing to discover
+
+    def load_example(file_name: str) -> ModuleType:
+        name = f"docs_example_{file_name.removesuffix('.py')}"
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / file_name)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load_example
+
+
+def wsgi_client(app: Any) -> httpx.Client:
+    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://localhost")
+
+
+def check_mint(http: httpx.Client, prefix: str, upstream: FakeUpstream) -> None:
+    minted = http.post(f"{prefix}{SECRET}", json={"language": "Spanish"})
+    assert minted.status_code == 200, minted.text
+    assert minted.json()["value"].startswith("ek_fake_")
+    request = upstream.requests[-1]
+    assert request.headers["authorization"] == f"Bearer {SERVER_KEY}"
+    assert "Always reply in Spanish." in request.json()["session"]["instructions"]
+
+
+def execute(http: httpx.Client, prefix: str, name: str, payload: Any = None) -> httpx.Response:
+    return http.post(f"{prefix}{EXECUTE}", json={"function_name": name, "payload": payload or {}})
+
+
+def test_fastapi_example(load, fake_upstream: FakeUpstream):
+    module = load("fastapi_app.py")
+    with TestClient(module.app) as http:
+        assert http.get("/").json() == {"app": "my shop"}
+        check_mint(http, "/voice", fake_upstream)
+        shipped = execute(http, "/voice", "get_order_status", {"order_id": "a-1001"})
+        assert shipped.json()["result"] == {"order_id": "A-1001", "status": "shipped"}
+        missing = execute(http, "/voice", "get_order_status", {"order_id": "x-1"})
+        assert missing.json()["details"] == "There is no order x-1."
+
+
+def test_starlette_example(load, fake_upstream: FakeUpstream):
+    module = load("starlette_app.py")
+    with TestClient(module.app) as http:
+        assert http.get("/").json() == {"app": "my site"}
+        check_mint(http, "", fake_upstream)
+        me = execute(http, "", "whoami")
+        assert me.json()["result"]["client"] == "testclient"
+
+
+def test_flask_example(load, fake_upstream: FakeUpstream):
+    module = load("flask_app.py")
+    with wsgi_client(module.app) as http:
+        assert http.get("/").json() == {"app": "my flask site"}
+        check_mint(http, "/voice", fake_upstream)
+        converted = execute(http, "/voice", "convert_currency", {"amount": 2.5})
+        assert converted.json()["result"] == 10000.0
+
+
+def test_django_example_through_both_entry_points(load, fake_upstream: FakeUpstream):
+    module = load("django_app.py")
+    with wsgi_client(module.application) as http:
+        assert http.get("/").json() == {"app": "my django site"}
+        check_mint(http, "/voice", fake_upstream)
+        assert execute(http, "/voice", "server_time").json()["result"][:2] == "20"
+    with TestClient(module.asgi_application, base_url="http://localhost") as http:
+        assert http.get("/").json() == {"app": "my django site"}
+        check_mint(http, "/voice", fake_upstream)
+        assert execute(http, "/voice", "server_time").json()["ok"] is True
+
+
+def test_asgi_example(load, fake_upstream: FakeUpstream):
+    module = load("asgi_app.py")
+    with TestClient(module.app) as http:
+        assert http.get("/health").json() == {"ok": True}
+        check_mint(http, "", fake_upstream)
+        assert execute(http, "", "add", {"a": 1.5, "b": 2}).json()["result"] == 3.5
+
+
+def test_wsgi_example(load, fake_upstream: FakeUpstream):
+    module = load("wsgi_app.py")
+    with wsgi_client(module.app) as http:
+        assert http.get("/health").json() == {"ok": True}
+        check_mint(http, "", fake_upstream)
+        assert execute(http, "", "add", {"args": [1, 2]}).json()["result"] == 3
+
+
+# ----- the deployment page's factory commands ---------------------------------------------------
+
+# How each documented command is made local and cheap for the test: (old, new) replacements.
+LOCAL = {
+    "uvicorn --factory": [
+        ("0.0.0.0", "127.0.0.1"),
+        ("--port 8000", "--port 0"),
+        ("--workers 4", "--workers 2"),
+    ],
+    "waitress-serve": [("--listen 0.0.0.0:8000", "--listen 127.0.0.1:0")],
+}
+
+
+def documented_command(prefix: str) -> list[str]:
+    """The deployment page's command line starting with ``prefix``, made local."""
+    [line] = [
+        line
+        for line in (DOCS / "deployment.md").read_text().splitlines()
+        if line.startswith(prefix)
+    ]
+    for old, new in LOCAL[prefix]:
+        assert old in line, f"{old!r} not in {line!r}"
+        line = line.replace(old, new)
+    return shlex.split(line)
+
+
+@pytest.fixture(scope="module")
+def factory_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], Path]]]:
+    """Both documented factory commands, started together."""
+    root = tmp_path_factory.mktemp("factories")
+    servers = {}
+    for number, prefix in enumerate(LOCAL):
+        program, *args = documented_command(prefix)
+        log = root / f"{number}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).with_name(program)), *args],
+                cwd=root,
+                env=hermetic_env({}),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        servers[prefix] = (process, log)
+    yield servers
+    for process, _ in servers.values():
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.mark.parametrize("prefix", LOCAL)
+def test_the_documented_factory_commands_serve_navai(factory_servers, prefix: str):
+    process, log = factory_servers[prefix]
+    deadline = time.monotonic() + 30
+    url = None
+    while url is None and time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        found = re.search(r"on (http://127\.0\.0\.1:\d+)", log.read_text())
+        url = found.group(1) if found else None
+        time.sleep(0.05)
+    assert url, log.read_text()
+    while True:  # with --workers the URL is printed before a worker listens
+        try:
+            answer = httpx.post(f"{url}{SECRET}", json={}, timeout=10)
+            break
+        except httpx.ConnectError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    assert answer.status_code == 401  # configured from the (empty) environment
+    assert httpx.get(f"{url}/navai/functions", timeout=10).json()["items"] == []
