@@ -33,7 +33,7 @@ from ._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ._functions import FunctionEntry, FunctionError, FunctionRegistry
+from ._functions import FunctionAuthHook, FunctionEntry, FunctionError, FunctionRegistry
 from ._http import Reply, RequestContext
 from ._navai import Navai, Route
 from ._retry import RetryPolicy
@@ -52,6 +52,7 @@ __all__ = [
     "ClientSecretOptions",
     "ConfigurationError",
     "Forbidden",
+    "FunctionAuthHook",
     "FunctionEntry",
     "FunctionError",
     "FunctionRegistry",

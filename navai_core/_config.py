@@ -21,6 +21,7 @@ DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_ELEVENLABS_OUTPUT_FORMAT = "mp3_44100_128"
 DEFAULT_SPEECH_MAX_TEXT_CHARS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_FUNCTION_TIMEOUT_SECONDS = 30.0
 
 SpeechProvider = Literal["openai", "elevenlabs"]
 Provider = Literal["openai", "azure"]
@@ -91,6 +92,9 @@ class NavaiConfig:
     functions_modules: str | None = None
     agents_folders: str | None = None
     expose_function_errors: bool = False
+    # Time limit of one call (504 past it) for functions without their own timeout=;
+    # None or 0: no limit.
+    function_timeout_seconds: float | None = DEFAULT_FUNCTION_TIMEOUT_SECONDS
 
     # --- protection (see docs/security.md) ---
     # Hooks get the RequestContext; None/True allows, False answers 403, or raise
@@ -177,6 +181,9 @@ class NavaiConfig:
             "functions_modules": r.raw("NAVAI_FUNCTIONS_MODULES"),
             "agents_folders": r.raw("NAVAI_AGENTS_FOLDERS"),
             "expose_function_errors": r.flag("NAVAI_EXPOSE_FUNCTION_ERRORS", False),
+            "function_timeout_seconds": r.number(
+                "NAVAI_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT_SECONDS
+            ),
             "cors_origins": _split_origins(r.raw("NAVAI_CORS_ORIGIN")),
             "rate_limit_client_secret": r.text("NAVAI_RATE_LIMIT_CLIENT_SECRET", "10/minute"),
             "rate_limit_functions": r.raw("NAVAI_RATE_LIMIT_FUNCTIONS"),
@@ -220,6 +227,11 @@ class NavaiConfig:
         ):
             if problem := limit_problem(name, text):
                 found.append(problem)
+        timeout = self.function_timeout_seconds
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout >= 0):
+            found.append(
+                f"NAVAI_FUNCTION_TIMEOUT must be 0 (no limit) or more. Received: {timeout!r}"
+            )
         ttl = self.client_secret_ttl_seconds
         if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
             found.append(ttl_error_text(ttl))

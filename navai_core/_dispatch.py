@@ -5,17 +5,27 @@
 the outcome into a :class:`Reply`. Async functions called from sync code run on one
 long-lived background event loop; sync functions called from async code run in a worker
 thread, so an event loop is never blocked.
+
+Both tails first ask the entry's ``authorize`` hook (403 when it says no), then run the
+function within its time limit (504 past it): an async function is cancelled at the limit,
+a sync one is no longer waited for (Python cannot stop a thread; it runs on, unobserved).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import inspect
 import logging
+import math
 import threading
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import attrs
 
@@ -23,6 +33,7 @@ from ._errors import BadRequest, NavaiError, NotFound
 from ._functions import FunctionEntry, FunctionError, FunctionRegistry
 from ._http import Reply, RequestContext
 from ._json import JsonValue
+from ._protect import DENIED
 from ._schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
 
 logger = logging.getLogger("navai")
@@ -30,6 +41,15 @@ logger = logging.getLogger("navai")
 EXECUTION_FAILED = "Function execution failed."
 GENERIC_DETAILS = "The function raised an error."
 FAILURE_STATUS = 500
+TIMED_OUT = "Function timed out."
+TIMEOUT_STATUS = 504
+# How long a sync caller waits past the limit for the background loop to deliver the
+# cancellation of an async function (a function that blocks the loop cannot be cancelled).
+CANCEL_GRACE_SECONDS = 0.5
+
+
+class _TimedOut(Exception):
+    """The time limit passed (never raised by a function itself, unlike TimeoutError)."""
 
 
 @attrs.frozen
@@ -41,6 +61,10 @@ class PreparedCall:
     kwargs: Mapping[str, Any] = attrs.field(factory=dict)
     init_args: tuple[Any, ...] = ()
     init_kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    # What the authorisation hook sees: validated values by parameter name (the
+    # constructor's under "constructorArgs"), and the request.
+    arguments: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    context: RequestContext | None = attrs.field(default=None, repr=False)
 
     @property
     def function_name(self) -> str:
@@ -91,20 +115,33 @@ def prepare_call(
     problems: list[dict[str, JsonValue]] = []
     init_args: tuple[Any, ...] = ()
     init_kwargs: dict[str, Any] = {}
+    init_values: dict[str, Any] | None = None
     if init_spec is not None:
         payload = dict(payload)
         raw_init = payload.pop("constructorArgs", None)
-        init_args, init_kwargs = _bind(init_spec, raw_init, context, problems, "constructorArgs.")
+        init_args, init_kwargs, init_values = _bind(
+            init_spec, raw_init, context, problems, "constructorArgs."
+        )
         source = payload.get("methodArgs", payload)
     else:
         source = payload
-    call_args, call_kwargs = _bind(call_spec, source, context, problems, "")
+    call_args, call_kwargs, values = _bind(call_spec, source, context, problems, "")
     if problems:
         raise BadRequest(
             "Invalid arguments.",
             extra={"ok": False, "function_name": name, "details": list[JsonValue](problems)},
         )
-    return PreparedCall(entry, call_args, call_kwargs, init_args, init_kwargs)
+    if init_values is not None:
+        values["constructorArgs"] = MappingProxyType(init_values)
+    return PreparedCall(
+        entry,
+        call_args,
+        call_kwargs,
+        init_args,
+        init_kwargs,
+        arguments=MappingProxyType(values),
+        context=context,
+    )
 
 
 def payload_arguments(
@@ -149,8 +186,9 @@ def _bind(
     context: RequestContext | None,
     problems: list[dict[str, JsonValue]],
     prefix: str,
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Bind and validate ``source`` (a payload, ``constructorArgs`` or ``methodArgs``)."""
+) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+    """Bind and validate ``source`` (a payload, ``constructorArgs`` or ``methodArgs``):
+    positional and keyword arguments of the call, and the values by parameter name."""
     args, kwargs = _arguments_of(source, spec)
     try:
         values = spec.bind(args, kwargs)
@@ -168,36 +206,173 @@ def _bind(
             except InvalidArguments as keyword_exc:
                 details = keyword_exc.details
         problems.extend({**d, "parameter": f"{prefix}{d['parameter']}"} for d in details)
-        return (), {}
-    return spec.call_arguments(values, context)
+        return (), {}, {}
+    return (*spec.call_arguments(values, context), values)
 
 
 # ----- the two tails -------------------------------------------------------------------------
 
 
-def execute(prepared: PreparedCall, *, expose_errors: bool = False) -> Reply:
-    """Run a prepared call from sync code (an async function runs on the background loop)."""
-    try:
-        result = prepared.start()
-        if inspect.isawaitable(result):
-            result = _background.run(result)
-    except (Exception, SystemExit) as exc:
-        return _failure(prepared, exc, expose_errors)
-    return _success(prepared, result)
+def execute(
+    prepared: PreparedCall, *, expose_errors: bool = False, default_timeout: float | None = None
+) -> Reply:
+    """Run a prepared call from sync code (an async function runs on the background loop).
 
-
-async def aexecute(prepared: PreparedCall, *, expose_errors: bool = False) -> Reply:
-    """Run a prepared call from async code (a sync function runs in a worker thread)."""
+    ``default_timeout`` is the limit in seconds of a function registered without its own
+    ``timeout`` (``None`` or ``0``: no limit). With a limit, a sync function runs in a
+    thread of its own so that the caller can stop waiting for it.
+    """
+    denied = _check(prepared, expose_errors)
+    if denied is not None:
+        return denied
+    limit = time_limit(prepared.entry, default_timeout)
     try:
-        if prepared.entry.is_async:
+        if limit is None:
             result = prepared.start()
+            if inspect.isawaitable(result):
+                result = _background.run(result)
+        elif prepared.entry.is_async:
+            result = _background.run(prepared.start(), limit)
         else:
-            result = await anyio.to_thread.run_sync(prepared.start)
-        if inspect.isawaitable(result):
-            result = await result
+            deadline = time.monotonic() + limit
+            result = _run_in_thread(prepared.start, limit)
+            if inspect.isawaitable(result):
+                result = _background.run(result, max(deadline - time.monotonic(), 0.0))
+    except _TimedOut:
+        return _timeout_reply(prepared, limit)
     except (Exception, SystemExit) as exc:
         return _failure(prepared, exc, expose_errors)
     return _success(prepared, result)
+
+
+async def aexecute(
+    prepared: PreparedCall, *, expose_errors: bool = False, default_timeout: float | None = None
+) -> Reply:
+    """Run a prepared call from async code (a sync function runs in a worker thread).
+
+    ``default_timeout`` as for :func:`execute`.
+    """
+    denied = await _acheck(prepared, expose_errors)
+    if denied is not None:
+        return denied
+    limit = time_limit(prepared.entry, default_timeout)
+    try:
+        result = await _within(_arun(prepared), limit)
+    except _TimedOut:
+        return _timeout_reply(prepared, limit)
+    except (Exception, SystemExit) as exc:
+        return _failure(prepared, exc, expose_errors)
+    return _success(prepared, result)
+
+
+def time_limit(entry: FunctionEntry, default_timeout: float | None) -> float | None:
+    """The entry's own ``timeout``, else ``default_timeout``; ``None`` when there is no limit."""
+    limit = entry.timeout if entry.timeout is not None else default_timeout
+    if limit is None or not limit > 0 or math.isinf(limit):
+        return None
+    return float(limit)
+
+
+async def _arun(prepared: PreparedCall) -> Any:
+    if prepared.entry.is_async:
+        result = prepared.start()
+    else:
+        # Abandoned at the limit: the thread runs on, its capacity token is given back.
+        result = await anyio.to_thread.run_sync(prepared.start, abandon_on_cancel=True)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
+    """Await ``awaitable``, cancelling it after ``limit`` seconds (then raise _TimedOut)."""
+    if limit is None:
+        return await awaitable
+    with anyio.move_on_after(limit):
+        return await awaitable
+    raise _TimedOut
+
+
+def _run_in_thread(fn: Callable[[], Any], limit: float) -> Any:
+    """``fn()`` in a new daemon thread; stop waiting after ``limit`` seconds."""
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            outcome.append((True, context.run(fn)))
+        except BaseException as exc:  # handed to the caller, who decides
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="navai-function", daemon=True).start()
+    if not done.wait(limit):
+        raise _TimedOut
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+# ----- authorisation -------------------------------------------------------------------------
+
+
+def _check(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
+    """Ask the entry's hook from sync code (an async hook runs on the background loop)."""
+    hook = prepared.entry.authorize
+    if hook is None:
+        return None
+    try:
+        verdict = hook(prepared.context or RequestContext(), prepared.arguments)
+        if inspect.isawaitable(verdict):
+            verdict = _background.run(verdict)
+    except NavaiError as exc:
+        return _denied_reply(prepared, exc)
+    except (Exception, SystemExit) as exc:
+        return _failure(prepared, exc, expose_errors, what="authorisation hook of")
+    return _verdict(prepared, verdict)
+
+
+async def _acheck(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
+    """Ask the entry's hook from async code (a sync hook runs in a worker thread)."""
+    hook = prepared.entry.authorize
+    if hook is None:
+        return None
+    context = prepared.context or RequestContext()
+    try:
+        if inspect.iscoroutinefunction(hook):
+            verdict = await hook(context, prepared.arguments)
+        else:
+            verdict = await anyio.to_thread.run_sync(hook, context, prepared.arguments)
+            if inspect.isawaitable(verdict):  # a callable object with an async __call__
+                verdict = await verdict
+    except NavaiError as exc:
+        return _denied_reply(prepared, exc)
+    except (Exception, SystemExit) as exc:
+        return _failure(prepared, exc, expose_errors, what="authorisation hook of")
+    return _verdict(prepared, verdict)
+
+
+def _verdict(prepared: PreparedCall, verdict: object) -> Reply | None:
+    if verdict is False:
+        return _denied_reply(prepared, None)
+    return None
+
+
+def _denied_reply(prepared: PreparedCall, exc: NavaiError | None) -> Reply:
+    """403 ``{"ok": false, "function_name", "error": "Forbidden."}``, or the raised error's
+    status, message, extra keys and headers in the same envelope."""
+    name = prepared.entry.name
+    logger.info("navai: call of %s denied by its authorisation hook", name)
+    if exc is None:
+        return Reply(403, {"ok": False, "function_name": name, "error": DENIED})
+    body: dict[str, JsonValue] = {**exc.body(), "ok": False, "function_name": name}
+    return Reply(exc.status_code, body, exc.headers)
+
+
+# ----- answers ---------------------------------------------------------------------------------
 
 
 def _success(prepared: PreparedCall, result: object) -> Reply:
@@ -212,14 +387,32 @@ def _success(prepared: PreparedCall, result: object) -> Reply:
     )
 
 
-def _failure(prepared: PreparedCall, exc: BaseException, expose_errors: bool) -> Reply:
+def _failure(
+    prepared: PreparedCall, exc: BaseException, expose_errors: bool, what: str = "function"
+) -> Reply:
     entry = prepared.entry
     if isinstance(exc, FunctionError):
-        logger.warning("navai: function %s (%s) failed: %s", entry.name, entry.source, exc)
+        logger.warning("navai: %s %s (%s) failed: %s", what, entry.name, entry.source, exc)
         return _failure_reply(entry.name, exc.message)
-    logger.error("navai: function %s (%s) raised", entry.name, entry.source, exc_info=exc)
+    logger.error("navai: %s %s (%s) raised", what, entry.name, entry.source, exc_info=exc)
     details = f"{type(exc).__name__}: {exc}" if expose_errors else GENERIC_DETAILS
     return _failure_reply(entry.name, details)
+
+
+def _timeout_reply(prepared: PreparedCall, limit: float | None) -> Reply:
+    entry = prepared.entry
+    logger.warning(
+        "navai: function %s (%s) did not finish within %g seconds", entry.name, entry.source, limit
+    )
+    return Reply(
+        TIMEOUT_STATUS,
+        {
+            "ok": False,
+            "function_name": entry.name,
+            "error": TIMED_OUT,
+            "details": f"{entry.name} did not finish within {limit:g} seconds.",
+        },
+    )
 
 
 def _failure_reply(name: str, details: str) -> Reply:
@@ -240,12 +433,20 @@ class _BackgroundLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    def run(self, awaitable: Awaitable[Any]) -> Any:
+    def run(self, awaitable: Awaitable[Any], limit: float | None = None) -> Any:
+        """Await ``awaitable`` on the loop; with ``limit``, cancel it then (_TimedOut)."""
         loop = self._loop or self._start()
         if threading.current_thread() is self._thread:
             _discard(awaitable)
             raise RuntimeError("execute() was called from navai's background loop; use aexecute()")
-        return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
+        future = asyncio.run_coroutine_threadsafe(_within(awaitable, limit), loop)
+        if limit is None:
+            return future.result()
+        concurrent.futures.wait([future], limit + CANCEL_GRACE_SECONDS)
+        if not future.done():
+            future.cancel()
+            raise _TimedOut
+        return future.result()
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -283,10 +484,6 @@ async def _cancel_tasks() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:

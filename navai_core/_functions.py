@@ -11,18 +11,27 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import ModuleType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeAlias, TypeVar, overload
 
 import attrs
 
+from ._http import RequestContext
 from ._json import JsonValue
 from ._schema import CallSpec, first_paragraph
 
 F = TypeVar("F")
+
+#: ``hook(context, arguments)``: the request and the validated arguments by parameter name.
+#: ``None`` or ``True`` allows the call, ``False`` answers 403; it may also raise
+#: ``Unauthorized`` / ``Forbidden`` (any NavaiError) to choose the status and message.
+FunctionAuthHook: TypeAlias = (
+    "Callable[[RequestContext, Mapping[str, Any]], bool | Awaitable[bool | None] | None]"
+)
 
 logger = logging.getLogger("navai")
 
@@ -102,6 +111,9 @@ class FunctionEntry:
     ``target`` is what runs. When ``owner`` is set, ``target`` is an instance method of
     that class: the class is built from ``payload.constructorArgs`` and ``target`` called
     on the new instance.
+
+    ``authorize`` is checked before each call (see :data:`FunctionAuthHook`); ``timeout``
+    is the time limit in seconds: ``None`` uses the server's default, ``0`` means none.
     """
 
     name: str
@@ -111,6 +123,8 @@ class FunctionEntry:
     owner: type | None = attrs.field(default=None, repr=False)
     base_name: str = attrs.field(default="", repr=False, eq=False)
     is_async: bool = attrs.field(default=False, repr=False, eq=False)
+    authorize: FunctionAuthHook | None = attrs.field(default=None, repr=False, eq=False)
+    timeout: float | None = attrs.field(default=None, repr=False, eq=False)
     _compiled: _Compiled = attrs.field(factory=_Compiled, repr=False, eq=False)
 
     @property
@@ -212,7 +226,12 @@ class FunctionRegistry:
 
     @overload
     def function(
-        self, *, name: str | None = None, description: str | None = None
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        authorize: FunctionAuthHook | None = None,
+        timeout: float | None = None,
     ) -> Callable[[F], F]: ...
 
     def function(
@@ -221,15 +240,18 @@ class FunctionRegistry:
         *,
         name: str | None = None,
         description: str | None = None,
+        authorize: FunctionAuthHook | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Register a function (or a class, or a dict of functions); return it unchanged.
 
-        Use it bare, ``@registry.function``, or with overrides,
-        ``@registry.function(name="weather", description="Current weather of a city.")``.
+        Use it bare, ``@registry.function``, or with options,
+        ``@registry.function(name="weather", description="Current weather of a city.")``,
+        ``@registry.function(authorize=is_admin, timeout=5)`` (see :meth:`add`).
         """
 
         def register(obj: F) -> F:
-            self.add(obj, name=name, description=description)
+            self.add(obj, name=name, description=description, authorize=authorize, timeout=timeout)
             return obj
 
         return register if fn is None else register(fn)
@@ -241,12 +263,21 @@ class FunctionRegistry:
         name: str | None = None,
         description: str | None = None,
         source: str | None = None,
+        authorize: FunctionAuthHook | None = None,
+        timeout: float | None = None,
     ) -> list[FunctionEntry]:
         """Register a function, a class (one tool per public method) or a dict of functions.
 
         ``name`` replaces the function's own name (for a class or dict: the prefix);
-        ``description`` replaces its docstring's first paragraph. Returns the new entries.
+        ``description`` replaces its docstring's first paragraph. ``authorize`` is called
+        as ``authorize(context, arguments)`` before each call, after validation (``None`` /
+        ``True`` allows, ``False`` answers 403); ``timeout`` is the time limit in seconds
+        (``None``: the server's ``function_timeout_seconds``; ``0``: no limit). Both apply to
+        every entry ``obj`` gives. Returns the new entries.
         """
+        if authorize is not None and not callable(authorize):
+            raise TypeError(f"authorize must be a callable, not {authorize!r}.")
+        timeout = _check_timeout(timeout)
         export = name or getattr(obj, "__name__", None)
         if not export:
             raise TypeError(f"Pass name= to register {obj!r}: it has no __name__.")
@@ -263,7 +294,12 @@ class FunctionRegistry:
         entries = self._expose(export, obj, source, module_name=None, description=description)
         if not entries and inspect.isclass(obj):
             self.warnings.append(f"Class {export} ({source}) has no public methods to expose.")
-        return entries
+        if authorize is None and timeout is None:
+            return entries
+        guarded = [attrs.evolve(e, authorize=authorize, timeout=timeout) for e in entries]
+        for entry in guarded:
+            self._entries[entry.name] = entry
+        return guarded
 
     def add_module(self, module: ModuleType, *, source: str | None = None) -> list[FunctionEntry]:
         """Register what ``module`` exposes: ``__all__``, else its own public names.
@@ -399,6 +435,20 @@ class FunctionRegistry:
             entry = attrs.evolve(entry, name=final, description=_rename(entry, final))
         self._entries[final] = entry
         return entry
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """``None`` (the default limit), ``0`` (no limit) or a positive number of seconds."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise ValueError(f"timeout must be a number of seconds (0: no limit), not {timeout!r}.")
+    return float(timeout)
 
 
 def _rename(entry: FunctionEntry, final: str) -> str:

@@ -239,7 +239,11 @@ class Navai:
                 reply = send(self.http_client(), step.request, self.retry_policy)
                 step = step.finish(reply)
             elif isinstance(step, PreparedCall):
-                step = execute(step, expose_errors=self.config.expose_function_errors)
+                step = execute(
+                    step,
+                    expose_errors=self.config.expose_function_errors,
+                    default_timeout=self.config.function_timeout_seconds,
+                )
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
@@ -261,7 +265,11 @@ class Navai:
                 reply = await asend(client, step.request, self.retry_policy)
                 step = step.finish(reply)
             elif isinstance(step, PreparedCall):
-                step = await aexecute(step, expose_errors=self.config.expose_function_errors)
+                step = await aexecute(
+                    step,
+                    expose_errors=self.config.expose_function_errors,
+                    default_timeout=self.config.function_timeout_seconds,
+                )
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
