@@ -37,6 +37,8 @@ REQUEST_KEY_DISABLED = (
     "Passing apiKey from request is disabled. Set allowApiKeyFromRequest=true to enable it."
 )
 
+MISSING_ELEVENLABS_KEY = "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set."
+
 # Request field name -> attribute of ClientSecretOptions.
 CLIENT_SECRET_FIELDS: Mapping[str, str] = {
     "model": "model",
@@ -296,6 +298,9 @@ def build_client_secret_request(
     Raises 400 for a bad TTL or a choice the server does not allow, then 401/403 per the
     API key policy, 500 for a bad template.
     """
+    if config.tts_provider == "elevenlabs" and not _clean(config.elevenlabs_api_key):
+        # A text-only session with nothing to speak it would be a silent agent.
+        raise ConfigurationError(MISSING_ELEVENLABS_KEY)
     session = build_session(config, check_client_choices(config, options))
     return _upstream_request(config, options.api_key, {"session": session}, "OpenAI client_secrets")
 

@@ -18,8 +18,10 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import attrs
 
 from ._client_secret import (
+    MISSING_ELEVENLABS_KEY,
     UpstreamReply,
     UpstreamRequest,
+    _check_length,
     read_string_fields,
     upstream_failure,
 )
@@ -36,7 +38,6 @@ SPEECH_DISABLED = (
     'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'
 )
 TEXT_REQUIRED = "text is required."
-MISSING_ELEVENLABS_KEY = "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set."
 MISSING_VOICE_ID = (
     "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_VOICE_ID is not set "
     "and the request has no voiceId."
@@ -172,11 +173,6 @@ def _check_speech_config(config: NavaiConfig) -> str:
     if key is None:
         raise ConfigurationError(MISSING_ELEVENLABS_KEY)
     return key
-
-
-def _check_length(name: str, value: str | None, limit: int) -> None:
-    if value is not None and len(value) > limit:
-        raise BadRequest(f'Field "{name}" is longer than {limit} characters.')
 
 
 def _voice_settings(config: NavaiConfig, options: SpeechOptions) -> JsonObject:
