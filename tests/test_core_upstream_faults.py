@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import time
+import wsgiref.validate
 
 import anyio
+import httpx
 import pytest
+from starlette.testclient import TestClient
 
+from navai_adapters import asgi, wsgi
 from navai_core import Navai, NavaiConfig, RequestContext
 from tests.scripted_upstream import Answer, ScriptedUpstream, refused_port
 
 KEY = "sk-fault-test-key"
 OK = {"value": "ek_fault_ok", "expires_at": 1730000000}
-DEADLINE = 1.5
+PATH = "/navai/realtime/client-secret"
+DEADLINE = 1.2
 SLACK = 0.6
 
 
@@ -27,9 +32,10 @@ def upstream():
     server.close()
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=["sync", "async", "asgi", "wsgi"])
 def mint(request):
-    """Mint through Navai.handle or Navai.ahandle; returns (reply, seconds taken)."""
+    """Mint through Navai.handle, Navai.ahandle, or the ASGI / WSGI app in-process;
+    returns (status, JSON body, seconds taken)."""
 
     def run(base_url, **config):
         config = {
@@ -37,49 +43,68 @@ def mint(request):
             "openai_base_url": base_url,
             "upstream_timeout_seconds": DEADLINE,
             "functions_enabled": False,
+            "rate_limit_client_secret": "off",
             **config,
         }
         navai = Navai(NavaiConfig(**config))
-        context = RequestContext("POST", "/navai/realtime/client-secret")
         start = time.monotonic()
-        try:
-            if request.param == "sync":
-                reply = navai.handle(context, b"{}")
-            else:
-
-                async def go():
-                    try:
-                        return await navai.ahandle(context, b"{}")
-                    finally:
-                        await navai.aclose()
-
-                reply = anyio.run(go)
-        finally:
-            navai.close()
-        return reply, time.monotonic() - start
+        status, body = MINTERS[request.param](navai)
+        return status, body, time.monotonic() - start
 
     return run
 
 
+def _sync(navai):
+    with navai:
+        reply = navai.handle(RequestContext("POST", PATH), b"{}")
+    return reply.status, reply.body
+
+
+def _async(navai):
+    async def go():
+        async with navai:
+            return await navai.ahandle(RequestContext("POST", PATH), b"{}")
+
+    reply = anyio.run(go)
+    return reply.status, reply.body
+
+
+def _asgi(navai):
+    with TestClient(asgi.create_app(navai), base_url="http://127.0.0.1") as client:
+        response = client.post(PATH, json={})
+    return response.status_code, response.json()
+
+
+def _wsgi(navai):
+    app = wsgiref.validate.validator(wsgi.create_app(navai))
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://127.0.0.1") as c:
+        response = c.post(PATH, json={})
+    navai.close()
+    return response.status_code, response.json()
+
+
+MINTERS = {"sync": _sync, "async": _async, "asgi": _asgi, "wsgi": _wsgi}
+
+
 def test_refused_connection_is_502(mint):
-    reply, took = mint(f"http://127.0.0.1:{refused_port()}/v1")
-    assert reply.status == 502
-    assert reply.body["error"].startswith("OpenAI client_secrets could not be reached")
+    status, body, took = mint(f"http://127.0.0.1:{refused_port()}/v1")
+    assert status == 502
+    assert body["error"].startswith("OpenAI client_secrets could not be reached")
     assert took < DEADLINE + SLACK
 
 
 def test_hang_longer_than_deadline_is_504_within_deadline(mint, upstream):
     upstream.answer(Answer.json(200, OK, delay=30), Answer.json(200, OK, delay=30))
-    reply, took = mint(upstream.base_url)
-    assert (reply.status, reply.body) == (504, {"error": "OpenAI client_secrets timed out."})
+    status, body, took = mint(upstream.base_url)
+    assert (status, body) == (504, {"error": "OpenAI client_secrets timed out."})
     assert took < DEADLINE + SLACK
 
 
 def test_slow_trickle_is_cut_off_at_the_deadline(mint, upstream):
     body = json.dumps({**OK, "padding": "x" * 200}).encode()
     upstream.answer(Answer(200, body, {"Content-Type": "application/json"}, trickle=0.05))
-    reply, took = mint(upstream.base_url, upstream_max_retries=0)
-    assert reply.status == 504
+    status, body, took = mint(upstream.base_url, upstream_max_retries=0)
+    assert status == 504
     assert took < DEADLINE + SLACK
 
 
@@ -88,17 +113,17 @@ def test_429_with_retry_after_is_retried_after_the_wait(mint, upstream):
         Answer.json(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "0.3"})
     )
     upstream.answer(Answer.json(200, OK))
-    reply, took = mint(upstream.base_url)
-    assert reply.status == 200
-    assert reply.body["value"] == OK["value"]
+    status, body, took = mint(upstream.base_url)
+    assert status == 200
+    assert body["value"] == OK["value"]
     assert len(upstream.received) == 2
     assert took >= 0.3
 
 
 def test_retry_after_ms_is_honoured(mint, upstream):
     upstream.answer(Answer.json(503, {}, headers={"retry-after-ms": "50"}), Answer.json(200, OK))
-    reply, _ = mint(upstream.base_url)
-    assert reply.status == 200
+    status, _, _ = mint(upstream.base_url)
+    assert status == 200
     assert len(upstream.received) == 2
 
 
@@ -106,17 +131,17 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for(mint, upstream):
     upstream.answer(
         Answer.json(429, {"error": {"message": "later"}}, headers={"Retry-After": "30"})
     )
-    reply, took = mint(upstream.base_url)
-    assert reply.status == 429
+    status, _, took = mint(upstream.base_url)
+    assert status == 429
     assert len(upstream.received) == 1
     assert took < DEADLINE + SLACK
 
 
 def test_500_then_200_returns_one_secret(mint, upstream):
     upstream.answer(Answer.json(500, {"error": {"message": "oops"}}), Answer.json(200, OK))
-    reply, _ = mint(upstream.base_url)
-    assert reply.status == 200
-    assert reply.body == {**OK, "speech": {"provider": "openai"}}
+    status, body, _ = mint(upstream.base_url)
+    assert status == 200
+    assert body == {**OK, "speech": {"provider": "openai"}}
     assert len(upstream.received) == 2
     first, second = upstream.received
     assert first.body == second.body
@@ -124,8 +149,8 @@ def test_500_then_200_returns_one_secret(mint, upstream):
 
 def test_dropped_connection_then_200_is_retried(mint, upstream):
     upstream.answer(Answer(drop=True), Answer.json(200, OK))
-    reply, _ = mint(upstream.base_url)
-    assert reply.status == 200
+    status, _, _ = mint(upstream.base_url)
+    assert status == 200
     assert len(upstream.received) == 2
 
 
@@ -138,31 +163,31 @@ def test_other_4xx_are_not_retried(mint, upstream, status):
             headers={"x-request-id": "req_abc"},
         )
     )
-    reply, _ = mint(upstream.base_url)
-    assert reply.status == status
+    status, body, _ = mint(upstream.base_url)
+    assert status == status
     assert len(upstream.received) == 1
-    assert reply.body["request_id"] == "req_abc"
-    assert reply.body["upstream_error"] == {"message": "no", "type": "invalid_request_error"}
-    assert reply.body["error"].startswith("OpenAI client_secrets failed: ")
+    assert body["request_id"] == "req_abc"
+    assert body["upstream_error"] == {"message": "no", "type": "invalid_request_error"}
+    assert body["error"].startswith("OpenAI client_secrets failed: ")
 
 
 def test_retries_stop_after_max_retries(mint, upstream):
     upstream.answer(*[Answer.json(500, {}) for _ in range(5)])
-    reply, _ = mint(upstream.base_url, upstream_max_retries=1)
-    assert reply.status == 500
+    status, _, _ = mint(upstream.base_url, upstream_max_retries=1)
+    assert status == 500
     assert len(upstream.received) == 2
 
 
 def test_invalid_json_reply_is_502(mint, upstream):
     upstream.answer(Answer(200, b"<html>not json</html>", {"Content-Type": "text/html"}))
-    reply, _ = mint(upstream.base_url)
-    assert reply.status == 502
-    assert reply.body == {"error": "OpenAI client_secrets returned a reply that is not JSON."}
+    status, body, _ = mint(upstream.base_url)
+    assert status == 502
+    assert body == {"error": "OpenAI client_secrets returned a reply that is not JSON."}
     assert len(upstream.received) == 1
 
 
 def test_reply_missing_value_is_502(mint, upstream):
     upstream.answer(Answer.json(200, {"expires_at": 1}))
-    reply, _ = mint(upstream.base_url)
-    assert reply.status == 502
-    assert reply.body == {"error": 'OpenAI client_secrets reply has no "value".'}
+    status, body, _ = mint(upstream.base_url)
+    assert status == 502
+    assert body == {"error": 'OpenAI client_secrets reply has no "value".'}
