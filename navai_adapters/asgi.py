@@ -6,7 +6,7 @@
 
 Every request goes to :meth:`navai_core.Navai.ahandle`; this module only translates. Sync
 backend functions run in a worker thread (the core does that); the async httpx client is
-opened on first use and closed by the lifespan.
+opened at start-up and closed at shutdown by the lifespan.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def routes(navai: Navai) -> list[BaseRoute]:
 
 
 def lifespan(navai: Navai, *, load_functions_at_startup: bool = True) -> Lifespan:
-    """A lifespan for Starlette/FastAPI: start-up report, then close navai's httpx clients.
+    """A lifespan for Starlette/FastAPI: open navai's async httpx client and log the
+    start-up report; at shutdown, close navai's httpx clients.
 
     With ``load_functions_at_startup`` the function registry is built (in a worker thread)
     and every warning logged before the first request; otherwise the registry is built on
@@ -97,6 +98,7 @@ def lifespan(navai: Navai, *, load_functions_at_startup: bool = True) -> Lifespa
 
     @contextlib.asynccontextmanager
     async def navai_lifespan(app: object) -> AsyncIterator[None]:
+        navai.async_http_client()  # open the upstream connection pool now
         if load_functions_at_startup:
             await anyio.to_thread.run_sync(navai.log_startup)
         else:

@@ -313,7 +313,8 @@ def setups(base: Path, upstream: FakeUpstream) -> dict[str, Setup]:
                 **common,
                 "NAVAI_TTS_PROVIDER": "elevenlabs",
                 "ELEVENLABS_API_KEY": "xi-test-key",
-                "ELEVENLABS_VOICE_ID": "voice-1",
+                "ELEVENLABS_VOICE_ID": "voice 1/é",  # URL-encoded in the upstream path
+                "ELEVENLABS_BASE_URL": f"http://127.0.0.1:{upstream.port}",
                 "NAVAI_CORS_ORIGIN": "*",
             },
             {"OPENAI_API_KEY": SERVER_KEY},

@@ -262,10 +262,11 @@ def test_the_wsgi_app_closes_navais_http_client():
     assert client.is_closed
 
 
-def test_the_asgi_lifespan_closes_navais_http_client():
+def test_the_asgi_lifespan_opens_and_closes_navais_http_client():
     navai = Navai(NavaiConfig(functions_folders="none"))
     with TestClient(asgi.create_app(navai)):
-        client = navai.async_http_client()
+        client = navai._aclient  # opened at start-up, before any request
+        assert client is not None
         assert not client.is_closed
     assert client.is_closed
 

@@ -10,6 +10,7 @@ configured defaults, function routes off, origin list, 256-byte body limit),
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -271,6 +272,52 @@ def test_elevenlabs_makes_the_session_text_only(speech_client: Target, fake_upst
         "instructions": "You are a helpful assistant.",
         "output_modalities": ["text"],
     }
+
+
+SPEECH = "/navai/speech/synthesize"
+AUDIO = bytes(range(256)) * 4  # not UTF-8: must arrive intact
+
+
+def test_speech_synthesis(speech_client: Target, fake_upstream: FakeUpstream):
+    fake_upstream.behave(200, AUDIO, headers={"Content-Type": "audio/mpeg"})
+    response = speech_client.http.post(
+        SPEECH,
+        json={"text": "Hola", "modelId": "eleven_turbo_v2", "voiceSettings": {"stability": 0.5}},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "provider": "elevenlabs",
+        "mimeType": "audio/mpeg",
+        "audioBase64": base64.b64encode(AUDIO).decode(),
+    }
+    [request] = fake_upstream.requests
+    assert request.method == "POST"
+    assert request.path == "/v1/text-to-speech/voice%201%2F%C3%A9?output_format=mp3_44100_128"
+    assert request.headers["xi-api-key"] == "xi-test-key"
+    assert request.headers["accept"] == "audio/mpeg"
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {
+        "text": "Hola",
+        "model_id": "eleven_turbo_v2",
+        "voice_settings": {"stability": 0.5},
+    }
+
+
+def test_speech_errors(speech_client: Target, fake_upstream: FakeUpstream):
+    blank = speech_client.http.post(SPEECH, json={"text": "   "})
+    assert json_error(blank, 400) == {"error": "text is required."}
+    assert fake_upstream.requests == []
+    fake_upstream.behave(429, "quota exceeded")
+    body = json_error(speech_client.http.post(SPEECH, json={"text": "Hola"}), 429)
+    assert body["error"] == "ElevenLabs synthesize failed: quota exceeded"
+
+
+def test_speech_needs_the_elevenlabs_provider(client: Target, fake_upstream: FakeUpstream):
+    body = json_error(client.http.post(SPEECH, json={"text": "Hola"}), 400)
+    assert body["error"] == (
+        'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'
+    )
+    assert fake_upstream.requests == []
 
 
 # ----- 4. list and execute --------------------------------------------------------------------
