@@ -39,6 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server took over the signals
         _say("navai: stopped.")
         return 0
+    except ModuleNotFoundError as exc:
+        if exc.name not in _SERVE_EXTRA:
+            raise
+        _say(f"navai: serve needs the {exc.name} package: pip install 'navai[serve]'", err=True)
+        return 1
+
+
+_SERVE_EXTRA = frozenset({"uvicorn", "waitress", "dotenv", "starlette", "werkzeug"})
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -114,7 +114,9 @@ def thread_count() -> int:
     return threading.active_count()
 
 
-def slow(seconds: float) -> str:
+def slow(seconds: float, note: str = "") -> str:
+    if note:
+        record(note)
     time.sleep(seconds)
     return "slept"
 

@@ -314,3 +314,15 @@ def test_each_adapter_imports_only_its_framework(module: str, absent: tuple[str,
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
     assert out == ""
+
+
+@pytest.mark.parametrize("module", [asgi, wsgi])
+def test_each_adapter_module_declares_its_public_api(module: Any):
+    assert module.__all__ == sorted(module.__all__)
+    assert all(callable(getattr(module, name)) for name in module.__all__)
+    defined_here = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+    }
+    assert defined_here == set(module.__all__)

@@ -645,10 +645,14 @@ def test_any_origin_with_a_star(speech_client: Target):
 # ----- concurrency ---------------------------------------------------------------------------
 
 
-def test_a_sleeping_sync_function_does_not_block_other_requests(client: Target):
+def test_a_sleeping_sync_function_does_not_block_other_requests(client: Target, functions_dir):
+    note = f"sleeping-{client.kind}-{time.monotonic()}"
     with ThreadPoolExecutor(max_workers=1) as pool:
-        slow = pool.submit(call, client, "slow", {"seconds": 1.0})
-        time.sleep(0.15)
+        slow = pool.submit(call, client, "slow", {"seconds": 1.0, "note": note})
+        deadline = time.monotonic() + 5
+        while note not in records(functions_dir):  # the function is sleeping now
+            assert time.monotonic() < deadline and not slow.done()
+            time.sleep(0.01)
         for _ in range(5):
             assert client.http.get("/health").status_code == 200
             assert result(call(client, "add", {"a": 1, "b": 1})) == 2

@@ -27,6 +27,7 @@ from conftest import (
     NavaiProcess,
     Targets,
     hermetic_env,
+    records,
     start_server,
 )
 
@@ -234,24 +235,29 @@ def stoppable(targets: Targets, tmp_path_factory) -> Iterator[dict[tuple[str, in
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_signal_stops_the_server_cleanly_after_the_running_request(
-    stoppable: dict[tuple[str, int], NavaiProcess], kind: str, sig: int
+    stoppable: dict[tuple[str, int], NavaiProcess], functions_dir: Path, kind: str, sig: int
 ):
     process = stoppable[(kind, sig)]
     url = process.wait_ready()
     answers: list[httpx.Response] = []
 
+    note = f"stop-{kind}-{sig}"
+
     def slow_request() -> None:
         answers.append(
             httpx.post(
                 f"{url}/navai/functions/execute",
-                json={"function_name": "slow", "payload": {"seconds": 0.6}},
+                json={"function_name": "slow", "payload": {"seconds": 0.6, "note": note}},
                 timeout=10,
             )
         )
 
     worker = threading.Thread(target=slow_request)
     worker.start()
-    time.sleep(0.2)  # the request is running
+    deadline = time.monotonic() + 10
+    while note not in records(functions_dir):  # the function is running
+        assert time.monotonic() < deadline and worker.is_alive(), process.describe()
+        time.sleep(0.01)
     process.send_signal(sig)
     worker.join(timeout=15)
     assert process.process.wait(timeout=15) == 0
@@ -287,3 +293,23 @@ def test_chunked_bodies_are_read_and_limited(targets: Targets, fake_upstream, ki
     refused = http.post(secret, content=_chunked(too_big), headers=headers)
     assert refused.status_code == 413
     assert fake_upstream.requests == []
+
+
+@pytest.mark.parametrize(("blocked", "args"), [("waitress", ["--wsgi"]), ("uvicorn", [])])
+def test_a_missing_server_package_is_a_clear_error(tmp_path: Path, blocked: str, args: list[str]):
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from navai_adapters.cli import main\n"
+        f"sys.exit(main(['serve', '--port', '0', *{args!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=hermetic_env({}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"navai: serve needs the {blocked} package: pip install 'navai[serve]'" in done.stderr
+    assert "Traceback" not in done.stderr
