@@ -1,1 +1,13 @@
-"""HTTP adapters for navai: ASGI (Starlette) and WSGI (Werkzeug) apps over navai_core."""
+"""HTTP adapters for navai: ASGI (Starlette) and WSGI (Werkzeug) apps over navai_core.
+
+Import the module for your interface; this package itself imports no web framework, so
+installing only one of the ``asgi`` / ``wsgi`` extras is enough.
+
+- :mod:`navai_adapters.asgi` — ``create_app``, ``routes``, ``lifespan``, ``NavaiEndpoint``,
+  ``request_context`` (Starlette, FastAPI, any ASGI server);
+- :mod:`navai_adapters.wsgi` — ``create_app``, ``NavaiWSGIApp``, ``request_context``
+  (Flask, Django, any WSGI server);
+- :mod:`navai_adapters.cli` — the ``navai serve`` command (uvicorn or waitress).
+"""
+
+__all__: list[str] = []
