@@ -19,6 +19,7 @@ import contextvars
 import inspect
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -294,12 +295,12 @@ async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
 
 
 def _run_in_thread(fn: Callable[[], Any], limit: float) -> Any:
-    """``fn()`` in a new daemon thread; stop waiting after ``limit`` seconds."""
+    """``fn()`` in one of navai's function threads; stop waiting after ``limit`` seconds."""
     outcome: list[tuple[bool, Any]] = []
     done = threading.Event()
     context = contextvars.copy_context()
 
-    def work() -> None:
+    def job() -> None:
         try:
             outcome.append((True, context.run(fn)))
         except BaseException as exc:  # handed to the caller, who decides
@@ -307,13 +308,59 @@ def _run_in_thread(fn: Callable[[], Any], limit: float) -> Any:
         finally:
             done.set()
 
-    threading.Thread(target=work, name="navai-function", daemon=True).start()
+    _threads.submit(job)
     if not done.wait(limit):
         raise _TimedOut
     ok, value = outcome[0]
     if not ok:
         raise value
     return value
+
+
+class _Threads:
+    """Daemon threads for sync functions with a time limit, called from sync code.
+
+    Idle threads are reused; when none is idle a new one starts (a call past its limit keeps
+    its thread, so hung calls never hold up the others). A thread idle for ``IDLE_SECONDS``
+    ends.
+    """
+
+    IDLE_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1  # claimed: that thread will take a job from the queue
+        if reuse:
+            self._jobs.put(job)
+        else:
+            threading.Thread(
+                target=self._work, args=(job,), name="navai-function", daemon=True
+            ).start()
+
+    def _work(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            with self._lock:
+                self._idle += 1
+            while True:
+                try:
+                    job = self._jobs.get(timeout=self.IDLE_SECONDS)
+                    break
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle > 0:  # not claimed meanwhile: end this thread
+                            self._idle -= 1
+                            return
+
+
+_threads = _Threads()
 
 
 # ----- authorisation -------------------------------------------------------------------------

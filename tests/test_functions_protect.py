@@ -17,7 +17,14 @@ from navai_core import (
     RequestContext,
     Unauthorized,
 )
-from navai_core._dispatch import _background, aexecute, execute, prepare_call, time_limit
+from navai_core._dispatch import (
+    _background,
+    _Threads,
+    aexecute,
+    execute,
+    prepare_call,
+    time_limit,
+)
 from navai_core._errors import BadRequest
 
 
@@ -661,3 +668,94 @@ def test_one_trace_per_failure_in_the_async_tail(caplog):
     [record] = [r for r in caplog.records if r.name == "navai" and r.exc_info]
     assert record.exc_info[0] is ZeroDivisionError
     assert record.levelno == logging.ERROR
+
+
+def test_sync_callers_stop_waiting_for_an_async_function_that_blocks_the_loop():
+    done = threading.Event()
+    registry = FunctionRegistry()
+
+    @registry.function(timeout=0.1)
+    async def blocks_the_loop() -> None:
+        time.sleep(1)  # never awaits: cancellation cannot reach it
+        done.set()
+
+    started = time.monotonic()
+    try:
+        reply = run(registry, "blocks_the_loop")
+        took = time.monotonic() - started
+        assert reply.status == 504
+        assert 0.5 <= took < 0.9  # the limit plus the half-second grace
+        assert not done.is_set()
+    finally:
+        assert done.wait(2)  # let the loop free again before other tests use it
+
+
+def function_threads():
+    return {t.ident for t in threading.enumerate() if t.name == "navai-function"}
+
+
+def test_timed_sync_calls_reuse_idle_threads_and_never_a_busy_one():
+    release = threading.Event()
+    hung = []
+    registry = FunctionRegistry()
+
+    @registry.function(timeout=1)
+    def where() -> int:
+        return threading.get_ident()
+
+    @registry.function(timeout=0.05)
+    def hangs() -> None:
+        hung.append(threading.get_ident())
+        release.wait(1)
+
+    run(registry, "where")
+    before = function_threads()
+    idents = {run(registry, "where").body["result"] for _ in range(20)}
+    assert idents <= before  # idle threads are reused: no thread per call
+    assert threading.get_ident() not in idents
+    try:
+        assert run(registry, "hangs").status == 504
+        during = {run(registry, "where").body["result"] for _ in range(20)}
+        assert hung and hung[0] not in during  # the hung call keeps its thread to itself
+    finally:
+        release.set()
+
+
+def test_idle_function_threads_end():
+    pool = _Threads()
+    pool.IDLE_SECONDS = 0.05
+    ran = []
+    done = threading.Event()
+    pool.submit(lambda: (ran.append(threading.current_thread()), done.set()))
+    assert done.wait(1)
+    ran[0].join(1)
+    assert not ran[0].is_alive()  # the idle thread ended itself
+    assert pool._idle == 0
+    done.clear()
+    pool.submit(done.set)  # and a new one starts when needed
+    assert done.wait(1)
+
+
+def test_many_concurrent_timed_sync_calls_are_all_answered():
+    registry = FunctionRegistry()
+
+    @registry.function(timeout=1)
+    def double(n: int) -> int:
+        return 2 * n
+
+    statuses = []
+
+    def client(offset):
+        statuses.extend(
+            run(registry, "double", {"n": offset + i}).body.get("result") == 2 * (offset + i)
+            for i in range(150)
+        )
+
+    workers = [threading.Thread(target=client, args=(k * 1000,)) for k in range(8)]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(5)
+    assert len(statuses) == 1200 and all(statuses)  # no job lost between threads
+    assert time.monotonic() - started < 1.5
