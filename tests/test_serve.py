@@ -313,3 +313,11 @@ def test_a_missing_server_package_is_a_clear_error(tmp_path: Path, blocked: str,
     assert done.returncode == 1
     assert f"navai: serve needs the {blocked} package: pip install 'navai[serve]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:3000"), ("::1", "http://[::1]:3000")],
+)
+def test_the_printed_url(host: str, url: str):
+    assert cli._url(host, 3000) == url
