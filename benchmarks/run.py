@@ -1,0 +1,618 @@
+"""navai's HTTP benchmark: navai against a bare ceiling on the same server, in one run.
+
+    .venv/bin/python benchmarks/run.py            # full run (about 3 minutes)
+    .venv/bin/python benchmarks/run.py --smoke    # a few seconds: checks, not figures
+
+Everything binds 127.0.0.1 and every process it starts is bounded in time. It starts:
+
+- a fake OpenAI upstream (``fake_openai.py``) with a fixed added latency (0 or 50 ms) that
+  counts the TCP connections it sees;
+- four servers: navai ASGI and a bare Starlette app on uvicorn (1 worker), navai WSGI and a
+  bare Werkzeug app on gunicorn (1 worker, gthread); see ``apps.py``;
+- a load generator: ``wrk`` (installed with apt-get when missing and allowed) or the asyncio
+  one in ``loadgen.py``.
+
+On a machine with two cores or more, the servers run on core 0 and the load generator and
+the fake upstream on core 1, and the table shows each side's CPU use so that one can see
+the server, not the load generator, was the limit. It prints one Markdown table (also
+written as JSON with ``--json``) with, for each route and each server, navai's and the
+ceiling's requests/s, p50/p99 latency, peak RSS, their ratio, and the upstream connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import apps  # noqa: E402
+
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+API_KEY = "sk-bench-not-a-real-key"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Targets of issue 7 (checked in the table, never asserted by the smoke test).
+TARGET_RATIO = 0.85
+TARGET_ADDED_P50_MS = 1.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    route: str
+    method: str
+    path: str
+    body: str
+    concurrency: int
+    upstream_ms: int = 0
+
+    @property
+    def label(self) -> str:
+        up = f", upstream {self.upstream_ms} ms" if self.route == "client-secret" else ""
+        return f"{self.route} (c={self.concurrency}{up})"
+
+
+def scenarios() -> list[Scenario]:
+    cs = ("client-secret", "POST", apps.CLIENT_SECRET, "{}")
+    ping = json.dumps({"function_name": "ping", "payload": {}})
+    aping = json.dumps({"function_name": "aping", "payload": {}})
+    return [
+        Scenario("cs_c1_0", *cs, concurrency=1, upstream_ms=0),
+        Scenario("cs_c1_50", *cs, concurrency=1, upstream_ms=50),
+        Scenario("cs_c64_0", *cs, concurrency=64, upstream_ms=0),
+        Scenario("cs_c64_50", *cs, concurrency=64, upstream_ms=50),
+        Scenario("exec_sync", "execute sync", "POST", apps.EXECUTE, ping, 64),
+        Scenario("exec_async", "execute async", "POST", apps.EXECUTE, aping, 64),
+        Scenario("list", "list functions", "GET", apps.FUNCTIONS, "", 64),
+    ]
+
+
+@dataclass
+class Measure:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    peak_rss_mb: float
+    server_cpu: float  # share of one core used by the server's worker process
+    loadgen_cpu: float  # share of one core used by the load generator
+    upstream: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    scenario: Scenario
+    stack: str
+    navai: Measure
+    bare: Measure
+
+    @property
+    def ratio(self) -> float:
+        return self.navai.rps / self.bare.rps if self.bare.rps else float("nan")
+
+    @property
+    def added_p50_ms(self) -> float:
+        return self.navai.p50_ms - self.bare.p50_ms
+
+    def target(self) -> tuple[str, bool | None]:
+        """The issue's target for this row and whether the run met it."""
+        s = self.scenario
+        if s.route != "client-secret":
+            return f"ratio ≥ {TARGET_RATIO}", self.ratio >= TARGET_RATIO
+        if s.concurrency == 1 and s.upstream_ms == 0:
+            return f"+p50 ≤ {TARGET_ADDED_P50_MS:g} ms", self.added_p50_ms <= TARGET_ADDED_P50_MS
+        if s.concurrency == 64 and s.upstream_ms == 50:
+            ok = self.ratio >= TARGET_RATIO and self.navai.upstream.get("used", 0) <= 1.1 * 64
+            return f"ratio ≥ {TARGET_RATIO}, conns ≈ c", ok
+        return "-", None
+
+
+# ----- processes ---------------------------------------------------------------------------
+
+
+def cpus() -> tuple[set[int], set[int]]:
+    """(server cores, load generator cores): split when there are at least two."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return set(available), set(available)
+    return {available[0]}, set(available[1:])
+
+
+def pinned(cores: set[int]) -> Any:
+    def preexec() -> None:
+        os.setpgrp()  # our own process group: stopped as one, never by name
+        os.sched_setaffinity(0, cores)
+
+    return preexec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Procs:
+    """Every process this run started; all stopped (by process group) on exit."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[Any]] = []
+
+    def start(self, argv: list[str], cores: set[int], budget: float, **kw: Any) -> Any:
+        # `timeout` bounds each process even if this driver dies without cleaning up.
+        argv = ["timeout", "-k", "5", str(int(budget)), *argv]
+        proc = subprocess.Popen(argv, preexec_fn=pinned(cores), cwd=ROOT, **kw)
+        self.started.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.started:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def worker_pid(pid: int) -> int:
+    """The process that serves: the deepest descendant (timeout → gunicorn → worker)."""
+    while kids := children(pid):
+        pid = kids[-1]
+    return pid
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def reset_peak_rss(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := current RSS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def http(method: str, port: int, path: str, body: str = "") -> tuple[int, bytes, str]:
+    import httpx
+
+    with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as client:
+        headers = {"Content-Type": "application/json"} if body else {}
+        r = client.request(method, path, content=body or None, headers=headers)
+        return r.status_code, r.content, r.headers.get("content-type", "")
+
+
+def wait_ready(proc: Any, port: int, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(Exception):
+            if http("GET", port, apps.FUNCTIONS)[0] == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not answer within {timeout:.0f} s")
+
+
+# ----- load generators -----------------------------------------------------------------------
+
+
+class WrkLoad:
+    name = "wrk"
+
+    def __init__(self, wrk: str, cores: set[int], tmp: Path) -> None:
+        self.wrk, self.cores, self.tmp = wrk, cores, tmp
+
+    def run(self, port: int, s: Scenario, duration: float) -> dict[str, Any]:
+        script = self.tmp / f"{s.key}.lua"
+        script.write_text(
+            f"wrk.method = {json.dumps(s.method)}\n"
+            f"wrk.body = {json.dumps(s.body)}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        seconds = max(1, round(duration))
+        argv = [self.wrk, "-t1", f"-c{s.concurrency}", f"-d{seconds}s", "--latency"]
+        argv += ["--timeout", "10s", "-s", str(script), f"http://{HOST}:{port}{s.path}"]
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, text=True, preexec_fn=pinned(self.cores)
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        out = proc.stdout.read() if proc.stdout else ""
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"wrk failed ({proc.returncode}):\n{out}")
+        return parse_wrk(out, usage.ru_utime + usage.ru_stime)
+
+
+def parse_wrk(out: str, cpu: float) -> dict[str, Any]:
+    def ms(text: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.M))
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
+    if not total or len(latency) != 2:
+        raise SystemExit(f"cannot read wrk's output:\n{out}")
+    seconds = float(total.group(2)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[total.group(3)]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    return {
+        "requests": int(total.group(1)),
+        "errors": errors,
+        "seconds": seconds,
+        "rps": int(total.group(1)) / seconds,
+        "p50_ms": ms(latency["50"]),
+        "p99_ms": ms(latency["99"]),
+        "cpu_seconds": cpu,
+    }
+
+
+class PythonLoad:
+    name = "asyncio (loadgen.py)"
+
+    def __init__(self, procs: Procs, cores: set[int], budget: float) -> None:
+        self.proc = procs.start(
+            [PYTHON, str(HERE / "loadgen.py"), "--max-seconds", str(int(budget))],
+            cores,
+            budget,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, port: int, s: Scenario, duration: float) -> dict[str, Any]:
+        job = {
+            "host": HOST,
+            "port": port,
+            "method": s.method,
+            "path": s.path,
+            "body": s.body,
+            "headers": {"Content-Type": "application/json"} if s.body else {},
+            "concurrency": s.concurrency,
+            "duration": duration,
+        }
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("the load generator stopped")
+        return dict(json.loads(line))
+
+
+def find_wrk(install: bool) -> str | None:
+    wrk = shutil.which("wrk")
+    if wrk or not install:
+        return wrk
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None
+    print("benchmark: wrk is missing; installing it with apt-get", file=sys.stderr, flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        try:
+            subprocess.run(argv, env=env, check=True, capture_output=True, timeout=300)
+        except (subprocess.SubprocessError, OSError):
+            return None
+    return shutil.which("wrk")
+
+
+# ----- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    stack: str
+    app: str  # "navai" or "bare"
+    port: int
+    proc: Any
+
+    @property
+    def worker(self) -> int:
+        return worker_pid(self.proc.pid)
+
+
+def start_servers(
+    procs: Procs, cores: set[int], env: dict[str, str], threads: int, budget: float
+) -> list[Server]:
+    servers = []
+    for app in ("navai", "bare"):
+        port = free_port()
+        argv = [PYTHON, "-m", "uvicorn", f"benchmarks.apps:{app}_asgi", "--factory"]
+        argv += ["--host", HOST, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+        servers.append(Server("uvicorn", app, port, procs.start(argv, cores, budget, env=env)))
+    for app in ("navai", "bare"):
+        port = free_port()
+        argv = [PYTHON, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", str(threads)]
+        argv += ["-b", f"{HOST}:{port}", "--log-level", "warning", "--keep-alive", "30"]
+        argv += [f"benchmarks.apps:{app}_wsgi()"]
+        servers.append(Server("gunicorn", app, port, procs.start(argv, cores, budget, env=env)))
+    for server in servers:
+        wait_ready(server.proc, server.port, f"{server.app} on {server.stack}")
+    return servers
+
+
+def check_same_answers(servers: list[Server], upstream_port: int) -> None:
+    """Each navai/bare pair answers every scenario with the same status and bytes."""
+    upstream(upstream_port, 0)
+    for s in scenarios():
+        for stack in ("uvicorn", "gunicorn"):
+            pair = [srv for srv in servers if srv.stack == stack]
+            answers = [http(s.method, srv.port, s.path, s.body) for srv in pair]
+            if answers[0] != answers[1] or answers[0][0] != 200:
+                raise SystemExit(f"{s.label} on {stack}: navai and bare differ: {answers}")
+
+
+def upstream(port: int, delay_ms: int | None = None) -> dict[str, int]:
+    """Reset the fake upstream's counters (and set its latency), or read them."""
+    if delay_ms is None:
+        return dict(json.loads(http("GET", port, "/__stats")[1]))
+    http("POST", port, f"/__reset?delay_ms={delay_ms}")
+    return {}
+
+
+def measure(
+    load: Any, server: Server, s: Scenario, up_port: int, warmup: float, duration: float
+) -> Measure:
+    upstream(up_port, s.upstream_ms)
+    load.run(server.port, s, warmup)
+    pid = server.worker
+    upstream(up_port, s.upstream_ms)
+    reset_peak_rss(pid)
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    result = load.run(server.port, s, duration)
+    cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+    stats = upstream(up_port) if s.route == "client-secret" else {}
+    return Measure(
+        rps=result["rps"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        requests=result["requests"],
+        errors=result["errors"],
+        peak_rss_mb=peak_rss_mb(pid),
+        server_cpu=(cpu1 - cpu0) / (t1 - t0),
+        loadgen_cpu=result["cpu_seconds"] / result["seconds"],
+        upstream=stats,
+    )
+
+
+def discovery(files: int, per_file: int, budget: float) -> dict[str, float]:
+    """Seconds to build a fresh server's registry (``Navai.functions()``: load + schemas)
+    from ``files`` generated modules, in a new process, without and with bytecode cache."""
+    sys.path.insert(0, str(HERE))
+    from bench_functions import write_tree
+
+    code = textwrap.dedent(
+        """
+        import sys, time, json
+        sys.path.insert(0, sys.argv[2])
+        start = time.perf_counter()
+        from navai_core import Navai, NavaiConfig
+        imported = time.perf_counter()
+        navai = Navai(NavaiConfig(functions_base_dir=sys.argv[1]))
+        registry = navai.functions()
+        done = time.perf_counter()
+        print(json.dumps({"functions": len(registry), "seconds": done - imported,
+                          "warnings": registry.warnings[:3]}))
+        """
+    )
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tree(Path(tmp), files, per_file)
+        for label in ("cold", "warm"):
+            out = subprocess.run(
+                ["timeout", str(int(budget)), PYTHON, "-c", code, tmp, str(ROOT)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            ).stdout
+            data = json.loads(out)
+            assert data["functions"] == files * per_file, data
+            result[label] = data["seconds"]
+    result["files"] = files
+    result["functions"] = files * per_file
+    return result
+
+
+# ----- the table -------------------------------------------------------------------------------
+
+
+def render(rows: list[Row], disc: dict[str, float]) -> str:
+    head = (
+        "| route | server | req/s navai | req/s ceiling | ratio | p50 navai | p50 ceiling "
+        "| +p50 | p99 navai | p99 ceiling | peak RSS navai / ceiling | upstream conns navai "
+        "/ ceiling (requests) | CPU server / loadgen | target |"
+    )
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for row in rows:
+        n, b = row.navai, row.bare
+        if row.scenario.route == "client-secret":
+            conns = (
+                f"{n.upstream.get('used', 0)} / {b.upstream.get('used', 0)} "
+                f"({n.upstream.get('requests', 0)})"
+            )
+        else:
+            conns = "-"
+        goal, met = row.target()
+        mark = "" if met is None else (" ✅" if met else " ❌")
+        lines.append(
+            f"| {row.scenario.label} | {row.stack} | {n.rps:,.0f} | {b.rps:,.0f} "
+            f"| **{row.ratio:.2f}** | {n.p50_ms:.2f} ms | {b.p50_ms:.2f} ms "
+            f"| {row.added_p50_ms:+.2f} ms | {n.p99_ms:.2f} ms | {b.p99_ms:.2f} ms "
+            f"| {n.peak_rss_mb:.0f} / {b.peak_rss_mb:.0f} MB | {conns} "
+            f"| {n.server_cpu:.0%} / {n.loadgen_cpu:.0%} | {goal}{mark} |"
+        )
+    lines.append("")
+    lines.append(
+        f"discovery: a new server's `Navai.functions()` over {disc['files']:.0f} modules "
+        f"({disc['functions']:.0f} functions, import + schemas): "
+        f"{disc['cold']:.2f} s without bytecode cache, {disc['warm']:.2f} s with "
+        f"(target < 1 s{' ✅' if disc['cold'] < 1 else ' ❌'})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="very short run: checks, not figures")
+    parser.add_argument("--duration", type=float, help="seconds measured per server and route")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up before each measure")
+    parser.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default=None,
+        help="auto (default): wrk, installed with apt-get if missing, else the asyncio one; "
+        "the smoke mode uses the asyncio one",
+    )
+    parser.add_argument("--threads", type=int, default=64, help="gunicorn gthread threads")
+    parser.add_argument("--only", default="", help="comma list of scenario keys to run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    duration = args.duration or (0.4 if args.smoke else 5.0)
+    warmup = args.warmup or (0.2 if args.smoke else 1.0)
+    loadgen = args.loadgen or ("python" if args.smoke else "auto")
+    chosen = [s for s in scenarios() if not args.only or s.key in args.only.split(",")]
+    files = 40 if args.smoke else 500
+    budget = 120 + len(chosen) * 4 * (duration + warmup + 3)
+
+    server_cores, load_cores = cpus()
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": API_KEY,
+        "NAVAI_RATE_LIMIT_CLIENT_SECRET": "off",  # the benchmark mints thousands per minute
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for name in (
+        "OPENAI_REALTIME_MODEL",
+        "OPENAI_REALTIME_VOICE",
+        "OPENAI_REALTIME_INSTRUCTIONS",
+        "OPENAI_REALTIME_LANGUAGE",
+        "OPENAI_REALTIME_VOICE_ACCENT",
+        "OPENAI_REALTIME_VOICE_TONE",
+        "OPENAI_REALTIME_CLIENT_SECRET_TTL",
+        "NAVAI_FUNCTIONS_FOLDERS",
+        "NAVAI_FUNCTIONS_BASE_DIR",
+        "NAVAI_TTS_PROVIDER",
+    ):
+        env.pop(name, None)
+    procs = Procs()
+    rows: list[Row] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            up = procs.start(
+                [PYTHON, str(HERE / "fake_openai.py"), "--max-seconds", str(int(budget))],
+                load_cores,
+                budget,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert up.stdout
+            up_port = int(up.stdout.readline().split()[1])
+            env["OPENAI_BASE_URL"] = f"http://{HOST}:{up_port}/v1"
+            servers = start_servers(procs, server_cores, env, args.threads, budget)
+            check_same_answers(servers, up_port)
+            wrk = find_wrk(install=True) if loadgen in ("auto", "wrk") else None
+            if loadgen == "wrk" and wrk is None:
+                raise SystemExit("wrk is not available")
+            load: Any = (
+                WrkLoad(wrk, load_cores, Path(tmp))
+                if wrk
+                else PythonLoad(procs, load_cores, budget)
+            )
+            print(
+                f"# navai HTTP benchmark, {datetime.date.today()}, Python "
+                f"{platform.python_version()}, {platform.system()} {platform.machine()}, "
+                f"{os.cpu_count()} cores; servers on cores {sorted(server_cores)}, load "
+                f"generator ({load.name}) and fake upstream on {sorted(load_cores)}; "
+                f"{duration:g} s per measure after {warmup:g} s warm-up; gunicorn gthread "
+                f"threads={args.threads}",
+                flush=True,
+            )
+            for s in chosen:
+                for stack in ("uvicorn", "gunicorn"):
+                    pair = {srv.app: srv for srv in servers if srv.stack == stack}
+                    navai = measure(load, pair["navai"], s, up_port, warmup, duration)
+                    bare = measure(load, pair["bare"], s, up_port, warmup, duration)
+                    rows.append(Row(s, stack, navai, bare))
+                    print(
+                        f"  measured {s.label} on {stack}: ratio {rows[-1].ratio:.2f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        procs.stop()
+    disc = discovery(files, 5, budget=60)
+    print(render(rows, disc), flush=True)
+    if args.json:
+        data = {
+            "date": str(datetime.date.today()),
+            "loadgen": loadgen,
+            "duration": duration,
+            "rows": [
+                {
+                    "scenario": asdict(r.scenario),
+                    "label": r.scenario.label,
+                    "stack": r.stack,
+                    "navai": asdict(r.navai),
+                    "bare": asdict(r.bare),
+                    "ratio": r.ratio,
+                    "added_p50_ms": r.added_p50_ms,
+                    "target_met": r.target()[1],
+                }
+                for r in rows
+            ],
+            "discovery": disc,
+        }
+        args.json.write_text(json.dumps(data, indent=2))
+    failed = sum(r.navai.errors + r.bare.errors for r in rows)
+    if failed:
+        print(f"benchmark: {failed} request(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
