@@ -1,18 +1,21 @@
 """``navai serve``: run a navai server for development or a simple deployment.
 
-    navai serve [--host 127.0.0.1] [--port 3000] [--wsgi] [--env-file .env]
+    navai serve [--host 127.0.0.1] [--port 3000] [--wsgi] [--env-file .env] [--app MOD:ATTR]
 
 The ASGI app runs on uvicorn; with ``--wsgi`` the WSGI app runs on waitress (pure Python,
 multi-threaded, production-grade on every OS). ``.env`` in the working directory is loaded
 when present (variables already set in the environment win). The port comes from ``--port``,
 else ``PORT``, else 3000 (what the navai clients assume); port 0 picks a free port. Ctrl-C
-and SIGTERM stop the server gracefully (exit code 0).
+and SIGTERM stop the server gracefully (exit code 0). ``--app module:attr`` serves your own
+``Navai`` (with its hooks and code-registered functions) or ``FunctionRegistry`` (or a callable
+returning one); the working directory is on the import path, as with uvicorn.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -22,11 +25,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from navai_core import Navai, NavaiConfig
+from navai_core import FunctionRegistry, Navai, NavaiConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
 HEALTH_PATH = "/health"
+OPENAPI_PATH = "/openapi.json"
 
 logger = logging.getLogger("navai")
 
@@ -70,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--env-file", type=Path, default=None, help="environment file to load (default: ./.env)"
     )
+    serve.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        default=None,
+        help="serve this Navai or FunctionRegistry (or a callable returning one)",
+    )
     return parser
 
 
@@ -86,7 +96,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         _say(f"navai: cannot listen on {args.host}:{port}: {exc}", err=True)
         return 1
     try:
-        navai = Navai(NavaiConfig.from_env(health_path=HEALTH_PATH))
+        navai = _navai(parser, args.app)
         url = _url(args.host, sock.getsockname()[1])
         _banner(navai, url, "WSGI on waitress" if args.wsgi else "ASGI on uvicorn", env_file)
         if args.wsgi:
@@ -97,6 +107,31 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         sock.close()
     _say("navai: stopped.")
     return 0
+
+
+def _navai(parser: argparse.ArgumentParser, target: str | None) -> Navai:
+    """The instance to serve: from ``--app``, else the environment, plus /health and OpenAPI."""
+    served: object = None
+    if target is not None:
+        module_name, _, attr = target.partition(":")
+        if not module_name or not attr:
+            parser.error(f"--app must look like module:attribute, got {target!r}")
+        sys.path.insert(0, os.getcwd())
+        try:
+            served = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            parser.error(f"--app {target}: {exc}")
+        if callable(served) and not isinstance(served, (Navai, FunctionRegistry)):
+            served = served()
+    if isinstance(served, Navai):
+        c = served.config
+        return served.evolve(
+            health_path=c.health_path or HEALTH_PATH, openapi_path=c.openapi_path or OPENAPI_PATH
+        )
+    if served is not None and not isinstance(served, FunctionRegistry):
+        parser.error(f"--app {target} is neither a Navai nor a FunctionRegistry")
+    config = NavaiConfig.from_env(health_path=HEALTH_PATH, openapi_path=OPENAPI_PATH)
+    return Navai(config, functions=served)
 
 
 # ----- servers ---------------------------------------------------------------------------

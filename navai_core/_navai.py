@@ -48,7 +48,7 @@ from ._openapi import openapi_document
 from ._protect import AuthHook, RateLimiter, aauthorize, authorize, client_key, parse_limit
 from ._retry import RetryPolicy
 from ._speech import build_speech_request, parse_speech_response
-from ._upstream import asend, send
+from ._upstream import AsyncLaneTransport, LaneTransport, asend, send
 
 INTERNAL_ERROR = "Internal server error."
 
@@ -120,6 +120,16 @@ class Navai:
 
     def __repr__(self) -> str:
         return f"Navai({self.config!r})"
+
+    def evolve(self, **changes: Any) -> Navai:
+        """A new instance with configuration ``changes`` (``attrs.evolve`` of the config),
+        the same code-registered functions and the same httpx clients you passed in."""
+        return Navai(
+            attrs.evolve(self.config, **changes),
+            functions=self._code_functions,
+            http_client=None if self._owns_client else self._client,
+            async_http_client=None if self._owns_aclient else self._aclient,
+        )
 
     # ----- startup -----------------------------------------------------------------
 
@@ -215,7 +225,13 @@ class Navai:
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of the routes this instance serves."""
-        return openapi_document(self._routes, _version())
+        c = self.config
+        return openapi_document(
+            self._routes,
+            _version(),
+            option_chars=c.max_option_chars,
+            instructions_chars=c.max_instructions_chars,
+        )
 
     def match(self, path: str) -> Route | None:
         normal = path.rstrip("/") or "/"
@@ -390,12 +406,16 @@ class Navai:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = httpx.Client(timeout=self.config.upstream_timeout_seconds)
+                    self._client = httpx.Client(
+                        timeout=self.config.upstream_timeout_seconds, transport=LaneTransport()
+                    )
         return self._client
 
     def async_http_client(self) -> httpx.AsyncClient:
         if self._aclient is None:
-            self._aclient = httpx.AsyncClient(timeout=self.config.upstream_timeout_seconds)
+            self._aclient = httpx.AsyncClient(
+                timeout=self.config.upstream_timeout_seconds, transport=AsyncLaneTransport()
+            )
         return self._aclient
 
     def close(self) -> None:

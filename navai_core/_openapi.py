@@ -14,13 +14,14 @@ _ERROR: dict[str, Any] = {
 }
 
 
-def _optional_strings(*names: str, required: Iterable[str] = ()) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {name: {"type": ["string", "null"]} for name in names},
-        "required": list(required),
-        "additionalProperties": True,
-    }
+def _optional_strings(**limits: int | None) -> dict[str, Any]:
+    """An object of optional string fields, each with its maximum length (None: no limit)."""
+    properties: dict[str, Any] = {}
+    for name, limit in limits.items():
+        properties[name] = {"type": ["string", "null"]}
+        if limit is not None:
+            properties[name]["maxLength"] = limit
+    return {"type": "object", "properties": properties, "additionalProperties": True}
 
 
 _SECRET_REPLY: dict[str, Any] = {
@@ -59,8 +60,9 @@ _FUNCTION_LIST: dict[str, Any] = {
 
 _EXECUTE_BODY: dict[str, Any] = {
     "type": "object",
+    "required": ["function_name"],
     "properties": {
-        "function_name": _STRING,
+        "function_name": {"type": "string", "pattern": "\\S"},
         "payload": {"type": ["object", "null"], "additionalProperties": True},
     },
     "additionalProperties": True,
@@ -138,122 +140,141 @@ def _errors(*statuses: int) -> dict[str, Any]:
 _COMMON = (400, 401, 403, 405, 413, 415, 429, 500)
 _UPSTREAM = (502, 503, 504)
 
-_OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "client_secret": (
-        "post",
-        {
-            "summary": "Mint an ephemeral OpenAI Realtime client secret",
-            "operationId": "createClientSecret",
-            "requestBody": {
-                "required": False,
-                "content": _json(
-                    _optional_strings(
-                        "model",
-                        "voice",
-                        "instructions",
-                        "language",
-                        "voiceAccent",
-                        "voiceTone",
-                        "apiKey",
-                    )
-                ),
-            },
-            "responses": {
-                "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
-                **_errors(*_COMMON, *_UPSTREAM),
-            },
-        },
-    ),
-    "transcription_secret": (
-        "post",
-        {
-            "summary": "Mint a client secret for a transcription-only session",
-            "operationId": "createTranscriptionSecret",
-            "requestBody": {
-                "required": False,
-                "content": _json(_optional_strings("model", "language", "prompt", "apiKey")),
-            },
-            "responses": {
-                "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
-                **_errors(*_COMMON, *_UPSTREAM),
-            },
-        },
-    ),
-    "list_functions": (
-        "get",
-        {
-            "summary": "List the backend functions the voice agent may call",
-            "operationId": "listFunctions",
-            "responses": {
-                "200": {"description": "The functions.", "content": _json(_FUNCTION_LIST)},
-                **_errors(401, 403, 405, 429, 500),
-            },
-        },
-    ),
-    "execute": (
-        "post",
-        {
-            "summary": "Run one backend function",
-            "operationId": "executeFunction",
-            "requestBody": {"required": True, "content": _json(_EXECUTE_BODY)},
-            "responses": {
-                "200": {"description": "The function's result.", "content": _json(_EXECUTE_REPLY)},
-                "400": {"description": "Invalid request or arguments.", "content": _json(_ERROR)},
-                "404": {"description": "Unknown function.", "content": _json(_ERROR)},
-                "500": {
-                    "description": "The function failed.",
-                    "content": _json({"anyOf": [_EXECUTE_REPLY, _ERROR]}),
+
+def _operations(option: int, instructions: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every operation navai may serve, with the configured length limits."""
+    return {
+        "client_secret": (
+            "post",
+            {
+                "summary": "Mint an ephemeral OpenAI Realtime client secret",
+                "operationId": "createClientSecret",
+                "requestBody": {
+                    "required": False,
+                    "content": _json(
+                        _optional_strings(
+                            model=option,
+                            voice=option,
+                            instructions=instructions,
+                            language=option,
+                            voiceAccent=option,
+                            voiceTone=option,
+                            apiKey=None,
+                        )
+                    ),
                 },
-                "504": {"description": "The function timed out.", "content": _json(_EXECUTE_REPLY)},
-                **_errors(401, 403, 405, 413, 415, 429),
+                "responses": {
+                    "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
+                    **_errors(*_COMMON, *_UPSTREAM),
+                },
             },
-        },
-    ),
-    "speech": (
-        "post",
-        {
-            "summary": "Speak a text with ElevenLabs",
-            "operationId": "synthesizeSpeech",
-            "requestBody": {"required": True, "content": _json(_SPEECH_BODY)},
-            "responses": {
-                "200": {"description": "Audio, base64.", "content": _json(_SPEECH_REPLY)},
-                **_errors(*_COMMON, *_UPSTREAM),
+        ),
+        "transcription_secret": (
+            "post",
+            {
+                "summary": "Mint a client secret for a transcription-only session",
+                "operationId": "createTranscriptionSecret",
+                "requestBody": {
+                    "required": False,
+                    "content": _json(
+                        _optional_strings(
+                            model=option, language=option, prompt=instructions, apiKey=None
+                        )
+                    ),
+                },
+                "responses": {
+                    "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
+                    **_errors(*_COMMON, *_UPSTREAM),
+                },
             },
-        },
-    ),
-    "openapi": (
-        "get",
-        {
-            "summary": "This document",
-            "operationId": "openapi",
-            "responses": {
-                "200": {"description": "OpenAPI 3.1.", "content": _json({"type": "object"})}
+        ),
+        "list_functions": (
+            "get",
+            {
+                "summary": "List the backend functions the voice agent may call",
+                "operationId": "listFunctions",
+                "responses": {
+                    "200": {"description": "The functions.", "content": _json(_FUNCTION_LIST)},
+                    **_errors(401, 403, 405, 429, 500),
+                },
             },
-        },
-    ),
-    "health": (
-        "get",
-        {
-            "summary": "Liveness",
-            "operationId": "health",
-            "responses": {
-                "200": {
-                    "description": "Up.",
-                    "content": _json({"type": "object", "properties": {"ok": {"const": True}}}),
-                }
+        ),
+        "execute": (
+            "post",
+            {
+                "summary": "Run one backend function",
+                "operationId": "executeFunction",
+                "requestBody": {"required": True, "content": _json(_EXECUTE_BODY)},
+                "responses": {
+                    "200": {
+                        "description": "The function's result.",
+                        "content": _json(_EXECUTE_REPLY),
+                    },
+                    "400": {
+                        "description": "Invalid request or arguments.",
+                        "content": _json(_ERROR),
+                    },
+                    "404": {"description": "Unknown function.", "content": _json(_ERROR)},
+                    "500": {
+                        "description": "The function failed.",
+                        "content": _json({"anyOf": [_EXECUTE_REPLY, _ERROR]}),
+                    },
+                    "504": {
+                        "description": "The function timed out.",
+                        "content": _json(_EXECUTE_REPLY),
+                    },
+                    **_errors(401, 403, 405, 413, 415, 429),
+                },
             },
-        },
-    ),
-}
+        ),
+        "speech": (
+            "post",
+            {
+                "summary": "Speak a text with ElevenLabs",
+                "operationId": "synthesizeSpeech",
+                "requestBody": {"required": True, "content": _json(_SPEECH_BODY)},
+                "responses": {
+                    "200": {"description": "Audio, base64.", "content": _json(_SPEECH_REPLY)},
+                    **_errors(*_COMMON, *_UPSTREAM),
+                },
+            },
+        ),
+        "openapi": (
+            "get",
+            {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {
+                    "200": {"description": "OpenAPI 3.1.", "content": _json({"type": "object"})}
+                },
+            },
+        ),
+        "health": (
+            "get",
+            {
+                "summary": "Liveness",
+                "operationId": "health",
+                "responses": {
+                    "200": {
+                        "description": "Up.",
+                        "content": _json({"type": "object", "properties": {"ok": {"const": True}}}),
+                    }
+                },
+            },
+        ),
+    }
 
 
-def openapi_document(routes: Iterable[Any], version: str) -> dict[str, Any]:
+def openapi_document(
+    routes: Iterable[Any], version: str, *, option_chars: int, instructions_chars: int
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``routes`` (``Route`` values with name/path)."""
+    operations = _operations(option_chars, instructions_chars)
     paths: dict[str, Any] = {}
     for route in routes:
-        if route.name not in _OPERATIONS:
+        if route.name not in operations:
             continue
-        method, operation = _OPERATIONS[route.name]
+        method, operation = operations[route.name]
         paths[route.path] = {method: operation}
     return {
         "openapi": "3.1.0",
