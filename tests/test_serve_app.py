@@ -191,3 +191,22 @@ def test_schemathesis(app_server):
 
         check()
     assert len(tested) == 6, tested
+
+
+def test_app_target_may_be_a_registry_or_a_factory(app_dir, monkeypatch):
+    from navai_adapters import cli
+
+    monkeypatch.chdir(app_dir)
+    monkeypatch.setenv("NAVAI_FUNCTIONS_FOLDERS", "nothing-here")
+    parser = cli._parser()
+    from_registry = cli._navai(parser, "voice_app:tools")
+    assert from_registry.functions().names() == ["greet", "add"]
+    assert from_registry.config.health_path == "/health"
+    assert from_registry.config.openapi_path == "/openapi.json"
+    (app_dir / "voice_factory.py").write_text(
+        "import voice_app\n\ndef make():\n    return voice_app.navai\n"
+    )
+    from_factory = cli._navai(parser, "voice_factory:make")
+    assert from_factory.config.authorize_client_secret is not None
+    with pytest.raises(SystemExit):
+        cli._navai(parser, "voice_app")
