@@ -137,3 +137,27 @@ def test_repr_never_shows_keys():
 def test_reads_os_environ_by_default(monkeypatch):
     monkeypatch.setenv("OPENAI_REALTIME_VOICE", "verse")
     assert NavaiConfig.from_env().voice == "verse"
+
+
+def test_every_setting_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    missing = [
+        field.name
+        for field in attrs.fields(NavaiConfig)
+        if field.name != "env_errors" and f"`{field.name}`" not in doc
+    ]
+    assert missing == []
+
+
+def test_every_environment_variable_is_documented():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "navai_core" / "_config.py").read_text()
+    doc = (root / "docs" / "configuration.md").read_text()
+    names = set(re.findall(r'"((?:NAVAI|OPENAI|ELEVENLABS|AZURE_OPENAI)_[A-Z_]+)"', source))
+    assert len(names) > 40
+    assert sorted(n for n in names if f"`{n}`" not in doc) == []
