@@ -311,7 +311,8 @@ class Navai:
         if context.method.upper() == "OPTIONS":
             return reply  # preflight answers carry their own CORS headers
         origin = context.header("origin")
-        return reply.with_headers(*_cors.cors_headers(self.config.cors_origins, origin))
+        headers = _cors.cors_headers(self.config.cors_origins, origin)
+        return reply.with_headers(*headers) if headers else reply
 
     def _gate(self, context: RequestContext) -> Route | Reply:
         """The route a request is for (404, 405 and CORS preflight are answered here)."""
