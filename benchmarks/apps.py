@@ -12,7 +12,9 @@ import, answering the same routes with the same bytes, doing only what a hand-wr
 endpoint must do: read the body, decode the JSON, call the function (the sync one in a
 worker thread under ASGI, as Starlette does for sync endpoints; the async one on a
 per-thread event loop under WSGI), or forward the mint to the upstream with one shared,
-keep-alive httpx client and re-encode ``value``/``expires_at``. The driver checks that each
+keep-alive httpx client and re-encode ``value``/``expires_at``. That client uses navai's
+connection lanes (``navai_core._upstream``), the only navai code in a ceiling (see
+``_transport``). The driver checks that each
 pair answers byte-identical bodies before it measures anything.
 """
 
@@ -99,12 +101,19 @@ def _minted(upstream_body: bytes) -> bytes:
     )
 
 
-def _limits() -> Any:
-    import httpx
+def _transport(kind: str) -> Any:
+    """The ceilings' upstream transport: by default the same connection lanes as navai's
+    clients (``BENCH_BARE_POOL=plain``: httpx's own pool, as ``httpx.AsyncClient()`` gives).
 
-    if os.environ.get("BENCH_BARE_POOL") == "keepalive":
-        return httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    return httpx.Limits()  # httpx's defaults: what `httpx.AsyncClient()` gives
+    A plain shared httpx client collapses at 64 concurrent forwards (httpcore's pool: see
+    docs/performance.md), which would make a poor ceiling; with the same transport on both
+    sides the ratio measures what navai itself adds.
+    """
+    if os.environ.get("BENCH_BARE_POOL", "lanes") == "plain":
+        return None
+    from navai_core._upstream import AsyncLaneTransport, LaneTransport
+
+    return AsyncLaneTransport() if kind == "async" else LaneTransport()
 
 
 # ----- navai ---------------------------------------------------------------------------------
@@ -167,7 +176,7 @@ def bare_asgi() -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> Any:
-        clients.append(httpx.AsyncClient(limits=_limits(), timeout=15))
+        clients.append(httpx.AsyncClient(transport=_transport("async"), timeout=15))
         try:
             yield
         finally:
@@ -194,7 +203,7 @@ def bare_wsgi() -> Any:
 
     url, headers, content = _upstream_request()
     list_bytes = _dumps(LIST_BODY)
-    client = httpx.Client(limits=_limits(), timeout=15)
+    client = httpx.Client(transport=_transport("sync"), timeout=15)
     local = threading.local()
 
     def run_async(coroutine: Any) -> Any:

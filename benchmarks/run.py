@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE))
 import apps  # noqa: E402
 
 PYTHON = sys.executable
+PROFILER = str(Path(sys.executable).with_name("py-spy"))
 HOST = "127.0.0.1"
 API_KEY = "sk-bench-not-a-real-key"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -394,16 +395,30 @@ def upstream(port: int, delay_ms: int | None = None) -> dict[str, int]:
 
 
 def measure(
-    load: Any, server: Server, s: Scenario, up_port: int, warmup: float, duration: float
+    load: Any,
+    server: Server,
+    s: Scenario,
+    up_port: int,
+    warmup: float,
+    duration: float,
+    profile: Path | None = None,
 ) -> Measure:
     upstream(up_port, s.upstream_ms)
     load.run(server.port, s, warmup)
     pid = server.worker
     upstream(up_port, s.upstream_ms)
     reset_peak_rss(pid)
+    spy = None
+    if profile is not None and server.app == "navai":
+        out = profile / f"{s.key}-{server.stack}.txt"
+        argv = [PROFILER, "record", "-p", str(pid), "-d", str(max(1, int(duration))), "-r", "250"]
+        argv += ["--nonblocking", "-f", "raw", "-o", str(out)]
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     result = load.run(server.port, s, duration)
     cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+    if spy is not None:
+        spy.wait(30)
     stats = upstream(up_port) if s.route == "client-secret" else {}
     return Measure(
         rps=result["rps"],
@@ -509,8 +524,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=64, help="gunicorn gthread threads")
     parser.add_argument("--only", default="", help="comma list of scenario keys to run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record py-spy profiles (raw stacks) of the navai servers into this folder",
+    )
+    parser.add_argument("--stacks", default="uvicorn,gunicorn", help="servers to measure")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     duration = args.duration or (0.4 if args.smoke else 5.0)
     warmup = args.warmup or (0.2 if args.smoke else 1.0)
     loadgen = args.loadgen or ("python" if args.smoke else "auto")
@@ -572,9 +595,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             for s in chosen:
-                for stack in ("uvicorn", "gunicorn"):
+                for stack in args.stacks.split(","):
                     pair = {srv.app: srv for srv in servers if srv.stack == stack}
-                    navai = measure(load, pair["navai"], s, up_port, warmup, duration)
+                    navai = measure(load, pair["navai"], s, up_port, warmup, duration, args.profile)
                     bare = measure(load, pair["bare"], s, up_port, warmup, duration)
                     rows.append(Row(s, stack, navai, bare))
                     print(
