@@ -215,8 +215,8 @@ def test_still_answering_after_the_fuzzing(client):
     response = client.post(
         "/navai/functions/execute", json={"function_name": "typed", "payload": {"city": "Bogota"}}
     )
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     assert response.json()["result"] == {"city": "Bogota", "days": 1}
-    assert not violations
+    assert not violations, violations
     # the fuzzing did reach the functions with arguments that passed validation
-    assert {"typed", "atyped", "noargs"} <= set(calls)
+    assert {"typed", "atyped", "noargs"} <= set(calls), sorted(set(calls))
