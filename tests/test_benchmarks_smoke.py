@@ -47,7 +47,7 @@ def test_smoke_run_prints_every_row_and_no_request_fails(tmp_path: Path) -> None
     for route in ROUTES:
         for stack in ("uvicorn", "gunicorn"):
             assert any(row.startswith(f"| {route} | {stack} |") for row in table), (route, stack)
-    assert "discovery:" in done.stdout
+    assert "discovery of " in done.stdout
 
     data = json.loads(out.read_text())
     assert {(row["label"], row["stack"]) for row in data["rows"]} == {
