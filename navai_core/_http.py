@@ -45,10 +45,12 @@ class Reply:
     status: int
     body: JsonValue
     headers: tuple[tuple[str, str], ...] = ()
+    # ``body`` already encoded, for replies answered many times (the function list).
+    encoded: bytes | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
 
     @property
     def content(self) -> bytes:
-        return dumps(self.body)
+        return dumps(self.body) if self.encoded is None else self.encoded
 
     def with_headers(self, *headers: tuple[str, str]) -> Reply:
         return attrs.evolve(self, headers=self.headers + tuple(headers))
