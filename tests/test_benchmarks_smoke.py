@@ -62,3 +62,83 @@ def test_smoke_run_prints_every_row_and_no_request_fails(tmp_path: Path) -> None
             # The fake upstream saw the mints, over kept-alive connections.
             assert row["navai"]["upstream"]["requests"] > 0, row
             assert row["navai"]["upstream"]["used"] <= row["navai"]["upstream"]["requests"]
+
+
+# ----- the connection lanes the benchmark led to (navai_core._upstream) ----------------------
+
+
+@pytest.fixture
+def fake_upstream():
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "fake_openai.py"), "--max-seconds", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield f"http://127.0.0.1:{int(proc.stdout.readline().split()[1])}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _stats(base: str) -> dict[str, int]:
+    import httpx
+
+    return dict(httpx.get(f"{base}/__stats").json())
+
+
+def test_lanes_keep_one_connection_per_concurrent_request(fake_upstream: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from navai_core._upstream import LaneTransport
+
+    with httpx.Client(transport=LaneTransport(max_lanes=3)) as client:
+        for _ in range(10):
+            assert client.post(f"{fake_upstream}/v1/x", content=b"{}").status_code == 200
+        assert _stats(fake_upstream)["used"] == 1  # sequential: one warm connection
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(lambda _: client.post(f"{fake_upstream}/v1/x").status_code, range(80))
+            )
+    assert codes == [200] * 80
+    stats = _stats(fake_upstream)
+    assert stats["requests"] == 90
+    assert stats["used"] <= 3  # never more than max_lanes connections
+
+
+def test_async_lanes_reuse_and_bound_connections(fake_upstream: str) -> None:
+    import asyncio
+
+    import httpx
+
+    from navai_core._upstream import AsyncLaneTransport
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(transport=AsyncLaneTransport(max_lanes=4)) as client:
+            for _ in range(5):
+                await client.post(f"{fake_upstream}/v1/x", content=b"{}")
+
+            async def one() -> int:
+                return (await client.post(f"{fake_upstream}/v1/x", content=b"{}")).status_code
+
+            return list(await asyncio.gather(*(one() for _ in range(40))))
+
+    assert asyncio.run(main()) == [200] * 40
+    stats = _stats(fake_upstream)
+    assert stats["requests"] == 45
+    assert stats["used"] <= 4
+
+
+def test_a_failed_request_gives_its_lane_back() -> None:
+    import httpx
+
+    from navai_core._upstream import LaneTransport
+
+    transport = LaneTransport(max_lanes=1)
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(2.0, pool=0.5)) as client:
+        for _ in range(3):  # with the lane lost, the second try would wait for a free lane
+            with pytest.raises(httpx.ConnectError):
+                client.get("http://127.0.0.1:9/")
