@@ -257,11 +257,7 @@ class Navai:
                 reply = send(self.http_client(), step.request, self.retry_policy)
                 step = step.finish(reply)
             elif isinstance(step, PreparedCall):
-                step = execute(
-                    step,
-                    expose_errors=self.config.expose_function_errors,
-                    default_timeout=self.config.function_timeout_seconds,
-                )
+                step = execute(step, **self._execute_options())
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
@@ -283,15 +279,18 @@ class Navai:
                 reply = await asend(client, step.request, self.retry_policy)
                 step = step.finish(reply)
             elif isinstance(step, PreparedCall):
-                step = await aexecute(
-                    step,
-                    expose_errors=self.config.expose_function_errors,
-                    default_timeout=self.config.function_timeout_seconds,
-                )
+                step = await aexecute(step, **self._execute_options())
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
         return self._with_cors(context, step)
+
+    def _execute_options(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "expose_errors": c.expose_function_errors,
+            "default_timeout": c.function_timeout_seconds,
+        }
 
     def _client_key(self, context: RequestContext) -> str:
         return client_key(self.config.rate_limit_key, context)
