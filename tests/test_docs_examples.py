@@ -30,6 +30,7 @@ PAGES = {
     "flask.md": ["flask_app.py"],
     "django.md": ["django_app.py"],
     "asgi-wsgi.md": ["asgi_app.py", "wsgi_app.py"],
+    "security.md": ["auth_fastapi.py", "auth_flask.py"],
 }
 SECRET = "/navai/realtime/client-secret"
 EXECUTE = "/navai/functions/execute"
