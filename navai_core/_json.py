@@ -9,6 +9,10 @@ JsonValue: TypeAlias = Union[bool, int, float, str, "list[JsonValue]", "dict[str
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 
+# One encoder for every body: ``json.dumps`` with options builds a new one per call (~0.5 us).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 JSON (non-ASCII kept as is)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()

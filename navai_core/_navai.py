@@ -405,7 +405,7 @@ class Navai:
         ):
             raise NavaiError("Content-Type must be application/json.", status_code=415)
         try:
-            parsed = json.loads(body, parse_constant=_reject_constant)
+            parsed = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         except (ValueError, RecursionError):
             raise BadRequest("Request body is not valid JSON.") from None
         if not isinstance(parsed, dict):
@@ -482,3 +482,7 @@ def _limit_or_default(text: str | None, default: str | None) -> RateLimitItem | 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# ``json.loads(body, parse_constant=...)`` without building a decoder per request (~1 us).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
