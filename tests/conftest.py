@@ -40,7 +40,8 @@ from navai_adapters import asgi, wsgi
 from navai_core import Navai, NavaiConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO.parent / "shared" / "openai" / "client_secrets_schema.json"
+# OpenAI's schema, kept in the repository (tests/data/README.md says where it comes from).
+SCHEMA_PATH = REPO / "tests" / "data" / "client_secrets_schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 NAVAI_BIN = Path(sys.executable).with_name("navai")
 

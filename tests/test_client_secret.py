@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import httpx
 import jsonschema
@@ -30,11 +29,8 @@ from navai_core import (
     resolve_api_key,
     validate_ttl,
 )
+from tests.conftest import SCHEMA
 
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[2] / "shared" / "openai" / "client_secrets_schema.json"
-)
-SCHEMA = json.loads(SCHEMA_PATH.read_text())
 BASE = "https://api.openai.com/v1"
 URL = f"{BASE}/realtime/client_secrets"
 SERVER_KEY = "sk-server-key-0123456789"
