@@ -81,7 +81,7 @@ def _upstream_request() -> tuple[str, dict[str, str], bytes]:
             "expires_after": {"anchor": "created_at", "seconds": 600},
             "session": {
                 "type": "realtime",
-                "model": "gpt-realtime",
+                "model": "gpt-realtime-2.1",
                 "instructions": "You are a helpful assistant.",
                 "audio": {"output": {"voice": "marin"}},
             },

@@ -28,7 +28,7 @@ REPLY_BODY = json.dumps(
     {
         "value": "ek_bench_0123456789abcdef",
         "expires_at": 1730000000,
-        "session": {"type": "realtime", "model": "gpt-realtime"},
+        "session": {"type": "realtime", "model": "gpt-realtime-2.1"},
     },
     separators=(",", ":"),
 ).encode()

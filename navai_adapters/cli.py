@@ -232,6 +232,7 @@ def _configure_logging() -> None:
 
 def _banner(navai: Navai, url: str, server: str, env_file: Path | None) -> None:
     lines = [f"navai: serving on {url} ({server})"]
+    lines.append(f"navai: Realtime model {navai.config.model}, voice {navai.config.voice}")
     if env_file is not None:
         lines.append(f"navai: loaded environment from {env_file}")
     width = max(len(", ".join(r.methods)) for r in navai.routes)

@@ -19,7 +19,6 @@ from ._config import (
     NavaiConfig,
     _clean,
     _ttl_ok,
-    session_problems,
     ttl_error_text,
 )
 from ._errors import (
@@ -31,6 +30,7 @@ from ._errors import (
     UpstreamError,
 )
 from ._json import JsonObject, JsonValue, dumps
+from ._session_template import session_problems
 
 MISSING_KEY = "Missing API key. Configure openaiApiKey or send apiKey in request."
 REQUEST_KEY_DISABLED = (

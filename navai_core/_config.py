@@ -9,9 +9,11 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 
+from ._models import deprecation_notices
 from ._protect import limit_problem
+from ._session_template import session_problems
 
-DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_MODEL = "gpt-realtime-2.1"
 DEFAULT_VOICE = "marin"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
 DEFAULT_TTL_SECONDS = 600
@@ -26,7 +28,7 @@ DEFAULT_FUNCTION_TIMEOUT_SECONDS = 30.0
 SpeechProvider = Literal["openai", "elevenlabs"]
 Provider = Literal["openai", "azure"]
 KeySource: TypeAlias = "str | Callable[[], str] | None"
-DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-live-transcribe"
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -259,6 +261,27 @@ class NavaiConfig:
             found += _speech_range_problems(self)
         return found
 
+    def model_notices(self) -> list[str]:
+        """A start-up warning for each configured model OpenAI has announced it shuts down
+        (the default model, allow-listed models, session templates, transcription)."""
+        named: list[tuple[str, object]] = [
+            ("OPENAI_REALTIME_MODEL", self.model),
+            ("NAVAI_TRANSCRIPTION_MODEL", self.transcription_model),
+        ]
+        named += [("NAVAI_ALLOWED_MODELS", model) for model in self.allowed_models or ()]
+        for env_name, template in (
+            ("NAVAI_SESSION_JSON", self.session),
+            ("NAVAI_TRANSCRIPTION_SESSION_JSON", self.transcription_session),
+        ):
+            if isinstance(template, dict):
+                named.append((env_name, template.get("model")))
+                audio = template.get("audio")
+                given = audio.get("input") if isinstance(audio, dict) else None
+                heard = given.get("transcription") if isinstance(given, dict) else None
+                if isinstance(heard, dict):
+                    named.append((env_name, heard.get("model")))
+        return deprecation_notices(named)
+
     def backend_key_source(self) -> KeySource:
         """The server's key for the configured provider (a string or a callable), if any."""
         source = self.azure_api_key if self.provider == "azure" else self.openai_api_key
@@ -295,51 +318,6 @@ def _provider(explicit: str | None, azure_endpoint: str | None) -> Provider:
     if explicit is not None:
         return "azure" if explicit.lower() == "azure" else "openai"
     return "azure" if azure_endpoint else "openai"
-
-
-# Top-level fields of the Realtime beta that the GA API rejects, and what replaced them.
-BETA_SESSION_FIELDS = {
-    "modalities": "output_modalities",
-    "voice": "audio.output.voice",
-    "turn_detection": "audio.input.turn_detection",
-    "input_audio_format": "audio.input.format",
-    "output_audio_format": "audio.output.format",
-    "input_audio_transcription": "audio.input.transcription",
-    "input_audio_noise_reduction": "audio.input.noise_reduction",
-    "speed": "audio.output.speed",
-    "max_response_output_tokens": "max_output_tokens",
-    "temperature": None,
-}
-
-
-def session_problems(session: object, name: str, kind: str) -> list[str]:
-    """What OpenAI would reject in a session template (empty when it looks right)."""
-    if session is None:
-        return []
-    if not isinstance(session, dict):
-        return [f"{name} must be a JSON object."]
-    found = []
-    if session.get("type", kind) != kind:
-        found.append(f'{name}: "type" must be "{kind}". Received: {session.get("type")!r}')
-    for old, new in BETA_SESSION_FIELDS.items():
-        if old in session:
-            hint = f'; use "{new}" instead' if new else "; the GA API has no such field"
-            found.append(f'{name}: "{old}" is a Realtime beta field{hint}.')
-    audio = session.get("audio")
-    output = audio.get("output") if isinstance(audio, dict) else None
-    speed = output.get("speed") if isinstance(output, dict) else None
-    if speed is not None and not (
-        isinstance(speed, (int, float)) and not isinstance(speed, bool) and 0.25 <= speed <= 1.5
-    ):
-        found.append(f"{name}: audio.output.speed must be between 0.25 and 1.5. Received: {speed}")
-    tokens = session.get("max_output_tokens")
-    if (
-        tokens is not None
-        and tokens != "inf"
-        and not (isinstance(tokens, int) and not isinstance(tokens, bool) and 1 <= tokens <= 4096)
-    ):
-        found.append(f'{name}: max_output_tokens must be 1..4096 or "inf". Received: {tokens!r}')
-    return found
 
 
 TTL_ENV = "OPENAI_REALTIME_CLIENT_SECRET_TTL"

@@ -45,6 +45,7 @@ from ._functions import FunctionRegistry
 from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import logger, secret_filter
+from ._models import ModelNotices, models_logger
 from ._openapi import openapi_document
 from ._protect import AuthHook, RateLimiter, aauthorize, authorize, client_key, parse_limit
 from ._retry import RetryPolicy
@@ -112,6 +113,7 @@ class Navai:
         self._aclient = async_http_client
         self._owns_aclient = async_http_client is None
         self._routes = self._build_routes()
+        self._model_notices = ModelNotices()
         self.rate_limiter = RateLimiter(self.config.rate_limit_storage)
         c = self.config
         self.retry_policy = RetryPolicy(
@@ -138,14 +140,16 @@ class Navai:
     def startup_report(self, *, load_functions: bool = True) -> list[str]:
         """Every warning to show at start-up, once: configuration problems and, with
         ``load_functions``, the function registry's (building it now)."""
-        problems = self.config.problems()
+        problems = self.config.problems() + self.config.model_notices()
         if load_functions and self.config.functions_enabled:
             problems += self.functions().warnings
         return problems
 
     def log_startup(self, *, load_functions: bool = True) -> None:
+        notices = set(self.config.model_notices())
         for problem in self.startup_report(load_functions=load_functions):
-            logger.warning("%s", problem)
+            # Model shutdown notices go to "navai.models", so they can be silenced alone.
+            (models_logger if problem in notices else logger).warning("%s", problem)
 
     # ----- functions ---------------------------------------------------------------
 
@@ -179,14 +183,20 @@ class Navai:
 
     def create_client_secret(self, body: object = None) -> ClientSecret:
         """Mint a client secret for a request body (a dict of the contract's fields)."""
-        request = build_client_secret_request(self.config, parse_client_secret_body(body))
+        request = self._client_secret_request(body)
         reply = send(self.http_client(), request, self.retry_policy)
         return parse_client_secret_response(request, reply.status, reply.content, reply.headers)
 
     async def acreate_client_secret(self, body: object = None) -> ClientSecret:
-        request = build_client_secret_request(self.config, parse_client_secret_body(body))
+        request = self._client_secret_request(body)
         reply = await asend(self.async_http_client(), request, self.retry_policy)
         return parse_client_secret_response(request, reply.status, reply.content, reply.headers)
+
+    def _client_secret_request(self, body: object) -> UpstreamRequest:
+        options = parse_client_secret_body(body)
+        request = build_client_secret_request(self.config, options)
+        self._model_notices.requested(options.model)
+        return request
 
     # ----- HTTP ------------------------------------------------------------------
 
@@ -233,6 +243,11 @@ class Navai:
             _version(),
             option_chars=c.max_option_chars,
             instructions_chars=c.max_instructions_chars,
+            defaults={
+                "model": c.model,
+                "voice": c.voice,
+                "transcription_model": c.transcription_model,
+            },
         )
 
     def match(self, path: str) -> Route | None:
@@ -348,8 +363,9 @@ class Navai:
             return self._speech_step(parsed)
         if route.name == "transcription_secret":
             request = build_transcription_request(self.config, parsed)
+            self._model_notices.requested(parsed.get("model") if parsed else None)
         else:
-            request = build_client_secret_request(self.config, parse_client_secret_body(parsed))
+            request = self._client_secret_request(parsed)
         provider = self.config.tts_provider
 
         def finish(reply: UpstreamReply) -> Reply:

@@ -14,13 +14,18 @@ _ERROR: dict[str, Any] = {
 }
 
 
-def _optional_strings(**limits: int | None) -> dict[str, Any]:
-    """An object of optional string fields, each with its maximum length (None: no limit)."""
+def _optional_strings(
+    defaults: dict[str, str] | None = None, **limits: int | None
+) -> dict[str, Any]:
+    """An object of optional string fields, each with its maximum length (None: no limit)
+    and the server's default where it has one."""
     properties: dict[str, Any] = {}
     for name, limit in limits.items():
         properties[name] = {"type": ["string", "null"]}
         if limit is not None:
             properties[name]["maxLength"] = limit
+        if defaults and name in defaults:
+            properties[name]["default"] = defaults[name]
     return {"type": "object", "properties": properties, "additionalProperties": True}
 
 
@@ -141,8 +146,10 @@ _COMMON = (400, 401, 403, 405, 413, 415, 429, 500)
 _UPSTREAM = (502, 503, 504)
 
 
-def _operations(option: int, instructions: int) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Every operation navai may serve, with the configured length limits."""
+def _operations(
+    option: int, instructions: int, defaults: dict[str, str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every operation navai may serve, with the configured length limits and defaults."""
     return {
         "client_secret": (
             "post",
@@ -153,6 +160,7 @@ def _operations(option: int, instructions: int) -> dict[str, tuple[str, dict[str
                     "required": False,
                     "content": _json(
                         _optional_strings(
+                            {"model": defaults["model"], "voice": defaults["voice"]},
                             model=option,
                             voice=option,
                             instructions=instructions,
@@ -178,7 +186,11 @@ def _operations(option: int, instructions: int) -> dict[str, tuple[str, dict[str
                     "required": False,
                     "content": _json(
                         _optional_strings(
-                            model=option, language=option, prompt=instructions, apiKey=None
+                            {"model": defaults["transcription_model"]},
+                            model=option,
+                            language=option,
+                            prompt=instructions,
+                            apiKey=None,
                         )
                     ),
                 },
@@ -266,10 +278,18 @@ def _operations(option: int, instructions: int) -> dict[str, tuple[str, dict[str
 
 
 def openapi_document(
-    routes: Iterable[Any], version: str, *, option_chars: int, instructions_chars: int
+    routes: Iterable[Any],
+    version: str,
+    *,
+    option_chars: int,
+    instructions_chars: int,
+    defaults: dict[str, str],
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``routes`` (``Route`` values with name/path)."""
-    operations = _operations(option_chars, instructions_chars)
+    """The OpenAPI 3.1 document for ``routes`` (``Route`` values with name/path).
+
+    ``defaults`` holds the server's ``model``, ``voice`` and ``transcription_model``.
+    """
+    operations = _operations(option_chars, instructions_chars, defaults)
     paths: dict[str, Any] = {}
     for route in routes:
         if route.name not in operations:

@@ -9,7 +9,7 @@ headers and a delay before answering. The default answer to ``POST
         config = NavaiConfig(openai_base_url=fake.base_url, ...)
         fake.behave(status=500, body=b'{"error": "boom"}')
         ...
-        assert fake.requests[-1].json()["session"]["model"] == "gpt-realtime"
+        assert fake.requests[-1].json()["session"]["model"] == "gpt-realtime-2.1"
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def test_request_values_override_configured_defaults_which_override_builtins():
         "Client base.\nAlways reply in German.\nUse a cheerful tone while speaking."
     )
     assert body["session"]["audio"] == {"output": {"voice": "cedar"}}
-    assert body["session"]["model"] == "gpt-realtime"
+    assert body["session"]["model"] == "gpt-realtime-2.1"
 
 
 # ----- TTL --------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_upstream_request_byte_for_byte():
     assert request.url == URL
     assert request.content == (
         b'{"expires_after":{"anchor":"created_at","seconds":600},'
-        b'"session":{"type":"realtime","model":"gpt-realtime",'
+        b'"session":{"type":"realtime","model":"gpt-realtime-2.1",'
         b'"instructions":"You are a helpful assistant.","audio":{"output":{"voice":"marin"}}}}'
     )
     assert dict(request.headers) == {
@@ -273,7 +273,7 @@ OK_REPLY = {
         "type": "realtime",
         "object": "realtime.session",
         "id": "sess_1",
-        "model": "gpt-realtime",
+        "model": "gpt-realtime-2.1",
         "instructions": "You are a helpful assistant.",
         "audio": {"output": {"voice": "marin"}},
     },

@@ -10,7 +10,7 @@ from navai_core import NavaiConfig
 
 def test_defaults_match_the_contract():
     config = NavaiConfig.from_env({})
-    assert config.model == "gpt-realtime"
+    assert config.model == "gpt-realtime-2.1"
     assert config.voice == "marin"
     assert config.instructions == "You are a helpful assistant."
     assert (config.language, config.voice_accent, config.voice_tone) == (None, None, None)

@@ -41,7 +41,7 @@ KEY_DISABLED = (
 )
 DEFAULT_SESSION = {
     "type": "realtime",
-    "model": "gpt-realtime",
+    "model": "gpt-realtime-2.1",
     "instructions": "You are a helpful assistant.",
     "audio": {"output": {"voice": "marin"}},
 }
@@ -268,7 +268,7 @@ def test_elevenlabs_makes_the_session_text_only(speech_client: Target, fake_upst
     assert response.json()["speech"] == {"provider": "elevenlabs"}
     assert upstream_body(fake_upstream)["session"] == {
         "type": "realtime",
-        "model": "gpt-realtime",
+        "model": "gpt-realtime-2.1",
         "instructions": "You are a helpful assistant.",
         "output_modalities": ["text"],
     }

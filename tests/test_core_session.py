@@ -137,7 +137,7 @@ def test_elevenlabs_session_without_template_has_no_audio():
     )
     assert body["session"] == {
         "type": "realtime",
-        "model": "gpt-realtime",
+        "model": "gpt-realtime-2.1",
         "instructions": "You are a helpful assistant.",
         "output_modalities": ["text"],
     }
@@ -234,7 +234,7 @@ def test_transcription_secret_request():
             "audio": {
                 "input": {
                     "transcription": {
-                        "model": "gpt-4o-transcribe",
+                        "model": "gpt-live-transcribe",
                         "language": "es",
                         "prompt": "Names: Ana, Luis",
                     }

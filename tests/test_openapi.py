@@ -60,3 +60,20 @@ def test_error_replies_match_the_documented_error_schema():
     reply = navai.handle(RequestContext("POST", "/navai/realtime/client-secret"), b"{}")
     assert reply.status == 401
     jsonschema.validate(reply.body, error_schema)
+
+
+def test_the_document_names_the_servers_default_models():
+    body = served().openapi()["paths"]["/navai/realtime/client-secret"]["post"]["requestBody"]
+    fields = body["content"]["application/json"]["schema"]["properties"]
+    assert fields["model"]["default"] == "gpt-realtime-2.1"
+    assert fields["voice"]["default"] == "marin"
+    custom = Navai(NavaiConfig(model="gpt-realtime-2.1-mini", transcription_model="gpt-transcribe"))
+    paths = custom.openapi()["paths"]
+    secret = paths["/navai/realtime/client-secret"]["post"]["requestBody"]["content"]
+    assert secret["application/json"]["schema"]["properties"]["model"]["default"] == (
+        "gpt-realtime-2.1-mini"
+    )
+    heard = paths["/navai/realtime/transcription-secret"]["post"]["requestBody"]["content"]
+    assert heard["application/json"]["schema"]["properties"]["model"]["default"] == (
+        "gpt-transcribe"
+    )
