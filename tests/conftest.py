@@ -575,3 +575,27 @@ alt_client = _target_fixture("alt")
 speech_client = _target_fixture("speech")
 misconfigured_client = _target_fixture("misconfigured")
 fresh_client = _target_fixture("fresh")
+
+
+# ----- markers -------------------------------------------------------------------------------
+
+# Modules whose tests start processes or run load, fuzz or benchmark loops.
+SLOW_MODULES = frozenset(
+    {
+        "test_benchmarks_smoke",
+        "test_fresh_clone",
+        "test_fuzz",
+        "test_load",
+        "test_serve",
+        "test_serve_app",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as ``slow`` every test of a slow module and every test against a real server
+    (a ``*-server`` parameter), so ``pytest -m "not slow"`` runs the rest in seconds."""
+    for item in items:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in SLOW_MODULES or "-server" in item.nodeid:
+            item.add_marker(pytest.mark.slow)
