@@ -1,0 +1,54 @@
+"""Hostile clients and faulty upstreams: each test is a defect found from outside, run over
+both adapters (and real ``navai serve`` servers) through the ``client`` fixtures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Target, records
+
+SECRET = "/navai/realtime/client-secret"
+TRANSCRIPTION = "/navai/realtime/transcription-secret"
+EXECUTE = "/navai/functions/execute"
+JSON = {"Content-Type": "application/json"}
+
+
+def json_error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert isinstance(body["error"], str)
+    return body
+
+
+# ----- invalid Unicode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [SECRET, TRANSCRIPTION, EXECUTE])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"model": "\\ud800"}',
+        b'{"language": "x\\udfff"}',
+        b'{"function_name": "echo", "payload": {"data": "\\udc00\\ud800"}}',
+        b'{"function_name": "echo", "payload": {"\\ud83d": 1}}',
+        b'{"voice": "\xed\xa0\x80"}',  # a surrogate encoded in UTF-8: not UTF-8
+    ],
+)
+def test_lone_surrogates_are_400(client: Target, fake_upstream, functions_dir, path, content):
+    before = records(functions_dir)
+    response = client.http.post(path, content=content, headers=JSON)
+    assert json_error(response, 400) == {"error": "Request body is not valid JSON."}
+    assert fake_upstream.requests == []
+    assert records(functions_dir) == before
+
+
+def test_a_surrogate_pair_is_one_character(client: Target):
+    response = client.http.post(
+        EXECUTE,
+        content=b'{"function_name": "echo", "payload": {"data": "\\ud83d\\ude00"}}',
+        headers=JSON,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == "\U0001f600"
