@@ -52,6 +52,7 @@ from ._speech import build_speech_request, parse_speech_response
 from ._upstream import AsyncLaneTransport, LaneTransport, asend, send
 
 INTERNAL_ERROR = "Internal server error."
+NO_STORE = ("Cache-Control", "no-store")
 
 
 @attrs.frozen
@@ -62,6 +63,8 @@ class Route:
     # Who may call it (an authorisation hook) and how often (a rate limit); None: anyone.
     authorize: AuthHook | None = attrs.field(default=None, eq=False, repr=False)
     limit: RateLimitItem | None = attrs.field(default=None, eq=False, repr=False)
+    # Every answer (errors included) carries ``Cache-Control: no-store``: secret-bearing.
+    no_store: bool = attrs.field(default=False, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -205,10 +208,12 @@ class Navai:
 
     def _build_routes(self) -> tuple[Route, ...]:
         c = self.config
-        routes = [Route("client_secret", c.client_secret_path, ("POST",))]
+        routes = [Route("client_secret", c.client_secret_path, ("POST",), no_store=True)]
         if c.transcription_secret_path:
-            routes.append(Route("transcription_secret", c.transcription_secret_path, ("POST",)))
-        routes.append(Route("speech", c.speech_path, ("POST",)))
+            routes.append(
+                Route("transcription_secret", c.transcription_secret_path, ("POST",), no_store=True)
+            )
+        routes.append(Route("speech", c.speech_path, ("POST",), no_store=True))
         if c.functions_enabled:
             routes.append(Route("list_functions", c.functions_path, ("GET",)))
             routes.append(Route("execute", c.execute_path, ("POST",)))
@@ -275,7 +280,7 @@ class Navai:
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
-        return self._with_cors(context, step)
+        return self._with_cors(context, self._with_no_store(context, step))
 
     async def ahandle(self, context: RequestContext, body: bytes = b"") -> Reply:
         """Answer one HTTP request (async servers: ASGI, custom)."""
@@ -297,7 +302,7 @@ class Navai:
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
-        return self._with_cors(context, step)
+        return self._with_cors(context, self._with_no_store(context, step))
 
     def _execute_options(self) -> dict[str, Any]:
         c = self.config
@@ -321,6 +326,12 @@ class Navai:
             return exc.to_reply()
         logger.exception("navai: unexpected error while answering a request")
         return Reply(500, {"error": INTERNAL_ERROR})
+
+    def _with_no_store(self, context: RequestContext, reply: Reply) -> Reply:
+        route = self.match(context.path)
+        if route is not None and route.no_store:
+            return reply.with_headers(NO_STORE)
+        return reply
 
     def _with_cors(self, context: RequestContext, reply: Reply) -> Reply:
         if context.method.upper() == "OPTIONS":
@@ -371,7 +382,7 @@ class Navai:
             secret = parse_client_secret_response(
                 request, reply.status, reply.content, reply.headers
             )
-            return Reply(200, secret.to_body(provider), (("Cache-Control", "no-store"),))
+            return Reply(200, secret.to_body(provider))
 
         return _Upstream(request, finish)
 
@@ -389,8 +400,7 @@ class Navai:
         request = build_speech_request(self.config, parsed)
 
         def finish(reply: UpstreamReply) -> Reply:
-            body = parse_speech_response(request, reply)
-            return Reply(200, body, (("Cache-Control", "no-store"),))
+            return Reply(200, parse_speech_response(request, reply))
 
         return _Upstream(request, finish)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import Target, records
+from fake_upstream import FakeUpstream
 
 SECRET = "/navai/realtime/client-secret"
 TRANSCRIPTION = "/navai/realtime/transcription-secret"
@@ -52,3 +53,36 @@ def test_a_surrogate_pair_is_one_character(client: Target):
     )
     assert response.status_code == 200, response.text
     assert response.json()["result"] == "\U0001f600"
+
+
+# ----- secret-bearing routes are never cached --------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [SECRET, TRANSCRIPTION])
+@pytest.mark.parametrize(
+    ("method", "content", "headers", "status"),
+    [
+        ("POST", b"{}", JSON, 200),
+        ("POST", b"{not json", JSON, 400),
+        ("POST", b"[]", JSON, 400),
+        ("POST", b'{"model": 5, "prompt": 5}', JSON, 400),
+        ("POST", b"{}", {"Content-Type": "text/plain"}, 415),
+        ("POST", b" " * (1024 * 1024 + 1), JSON, 413),
+        ("GET", b"", {}, 405),
+        ("OPTIONS", b"", {"Origin": "http://localhost:5173"}, 204),
+        ("OPTIONS", b"", {"Origin": "https://evil.example"}, 403),
+    ],
+)
+def test_every_answer_of_a_secret_route_is_no_store(
+    client: Target, path, method, content, headers, status
+):
+    response = client.http.request(method, path, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers.get("cache-control") == "no-store"
+
+
+def test_an_upstream_error_of_a_mint_is_no_store(client: Target, fake_upstream: FakeUpstream):
+    fake_upstream.behave(status=401, body={"error": {"message": "bad key"}})
+    response = client.http.post(SECRET, json={})
+    assert response.status_code == 401
+    assert response.headers.get("cache-control") == "no-store"
