@@ -489,7 +489,9 @@ def test_dicts_of_callables(tmp_path):
         ''',
     )
     registry = load(tmp_path, "tools")
-    assert registry.names() == ["echo", "tools_echo", "tools_size_of"]
+    # a private function is a tool through the dict that exports it (CONTRACT section 5)
+    assert registry.names() == ["echo", "tools_echo", "tools_size_of", "tools_shout"]
+    assert registry.get("tools_shout").target("abc") == "ABC"
     assert registry.get("tools_echo").source == "tools/mod.py#TOOLS.echo"
     assert registry.get("tools_echo").description == "Echo it."
     assert registry.get("tools_size_of").target("abc") == 3

@@ -86,3 +86,18 @@ def test_an_upstream_error_of_a_mint_is_no_store(client: Target, fake_upstream: 
     response = client.http.post(SECRET, json={})
     assert response.status_code == 401
     assert response.headers.get("cache-control") == "no-store"
+
+
+# ----- exposure -------------------------------------------------------------------------------
+
+
+def test_a_dict_exposes_its_private_functions_not_imported_ones(client: Target):
+    items = {item["name"]: item for item in client.http.get("/navai/functions").json()["items"]}
+    assert items["loud_shout"]["source"] == "functions/tools.py#loud.shout"
+    assert items["loud_shout"]["description"] == "Say it loudly."
+    assert "loud_cwd" not in items
+    response = client.http.post(
+        EXECUTE, json={"function_name": "loud_shout", "payload": {"text": "hi"}}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == "HI!"
