@@ -80,7 +80,7 @@ class _Compiled:
                         self.specs = _compile(entry)
                     except Exception as exc:
                         logger.error(
-                            "navai: cannot read the parameters of %s (%s)",
+                            "cannot read the parameters of %s (%s)",
                             entry.source,
                             entry.name,
                             exc_info=exc,

@@ -116,6 +116,7 @@ class Navai:
         self._owns_aclient = async_http_client is None
         self._routes = self._build_routes()
         self._model_notices = ModelNotices()
+        self._cors = _cors.Cors(self.config.cors_origins)
         self.rate_limiter = RateLimiter(self.config.rate_limit_storage)
         c = self.config
         self.retry_policy = RetryPolicy(
@@ -280,7 +281,7 @@ class Navai:
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
-        return self._with_cors(context, self._with_no_store(context, step))
+        return self._cors.apply(context, self._with_no_store(context, step))
 
     async def ahandle(self, context: RequestContext, body: bytes = b"") -> Reply:
         """Answer one HTTP request (async servers: ASGI, custom)."""
@@ -302,7 +303,7 @@ class Navai:
         except Exception as exc:
             step = self._error_reply(exc)
         assert isinstance(step, Reply)
-        return self._with_cors(context, self._with_no_store(context, step))
+        return self._cors.apply(context, self._with_no_store(context, step))
 
     def _execute_options(self) -> dict[str, Any]:
         c = self.config
@@ -317,14 +318,14 @@ class Navai:
     def _error_reply(self, exc: Exception) -> Reply:
         if isinstance(exc, UpstreamError):
             logger.warning(
-                "navai: %s (status %s, request id %s)",
+                "%s (status %s, request id %s)",
                 exc.message[:500],
                 exc.status_code,
                 exc.extra.get("request_id", "-"),
             )
         if isinstance(exc, NavaiError):
             return exc.to_reply()
-        logger.exception("navai: unexpected error while answering a request")
+        logger.exception("unexpected error while answering a request")
         return Reply(500, {"error": INTERNAL_ERROR})
 
     def _with_no_store(self, context: RequestContext, reply: Reply) -> Reply:
@@ -333,13 +334,6 @@ class Navai:
             return reply.with_headers(NO_STORE)
         return reply
 
-    def _with_cors(self, context: RequestContext, reply: Reply) -> Reply:
-        if context.method.upper() == "OPTIONS":
-            return reply  # preflight answers carry their own CORS headers
-        origin = context.header("origin")
-        headers = _cors.cors_headers(self.config.cors_origins, origin)
-        return reply.with_headers(*headers) if headers else reply
-
     def _gate(self, context: RequestContext) -> Route | Reply:
         """The route a request is for (404, 405 and CORS preflight are answered here)."""
         route = self.match(context.path)
@@ -347,7 +341,7 @@ class Navai:
             raise NotFound("Not found.")
         method = context.method.upper()
         if method == "OPTIONS":
-            return self._preflight(context, route)
+            return self._cors.preflight(context, (*route.methods, "OPTIONS"))
         if method not in route.methods:
             raise MethodNotAllowed((*route.methods, "OPTIONS"))
         return route
@@ -403,19 +397,6 @@ class Navai:
             return Reply(200, parse_speech_response(request, reply))
 
         return _Upstream(request, finish)
-
-    def _preflight(self, context: RequestContext, route: Route) -> Reply:
-        methods = (*route.methods, "OPTIONS")
-        origin = context.header("origin")
-        headers = _cors.preflight_headers(
-            self.config.cors_origins,
-            origin,
-            methods,
-            context.header("access-control-request-headers"),
-        )
-        if origin and not headers:
-            return Reply(403, {"error": "Origin not allowed."})
-        return Reply(204, None, (("Allow", ", ".join(methods)), *headers))
 
     def _parse_body(self, context: RequestContext, body: bytes) -> Any:
         if len(body) > self.config.max_body_bytes:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
-from conftest import Target, records
+from conftest import Setup, Target, records, start_server
 from fake_upstream import FakeUpstream
 
 SECRET = "/navai/realtime/client-secret"
@@ -101,3 +102,49 @@ def test_a_dict_exposes_its_private_functions_not_imported_ones(client: Target):
     )
     assert response.status_code == 200, response.text
     assert response.json()["result"] == "HI!"
+
+
+# ----- messages a Python user reads ------------------------------------------------------------
+
+
+def test_logs_have_one_navai_prefix(client: Target):
+    mark = client.log_mark()
+    client.http.post(EXECUTE, json={"function_name": "explode"})
+    logged = client.logs_since(mark)
+    assert "navai: function explode" in logged
+    assert "navai: navai:" not in logged
+
+
+@pytest.mark.parametrize("wsgi_server", [False, True], ids=["asgi-server", "wsgi-server"])
+def test_start_up_warnings_name_the_python_settings(tmp_path, fake_upstream, wsgi_server):
+    env = {
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": fake_upstream.base_url,
+        "OPENAI_REALTIME_CLIENT_SECRET_TTL": "5",
+        "NAVAI_CORS_ORIGIN": "app.example.com, https://ok.example.com",
+        "NAVAI_FUNCTIONS_BASE_DIR": str(tmp_path),
+    }
+    server = start_server(Setup("messages", env, cwd=tmp_path), wsgi_server, tmp_path)
+    try:
+        url = server.wait_ready()
+        # On the wire the contract's texts stay.
+        minted = httpx.post(url + SECRET, json={}, timeout=10)
+        assert minted.json()["error"].startswith("clientSecretTtlSeconds must be between 10")
+        for _ in range(3):
+            refused = httpx.options(
+                url + SECRET,
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+                timeout=10,
+            )
+            assert refused.status_code == 403
+    finally:
+        server.stop()
+    logged = server.stderr() + server.stdout()
+    assert "navai: navai:" not in logged
+    assert "clientSecretTtlSeconds" not in logged
+    assert "OPENAI_REALTIME_CLIENT_SECRET_TTL must be between 10 and 7200. Received: 5" in logged
+    assert "OPENAI_API_KEY is not set" in logged
+    assert 'NAVAI_CORS_ORIGIN entry "app.example.com" has no scheme' in logged
+    assert "set NAVAI_FUNCTIONS_FOLDERS" in logged
+    # a refused origin is logged, once however often it knocks
+    assert logged.count("https://evil.example") == 1, logged
