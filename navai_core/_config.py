@@ -9,9 +9,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
+from limits import RateLimitItem
 
 from ._models import deprecation_notices
-from ._protect import limit_problem
+from ._protect import limit_problem, parse_limit
 from ._session_template import session_problems
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
@@ -420,3 +421,13 @@ def _flag(raw: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ValueError(raw)
+
+
+def rate_limit(config: NavaiConfig, name: str) -> RateLimitItem | None:
+    """The parsed rate limit of setting ``name``. One that cannot be read falls back to the
+    setting's default (and is reported by :meth:`NavaiConfig.problems`), so a typo never
+    switches protection off."""
+    try:
+        return parse_limit(getattr(config, name))
+    except ValueError:
+        return parse_limit(attrs.fields_dict(NavaiConfig)[name].default)
