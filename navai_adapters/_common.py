@@ -89,5 +89,5 @@ def response_parts(reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
 
 def internal_error() -> tuple[int, list[tuple[str, str]], bytes]:
     """The answer to an exception raised by an adapter itself; logs it with its trace."""
-    logger.exception("navai: unexpected error in the HTTP adapter")
+    logger.exception("unexpected error in the HTTP adapter")
     return 500, [("Content-Type", JSON_CONTENT_TYPE)], INTERNAL_ERROR_BODY

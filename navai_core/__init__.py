@@ -35,8 +35,9 @@ from ._errors import (
 )
 from ._functions import FunctionAuthHook, FunctionEntry, FunctionError, FunctionRegistry
 from ._http import Reply, RequestContext
-from ._navai import Navai, Route
+from ._navai import Navai
 from ._retry import RetryPolicy
+from ._routes import Route
 from ._speech import (
     SpeechOptions,
     build_speech_request,

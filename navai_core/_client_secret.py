@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from ._body import read_string_fields
 from ._config import (
     TTL_ENV,
     KeySource,
@@ -100,25 +101,6 @@ class ClientSecret:
             "expires_at": self.expires_at,
             "speech": {"provider": speech_provider},
         }
-
-
-def read_string_fields(body: object, fields: Iterable[str]) -> dict[str, str | None]:
-    """Read optional string ``fields`` of a JSON request body.
-
-    ``None`` (an empty body) counts as ``{}``. Anything but an object, or a listed field that
-    is neither a string nor null, is a 400 naming the problem. Unlisted keys are ignored.
-    """
-    if body is None:
-        return dict.fromkeys(fields)
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object.")
-    values: dict[str, str | None] = {}
-    for name in fields:
-        value = body.get(name)
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f'Field "{name}" must be a string.')
-        values[name] = value
-    return values
 
 
 def parse_client_secret_body(body: object) -> ClientSecretOptions:

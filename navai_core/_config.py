@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
+from limits import RateLimitItem
 
 from ._models import deprecation_notices
-from ._protect import limit_problem
+from ._protect import limit_problem, parse_limit
 from ._session_template import session_problems
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
@@ -30,6 +32,7 @@ Provider = Literal["openai", "azure"]
 KeySource: TypeAlias = "str | Callable[[], str] | None"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-live-transcribe"
 
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$", re.IGNORECASE)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -236,7 +239,7 @@ class NavaiConfig:
             )
         ttl = self.client_secret_ttl_seconds
         if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
-            found.append(ttl_error_text(ttl))
+            found.append(f"{TTL_ENV} must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}")
         key_name = "AZURE_OPENAI_API_KEY" if self.provider == "azure" else "OPENAI_API_KEY"
         has_key = self.backend_key_source() is not None or self.azure_token_provider is not None
         if not has_key:
@@ -246,6 +249,12 @@ class NavaiConfig:
                 found.append(
                     f"{key_name} is not set and request keys are not allowed: "
                     "client-secret requests will answer 401."
+                )
+        for origin in self.cors_origins or ():
+            if origin != "*" and not _ORIGIN.match(origin):
+                found.append(
+                    f'NAVAI_CORS_ORIGIN entry "{origin}" has no scheme or is not an origin: '
+                    'browsers send "https://host[:port]", which it never matches.'
                 )
         if self.provider == "azure" and not _clean(self.azure_endpoint):
             found.append("NAVAI_PROVIDER is azure but AZURE_OPENAI_ENDPOINT is not set.")
@@ -412,3 +421,13 @@ def _flag(raw: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ValueError(raw)
+
+
+def rate_limit(config: NavaiConfig, name: str) -> RateLimitItem | None:
+    """The parsed rate limit of setting ``name``. One that cannot be read falls back to the
+    setting's default (and is reported by :meth:`NavaiConfig.problems`), so a typo never
+    switches protection off."""
+    try:
+        return parse_limit(getattr(config, name))
+    except ValueError:
+        return parse_limit(attrs.fields_dict(NavaiConfig)[name].default)

@@ -1,13 +1,28 @@
-"""CORS decisions: which origins may call navai from a browser, and the headers to send."""
+"""CORS decisions: which origins may call navai from a browser, the headers to send, the
+answer to a preflight (204, or 403 for an origin that is not allowed) and the log of
+refused origins."""
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from ._http import Reply, RequestContext
+
+logger = logging.getLogger("navai")
 
 _LOCAL_ORIGIN = re.compile(r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$")
 ALLOWED_REQUEST_HEADERS = "Content-Type, Authorization"
 MAX_AGE_SECONDS = "600"
+ORIGIN_REFUSED = "Origin not allowed."
+# A refused origin is logged at most once per this many seconds; at most this many are
+# remembered (a flood of made-up origins cannot grow memory, it only logs more).
+REFUSAL_LOG_SECONDS = 300.0
+REFUSALS_REMEMBERED = 256
 
 
 def origin_allowed(origins: tuple[str, ...] | None, origin: str) -> bool:
@@ -43,3 +58,54 @@ def preflight_headers(
         ("Access-Control-Allow-Headers", requested_headers or ALLOWED_REQUEST_HEADERS),
         ("Access-Control-Max-Age", MAX_AGE_SECONDS),
     )
+
+
+class Cors:
+    """The CORS policy of one server (``origins`` as :attr:`NavaiConfig.cors_origins`)."""
+
+    def __init__(self, origins: tuple[str, ...] | None) -> None:
+        self.origins = origins
+        self._lock = threading.Lock()
+        self._refusals: dict[str, float] = {}
+
+    def preflight(self, context: RequestContext, methods: tuple[str, ...]) -> Reply:
+        """The answer to ``OPTIONS``: 204 with the CORS headers, or 403 for a foreign origin
+        (``OPTIONS`` without an ``Origin`` only lists the methods)."""
+        origin = context.header("origin")
+        headers = preflight_headers(
+            self.origins, origin, methods, context.header("access-control-request-headers")
+        )
+        if origin and not headers:
+            self._log_refusal(origin)
+            return Reply(403, {"error": ORIGIN_REFUSED})
+        return Reply(204, None, (("Allow", ", ".join(methods)), *headers))
+
+    def apply(self, context: RequestContext, reply: Reply) -> Reply:
+        """``reply`` with the CORS headers the request's origin gets (a preflight answer
+        already has its own)."""
+        if context.method.upper() == "OPTIONS":
+            return reply
+        origin = context.header("origin")
+        if not origin:
+            return reply
+        headers = cors_headers(self.origins, origin)
+        if headers:
+            return reply.with_headers(*headers)
+        if urlsplit(origin).netloc != context.header("host"):
+            self._log_refusal(origin)  # a cross-origin request; same-origin ones are fine
+        return reply
+
+    def _log_refusal(self, origin: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._refusals.get(origin)
+            if last is not None and now - last < REFUSAL_LOG_SECONDS:
+                return
+            if len(self._refusals) >= REFUSALS_REMEMBERED:
+                self._refusals.clear()
+            self._refusals[origin] = now
+        logger.warning(
+            "refused a request from origin %r: not in NAVAI_CORS_ORIGIN%s",
+            origin[:200],
+            " (default: localhost only)" if self.origins is None else "",
+        )

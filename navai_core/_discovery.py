@@ -78,6 +78,16 @@ def load_functions(
             )
     if not files:
         files = _find_files(base, DEFAULT_FOLDERS, agents, result.warnings)
+        if not files and (value or (not len(result) and not _split(modules))):
+            result.warnings.append(
+                f'No function modules in "{DEFAULT_FOLDERS}" either: set '
+                "NAVAI_FUNCTIONS_FOLDERS to the folders of your functions (a comma list, "
+                "relative to NAVAI_FUNCTIONS_BASE_DIR, default the working directory)."
+                if value
+                else f'No backend functions: none registered in code and no modules in "'
+                f'{DEFAULT_FOLDERS}". To serve yours, set NAVAI_FUNCTIONS_FOLDERS to their '
+                "folders (relative to NAVAI_FUNCTIONS_BASE_DIR, default the working directory)."
+            )
     for relative in files:
         module = _load_file(base, relative, result.warnings)
         if module is not None:

@@ -466,7 +466,7 @@ def _denied_reply(prepared: PreparedCall, exc: NavaiError | None) -> Reply:
     """403 ``{"ok": false, "function_name", "error": "Forbidden."}``, or the raised error's
     status, message, extra keys and headers in the same envelope."""
     name = prepared.entry.name
-    logger.info("navai: call of %s denied by its authorisation hook", name)
+    logger.info("call of %s denied by its authorisation hook", name)
     if exc is None:
         return Reply(403, {"ok": False, "function_name": name, "error": DENIED})
     body: dict[str, JsonValue] = {**exc.body(), "ok": False, "function_name": name}
@@ -481,7 +481,7 @@ def _success(prepared: PreparedCall, result: object) -> Reply:
     try:
         value = to_json(result)
     except UnconvertibleResult as exc:
-        logger.error("navai: function %s (%s): %s", entry.name, entry.source, exc)
+        logger.error("function %s (%s): %s", entry.name, entry.source, exc)
         return _failure_reply(entry.name, str(exc))
     return Reply(
         200, {"ok": True, "function_name": entry.name, "source": entry.source, "result": value}
@@ -493,9 +493,9 @@ def _failure(
 ) -> Reply:
     entry = prepared.entry
     if isinstance(exc, FunctionError):
-        logger.warning("navai: %s %s (%s) failed: %s", what, entry.name, entry.source, exc)
+        logger.warning("%s %s (%s) failed: %s", what, entry.name, entry.source, exc)
         return _failure_reply(entry.name, exc.message)
-    logger.error("navai: %s %s (%s) raised", what, entry.name, entry.source, exc_info=exc)
+    logger.error("%s %s (%s) raised", what, entry.name, entry.source, exc_info=exc)
     details = f"{type(exc).__name__}: {exc}" if expose_errors else GENERIC_DETAILS
     return _failure_reply(entry.name, details)
 
@@ -503,7 +503,7 @@ def _failure(
 def _timeout_reply(prepared: PreparedCall, limit: float | None) -> Reply:
     entry = prepared.entry
     logger.warning(
-        "navai: function %s (%s) did not finish within %g seconds", entry.name, entry.source, limit
+        "function %s (%s) did not finish within %g seconds", entry.name, entry.source, limit
     )
     return Reply(
         TIMEOUT_STATUS,

@@ -80,7 +80,7 @@ class _Compiled:
                         self.specs = _compile(entry)
                     except Exception as exc:
                         logger.error(
-                            "navai: cannot read the parameters of %s (%s)",
+                            "cannot read the parameters of %s (%s)",
                             entry.source,
                             entry.name,
                             exc_info=exc,
@@ -365,13 +365,14 @@ class FunctionRegistry:
         if inspect.isclass(value):
             return self._expose_class(export, value, source)
         if isinstance(value, dict):
+            # The dict is the export: a value need not be a public name of its own (its key
+            # is the tool's name), but a function imported from elsewhere stays excluded.
             entries = []
             for key, member in value.items():
                 if (
                     isinstance(key, str)
                     and not key.startswith("_")
                     and (_is_function(member) or inspect.ismethod(member))
-                    and not getattr(member, "__name__", "").startswith("_")
                     and (module_name is None or _defined_in(member, module_name))
                 ):
                     entries.append(self._add_callable(f"{export}_{key}", member, f"{source}.{key}"))

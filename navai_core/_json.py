@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeAlias, Union
 
 JsonValue: TypeAlias = Union[bool, int, float, str, "list[JsonValue]", "dict[str, JsonValue]", None]
@@ -16,3 +17,40 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 JSON (non-ASCII kept as is)."""
     return _ENCODER.encode(value).encode()
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# ``json.loads(body, parse_constant=...)`` without building a decoder per request (~1 us).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads(body: bytes) -> Any:
+    """Decode a request body (UTF-8, -16 or -32, as RFC 8259 allows).
+
+    Raises ``ValueError`` for anything that is not strict JSON: invalid bytes, ``NaN`` and
+    ``Infinity``, and a ``\\u`` escape of a lone surrogate (a string Python holds but can
+    never encode again, so it must not reach a function or an upstream).
+    """
+    value = _DECODER.decode(body.decode(json.detect_encoding(body)))
+    if b"\\u" in body and _holds_surrogate(value):
+        raise ValueError("lone surrogate")
+    return value
+
+
+def _holds_surrogate(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return False

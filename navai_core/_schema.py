@@ -224,7 +224,7 @@ def _usable(fn: Callable[..., Any], annotation: Any) -> Any:
             pydantic.TypeAdapter(annotation).json_schema()
     except Exception as exc:
         logger.warning(
-            "navai: %s: type %r is not supported, the argument is not checked (%s)",
+            "%s: type %r is not supported, the argument is not checked (%s)",
             getattr(fn, "__qualname__", fn),
             annotation,
             exc,
@@ -251,7 +251,7 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
             hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
         except Exception:
             logger.warning(
-                "navai: %s: cannot resolve the type of %r; the argument is not checked",
+                "%s: cannot resolve the type of %r; the argument is not checked",
                 getattr(fn, "__qualname__", fn),
                 name,
             )

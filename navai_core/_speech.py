@@ -17,12 +17,12 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import attrs
 
+from ._body import read_string_fields
 from ._client_secret import (
     MISSING_ELEVENLABS_KEY,
     UpstreamReply,
     UpstreamRequest,
     _check_length,
-    read_string_fields,
     upstream_failure,
 )
 from ._config import (

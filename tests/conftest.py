@@ -167,6 +167,15 @@ class Greeter:
 text_tools = {"upper": lambda text: text.upper()}
 
 
+def _shout(text: str) -> str:
+    """Say it loudly."""
+    return text.upper() + "!"
+
+
+# The dict is the export: its private values are tools, an imported function is not.
+loud = {"shout": _shout, "cwd": getcwd}
+
+
 def _private() -> str:
     return "never"
 '''
@@ -189,6 +198,7 @@ TOOL_NAMES = {
     "unconvertible",
     "greeter_greet",
     "text_tools_upper",
+    "loud_shout",
 }
 BROKEN_WARNING = "Failed to load functions/broken.py"
 

@@ -224,7 +224,7 @@ def test_an_unexpected_error_in_the_core_is_a_generic_json_500_logged_once(
     def explode(*args: Any) -> Any:
         raise RuntimeError("core internals 7")
 
-    monkeypatch.setattr(navai, "_plan", explode)
+    monkeypatch.setattr(navai, "list_reply", explode)
     http = make(navai)
     with caplog.at_level(logging.ERROR, logger="navai"):
         response = http.get("/navai/functions")

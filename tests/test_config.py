@@ -108,7 +108,7 @@ def test_non_integer_ttl_is_a_configuration_error_naming_variable_and_value(raw)
 def test_problems_list_ttl_range_and_missing_key_but_construction_never_raises():
     config = NavaiConfig(client_secret_ttl_seconds=5)
     problems = config.problems()
-    assert "clientSecretTtlSeconds must be between 10 and 7200. Received: 5" in problems
+    assert "OPENAI_REALTIME_CLIENT_SECRET_TTL must be between 10 and 7200. Received: 5" in problems
     assert any("OPENAI_API_KEY is not set" in p for p in problems)
     assert NavaiConfig(openai_api_key="sk-x").problems() == []
 

@@ -202,9 +202,13 @@ def test_explicit_tokens_cannot_reach_skipped_paths(tmp_path):
     write(tmp_path, "tools/.hidden/x.py", tool("hidden_dir"))
     registry = load(tmp_path, "tools/_private.py, tools/.hidden, tools/.hidden/x.py")
     assert registry.names() == []
-    assert registry.warnings == [
-        FALLBACK.format("tools/_private.py, tools/.hidden, tools/.hidden/x.py")
-    ]
+    assert registry.warnings[0] == FALLBACK.format(
+        "tools/_private.py, tools/.hidden, tools/.hidden/x.py"
+    )
+    # nothing in the fallback folder either: the user is told what to set
+    assert registry.warnings[1].startswith('No function modules in "src/ai/functions-modules"')
+    assert "set NAVAI_FUNCTIONS_FOLDERS" in registry.warnings[1]
+    assert len(registry.warnings) == 2
 
 
 # ----- fallback and outside paths --------------------------------------------------------------
@@ -228,7 +232,18 @@ def test_no_fallback_when_one_token_matches(tmp_path):
 def test_fallback_warning_even_when_the_default_folder_is_empty(tmp_path):
     registry = load(tmp_path, "nope")
     assert registry.names() == []
-    assert registry.warnings == [FALLBACK.format("nope")]
+    assert registry.warnings[0] == FALLBACK.format("nope")
+    assert "set NAVAI_FUNCTIONS_FOLDERS" in registry.warnings[1]
+
+
+def test_no_functions_anywhere_says_what_to_set(tmp_path):
+    registry = load(tmp_path, None)
+    [warning] = registry.warnings
+    assert warning.startswith("No backend functions:")
+    assert "set NAVAI_FUNCTIONS_FOLDERS" in warning
+    code = FunctionRegistry()
+    code.add(lambda: 1, name="one")
+    assert load_functions(base_dir=tmp_path, folders=None, registry=code).warnings == []
 
 
 def test_tokens_outside_the_base_dir_are_refused(tmp_path):
@@ -489,7 +504,9 @@ def test_dicts_of_callables(tmp_path):
         ''',
     )
     registry = load(tmp_path, "tools")
-    assert registry.names() == ["echo", "tools_echo", "tools_size_of"]
+    # a private function is a tool through the dict that exports it (CONTRACT section 5)
+    assert registry.names() == ["echo", "tools_echo", "tools_size_of", "tools_shout"]
+    assert registry.get("tools_shout").target("abc") == "ABC"
     assert registry.get("tools_echo").source == "tools/mod.py#TOOLS.echo"
     assert registry.get("tools_echo").description == "Echo it."
     assert registry.get("tools_size_of").target("abc") == 3

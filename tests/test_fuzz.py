@@ -87,15 +87,21 @@ def client(request, upstream):
             yield c
 
 
+# Every code point, lone surrogates included: ``json.dumps`` writes them as ``\\udXXX``
+# escapes, which a JSON decoder turns back into strings Python cannot encode.
+# Code points that broke parsers before are drawn more often than chance would.
+any_char = st.characters(exclude_categories=()) | st.sampled_from(
+    ["\ud800", "\udbff", "\udc00", "\udfff", "\x00", "\u2028", "\ufeff", "\U0001f600"]
+)
+# (st.text drops surrogates from any alphabet: join the characters ourselves)
+any_text = st.lists(any_char, max_size=20).map("".join)
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
+    | any_text,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(any_text, inner, max_size=5),
     max_leaves=25,
 )
 function_names = st.sampled_from(["typed", "atyped", "noargs", "TYPED", " typed ", "nope", ""])
@@ -103,9 +109,9 @@ payload_keys = st.sampled_from(
     ["city", "days", "units", "flag", "tags", "args", "value", "context", "x"]
 )
 near_valid = st.fixed_dictionaries(
-    {"flag": st.booleans() | json_values}, optional={"tags": st.lists(st.text()) | json_values}
+    {"flag": st.booleans() | json_values}, optional={"tags": st.lists(any_text) | json_values}
 ) | st.fixed_dictionaries(
-    {"city": st.text() | json_values}, optional={"days": st.integers() | json_values}
+    {"city": any_text | json_values}, optional={"days": st.integers() | json_values}
 )
 execute_bodies = st.fixed_dictionaries(
     {"function_name": function_names | json_values},
@@ -150,6 +156,12 @@ FUZZ = settings(
 )
 
 
+def post_json(client, method, path, body):
+    """``body`` as ASCII JSON (httpx's ``json=`` cannot encode a lone surrogate)."""
+    headers = {"content-type": "application/json"}
+    return client.request(method, path, content=json.dumps(body), headers=headers)
+
+
 def check(response):
     assert response.status_code < 500, (response.status_code, response.text)
     body = response.json()  # every answer is JSON
@@ -160,11 +172,33 @@ def check(response):
 
 @FUZZ
 @given(route=st.sampled_from(ROUTES), body=json_values)
+@example(route=ROUTES[0], body={"model": "\ud800"})
 def test_arbitrary_json_values(client, route, body):
     method, path = route
     check(
         client.request(
             method, path, content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+    )
+
+
+@FUZZ
+@given(
+    route=st.sampled_from(ROUTES),
+    body=secret_bodies | execute_bodies,
+    encoding=st.sampled_from(["utf-8", "utf-16", "utf-32"]),
+)
+def test_every_code_point_written_raw(client, route, body, encoding):
+    """The same bodies, non-ASCII written raw (surrogates as the bytes ``surrogatepass``
+    gives, which are not valid in any encoding)."""
+    method, path = route
+    text = json.dumps(body, ensure_ascii=False)
+    check(
+        client.request(
+            method,
+            path,
+            content=text.encode(encoding, "surrogatepass"),
+            headers={"content-type": "application/json"},
         )
     )
 
@@ -177,14 +211,14 @@ def test_arbitrary_json_values(client, route, body):
 @example(body={"function_name": " NoArgs ", "payload": None})
 @example(body={"function_name": "typed", "payload": {"args": ["Lima", 2]}})
 def test_execute_bodies(client, body):
-    check(client.post("/navai/functions/execute", json=body))
+    check(post_json(client, "POST", "/navai/functions/execute", body))
 
 
 @FUZZ
 @given(route=st.sampled_from(ROUTES), body=secret_bodies)
 def test_option_bodies(client, route, body):
     method, path = route
-    check(client.request(method, path, json=body))
+    check(post_json(client, method, path, body))
 
 
 @FUZZ
@@ -199,7 +233,7 @@ def test_arbitrary_bytes_and_content_types(client, route, raw, content_type):
 @given(
     route=st.sampled_from(ROUTES),
     depth=st.integers(min_value=1, max_value=50_000),
-    text=st.text(min_size=0, max_size=50),
+    text=st.lists(any_char, max_size=50).map("".join),
 )
 def test_deep_nesting_huge_strings_and_unicode(client, route, depth, text):
     method, path = route

@@ -110,7 +110,7 @@ def test_every_start_up_warning_is_logged_once(targets: Targets, kind: str):
     main = server(targets, "main", kind).stderr()
     assert main.count(BROKEN_WARNING) == 1
     misconfigured = server(targets, "misconfigured", kind).stderr()
-    ttl = "clientSecretTtlSeconds must be between 10 and 7200. Received: 5"
+    ttl = "OPENAI_REALTIME_CLIENT_SECRET_TTL must be between 10 and 7200. Received: 5"
     assert misconfigured.count(ttl) == 1
     assert misconfigured.count(BROKEN_WARNING) == 1
 
