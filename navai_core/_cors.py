@@ -18,14 +18,18 @@ def origin_allowed(origins: tuple[str, ...] | None, origin: str) -> bool:
 
 
 def cors_headers(
-    origins: tuple[str, ...] | None, origin: str | None
+    origins: tuple[str, ...] | None, origin: str | None, credentials: bool = False
 ) -> tuple[tuple[str, str], ...]:
-    """Headers for a reply to a request from ``origin`` (none when it is not allowed)."""
+    """Headers for a reply to a request from ``origin`` (none when it is not allowed).
+
+    ``credentials`` allows cookies for an origin that is named or local; never with ``*``.
+    """
     if not origin or not origin_allowed(origins, origin):
         return ()
     if origins is not None and "*" in origins:
         return (("Access-Control-Allow-Origin", "*"),)
-    return (("Access-Control-Allow-Origin", origin), ("Vary", "Origin"))
+    allow = (("Access-Control-Allow-Origin", origin), ("Vary", "Origin"))
+    return (*allow, ("Access-Control-Allow-Credentials", "true")) if credentials else allow
 
 
 def preflight_headers(
@@ -33,8 +37,9 @@ def preflight_headers(
     origin: str | None,
     methods: Iterable[str],
     requested_headers: str | None,
+    credentials: bool = False,
 ) -> tuple[tuple[str, str], ...]:
-    base = cors_headers(origins, origin)
+    base = cors_headers(origins, origin, credentials)
     if not base:
         return ()
     return (

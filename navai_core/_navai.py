@@ -327,7 +327,8 @@ class Navai:
         if context.method.upper() == "OPTIONS":
             return reply  # preflight answers carry their own CORS headers
         origin = context.header("origin")
-        headers = _cors.cors_headers(self.config.cors_origins, origin)
+        c = self.config
+        headers = _cors.cors_headers(c.cors_origins, origin, c.cors_allow_credentials)
         return reply.with_headers(*headers) if headers else reply
 
     def _gate(self, context: RequestContext) -> Route | Reply:
@@ -403,6 +404,7 @@ class Navai:
             origin,
             methods,
             context.header("access-control-request-headers"),
+            self.config.cors_allow_credentials,
         )
         if origin and not headers:
             return Reply(403, {"error": "Origin not allowed."})
