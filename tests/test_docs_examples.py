@@ -101,11 +101,20 @@ def test_fastapi_example(load, fake_upstream: FakeUpstream):
     module = load("fastapi_app.py")
     with TestClient(module.app) as http:
         assert http.get("/").json() == {"app": "my shop"}
+        assert http.post(f"/voice{SECRET}", json={}).status_code in (401, 403)  # no token
+        assert module.navai._registry is not None  # the router's lifespan ran
+        http.headers["Authorization"] = "Bearer demo-token"
         check_mint(http, "/voice", fake_upstream)
         shipped = execute(http, "/voice", "get_order_status", {"order_id": "a-1001"})
-        assert shipped.json()["result"] == {"order_id": "A-1001", "status": "shipped"}
+        assert shipped.json()["result"] == {
+            "order_id": "A-1001",
+            "status": "shipped",
+            "customer": "ana",
+        }
         missing = execute(http, "/voice", "get_order_status", {"order_id": "x-1"})
         assert missing.json()["details"] == "There is no order x-1."
+        paths = http.get("/openapi.json").json()["paths"]
+        assert paths[f"/voice{EXECUTE}"]["post"]["operationId"] == "executeFunction"
 
 
 def test_starlette_example(load, fake_upstream: FakeUpstream):
