@@ -7,6 +7,7 @@ before navai (and not on preflights); the core still answers everything else.
 from __future__ import annotations
 
 import logging
+
 import pytest
 from conftest import TestClient
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -85,9 +86,7 @@ def test_the_core_answers_other_methods_and_preflights_without_dependencies(app:
         )
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
-        foreign = http.options(
-            "/voice/navai/functions", headers={"origin": "https://evil.example"}
-        )
+        foreign = http.options("/voice/navai/functions", headers={"origin": "https://evil.example"})
         assert foreign.status_code == 403
 
 
@@ -102,8 +101,9 @@ def test_core_errors_keep_their_json_and_status(app: FastAPI):
             headers={**user, "content-type": "text/plain"},
         )
         assert plain.status_code == 415
-        unknown = http.post("/voice/navai/functions/execute", json={"function_name": "nope"},
-                            headers=user)
+        unknown = http.post(
+            "/voice/navai/functions/execute", json={"function_name": "nope"}, headers=user
+        )
         assert unknown.status_code == 404
         minted = http.post("/voice/navai/realtime/client-secret", json={}, headers=user)
         assert minted.status_code == 401  # no OpenAI key configured: the core says so
