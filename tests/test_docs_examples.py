@@ -130,9 +130,14 @@ def test_flask_example(load, fake_upstream: FakeUpstream):
     module = load("flask_app.py")
     with wsgi_client(module.app) as http:
         assert http.get("/").json() == {"app": "my flask site"}
+        refused = http.post(f"/voice{SECRET}", json={})  # before_request, then errorhandler
+        assert (refused.status_code, refused.json()) == (401, {"error": "Sign in first."})
+        preflight = http.options(f"/voice{SECRET}", headers={"origin": "http://localhost:5173"})
+        assert preflight.status_code == 204  # answered by navai, no cookie needed
+        assert http.post("/login").status_code == 200
         check_mint(http, "/voice", fake_upstream)
         converted = execute(http, "/voice", "convert_currency", {"amount": 2.5})
-        assert converted.json()["result"] == 10000.0
+        assert converted.json()["result"] == {"pesos": 10000.0, "for": "ana"}
 
 
 def test_django_example_through_both_entry_points(load, fake_upstream: FakeUpstream):
