@@ -140,16 +140,68 @@ def test_flask_example(load, fake_upstream: FakeUpstream):
         assert converted.json()["result"] == {"pesos": 10000.0, "for": "ana"}
 
 
+def without_lifespan(app: Any) -> Any:
+    """Django's ASGI app refuses lifespan events (servers carry on); the test client does not."""
+
+    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+        while True:
+            message = await receive()
+            kind = message["type"].rsplit(".", 1)[1]
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return None
+
+    return wrapper
+
+
 def test_django_example_through_both_entry_points(load, fake_upstream: FakeUpstream):
     module = load("django_app.py")
     with wsgi_client(module.application) as http:
         assert http.get("/").json() == {"app": "my django site"}
-        check_mint(http, "/voice", fake_upstream)
+        check_mint(http, "/voice", fake_upstream)  # no CSRF token needed: JSON only
         assert execute(http, "/voice", "server_time").json()["result"][:2] == "20"
-    with TestClient(module.asgi_application, base_url="http://localhost") as http:
+        # Django's session middleware runs for navai's routes.
+        assert [execute(http, "/voice", "visits").json()["result"] for _ in "ab"] == [1, 2]
+    with TestClient(without_lifespan(module.asgi_application), base_url="http://localhost") as http:
         assert http.get("/").json() == {"app": "my django site"}
         check_mint(http, "/voice", fake_upstream)
         assert execute(http, "/voice", "server_time").json()["ok"] is True
+        assert [execute(http, "/voice", "visits").json()["result"] for _ in "ab"] == [1, 2]
+        http.portal.call(module.navai.aclose)  # Django has no lifespan to do it
+    check_django_test_clients(module)
+
+
+def check_django_test_clients(module: ModuleType) -> None:
+    """Django's own test clients (sync: WSGI handler, async: ASGI handler) through include(),
+    with CSRF checks enforced as in a browser."""
+    import anyio
+    from django.test import AsyncClient, Client
+    from django.urls import reverse
+
+    url = reverse("navai:execute")
+    assert url == "/voice/navai/functions/execute"
+    call = {"function_name": "visits"}
+    client = Client(enforce_csrf_checks=True)
+    answers = [client.post(url, call, content_type="application/json") for _ in "ab"]
+    assert [a.json()["result"] for a in answers] == [1, 2]
+    assert answers[0]["Content-Type"] == "application/json"
+    # The core answers methods the route does not take, and preflights (no body, no type).
+    wrong = client.get(url)
+    assert (wrong.status_code, wrong["Allow"]) == (405, "OPTIONS, POST")
+    preflight = client.options(url, headers={"Origin": "http://localhost:5173"})
+    assert preflight.status_code == 204
+    assert "Content-Type" not in preflight
+    assert preflight["Access-Control-Allow-Origin"] == "http://localhost:5173"
+    assert client.post(url, "x", content_type="text/plain").status_code == 415
+
+    async def through_asgi() -> list[object]:
+        aclient = AsyncClient(enforce_csrf_checks=True)
+        done = [await aclient.post(url, call, content_type="application/json") for _ in "ab"]
+        return [a.json()["result"] for a in done]
+
+    assert anyio.run(through_asgi) == [1, 2]
 
 
 def test_asgi_example(load, fake_upstream: FakeUpstream):
