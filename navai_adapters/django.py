@@ -7,9 +7,10 @@ Django's middleware (sessions, ``request.user``, your own) runs for navai's rout
 named in the ``navai`` namespace (``reverse("navai:execute")``). The views are async, so they
 run on the server's event loop under ASGI (``Navai.ahandle``; a sync view would share Django's
 one thread for sync code); under WSGI Django runs each on a loop of its own for that request
-and they answer with ``Navai.handle``. They are CSRF-exempt: navai accepts only JSON bodies, which a browser posts
-across sites only after a CORS preflight that navai answers for its allowed origins alone
-(docs/security.md). Each view only translates between Django and the core.
+and they answer with ``Navai.handle``. They are CSRF-exempt: navai accepts only JSON bodies,
+which a browser posts across sites only after a CORS preflight that navai answers for its
+allowed origins alone (docs/security.md). Each view only translates between Django and the
+core.
 """
 
 from __future__ import annotations
