@@ -129,3 +129,49 @@ def test_the_guide_command_serves_navai(servers, fake_upstream, example: str, co
         minted = http.post(SECRET, json={"language": "Spanish"})
         assert minted.status_code == 200, minted.text
         assert minted.json()["value"].startswith("ek_fake_")
+
+
+def factory_commands() -> list[tuple[dict[str, str], list[str]]]:
+    """asgi-wsgi.md's factory commands with the health and OpenAPI paths, made local."""
+    text = (REPO / "docs" / "asgi-wsgi.md").read_text()
+    [asgi] = [line for line in text.splitlines() if line.startswith("NAVAI_HEALTH_PATH=")]
+    assignments, asgi_command = asgi.split(" uvicorn ", 1)
+    env = dict(a.split("=", 1) for a in assignments.split())
+    [wsgi] = [line for line in text.splitlines() if line.startswith("waitress-serve --listen")]
+    assert "--call navai_adapters.wsgi:create_app" in wsgi
+    return [
+        (env, local(f"uvicorn {asgi_command}")),
+        (env, local(wsgi)),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["uvicorn --factory", "waitress-serve --call"])
+def test_the_factory_forms_serve_health_and_openapi_from_the_environment(tmp_path, index):
+    env, command = factory_commands()[index]
+    assert env == {"NAVAI_HEALTH_PATH": "/health", "NAVAI_OPENAPI_PATH": "/openapi.json"}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=hermetic_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=url_of(process, log), timeout=10) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    health = http.get("/health")
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.05)
+            assert health.json() == {"ok": True}
+            paths = http.get("/openapi.json").json()["paths"]
+            assert {"/health", "/openapi.json", "/navai/functions/execute"} <= set(paths)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
