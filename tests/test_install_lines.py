@@ -12,7 +12,6 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from functools import cache
 
 import pytest
@@ -20,6 +19,11 @@ from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from test_docs_examples import PAGES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest's own dependency there
+    import tomli as tomllib
 
 DOCS = REPO / "docs"
 EXAMPLES = DOCS / "examples"
