@@ -115,6 +115,8 @@ class NavaiConfig:
 
     # --- HTTP ---
     cors_origins: tuple[str, ...] | None = None
+    # Access-Control-Allow-Credentials for an allowed origin (never with "*").
+    cors_allow_credentials: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     client_secret_path: str = "/navai/realtime/client-secret"
     transcription_secret_path: str | None = "/navai/realtime/transcription-secret"
@@ -190,11 +192,14 @@ class NavaiConfig:
                 "NAVAI_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT_SECONDS
             ),
             "cors_origins": _split_origins(r.raw("NAVAI_CORS_ORIGIN")),
+            "cors_allow_credentials": r.flag("NAVAI_CORS_ALLOW_CREDENTIALS", False),
             "rate_limit_client_secret": r.text("NAVAI_RATE_LIMIT_CLIENT_SECRET", "10/minute"),
             "rate_limit_functions": r.raw("NAVAI_RATE_LIMIT_FUNCTIONS"),
             "rate_limit_speech": r.text("NAVAI_RATE_LIMIT_SPEECH", "60/minute"),
             "rate_limit_storage": r.text("NAVAI_RATE_LIMIT_STORAGE", "memory://"),
             "max_body_bytes": r.integer("NAVAI_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            "health_path": r.raw("NAVAI_HEALTH_PATH"),
+            "openapi_path": r.raw("NAVAI_OPENAPI_PATH"),
             "tts_provider": (
                 "elevenlabs"
                 if (r.raw("NAVAI_TTS_PROVIDER") or "").lower() == "elevenlabs"
@@ -237,6 +242,17 @@ class NavaiConfig:
             found.append(
                 f"NAVAI_FUNCTION_TIMEOUT must be 0 (no limit) or more. Received: {timeout!r}"
             )
+        if self.cors_allow_credentials and self.cors_origins and "*" in self.cors_origins:
+            found.append(
+                'NAVAI_CORS_ALLOW_CREDENTIALS needs the allowed origins listed, not "*": '
+                "credentials are not allowed."
+            )
+        for env_name, route_path in (
+            ("NAVAI_HEALTH_PATH", self.health_path),
+            ("NAVAI_OPENAPI_PATH", self.openapi_path),
+        ):
+            if route_path is not None and not route_path.startswith("/"):
+                found.append(f"{env_name} must start with /. Received: {route_path!r}")
         ttl = self.client_secret_ttl_seconds
         if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
             found.append(f"{TTL_ENV} must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}")

@@ -33,14 +33,18 @@ def origin_allowed(origins: tuple[str, ...] | None, origin: str) -> bool:
 
 
 def cors_headers(
-    origins: tuple[str, ...] | None, origin: str | None
+    origins: tuple[str, ...] | None, origin: str | None, credentials: bool = False
 ) -> tuple[tuple[str, str], ...]:
-    """Headers for a reply to a request from ``origin`` (none when it is not allowed)."""
+    """Headers for a reply to a request from ``origin`` (none when it is not allowed).
+
+    ``credentials`` allows cookies for an origin that is named or local; never with ``*``.
+    """
     if not origin or not origin_allowed(origins, origin):
         return ()
     if origins is not None and "*" in origins:
         return (("Access-Control-Allow-Origin", "*"),)
-    return (("Access-Control-Allow-Origin", origin), ("Vary", "Origin"))
+    allow = (("Access-Control-Allow-Origin", origin), ("Vary", "Origin"))
+    return (*allow, ("Access-Control-Allow-Credentials", "true")) if credentials else allow
 
 
 def preflight_headers(
@@ -48,8 +52,9 @@ def preflight_headers(
     origin: str | None,
     methods: Iterable[str],
     requested_headers: str | None,
+    credentials: bool = False,
 ) -> tuple[tuple[str, str], ...]:
-    base = cors_headers(origins, origin)
+    base = cors_headers(origins, origin, credentials)
     if not base:
         return ()
     return (
@@ -61,10 +66,12 @@ def preflight_headers(
 
 
 class Cors:
-    """The CORS policy of one server (``origins`` as :attr:`NavaiConfig.cors_origins`)."""
+    """The CORS policy of one server (``origins`` and ``credentials`` as
+    :attr:`NavaiConfig.cors_origins` and :attr:`NavaiConfig.cors_allow_credentials`)."""
 
-    def __init__(self, origins: tuple[str, ...] | None) -> None:
+    def __init__(self, origins: tuple[str, ...] | None, credentials: bool = False) -> None:
         self.origins = origins
+        self.credentials = credentials
         self._lock = threading.Lock()
         self._refusals: dict[str, float] = {}
 
@@ -73,7 +80,11 @@ class Cors:
         (``OPTIONS`` without an ``Origin`` only lists the methods)."""
         origin = context.header("origin")
         headers = preflight_headers(
-            self.origins, origin, methods, context.header("access-control-request-headers")
+            self.origins,
+            origin,
+            methods,
+            context.header("access-control-request-headers"),
+            self.credentials,
         )
         if origin and not headers:
             self._log_refusal(origin)
@@ -88,7 +99,7 @@ class Cors:
         origin = context.header("origin")
         if not origin:
             return reply
-        headers = cors_headers(self.origins, origin)
+        headers = cors_headers(self.origins, origin, self.credentials)
         if headers:
             return reply.with_headers(*headers)
         if urlsplit(origin).netloc != context.header("host"):

@@ -85,7 +85,7 @@ class Navai:
         self._owns_aclient = async_http_client is None
         self._routes = routes_for(self.config)
         self.model_notices = ModelNotices()
-        self._cors = Cors(self.config.cors_origins)
+        self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
         self.rate_limiter = RateLimiter(self.config.rate_limit_storage)
         c = self.config
         self.retry_policy = RetryPolicy(

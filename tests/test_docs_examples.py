@@ -101,11 +101,20 @@ def test_fastapi_example(load, fake_upstream: FakeUpstream):
     module = load("fastapi_app.py")
     with TestClient(module.app) as http:
         assert http.get("/").json() == {"app": "my shop"}
+        assert http.post(f"/voice{SECRET}", json={}).status_code in (401, 403)  # no token
+        assert module.navai._registry is not None  # the router's lifespan ran
+        http.headers["Authorization"] = "Bearer demo-token"
         check_mint(http, "/voice", fake_upstream)
         shipped = execute(http, "/voice", "get_order_status", {"order_id": "a-1001"})
-        assert shipped.json()["result"] == {"order_id": "A-1001", "status": "shipped"}
+        assert shipped.json()["result"] == {
+            "order_id": "A-1001",
+            "status": "shipped",
+            "customer": "ana",
+        }
         missing = execute(http, "/voice", "get_order_status", {"order_id": "x-1"})
         assert missing.json()["details"] == "There is no order x-1."
+        paths = http.get("/openapi.json").json()["paths"]
+        assert paths[f"/voice{EXECUTE}"]["post"]["operationId"] == "executeFunction"
 
 
 def test_starlette_example(load, fake_upstream: FakeUpstream):
@@ -121,21 +130,78 @@ def test_flask_example(load, fake_upstream: FakeUpstream):
     module = load("flask_app.py")
     with wsgi_client(module.app) as http:
         assert http.get("/").json() == {"app": "my flask site"}
+        refused = http.post(f"/voice{SECRET}", json={})  # before_request, then errorhandler
+        assert (refused.status_code, refused.json()) == (401, {"error": "Sign in first."})
+        preflight = http.options(f"/voice{SECRET}", headers={"origin": "http://localhost:5173"})
+        assert preflight.status_code == 204  # answered by navai, no cookie needed
+        assert http.post("/login").status_code == 200
         check_mint(http, "/voice", fake_upstream)
         converted = execute(http, "/voice", "convert_currency", {"amount": 2.5})
-        assert converted.json()["result"] == 10000.0
+        assert converted.json()["result"] == {"pesos": 10000.0, "for": "ana"}
+
+
+def without_lifespan(app: Any) -> Any:
+    """Django's ASGI app refuses lifespan events (servers carry on); the test client does not."""
+
+    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+        while True:
+            message = await receive()
+            kind = message["type"].rsplit(".", 1)[1]
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return None
+
+    return wrapper
 
 
 def test_django_example_through_both_entry_points(load, fake_upstream: FakeUpstream):
     module = load("django_app.py")
     with wsgi_client(module.application) as http:
         assert http.get("/").json() == {"app": "my django site"}
-        check_mint(http, "/voice", fake_upstream)
+        check_mint(http, "/voice", fake_upstream)  # no CSRF token needed: JSON only
         assert execute(http, "/voice", "server_time").json()["result"][:2] == "20"
-    with TestClient(module.asgi_application, base_url="http://localhost") as http:
+        # Django's session middleware runs for navai's routes.
+        assert [execute(http, "/voice", "visits").json()["result"] for _ in "ab"] == [1, 2]
+    with TestClient(without_lifespan(module.asgi_application), base_url="http://localhost") as http:
         assert http.get("/").json() == {"app": "my django site"}
         check_mint(http, "/voice", fake_upstream)
         assert execute(http, "/voice", "server_time").json()["ok"] is True
+        assert [execute(http, "/voice", "visits").json()["result"] for _ in "ab"] == [1, 2]
+        http.portal.call(module.navai.aclose)  # Django has no lifespan to do it
+    check_django_test_clients(module)
+
+
+def check_django_test_clients(module: ModuleType) -> None:
+    """Django's own test clients (sync: WSGI handler, async: ASGI handler) through include(),
+    with CSRF checks enforced as in a browser."""
+    import anyio
+    from django.test import AsyncClient, Client
+    from django.urls import reverse
+
+    url = reverse("navai:execute")
+    assert url == "/voice/navai/functions/execute"
+    call = {"function_name": "visits"}
+    client = Client(enforce_csrf_checks=True)
+    answers = [client.post(url, call, content_type="application/json") for _ in "ab"]
+    assert [a.json()["result"] for a in answers] == [1, 2]
+    assert answers[0]["Content-Type"] == "application/json"
+    # The core answers methods the route does not take, and preflights (no body, no type).
+    wrong = client.get(url)
+    assert (wrong.status_code, wrong["Allow"]) == (405, "OPTIONS, POST")
+    preflight = client.options(url, headers={"Origin": "http://localhost:5173"})
+    assert preflight.status_code == 204
+    assert "Content-Type" not in preflight
+    assert preflight["Access-Control-Allow-Origin"] == "http://localhost:5173"
+    assert client.post(url, "x", content_type="text/plain").status_code == 415
+
+    async def through_asgi() -> list[object]:
+        aclient = AsyncClient(enforce_csrf_checks=True)
+        done = [await aclient.post(url, call, content_type="application/json") for _ in "ab"]
+        return [a.json()["result"] for a in done]
+
+    assert anyio.run(through_asgi) == [1, 2]
 
 
 def test_asgi_example(load, fake_upstream: FakeUpstream):

@@ -1,31 +1,52 @@
-"""navai inside a Flask app, mounted under /voice with Werkzeug's dispatcher.
+"""navai in a Flask app: its routes under /voice, with Flask's hooks, session and errors.
 
-Run it from the repository root with any WSGI server, for example:
+Install, then run it from the repository root:
 
+    pip install 'navai[flask]'
     waitress-serve --listen 127.0.0.1:3000 docs.examples.flask_app:app
 
 and point the voice client at http://localhost:3000/voice.
 """
 
-from flask import Flask
-from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from flask import Flask, abort, g, request, session
 
-from navai_adapters.wsgi import create_app
+from navai_adapters.flask import NavaiFlask
 from navai_core import FunctionRegistry, Navai, NavaiConfig
 
 tools = FunctionRegistry()
 
 
 @tools.function
-async def convert_currency(amount: float, rate: float = 4000.0) -> float:
+def convert_currency(amount: float, rate: float = 4000.0) -> dict[str, object]:
     """Convert US dollars to Colombian pesos at a given rate."""
-    return round(amount * rate, 2)  # async functions work under WSGI too
+    return {"pesos": round(amount * rate, 2), "for": g.user}  # Flask's g, set below
+
+
+app = Flask(__name__)
+app.secret_key = "change-me"  # your real secret here
+
+
+@app.before_request
+def load_user() -> None:
+    g.user = session.get("user_id")
+    # navai's routes are the "navai" blueprint; a CORS preflight carries no cookie.
+    if request.blueprint == "navai" and request.method != "OPTIONS" and g.user is None:
+        abort(401)
+
+
+@app.errorhandler(401)
+def unauthorized(error: Exception) -> tuple[dict[str, str], int]:
+    return {"error": "Sign in first."}, 401
 
 
 navai = Navai(NavaiConfig.from_env(), functions=tools)
+NavaiFlask(app, navai, url_prefix="/voice")
 
-app = Flask(__name__)
-app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/voice": create_app(navai)})
+
+@app.post("/login")
+def login() -> dict[str, bool]:
+    session["user_id"] = "ana"  # after checking a password, of course
+    return {"ok": True}
 
 
 @app.get("/")

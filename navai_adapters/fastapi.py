@@ -1,0 +1,120 @@
+"""navai as a FastAPI ``APIRouter``: its routes in your app's OpenAPI document and ``/docs``.
+
+    app = FastAPI()
+    app.include_router(navai_router(navai), prefix="/voice",
+                       dependencies=[Depends(current_user)])   # FastAPI's own authorisation
+
+Each navai route becomes an ``APIRoute`` whose request body and answers are documented with
+the schemas of navai's own OpenAPI document (:meth:`navai_core.Navai.openapi`). The endpoint
+only translates: it hands the raw body and a :class:`~navai_core.RequestContext` to
+:meth:`navai_core.Navai.ahandle` and returns its reply, so every rule (CORS, limits, hooks,
+validation, errors) is the core's. Other methods on the same paths (``OPTIONS`` preflights,
+405s) reach the core through a hidden route that runs no dependency, as a browser's preflight
+carries no credentials. The router's lifespan (merged into the app's by ``include_router``)
+builds the function registry at start-up and closes navai's httpx clients at shutdown.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import attrs
+from fastapi import APIRouter
+from fastapi.params import Depends
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope, Send
+
+from navai_core import Navai, NavaiConfig
+
+from ._common import aread_limited, get_navai, internal_error, response_parts
+from .asgi import lifespan, request_context
+
+if TYPE_CHECKING:
+    from navai_core._functions import FunctionRegistry
+    from navai_core._navai import Route
+
+__all__ = ["navai_router"]
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def navai_router(
+    navai: Navai | None = None,
+    *,
+    config: NavaiConfig | None = None,
+    functions: FunctionRegistry | None = None,
+    dependencies: Sequence[Depends] | None = None,
+    tags: list[str | Enum] | None = None,
+    load_functions_at_startup: bool = True,
+) -> APIRouter:
+    """An ``APIRouter`` serving navai's routes, for ``app.include_router(router, prefix=...)``.
+
+    Pass a :class:`Navai`, or a ``config`` and/or ``functions`` registry to build one
+    (default: ``NavaiConfig.from_env()``). ``dependencies`` (here or in ``include_router``)
+    run before navai sees a request: raise ``HTTPException`` to refuse it, or store what a
+    backend function needs on ``request.state`` (a function reads ``context.raw.state``).
+    Operations are tagged ``tags`` (default ``["navai"]``).
+    """
+    navai = get_navai(navai, config, functions)
+    router = APIRouter(
+        tags=["navai"] if tags is None else tags,
+        dependencies=dependencies,
+        lifespan=lifespan(navai, load_functions_at_startup=load_functions_at_startup),
+    )
+    paths = navai.openapi()["paths"]
+    for route in navai.routes:
+        endpoint = _endpoint(navai, route)
+        operation = paths[route.path][route.methods[0].lower()]
+        router.add_api_route(
+            route.path,
+            endpoint,
+            methods=list(route.methods),
+            name=f"navai_{route.name}",
+            summary=operation.get("summary"),
+            operation_id=operation.get("operationId"),
+            openapi_extra=copy.deepcopy(operation),
+        )
+        # Every other method (preflight, 405) goes to the core too, without dependencies.
+        router.routes.append(
+            StarletteRoute(route.path, _AnyMethod(endpoint), include_in_schema=False)
+        )
+    return router
+
+
+class _AnyMethod:
+    """An endpoint as an ASGI app: a Starlette route to it accepts every method."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def _endpoint(navai: Navai, route: Route) -> Endpoint:
+    """The endpoint of one navai route: the context's path is the route's own (no prefix)."""
+
+    async def navai_endpoint(request: Request) -> Response:
+        try:
+            body = await aread_limited(request.stream(), navai.config.max_body_bytes)
+            context = attrs.evolve(request_context(request), path=route.path)
+            reply = await navai.ahandle(context, body)
+            status, headers, content = response_parts(reply)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        except Exception:
+            status, headers, content = internal_error()
+        response = Response(content, status_code=status)
+        response.raw_headers.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        )
+        return response
+
+    navai_endpoint.__name__ = f"navai_{route.name}"
+    return navai_endpoint

@@ -1,0 +1,74 @@
+"""README's curl walk-through, run line by line with the real curl against a real
+``navai serve`` (the example functions, the fake OpenAI and ElevenLabs upstream)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+from conftest import REPO, SERVER_KEY, NavaiProcess, hermetic_env
+from fake_upstream import FakeUpstream
+
+README = REPO / "README.md"
+
+
+def curl_lines() -> list[str]:
+    section = README.read_text().split("### Every route, with curl", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block
+    return block.group(1).strip().splitlines()
+
+
+def test_the_walk_through_covers_every_route():
+    served = {
+        "/health",
+        "/openapi.json",
+        "/navai/functions",
+        "/navai/functions/execute",
+        "/navai/realtime/client-secret",
+        "/navai/realtime/transcription-secret",
+        "/navai/speech/synthesize",
+    }
+    shown = {re.search(r"http://127\.0\.0\.1:3000(\S+)", line).group(1) for line in curl_lines()}
+    assert shown == served
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_walk_through(tmp_path, fake_upstream: FakeUpstream):
+    fake_upstream.reset()
+    env = hermetic_env(
+        {
+            "OPENAI_API_KEY": SERVER_KEY,
+            "OPENAI_BASE_URL": fake_upstream.base_url,
+            "NAVAI_FUNCTIONS_FOLDERS": "examples/functions",
+            "NAVAI_TTS_PROVIDER": "elevenlabs",
+            "ELEVENLABS_API_KEY": "xi-test-key",
+            "ELEVENLABS_VOICE_ID": "voice-1",
+            "ELEVENLABS_BASE_URL": f"http://127.0.0.1:{fake_upstream.port}",
+        }
+    )
+    server = NavaiProcess(["--port", "0"], env, REPO, tmp_path, "readme")
+    try:
+        url = server.wait_ready()
+        outputs = []
+        for line in curl_lines():
+            command = shlex.split(line.replace("http://127.0.0.1:3000", url))
+            done = subprocess.run(command, capture_output=True, timeout=30, check=False)
+            assert done.returncode == 0, (line, done.stderr)
+            outputs.append(done.stdout.decode())
+    finally:
+        server.stop()
+    health, document, listed, executed, secret, transcription, speech, preflight = outputs
+    assert json.loads(health) == {"ok": True}
+    assert len(json.loads(document)["paths"]) == 7
+    assert "get_weather" in {item["name"] for item in json.loads(listed)["items"]}
+    assert json.loads(executed)["ok"] is True
+    assert json.loads(secret)["value"].startswith("ek_")
+    assert json.loads(transcription)["value"].startswith("ek_")
+    assert json.loads(speech)["provider"] == "elevenlabs"
+    assert preflight.startswith("HTTP/1.1 204")
+    assert "access-control-allow-origin: http://localhost:5173" in preflight.lower()
