@@ -252,25 +252,38 @@ def realtime_target(config: NavaiConfig, request_key: str | None = None) -> Real
     """The configured provider's Realtime base URL and auth headers, per the key policy
     (the backend key always wins; 401/403 otherwise)."""
     allow = config.allow_api_key_from_request
+    if config.provider == "azure" and _azure_token(config):
+        assert config.azure_token_provider is not None
+        key = resolve_api_key(config.azure_token_provider(), None, allow)
+    else:
+        key = resolve_api_key(_current(config.backend_key_source()), request_key, allow)
+    target = target_for_key(config, key)
+    secrets = tuple(k for k in (key, _clean(request_key)) if k)
+    return attrs.evolve(target, secrets=secrets)
+
+
+def target_for_key(config: NavaiConfig, key: str) -> RealtimeTarget:
+    """The Realtime base URL and the headers that authenticate ``key`` with the configured
+    provider (a key that already passed the policy, e.g. the one that created a call)."""
     headers: list[tuple[str, str]] = []
     if config.provider == "azure":
         base = (config.azure_endpoint or "").rstrip("/") + "/openai/v1"
-        if config.azure_token_provider is not None and not _current(config.azure_api_key):
-            key = resolve_api_key(config.azure_token_provider(), None, allow)
-            headers.append(("Authorization", f"Bearer {key}"))
-        else:
-            key = resolve_api_key(_current(config.azure_api_key), request_key, allow)
-            headers.append(("api-key", key))
+        headers.append(
+            ("Authorization", f"Bearer {key}") if _azure_token(config) else ("api-key", key)
+        )
     else:
         base = config.openai_base_url.rstrip("/")
-        key = resolve_api_key(_current(config.openai_api_key), request_key, allow)
         headers.append(("Authorization", f"Bearer {key}"))
         if org := _clean(config.openai_organization):
             headers.append(("OpenAI-Organization", org))
         if project := _clean(config.openai_project):
             headers.append(("OpenAI-Project", project))
-    secrets = tuple(k for k in (key, _clean(request_key)) if k)
-    return RealtimeTarget(base, tuple(headers), secrets)
+    return RealtimeTarget(base, tuple(headers), (key,))
+
+
+def _azure_token(config: NavaiConfig) -> bool:
+    """Azure with an Entra ID token provider and no API key: bearer tokens."""
+    return config.azure_token_provider is not None and not _current(config.azure_api_key)
 
 
 def _upstream_request(
