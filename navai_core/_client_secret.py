@@ -246,6 +246,8 @@ class RealtimeTarget:
     headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
     # Values that must never appear in an error text or a log line.
     secrets: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
+    # The key the headers carry (a call's later requests use the key that created it).
+    key: str = attrs.field(default="", repr=False, eq=False)
 
 
 def realtime_target(config: NavaiConfig, request_key: str | None = None) -> RealtimeTarget:
@@ -278,7 +280,7 @@ def target_for_key(config: NavaiConfig, key: str) -> RealtimeTarget:
             headers.append(("OpenAI-Organization", org))
         if project := _clean(config.openai_project):
             headers.append(("OpenAI-Project", project))
-    return RealtimeTarget(base, tuple(headers), (key,))
+    return RealtimeTarget(base, tuple(headers), (key,), key=key)
 
 
 def _azure_token(config: NavaiConfig) -> bool:
