@@ -507,7 +507,7 @@ class CallManager:
             registry = await navai.afunctions()
             body = execute_body(action.name, action.arguments)
             prepared = prepare_call(registry, body, self._context(call, action))
-            reply = await aexecute(prepared, **navai._execute_options())
+            reply = await aexecute(prepared, **navai.execute_options())
         except NavaiError as exc:
             reply = exc.to_reply()
         except Exception:

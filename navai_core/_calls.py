@@ -19,13 +19,13 @@ from urllib.parse import quote
 import attrs
 from limits import RateLimitItem
 
+from ._body import read_string_fields
 from ._client_secret import (
     CLIENT_SECRET_FIELDS,
     ClientSecretOptions,
     RealtimeTarget,
     UpstreamRequest,
     build_realtime_session,
-    read_string_fields,
     realtime_target,
     upstream_failure,
 )
