@@ -4,6 +4,14 @@ Everything here is pure Python over attrs and httpx: no web framework is importe
 core can be used from any server and its rules unit-tested directly.
 """
 
+from ._call_manager import CallManager, CallSummary, LiveCall
+from ._calls import (
+    CallAnswer,
+    CallOptions,
+    build_call_request,
+    parse_call_body,
+    parse_call_response,
+)
 from ._client_secret import (
     ClientSecret,
     ClientSecretOptions,
@@ -38,6 +46,7 @@ from ._http import Reply, RequestContext
 from ._navai import Navai
 from ._retry import RetryPolicy
 from ._routes import Route
+from ._sideband import ToolLoop
 from ._speech import (
     SpeechOptions,
     build_speech_request,
@@ -49,6 +58,10 @@ from ._upstream import asend, send
 
 __all__ = [
     "BadRequest",
+    "CallAnswer",
+    "CallManager",
+    "CallOptions",
+    "CallSummary",
     "ClientSecret",
     "ClientSecretOptions",
     "ConfigurationError",
@@ -57,6 +70,7 @@ __all__ = [
     "FunctionEntry",
     "FunctionError",
     "FunctionRegistry",
+    "LiveCall",
     "MethodNotAllowed",
     "Navai",
     "NavaiConfig",
@@ -69,6 +83,7 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "SpeechOptions",
+    "ToolLoop",
     "Unauthorized",
     "UpstreamError",
     "UpstreamReply",
@@ -77,6 +92,7 @@ __all__ = [
     "UpstreamUnavailable",
     "aexecute",
     "asend",
+    "build_call_request",
     "build_client_secret_request",
     "build_instructions",
     "build_speech_request",
@@ -84,6 +100,8 @@ __all__ = [
     "close_background_loop",
     "execute",
     "load_functions",
+    "parse_call_body",
+    "parse_call_response",
     "parse_client_secret_body",
     "parse_client_secret_response",
     "parse_speech_body",

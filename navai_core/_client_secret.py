@@ -237,39 +237,84 @@ def _current(source: KeySource) -> str | None:
     return _clean(source() if callable(source) else source)
 
 
+@attrs.frozen
+class RealtimeTarget:
+    """Where and as whom to call the Realtime API: the base URL (``.../v1``) and the
+    authentication headers, resolved once by the key policy. Hidden from repr."""
+
+    base_url: str
+    headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    # Values that must never appear in an error text or a log line.
+    secrets: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
+    # The key the headers carry (a call's later requests use the key that created it).
+    key: str = attrs.field(default="", repr=False, eq=False)
+
+
+def realtime_target(config: NavaiConfig, request_key: str | None = None) -> RealtimeTarget:
+    """The configured provider's Realtime base URL and auth headers, per the key policy
+    (the backend key always wins; 401/403 otherwise)."""
+    allow = config.allow_api_key_from_request
+    if config.provider == "azure" and _azure_token(config):
+        assert config.azure_token_provider is not None
+        key = resolve_api_key(config.azure_token_provider(), None, allow)
+    else:
+        key = resolve_api_key(_current(config.backend_key_source()), request_key, allow)
+    target = target_for_key(config, key)
+    secrets = tuple(k for k in (key, _clean(request_key)) if k)
+    return attrs.evolve(target, secrets=secrets)
+
+
+def target_for_key(config: NavaiConfig, key: str) -> RealtimeTarget:
+    """The Realtime base URL and the headers that authenticate ``key`` with the configured
+    provider (a key that already passed the policy, e.g. the one that created a call)."""
+    headers: list[tuple[str, str]] = []
+    if config.provider == "azure":
+        base = (config.azure_endpoint or "").rstrip("/") + "/openai/v1"
+        headers.append(
+            ("Authorization", f"Bearer {key}") if _azure_token(config) else ("api-key", key)
+        )
+    else:
+        base = config.openai_base_url.rstrip("/")
+        headers.append(("Authorization", f"Bearer {key}"))
+        if org := _clean(config.openai_organization):
+            headers.append(("OpenAI-Organization", org))
+        if project := _clean(config.openai_project):
+            headers.append(("OpenAI-Project", project))
+    return RealtimeTarget(base, tuple(headers), (key,), key=key)
+
+
+def _azure_token(config: NavaiConfig) -> bool:
+    """Azure with an Entra ID token provider and no API key: bearer tokens."""
+    return config.azure_token_provider is not None and not _current(config.azure_api_key)
+
+
 def _upstream_request(
     config: NavaiConfig, options_key: str | None, body: JsonObject, label: str
 ) -> UpstreamRequest:
     """POST ``body`` to ``<base>/realtime/client_secrets`` of the configured provider."""
     ttl = validate_ttl(config)
     body = {"expires_after": {"anchor": "created_at", "seconds": ttl}, **body}
-    allow = config.allow_api_key_from_request
-    headers: list[tuple[str, str]] = []
-    if config.provider == "azure":
-        url = (config.azure_endpoint or "").rstrip("/") + "/openai/v1/realtime/client_secrets"
-        if config.azure_token_provider is not None and not _current(config.azure_api_key):
-            key = resolve_api_key(config.azure_token_provider(), None, allow)
-            headers.append(("Authorization", f"Bearer {key}"))
-        else:
-            key = resolve_api_key(_current(config.azure_api_key), options_key, allow)
-            headers.append(("api-key", key))
-    else:
-        url = config.openai_base_url.rstrip("/") + "/realtime/client_secrets"
-        key = resolve_api_key(_current(config.openai_api_key), options_key, allow)
-        headers.append(("Authorization", f"Bearer {key}"))
-        if org := _clean(config.openai_organization):
-            headers.append(("OpenAI-Organization", org))
-        if project := _clean(config.openai_project):
-            headers.append(("OpenAI-Project", project))
-    headers.append(("Content-Type", "application/json"))
+    target = realtime_target(config, options_key)
     return UpstreamRequest(
         method="POST",
-        url=url,
-        headers=tuple(headers),
+        url=target.base_url + "/realtime/client_secrets",
+        headers=(*target.headers, ("Content-Type", "application/json")),
         content=dumps(body),
         label=label,
-        secrets=tuple(k for k in (key, _clean(options_key)) if k),
+        secrets=target.secrets,
     )
+
+
+def build_realtime_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObject:
+    """The section 2 session for a client's choices: every rule in one place (speech
+    provider, allow-lists, lengths, defaults, instruction lines, session template).
+
+    Shared by the client-secret request and the server-controlled call request.
+    """
+    if config.tts_provider == "elevenlabs" and not _clean(config.elevenlabs_api_key):
+        # A text-only session with nothing to speak it would be a silent agent.
+        raise ConfigurationError(MISSING_ELEVENLABS_KEY)
+    return build_session(config, check_client_choices(config, options))
 
 
 def build_client_secret_request(
@@ -280,10 +325,7 @@ def build_client_secret_request(
     Raises 400 for a bad TTL or a choice the server does not allow, then 401/403 per the
     API key policy, 500 for a bad template.
     """
-    if config.tts_provider == "elevenlabs" and not _clean(config.elevenlabs_api_key):
-        # A text-only session with nothing to speak it would be a silent agent.
-        raise ConfigurationError(MISSING_ELEVENLABS_KEY)
-    session = build_session(config, check_client_choices(config, options))
+    session = build_realtime_session(config, options)
     return _upstream_request(config, options.api_key, {"session": session}, "OpenAI client_secrets")
 
 

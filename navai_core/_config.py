@@ -26,6 +26,7 @@ DEFAULT_ELEVENLABS_OUTPUT_FORMAT = "mp3_44100_128"
 DEFAULT_SPEECH_MAX_TEXT_CHARS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 30.0
+DEFAULT_CALL_MAX_SECONDS = 1800.0
 
 SpeechProvider = Literal["openai", "elevenlabs"]
 Provider = Literal["openai", "azure"]
@@ -113,6 +114,21 @@ class NavaiConfig:
     rate_limit_speech: str | None = "60/minute"
     rate_limit_storage: str = "memory://"
 
+    # --- server-controlled calls (CONTRACT section 8, docs/calls.md) ---
+    calls_path: str | None = "/navai/realtime/calls"
+    # navai keeps a control connection to every call it creates and runs the tools there
+    # (only when the function routes are on).
+    call_sideband: bool = True
+    call_max_seconds: float = DEFAULT_CALL_MAX_SECONDS
+    # Minutes of call time per rate-limit key per window, e.g. "60/day"; None: no budget.
+    call_budget: str | None = None
+    rate_limit_calls: str | None = "10/minute"
+    # False closes POST <execute path> (404) while the list stays: tools run on the server.
+    browser_execute: bool = True
+    # on_call_end(CallSummary) and on_call_event(call_id, event), sync or async.
+    on_call_end: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+    on_call_event: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+
     # --- HTTP ---
     cors_origins: tuple[str, ...] | None = None
     # Access-Control-Allow-Credentials for an allowed origin (never with "*").
@@ -197,6 +213,11 @@ class NavaiConfig:
             "rate_limit_functions": r.raw("NAVAI_RATE_LIMIT_FUNCTIONS"),
             "rate_limit_speech": r.text("NAVAI_RATE_LIMIT_SPEECH", "60/minute"),
             "rate_limit_storage": r.text("NAVAI_RATE_LIMIT_STORAGE", "memory://"),
+            "call_sideband": r.flag("NAVAI_CALL_SIDEBAND", True),
+            "call_max_seconds": r.number("NAVAI_CALL_MAX_SECONDS", DEFAULT_CALL_MAX_SECONDS),
+            "call_budget": r.raw("NAVAI_CALL_BUDGET"),
+            "rate_limit_calls": r.text("NAVAI_RATE_LIMIT_CALLS", "10/minute"),
+            "browser_execute": r.flag("NAVAI_BROWSER_EXECUTE", True),
             "max_body_bytes": r.integer("NAVAI_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             "health_path": r.raw("NAVAI_HEALTH_PATH"),
             "openapi_path": r.raw("NAVAI_OPENAPI_PATH"),
@@ -234,6 +255,8 @@ class NavaiConfig:
             ("NAVAI_RATE_LIMIT_CLIENT_SECRET", self.rate_limit_client_secret),
             ("NAVAI_RATE_LIMIT_FUNCTIONS", self.rate_limit_functions),
             ("NAVAI_RATE_LIMIT_SPEECH", self.rate_limit_speech),
+            ("NAVAI_RATE_LIMIT_CALLS", self.rate_limit_calls),
+            ("NAVAI_CALL_BUDGET", self.call_budget),
         ):
             if problem := limit_problem(name, text):
                 found.append(problem)
@@ -253,6 +276,9 @@ class NavaiConfig:
         ):
             if route_path is not None and not route_path.startswith("/"):
                 found.append(f"{env_name} must start with /. Received: {route_path!r}")
+        seconds = self.call_max_seconds
+        if not (isinstance(seconds, (int, float)) and seconds > 0):
+            found.append(f"NAVAI_CALL_MAX_SECONDS must be more than 0. Received: {seconds!r}")
         ttl = self.client_secret_ttl_seconds
         if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
             found.append(f"{TTL_ENV} must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}")

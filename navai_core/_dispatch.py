@@ -25,7 +25,7 @@ import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -39,6 +39,7 @@ from ._protect import DENIED
 from ._schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
 
 logger = logging.getLogger("navai")
+T = TypeVar("T")
 
 EXECUTION_FAILED = "Function execution failed."
 GENERIC_DETAILS = "The function raised an error."
@@ -603,3 +604,14 @@ def close_background_loop() -> None:
     loop's own.
     """
     _background.close()
+
+
+def submit_background(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Run ``coroutine`` on navai's background loop (started on first use) from any thread
+    but the loop's own: the one seam for code outside this module."""
+    return asyncio.run_coroutine_threadsafe(coroutine, _background._loop or _background._start())
+
+
+def background_loop_thread() -> threading.Thread | None:
+    """The background loop's thread, when it runs."""
+    return _background._thread

@@ -18,6 +18,7 @@ import attrs
 import httpx
 
 from ._body import parse_json_body
+from ._call_manager import CallManager
 from ._client_secret import (
     ClientSecret,
     UpstreamRequest,
@@ -93,6 +94,8 @@ class Navai:
             total_timeout=c.upstream_timeout_seconds,
             connect_timeout=c.upstream_connect_timeout_seconds,
         )
+        # The live calls of this process (server-controlled calls, see docs/calls.md).
+        self.calls = CallManager(self)
 
     def __repr__(self) -> str:
         return f"Navai({self.config!r})"
@@ -312,13 +315,16 @@ class Navai:
         return self._aclient
 
     def close(self) -> None:
-        """Close the sync httpx client navai created (a passed-in client stays open)."""
+        """Hang up the calls held on navai's background loop, then close the sync httpx
+        client navai created (a passed-in client stays open)."""
+        self.calls.close()
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
 
     async def aclose(self) -> None:
-        """Close both httpx clients navai created."""
+        """Hang up the calls this process holds, then close both httpx clients navai created."""
+        await self.calls.aclose()
         if self._aclient is not None and self._owns_aclient:
             await self._aclient.aclose()
             self._aclient = None

@@ -1,0 +1,295 @@
+"""Server-controlled calls, the signalling as pure functions: no I/O (CONTRACT.md section 8).
+
+navai relays a browser's SDP offer to ``POST <base>/realtime/calls`` with the very session
+the client-secret route would mint (one copy of every rule: :func:`build_realtime_session`),
+learns the call id from the ``Location`` of the answer, and later controls the call
+(``/hangup``, and ``/accept``, ``/reject``, ``/refer`` for phone calls) through the same
+base URL and key. What happens on the call's control connection lives in ``_sideband``;
+this module only builds requests and reads replies.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from urllib.parse import quote
+
+import attrs
+from limits import RateLimitItem
+
+from ._body import read_string_fields
+from ._client_secret import (
+    CLIENT_SECRET_FIELDS,
+    ClientSecretOptions,
+    RealtimeTarget,
+    UpstreamRequest,
+    build_realtime_session,
+    realtime_target,
+    upstream_failure,
+)
+from ._config import NavaiConfig
+from ._errors import BadRequest, UpstreamError
+from ._functions import FunctionRegistry
+from ._json import JsonObject, JsonValue, dumps
+from ._protect import TooManyRequests, parse_limit
+
+SDP_REQUIRED = "sdp is required."
+CALLS_LABEL = "OpenAI calls"
+NO_CALL_ID = "OpenAI calls answered without a call id (no usable Location header)."
+SDP_CONTENT_TYPE = "application/sdp"
+
+# Call ids OpenAI hands out look like ``rtc_...``; anything else is refused before it is put
+# in a URL or a log line.
+_CALL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
+
+
+@attrs.frozen(kw_only=True)
+class CallOptions:
+    """A browser's offer and the session choices of the client-secret route."""
+
+    sdp: str = attrs.field(repr=False)
+    session: ClientSecretOptions = attrs.field(factory=ClientSecretOptions)
+
+
+@attrs.frozen
+class CallPlan:
+    """The upstream request that creates a call, and the key it uses (the call's key)."""
+
+    request: UpstreamRequest
+    target: RealtimeTarget = attrs.field(repr=False)
+
+
+@attrs.frozen
+class CallAnswer:
+    """What the upstream answered to a new call: its id and the SDP answer."""
+
+    call_id: str
+    sdp: str = attrs.field(repr=False)
+
+
+def valid_call_id(call_id: object) -> bool:
+    return isinstance(call_id, str) and _CALL_ID.match(call_id) is not None
+
+
+# ----- the request body ------------------------------------------------------------------------
+
+
+def parse_call_offer(content: bytes) -> CallOptions:
+    """A raw ``application/sdp`` body: the offer, session choices from the defaults."""
+    try:
+        sdp = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The SDP offer must be UTF-8 text.") from None
+    return CallOptions(sdp=sdp)
+
+
+def parse_call_body(body: object) -> CallOptions:
+    """A JSON body ``{"sdp", model?, voice?, instructions?, language?, voiceAccent?,
+    voiceTone?, apiKey?}`` (strings; 400 naming a field of the wrong type)."""
+    values = read_string_fields(body, ("sdp", *CLIENT_SECRET_FIELDS))
+    options = ClientSecretOptions(
+        **{attr: values[field] for field, attr in CLIENT_SECRET_FIELDS.items()}
+    )
+    return CallOptions(sdp=values["sdp"] or "", session=options)
+
+
+# ----- creating a call -------------------------------------------------------------------------
+
+
+def function_tools(registry: FunctionRegistry) -> list[JsonValue]:
+    """One ``{"type": "function", name, description, parameters}`` per registry function,
+    ``parameters`` being the JSON Schema the function list shows."""
+    return [
+        {
+            "type": "function",
+            "name": entry.name,
+            "description": entry.description,
+            "parameters": entry.parameters,
+        }
+        for entry in registry.entries()
+    ]
+
+
+def call_session(
+    config: NavaiConfig, options: ClientSecretOptions, registry: FunctionRegistry | None
+) -> JsonObject:
+    """The section 2 session plus, when the function routes are on, the registry's tools
+    (after any tools of the session template)."""
+    session = build_realtime_session(config, options)
+    if registry is not None and config.functions_enabled:
+        template_tools = session.get("tools")
+        kept = list(template_tools) if isinstance(template_tools, list) else []
+        session["tools"] = [*kept, *function_tools(registry)]
+    return session
+
+
+def plan_call(
+    config: NavaiConfig,
+    options: CallOptions,
+    registry: FunctionRegistry | None = None,
+    *,
+    boundary: str | None = None,
+) -> CallPlan:
+    """The upstream ``POST <base>/realtime/calls`` for an offer, and the key it uses.
+
+    400 for a blank offer (checked first) or a choice the server does not allow, then the
+    key policy's 401/403, 500 for a bad session template.
+    """
+    if not options.sdp.strip():
+        raise BadRequest(SDP_REQUIRED)
+    session = call_session(config, options.session, registry)
+    target = realtime_target(config, options.session.api_key)
+    boundary = boundary or secrets.token_hex(16)
+    parts = (
+        ("sdp", SDP_CONTENT_TYPE, options.sdp.encode("utf-8")),
+        ("session", "application/json", dumps(session)),
+    )
+    request = UpstreamRequest(
+        method="POST",
+        url=target.base_url + "/realtime/calls",
+        headers=(
+            *target.headers,
+            ("Accept", SDP_CONTENT_TYPE),
+            ("Content-Type", f"multipart/form-data; boundary={boundary}"),
+        ),
+        content=multipart_body(parts, boundary),
+        label=CALLS_LABEL,
+        secrets=target.secrets,
+    )
+    return CallPlan(request, target)
+
+
+def build_call_request(
+    config: NavaiConfig,
+    options: CallOptions,
+    registry: FunctionRegistry | None = None,
+    *,
+    boundary: str | None = None,
+) -> UpstreamRequest:
+    """The exact multipart upstream request that creates a call (see :func:`plan_call`)."""
+    return plan_call(config, options, registry, boundary=boundary).request
+
+
+def multipart_body(parts: tuple[tuple[str, str, bytes], ...], boundary: str) -> bytes:
+    """``multipart/form-data`` of ``(name, content type, bytes)`` parts (RFC 7578)."""
+    marker = f"--{boundary}".encode("ascii")
+    chunks: list[bytes] = []
+    for name, content_type, data in parts:
+        if marker in data:
+            raise ValueError("multipart boundary occurs in a part")
+        chunks += [
+            marker,
+            b"\r\n",
+            f'Content-Disposition: form-data; name="{name}"\r\n'.encode("ascii"),
+            f"Content-Type: {content_type}\r\n\r\n".encode("ascii"),
+            data,
+            b"\r\n",
+        ]
+    chunks += [marker, b"--\r\n"]
+    return b"".join(chunks)
+
+
+def parse_call_response(
+    request: UpstreamRequest,
+    status: int,
+    content: bytes,
+    headers: Mapping[str, str] | None = None,
+) -> CallAnswer:
+    """The call id (from ``Location: /v1/realtime/calls/<id>``) and the SDP answer, or the
+    error to answer with: the upstream's status for a non-2xx reply, 502 without an id."""
+    if not 200 <= status <= 299:
+        raise upstream_failure(request, status, content, headers)
+    location = ""
+    for name, value in (headers or {}).items():
+        if name.lower() == "location":
+            location = value
+    path = location.split("?", 1)[0].rstrip("/")
+    head, _, call_id = path.rpartition("/")
+    if not head.endswith("/calls") or not valid_call_id(call_id):
+        raise UpstreamError(NO_CALL_ID)
+    return CallAnswer(call_id, content.decode("utf-8", errors="replace"))
+
+
+# ----- controlling a call ----------------------------------------------------------------------
+
+
+def build_call_control_request(
+    target: RealtimeTarget, call_id: str, action: str, body: JsonObject | None = None
+) -> UpstreamRequest:
+    """``POST <base>/realtime/calls/<call_id>/<action>`` (``hangup``, ``accept``, ``reject``,
+    ``refer``) with an optional JSON body."""
+    if not valid_call_id(call_id):
+        raise BadRequest("Invalid call id.")
+    headers = target.headers
+    if body is not None:
+        headers = (*headers, ("Content-Type", "application/json"))
+    return UpstreamRequest(
+        method="POST",
+        url=f"{target.base_url}/realtime/calls/{quote(call_id)}/{action}",
+        headers=headers,
+        content=b"" if body is None else dumps(body),
+        label=f"OpenAI calls {action}",
+        secrets=target.secrets,
+    )
+
+
+def build_hangup_request(target: RealtimeTarget, call_id: str) -> UpstreamRequest:
+    return build_call_control_request(target, call_id, "hangup")
+
+
+def sideband_url(target: RealtimeTarget, call_id: str) -> str:
+    """``<base, http→ws, https→wss>/realtime?call_id=<call_id>``: the call's control
+    WebSocket."""
+    base = target.base_url
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return f"{base}/realtime?call_id={quote(call_id, safe='')}"
+
+
+# ----- call-time budget ------------------------------------------------------------------------
+
+BUDGET_SPENT = "Call-time budget spent. Try again in {seconds} seconds."
+
+
+@attrs.frozen
+class CallBudget:
+    """``NAVAI_CALL_BUDGET`` such as ``60/day``: minutes of call time per rate-limit key per
+    window. Counted in seconds on the rate limits' storage (a fixed window: one counter per
+    key, so a Redis store shares it between processes at one INCRBY per charge)."""
+
+    minutes: int
+    item: RateLimitItem = attrs.field(repr=False)
+
+    @classmethod
+    def parse(cls, text: str | None) -> CallBudget | None:
+        """``None`` when off (unset, blank, ``off``); ValueError when unreadable."""
+        parsed = parse_limit(text)
+        if parsed is None:
+            return None
+        seconds = type(parsed)(parsed.amount * 60, parsed.multiples, namespace="CALLTIME")
+        return cls(parsed.amount, seconds)
+
+    @property
+    def seconds(self) -> int:
+        """Call seconds allowed per window."""
+        return int(self.item.amount)
+
+    @staticmethod
+    def due(elapsed: float, charged: int) -> int:
+        """Whole seconds of call time not charged yet, after ``elapsed`` seconds of a call
+        of which ``charged`` were charged (a started second is charged at the end)."""
+        return max(0, int(elapsed) - charged)
+
+
+def budget_spent(reset_time: float, now: float) -> TooManyRequests:
+    """The 429 for a new call from a key whose budget is spent, with ``Retry-After``."""
+    seconds = max(1, math.ceil(reset_time - now))
+    return TooManyRequests(
+        BUDGET_SPENT.format(seconds=seconds),
+        extra={"retry_after": seconds},
+        headers=[("Retry-After", str(seconds))],
+    )

@@ -1,0 +1,329 @@
+"""The sideband runner against the fake Realtime server: function calls run through the
+execute route's dispatch, exactly once, one response.create per response, limits, reconnects,
+summaries, hooks, and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from fake_realtime import FakeCall, FakeRealtime
+
+from navai_core import FunctionError, FunctionRegistry, Navai, NavaiConfig
+from navai_core._call_manager import CallSummary
+
+KEY = "sk-sideband-key-0123456789"
+
+
+def tools() -> FunctionRegistry:
+    reg = FunctionRegistry()
+
+    @reg.function
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @reg.function
+    async def slow(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "slept"
+
+    @reg.function
+    def explode() -> None:
+        raise RuntimeError(f"secret internals {KEY}")
+
+    @reg.function
+    def city(name: str) -> str:
+        if name == "Atlantis":
+            raise FunctionError("City not found")
+        return name
+
+    def only_even(context, arguments) -> bool:
+        return context.header("x-navai-call-id", "").startswith("rtc_") and arguments["n"] % 2 == 0
+
+    @reg.function(authorize=only_even)
+    def guarded(n: int) -> int:
+        return n
+
+    @reg.function
+    def where(context) -> dict:
+        return {"path": context.path, "method": context.method, "client": context.client}
+
+    return reg
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeRealtime]:
+    with FakeRealtime(key=KEY) as server:
+        yield server
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.summaries: list[CallSummary] = []
+        self.events: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+
+    def on_end(self, summary: CallSummary) -> None:
+        with self.lock:
+            self.summaries.append(summary)
+
+    async def on_event(self, call_id: str, event: dict) -> None:
+        self.events.append((call_id, event))
+
+    def summary(self, call_id: str, timeout: float = 10.0) -> CallSummary:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                found = [s for s in self.summaries if s.call_id == call_id]
+            if found:
+                return found[0]
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no summary for {call_id}")
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def make_navai(fake: FakeRealtime, recorder: Recorder, **changes: object) -> Navai:
+    config = NavaiConfig(
+        openai_api_key=KEY,
+        openai_base_url=fake.base_url,
+        upstream_max_retries=0,
+        on_call_end=recorder.on_end,
+        on_call_event=recorder.on_event,
+        **changes,  # type: ignore[arg-type]
+    )
+    return Navai(config, functions=tools())
+
+
+@pytest.fixture
+def navai(fake: FakeRealtime, recorder: Recorder) -> Iterator[Navai]:
+    instance = make_navai(fake, recorder)
+    instance.calls.reconnect_delays = (0.05, 0.1, 0.2)
+    yield instance
+    instance.close()
+    assert instance.calls.live() == []
+
+
+def fn_call(call_id: str, name: str, arguments: object, response: str = "resp_1") -> dict:
+    return {
+        "type": "response.function_call_arguments.done",
+        "response_id": response,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+    }
+
+
+def done(response: str, *calls: tuple[str, str, object], status: str = "completed", usage=None):
+    output = [
+        {"type": "function_call", "call_id": c, "name": n, "arguments": json.dumps(a)}
+        for c, n, a in calls
+    ]
+    return {
+        "type": "response.done",
+        "response": {"id": response, "status": status, "output": output, "usage": usage or {}},
+    }
+
+
+def attach(navai: Navai, fake: FakeRealtime) -> FakeCall:
+    call = fake.open_call()
+    live = navai.calls.attach(call.call_id, api_key=KEY, rate_key="user-1")
+    assert live.call_id == call.call_id and live.key == "user-1"
+    call.wait_for(lambda c: c.connections == 1)
+    return call
+
+
+def test_function_calls_run_once_with_one_response_create(navai, fake, recorder) -> None:
+    call = attach(navai, fake)
+    assert call.sideband_authorization == [f"Bearer {KEY}"]
+    call.send(
+        fn_call("c1", "add", {"a": 2, "b": 3}),
+        fn_call("c1", "add", {"a": 2, "b": 3}),  # duplicate
+        "this is not json",
+        {"type": "session.updated"},
+        done(
+            "resp_1",
+            ("c1", "add", {"a": 2, "b": 3}),
+            ("c2", "Add", {"a": 1, "b": 1}),  # only in response.done; names are normalised
+            usage={"total_tokens": 7, "input_tokens": 5},
+        ),
+    )
+    call.wait_for(lambda c: len(c.of_type("response.create")) == 1)
+    assert call.output_of("c1") == {
+        "ok": True,
+        "function_name": "add",
+        "source": call.output_of("c1")["source"],
+        "result": 5,
+    }
+    assert call.output_of("c2")["result"] == 2
+    # The create came after both outputs.
+    kinds = [e["type"] for e in call.received]
+    assert kinds.index("response.create") == len(kinds) - 1
+    call.end()
+    summary = recorder.summary(call.call_id)
+    assert (summary.end_reason, summary.function_calls, summary.key) == ("ended", 2, "user-1")
+    assert summary.usage == {"total_tokens": 7, "input_tokens": 5}
+    assert len(call.of_type("response.create")) == 1
+    assert len(call.outputs()) == 2
+    assert {e["type"] for _, e in recorder.events} >= {"response.done", "session.updated"}
+
+
+def test_error_outputs_never_close_the_sideband(navai, fake, recorder) -> None:
+    call = attach(navai, fake)
+    call.send(
+        fn_call("e1", "explode", {}),
+        fn_call("e2", "nope", {}),
+        fn_call("e3", "add", "{not json"),
+        fn_call("e4", "add", {"a": "x"}),
+        fn_call("e5", "city", {"name": "Atlantis"}),
+        fn_call("e6", "guarded", {"n": 3}),
+        fn_call("e7", "guarded", {"n": 4}),
+        fn_call("e8", "where", {}),
+        done("resp_1", *[(f"e{i}", "x", {}) for i in range(1, 9)]),
+    )
+    call.wait_for(lambda c: len(c.of_type("response.create")) == 1)
+    assert call.output_of("e1") == {
+        "ok": False,
+        "function_name": "explode",
+        "error": "Function execution failed.",
+        "details": "The function raised an error.",
+    }
+    assert call.output_of("e2")["error"] == "Unknown or disallowed function."
+    assert "add" in call.output_of("e2")["available_functions"]
+    assert call.output_of("e3")["error"] == "Invalid arguments."
+    assert call.output_of("e4")["error"] == "Invalid arguments."
+    assert call.output_of("e5")["details"] == "City not found"
+    assert call.output_of("e6") == {"ok": False, "function_name": "guarded", "error": "Forbidden."}
+    assert call.output_of("e7")["result"] == 4
+    assert call.output_of("e8")["result"] == {
+        "path": f"/navai/realtime/calls/{call.call_id}",
+        "method": "CALL",
+        "client": "user-1",
+    }
+    assert KEY not in json.dumps(call.received)
+    assert call.call_id in navai.calls
+    call.end()
+    recorder.summary(call.call_id)
+
+
+def test_interrupted_response_sends_outputs_but_no_create(navai, fake, recorder) -> None:
+    call = attach(navai, fake)
+    call.send(
+        fn_call("s1", "slow", {"seconds": 0.2}),
+        done(
+            "resp_1",
+            ("s1", "slow", {"seconds": 0.2}),
+            ("s2", "add", {"a": 1, "b": 2}),
+            status="cancelled",
+        ),
+    )
+    call.wait_for(lambda c: len(c.outputs()) == 1)
+    time.sleep(0.2)
+    assert [o["call_id"] for o in call.outputs()] == ["s1"]
+    assert call.of_type("response.create") == []
+    call.end()
+    assert recorder.summary(call.call_id).function_calls == 1
+
+
+def test_reconnects_while_live_and_sends_late_outputs(navai, fake, recorder) -> None:
+    call = attach(navai, fake)
+    call.send(fn_call("r1", "slow", {"seconds": 0.3}))
+    time.sleep(0.05)
+    call.drop()
+    call.wait_for(lambda c: c.connections == 2)
+    call.send(done("resp_1", ("r1", "slow", {"seconds": 0.3})))
+    call.wait_for(lambda c: len(c.of_type("response.create")) == 1)
+    assert call.output_of("r1")["result"] == "slept"
+    assert call.sideband_authorization == [f"Bearer {KEY}"] * 2
+    call.end()
+    assert recorder.summary(call.call_id).end_reason == "ended"
+
+
+def test_refused_reconnect_ends_the_call(navai, fake, recorder) -> None:
+    call = attach(navai, fake)
+    call.ended = True  # the call is over: new control connections are refused
+    call.drop()
+    assert recorder.summary(call.call_id).end_reason == "ended"
+    assert navai.calls.live() == []
+
+
+def test_max_seconds_hangs_up(fake, recorder) -> None:
+    navai = make_navai(fake, recorder, call_max_seconds=0.3)
+    try:
+        call = attach(navai, fake)
+        summary = recorder.summary(call.call_id)
+        assert summary.end_reason == "max_seconds"
+        assert 0.3 <= summary.seconds < 3
+        call.wait_for(lambda c: c.hangups == 1)
+        hangup = [r for r in fake.requests if r.path.endswith(f"/{call.call_id}/hangup")]
+        assert len(hangup) == 1 and hangup[0].headers["authorization"] == f"Bearer {KEY}"
+    finally:
+        navai.close()
+
+
+def test_budget_hangs_up_and_refuses_new_calls(fake, recorder) -> None:
+    navai = make_navai(fake, recorder, call_budget="1/hour")  # 60 s of call time
+    navai.calls.budget_tick_seconds = 0.1
+    try:
+        navai.calls.budgets.check("user-1")
+        # 59 of the 60 seconds are spent already.
+        asyncio.run(navai.calls.budgets.acharge("user-1", 59))
+        call = attach(navai, fake)
+        summary = recorder.summary(call.call_id, timeout=15)
+        assert summary.end_reason == "budget"
+        assert 1 <= summary.seconds < 5
+        call.wait_for(lambda c: c.hangups == 1)
+        with pytest.raises(Exception) as caught:
+            navai.calls.budgets.check("user-1")
+        assert caught.value.status_code == 429  # type: ignore[attr-defined]
+        navai.calls.budgets.check("someone-else")
+    finally:
+        navai.close()
+
+
+def test_hangup_api_and_close_leave_nothing(navai, fake, recorder) -> None:
+    before = threading.active_count()
+    call = attach(navai, fake)
+    other = attach(navai, fake)
+    assert {c.call_id for c in navai.calls.live()} == {call.call_id, other.call_id}
+    assert navai.calls.hangup(call.call_id) is True
+    assert navai.calls.hangup(call.call_id) is False
+    assert recorder.summary(call.call_id).end_reason == "hangup"
+    assert call.hangups == 1
+    navai.close()  # the server stops: calls are hung up
+    assert recorder.summary(other.call_id).end_reason == "shutdown"
+    assert other.hangups == 1
+    assert navai.calls.live() == []
+    deadline = time.monotonic() + 5
+    while fake.live_sidebands() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake.live_sidebands() == 0
+    assert threading.active_count() <= before + 1
+
+
+def test_attach_on_a_running_loop(fake, recorder) -> None:
+    async def main() -> CallSummary:
+        navai = make_navai(fake, recorder)
+        call = fake.open_call()
+        navai.calls.attach(call.call_id, api_key=KEY, rate_key="k", transport="sip")
+        while call.connections == 0:
+            await asyncio.sleep(0.01)
+        call.send(fn_call("a1", "add", {"a": 1, "b": 2}), done("resp_1", ("a1", "add", {})))
+        while not call.of_type("response.create"):
+            await asyncio.sleep(0.01)
+        await navai.aclose()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert tasks == []
+        return recorder.summary(call.call_id, timeout=0)
+
+    summary = asyncio.run(main())
+    assert (summary.end_reason, summary.transport, summary.function_calls) == ("shutdown", "sip", 1)
