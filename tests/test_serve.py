@@ -52,8 +52,8 @@ def server(targets: Targets, setup: str, kind: str) -> NavaiProcess:
 
 
 def readme_serve_command() -> list[str]:
-    """The ``navai serve`` part of README's first command."""
-    readme = (REPO / "README.md").read_text()
+    """The ``navai serve`` part of the first command of README's "Run the server"."""
+    readme = (REPO / "README.md").read_text().split("## Run the server", 1)[1]
     block = re.search(r"```bash\n(.*?)```", readme, re.S)
     assert block, "README has no bash block"
     first_command = block.group(1).strip().splitlines()[0]
