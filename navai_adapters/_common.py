@@ -7,7 +7,8 @@ and headers between a web server and :class:`navai_core.Navai`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Callable, Iterable
+import re
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from navai_core import Navai, NavaiConfig, Reply
@@ -91,3 +92,16 @@ def internal_error() -> tuple[int, list[tuple[str, str]], bytes]:
     """The answer to an exception raised by an adapter itself; logs it with its trace."""
     logger.exception("unexpected error in the HTTP adapter")
     return 500, [("Content-Type", JSON_CONTENT_TYPE)], INTERNAL_ERROR_BODY
+
+
+_SEGMENT = re.compile(r"\{(\w+)\}")
+
+
+def framework_path(path: str, opening: str, closing: str) -> str:
+    """A route path in a framework's own syntax: ``{call_id}`` -> ``<call_id>`` (Flask, Django)."""
+    return _SEGMENT.sub(lambda m: f"{opening}{m.group(1)}{closing}", path)
+
+
+def filled_path(path: str, params: Mapping[str, object]) -> str:
+    """The path a request used below its prefix: the route's ``{name}`` segments filled in."""
+    return _SEGMENT.sub(lambda m: str(params[m.group(1)]), path) if "{" in path else path

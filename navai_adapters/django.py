@@ -24,7 +24,14 @@ from django.urls import URLPattern, path
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
-from ._common import get_navai, merge_headers, read_limited, response_parts
+from ._common import (
+    filled_path,
+    framework_path,
+    get_navai,
+    merge_headers,
+    read_limited,
+    response_parts,
+)
 
 if TYPE_CHECKING:
     from navai_core._functions import FunctionRegistry
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["navai_urls", "request_context"]
 
-View = Callable[[HttpRequest], Awaitable[HttpResponse]]
+View = Callable[..., Awaitable[HttpResponse]]
 
 
 def request_context(request: HttpRequest, path: str) -> RequestContext:
@@ -65,16 +72,16 @@ def navai_urls(
     navai = get_navai(navai, config, functions)
     navai.log_startup(load_functions=load_functions_at_startup)
     patterns = [
-        path(route.path.lstrip("/"), _view(navai, route), name=route.name)
+        path(framework_path(route.path, "<", ">").lstrip("/"), _view(navai, route), name=route.name)
         for route in navai.routes
     ]
     return patterns, "navai"
 
 
 def _view(navai: Navai, route: Route) -> View:
-    async def view(request: HttpRequest) -> HttpResponse:
+    async def view(request: HttpRequest, **params: str) -> HttpResponse:
         body = read_limited(request.read, navai.config.max_body_bytes)
-        context = request_context(request, route.path)
+        context = request_context(request, filled_path(route.path, params))
         if isinstance(request, ASGIRequest):
             reply = await navai.ahandle(context, body)
         else:

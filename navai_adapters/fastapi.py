@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from navai_core import Navai, NavaiConfig
 
-from ._common import aread_limited, get_navai, internal_error, response_parts
+from ._common import aread_limited, filled_path, get_navai, internal_error, response_parts
 from .asgi import lifespan, request_context
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ def _endpoint(navai: Navai, route: Route) -> Endpoint:
     async def navai_endpoint(request: Request) -> Response:
         try:
             body = await aread_limited(request.stream(), navai.config.max_body_bytes)
-            context = attrs.evolve(request_context(request), path=route.path)
+            path = filled_path(route.path, request.path_params)
+            context = attrs.evolve(request_context(request), path=path)
             reply = await navai.ahandle(context, body)
             status, headers, content = response_parts(reply)
         except ClientDisconnect:

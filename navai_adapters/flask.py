@@ -19,7 +19,7 @@ import flask
 
 from navai_core import Navai, NavaiConfig
 
-from ._common import get_navai, read_limited, response_parts
+from ._common import filled_path, framework_path, get_navai, read_limited, response_parts
 from .wsgi import request_context
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def navai_blueprint(navai: Navai, name: str = "navai") -> flask.Blueprint:
     blueprint = flask.Blueprint(name, __name__)
     for route in navai.routes:
         blueprint.add_url_rule(
-            route.path,
+            framework_path(route.path, "<", ">"),
             endpoint=route.name,
             view_func=_view(navai, route),
             methods=METHODS,
@@ -56,14 +56,15 @@ def navai_blueprint(navai: Navai, name: str = "navai") -> flask.Blueprint:
     return blueprint
 
 
-def _view(navai: Navai, route: Route) -> Callable[[], flask.Response]:
-    def view() -> flask.Response:
+def _view(navai: Navai, route: Route) -> Callable[..., flask.Response]:
+    def view(**params: str) -> flask.Response:
         # The request itself, not the proxy: context.raw outlives the request context.
         request: flask.Request = flask.request._get_current_object()  # type: ignore[attr-defined]
         # A hook may already have read the body (request.get_json()): then it is cached.
         body = read_limited(request.stream.read, navai.config.max_body_bytes)
         body = body or request.get_data()
-        context = attrs.evolve(request_context(request), path=route.path)
+        path = filled_path(route.path, params)
+        context = attrs.evolve(request_context(request), path=path)
         status, headers, content = response_parts(navai.handle(context, body))
         return _Response(content, status=status, headers=headers)
 
