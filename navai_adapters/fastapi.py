@@ -69,16 +69,18 @@ def navai_router(
     paths = navai.openapi()["paths"]
     for route in navai.routes:
         endpoint = _endpoint(navai, route)
-        operation = paths[route.path][route.methods[0].lower()]
-        router.add_api_route(
-            route.path,
-            endpoint,
-            methods=list(route.methods),
-            name=f"navai_{route.name}",
-            summary=operation.get("summary"),
-            operation_id=operation.get("operationId"),
-            openapi_extra=copy.deepcopy(operation),
-        )
+        for method in route.methods:
+            # The core's operation for this method (a route it does not document gets none).
+            operation = paths.get(route.path, {}).get(method.lower(), {})
+            router.add_api_route(
+                route.path,
+                endpoint,
+                methods=[method],
+                name=f"navai_{route.name}",
+                summary=operation.get("summary"),
+                operation_id=operation.get("operationId"),
+                openapi_extra=copy.deepcopy(operation) or None,
+            )
         # Every other method (preflight, 405) goes to the core too, without dependencies.
         router.routes.append(
             StarletteRoute(route.path, _AnyMethod(endpoint), include_in_schema=False)
