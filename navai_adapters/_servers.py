@@ -293,6 +293,9 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
 def run_wsgi(app: Any, sock: socket.socket, limits: Limits, close: Callable[[], None]) -> None:
     """Serve ``app`` on waitress until Ctrl-C/SIGTERM, then ``close()``."""
     server = wsgi_server(app, sock, limits)
+    # waitress logs "Task queue depth is N" for every request that waits for a thread: a
+    # line per request under load. The connection-cap warning above is navai's, throttled.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
         server.run()  # returns after Ctrl-C/SIGTERM, once the running requests are done
     finally:

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="server processes sharing the port (default 1; POSIX only). Each has its own "
-        "rate-limit counters unless NAVAI_RATE_LIMIT_STORAGE_URI points at Redis",
+        "rate-limit counters unless NAVAI_RATE_LIMIT_STORAGE points at Redis",
     )
     serve.add_argument(
         "--threads",
