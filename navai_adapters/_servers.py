@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
 import socket
 import time
@@ -212,14 +213,40 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
     """A waitress server for ``app`` on ``sock`` with navai's limits (call ``run()``)."""
     from waitress.adjustments import Adjustments  # type: ignore[import-untyped]
     from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+    from waitress.parser import HTTPRequestParser  # type: ignore[import-untyped]
     from waitress.server import TcpWSGIServer  # type: ignore[import-untyped]
     from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]
+    from waitress.utilities import Error  # type: ignore[import-untyped]
 
     full = _Throttled(
         "navai: %d open connections (the cap): closing idle ones to let new clients in"
     )
 
+    too_large = f"Request body is larger than {limits.max_body_bytes} bytes."
+
+    class JSONError(Error):  # type: ignore[misc]
+        """waitress's own refusals (413 body, 400/431 head), answered like navai's errors."""
+
+        def __init__(self, error: Any) -> None:
+            super().__init__(error.body)
+            self.code, self.reason = error.code, error.reason
+
+        def to_response(self, ident: str | None = None) -> tuple[str, list[Any], bytes]:
+            message = too_large if self.code == 413 else f"{self.reason}."
+            headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+            body = json.dumps({"error": message}, separators=(",", ":")).encode()
+            return f"{self.code} {self.reason}", headers, body
+
+    class Parser(HTTPRequestParser):  # type: ignore[misc]
+        def received(self, data: bytes) -> int:
+            consumed = int(super().received(data))
+            error: Any = getattr(self, "error", None)
+            if error is not None and not isinstance(error, JSONError):
+                self.error = JSONError(error)
+            return consumed
+
     class Channel(HTTPChannel):  # type: ignore[misc]
+        parser_class = Parser
         request_started = 0.0
 
         def received(self, data: bytes) -> bool:
