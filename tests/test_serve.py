@@ -55,9 +55,9 @@ def server(targets: Targets, setup: str, kind: str) -> NavaiProcess:
 def readme_serve_command() -> list[str]:
     """The ``navai serve`` part of README's first command."""
     readme = (REPO / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", readme, re.S)
-    assert block, "README has no bash block"
-    first_command = block.group(1).strip().splitlines()[0]
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "navai serve" in b]
+    assert blocks, "README has no bash block that runs navai serve"
+    first_command = blocks[0].strip().splitlines()[0]
     return shlex.split(first_command.split("&&")[-1])
 
 
