@@ -1,7 +1,10 @@
 """The four apps the HTTP benchmark serves: navai and a bare ceiling, on ASGI and on WSGI.
 
-    uvicorn --factory benchmarks.apps:navai_asgi     gunicorn 'benchmarks.apps:navai_wsgi()'
-    uvicorn --factory benchmarks.apps:bare_asgi      gunicorn 'benchmarks.apps:bare_wsgi()'
+    uvicorn --factory benchmarks.apps:navai_asgi   waitress-serve --call benchmarks.apps:navai_wsgi
+    uvicorn --factory benchmarks.apps:bare_asgi    waitress-serve --call benchmarks.apps:bare_wsgi
+
+(``run.py`` serves the navai apps with ``navai serve`` and the bare ones with
+``serve_bare.py``, on the same server set-up.)
 
 The navai apps are the real adapters (``navai_adapters.asgi.create_app`` /
 ``navai_adapters.wsgi.create_app``) configured from the environment like ``navai serve``;
@@ -32,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE / "fixture_functions"))
 
-from bench_tools import aping, ping  # noqa: E402
+from bench_tools import add, aping, ping  # noqa: E402
 
 CLIENT_SECRET = "/navai/realtime/client-secret"
 FUNCTIONS = "/navai/functions"
@@ -43,21 +46,37 @@ FUNCTIONS_FOLDERS = "fixture_functions"
 SOURCE = "fixture_functions/bench_tools.py"
 
 # What a bare app must answer to be compared with navai (checked byte for byte by the driver).
+_NO_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {},
+    "additionalProperties": False,
+}
+_ADD_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
 LIST_BODY: dict[str, Any] = {
     "items": [
         {
             "name": name,
             "description": description,
             "source": f"{SOURCE}#{name}",
-            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+            "parameters": parameters,
         }
-        for name, description in (
-            ("aping", "Answer pong (a trivial async function)."),
-            ("ping", "Answer pong (a trivial sync function)."),
+        for name, description, parameters in (
+            ("add", "Add two integers (a trivial sync function with arguments).", _ADD_PARAMETERS),
+            ("aping", "Answer pong (a trivial async function).", _NO_PARAMETERS),
+            ("ping", "Answer pong (a trivial sync function).", _NO_PARAMETERS),
         )
     ],
     "warnings": [],
 }
+
+
+def _call_sync(name: str, payload: dict[str, Any]) -> object:
+    return add(payload["a"], payload["b"]) if name == "add" else ping()
 
 
 def _dumps(value: object) -> bytes:
@@ -164,11 +183,12 @@ def bare_asgi() -> Any:
         return json_response(_minted(reply.content), {"Cache-Control": "no-store"})
 
     async def execute(request: Request) -> Response:
-        name = json.loads(await request.body())["function_name"]
-        if name == "ping":
-            result = await anyio.to_thread.run_sync(ping)
-        else:
+        call = json.loads(await request.body())
+        name = call["function_name"]
+        if name == "aping":
             result = await aping()
+        else:
+            result = await anyio.to_thread.run_sync(_call_sync, name, call["payload"])
         return json_response(_executed(name, result))
 
     async def list_functions(request: Request) -> Response:
@@ -222,8 +242,9 @@ def bare_wsgi() -> Any:
         )
 
     def execute(request: Request) -> Response:
-        name = json.loads(request.get_data())["function_name"]
-        result = ping() if name == "ping" else run_async(aping())
+        call = json.loads(request.get_data())
+        name = call["function_name"]
+        result = run_async(aping()) if name == "aping" else _call_sync(name, call["payload"])
         return Response(_executed(name, result), mimetype="application/json")
 
     def list_functions(request: Request) -> Response:

@@ -1,14 +1,19 @@
-"""navai's HTTP benchmark: navai against a bare ceiling on the same server, in one run.
+"""navai's HTTP benchmark: ``navai serve`` against a bare ceiling on the same server and
+against the Node backend, in one run.
 
-    .venv/bin/python benchmarks/run.py            # full run (about 3 minutes)
+    .venv/bin/python benchmarks/run.py            # full run (about 4 minutes)
     .venv/bin/python benchmarks/run.py --smoke    # a few seconds: checks, not figures
 
 Everything binds 127.0.0.1 and every process it starts is bounded in time. It starts:
 
-- a fake OpenAI upstream (``fake_openai.py``) with a fixed added latency (0 or 50 ms) that
-  counts the TCP connections it sees;
-- four servers: navai ASGI and a bare Starlette app on uvicorn (1 worker), navai WSGI and a
-  bare Werkzeug app on gunicorn (1 worker, gthread); see ``apps.py``;
+- a fake OpenAI upstream (``fake_openai.py``) with a fixed added latency (0, 20 or 50 ms)
+  that counts the TCP connections it sees;
+- four Python servers: ``navai serve`` and a bare Starlette app on the same uvicorn set-up,
+  ``navai serve --wsgi`` and a bare Werkzeug app on the same waitress set-up (one process
+  each; see ``apps.py`` and ``serve_bare.py``);
+- the Node backend ``@navai/voice-backend`` on Express (``node/``: installed from npm into
+  a cache folder, JavaScript twins of the functions, its ``fetch`` redirected to the fake
+  upstream), when ``node`` and ``npm`` are there; without them it says so and goes on;
 - a load generator: ``wrk`` (installed with apt-get when missing and allowed) or the asyncio
   one in ``loadgen.py``.
 
@@ -52,9 +57,13 @@ HOST = "127.0.0.1"
 API_KEY = "sk-bench-not-a-real-key"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Targets of issue 7 (checked in the table, never asserted by the smoke test).
-TARGET_RATIO = 0.85
+# Targets (checked in the table, never asserted by the smoke test).
+TARGET_RATIO = 0.85  # navai / the bare ceiling of the same server
 TARGET_ADDED_P50_MS = 1.0
+TARGET_NODE = {"asgi": 1.0, "wsgi": 0.8}  # navai / the Node backend, on the NODE_ROUTES
+NODE_ROUTES = ("cs_c32_20", "exec_sync", "list")
+STACKS = {"asgi": "navai serve", "wsgi": "navai serve --wsgi"}
+NODE_DIR = HERE / "node"
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,16 @@ class Scenario:
 
 def scenarios() -> list[Scenario]:
     cs = ("client-secret", "POST", apps.CLIENT_SECRET, "{}")
-    ping = json.dumps({"function_name": "ping", "payload": {}})
+    add = json.dumps({"function_name": "add", "payload": {"a": 1, "b": 2}})
     aping = json.dumps({"function_name": "aping", "payload": {}})
     return [
         Scenario("cs_c1_0", *cs, concurrency=1, upstream_ms=0),
-        Scenario("cs_c1_50", *cs, concurrency=1, upstream_ms=50),
-        Scenario("cs_c64_0", *cs, concurrency=64, upstream_ms=0),
+        Scenario("cs_c32_0", *cs, concurrency=32, upstream_ms=0),
+        Scenario("cs_c32_20", *cs, concurrency=32, upstream_ms=20),
         Scenario("cs_c64_50", *cs, concurrency=64, upstream_ms=50),
-        Scenario("exec_sync", "execute sync", "POST", apps.EXECUTE, ping, 64),
-        Scenario("exec_async", "execute async", "POST", apps.EXECUTE, aping, 64),
-        Scenario("list", "list functions", "GET", apps.FUNCTIONS, "", 64),
+        Scenario("exec_sync", "execute sync add", "POST", apps.EXECUTE, add, 32),
+        Scenario("exec_async", "execute async", "POST", apps.EXECUTE, aping, 32),
+        Scenario("list", "list functions", "GET", apps.FUNCTIONS, "", 32),
     ]
 
 
@@ -104,29 +113,46 @@ class Measure:
 @dataclass
 class Row:
     scenario: Scenario
-    stack: str
+    stack: str  # "asgi" or "wsgi"
     navai: Measure
     bare: Measure
+    node: Measure | None = None
 
     @property
     def ratio(self) -> float:
         return self.navai.rps / self.bare.rps if self.bare.rps else float("nan")
 
     @property
+    def node_ratio(self) -> float:
+        return self.navai.rps / self.node.rps if self.node and self.node.rps else float("nan")
+
+    @property
     def added_p50_ms(self) -> float:
         return self.navai.p50_ms - self.bare.p50_ms
 
     def target(self) -> tuple[str, bool | None]:
-        """The issue's target for this row and whether the run met it."""
+        """The target of this row and whether the run met it (None: no target)."""
         s = self.scenario
+        goals: list[tuple[str, bool]] = []
+        if s.key in NODE_ROUTES and self.node is not None:
+            want = TARGET_NODE[self.stack]
+            ok = self.node_ratio >= want
+            if self.stack == "asgi":
+                ok = ok and self.navai.p99_ms <= self.node.p99_ms
+                goals.append((f"≥ {want:g}x Node, p99 ≤ Node's", ok))
+            else:
+                goals.append((f"≥ {want:g}x Node", ok))
         if s.route != "client-secret":
-            return f"ratio ≥ {TARGET_RATIO}", self.ratio >= TARGET_RATIO
-        if s.concurrency == 1 and s.upstream_ms == 0:
-            return f"+p50 ≤ {TARGET_ADDED_P50_MS:g} ms", self.added_p50_ms <= TARGET_ADDED_P50_MS
-        if s.concurrency == 64 and s.upstream_ms == 50:
+            goals.append((f"≥ {TARGET_RATIO}x ceiling", self.ratio >= TARGET_RATIO))
+        elif s.concurrency == 1 and s.upstream_ms == 0:
+            ok = self.added_p50_ms <= TARGET_ADDED_P50_MS
+            goals.append((f"+p50 ≤ {TARGET_ADDED_P50_MS:g} ms", ok))
+        elif s.concurrency == 64 and s.upstream_ms == 50:
             ok = self.ratio >= TARGET_RATIO and self.navai.upstream.get("used", 0) <= 1.1 * 64
-            return f"ratio ≥ {TARGET_RATIO}, conns ≈ c", ok
-        return "-", None
+            goals.append((f"≥ {TARGET_RATIO}x ceiling, conns ≈ c", ok))
+        if not goals:
+            return "-", None
+        return "; ".join(g for g, _ in goals), all(ok for _, ok in goals)
 
 
 # ----- processes ---------------------------------------------------------------------------
@@ -163,7 +189,8 @@ class Procs:
     def start(self, argv: list[str], cores: set[int], budget: float, **kw: Any) -> Any:
         # `timeout` bounds each process even if this driver dies without cleaning up.
         argv = ["timeout", "-k", "5", str(int(budget)), *argv]
-        proc = subprocess.Popen(argv, preexec_fn=pinned(cores), cwd=ROOT, **kw)
+        kw.setdefault("cwd", ROOT)
+        proc = subprocess.Popen(argv, preexec_fn=pinned(cores), **kw)
         self.started.append(proc)
         return proc
 
@@ -345,8 +372,8 @@ def find_wrk(install: bool) -> str | None:
 
 @dataclass
 class Server:
-    stack: str
-    app: str  # "navai" or "bare"
+    stack: str  # "asgi", "wsgi" or "node"
+    app: str  # "navai", "bare" or "node"
     port: int
     proc: Any
 
@@ -356,34 +383,101 @@ class Server:
 
 
 def start_servers(
-    procs: Procs, cores: set[int], env: dict[str, str], threads: int, budget: float
+    procs: Procs,
+    cores: set[int],
+    env: dict[str, str],
+    threads: int,
+    budget: float,
+    workdir: Path,
+    node: Path | None,
+    navai_env: dict[str, str],
 ) -> list[Server]:
     servers = []
-    for app in ("navai", "bare"):
+    for stack in ("asgi", "wsgi"):
+        wsgi = ["--wsgi", "--threads", str(threads)] if stack == "wsgi" else []
         port = free_port()
-        argv = [PYTHON, "-m", "uvicorn", f"benchmarks.apps:{app}_asgi", "--factory"]
-        argv += ["--host", HOST, "--port", str(port), "--log-level", "warning", "--no-access-log"]
-        servers.append(Server("uvicorn", app, port, procs.start(argv, cores, budget, env=env)))
-    for app in ("navai", "bare"):
+        # `navai serve` as a user runs it (from an empty folder: no .env).
+        argv = [PYTHON, "-m", "navai_adapters", "serve", "--port", str(port)]
+        argv += wsgi[:1] if "PYTHONPATH" in navai_env else wsgi
+        proc = procs.start(
+            argv, cores, budget, env={**env, **navai_env}, cwd=workdir, stdout=subprocess.DEVNULL
+        )
+        servers.append(Server(stack, "navai", port, proc))
         port = free_port()
-        argv = [PYTHON, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", str(threads)]
-        argv += ["-b", f"{HOST}:{port}", "--log-level", "warning", "--keep-alive", "30"]
-        argv += [f"benchmarks.apps:{app}_wsgi()"]
-        servers.append(Server("gunicorn", app, port, procs.start(argv, cores, budget, env=env)))
+        argv = [PYTHON, str(HERE / "serve_bare.py"), "--port", str(port), *wsgi]
+        servers.append(Server(stack, "bare", port, procs.start(argv, cores, budget, env=env)))
+    if node is not None:
+        port = free_port()
+        node_env = {**env, "PORT": str(port), "NAVAI_FUNCTIONS_BASE_DIR": str(node)}
+        node_env["BENCH_OPENAI_ORIGIN"] = env["OPENAI_BASE_URL"].removesuffix("/v1")
+        argv = ["node", "--import", "./preload.mjs", "server.mjs"]
+        proc = procs.start(argv, cores, budget, env=node_env, cwd=node, stdout=subprocess.DEVNULL)
+        servers.append(Server("node", "node", port, proc))
     for server in servers:
-        wait_ready(server.proc, server.port, f"{server.app} on {server.stack}")
+        wait_ready(server.proc, server.port, f"{server.app} ({server.stack})")
     return servers
 
 
+def prepare_node(install: bool) -> tuple[Path | None, str]:
+    """The folder the Node backend runs from (installed from npm on first use), or None
+    and why not."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return None, "node/npm not found"
+    spec = (NODE_DIR / "package.json").read_bytes()
+    import hashlib
+
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = cache_root / "navai-bench" / f"node-{hashlib.sha256(spec).hexdigest()[:12]}"
+    for source in sorted(NODE_DIR.rglob("*")):
+        if source.is_file():
+            target = cache / source.relative_to(NODE_DIR)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    if not (cache / "node_modules" / "@navai" / "voice-backend").is_dir():
+        if not install:
+            return None, f"not installed in {cache} (run without --smoke once to install)"
+        print(f"benchmark: installing the Node backend into {cache}", file=sys.stderr)
+        argv = [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"]
+        try:
+            subprocess.run(argv, cwd=cache, check=True, timeout=300, capture_output=True)
+        except (subprocess.SubprocessError, OSError) as exc:
+            return None, f"npm install failed: {exc}"
+    version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    installed = {
+        name: json.loads((cache / "node_modules" / name / "package.json").read_text())["version"]
+        for name in ("@navai/voice-backend", "express")
+    }
+    what = ", ".join(f"{name} {v}" for name, v in installed.items())
+    return cache, f"Node {version}, {what}"
+
+
 def check_same_answers(servers: list[Server], upstream_port: int) -> None:
-    """Each navai/bare pair answers every scenario with the same status and bytes."""
+    """Each navai/bare pair answers every scenario with the same status and bytes; the
+    Node backend answers the same values (its list has no parameters, its sources differ)."""
     upstream(upstream_port, 0)
+    node = [srv for srv in servers if srv.app == "node"]
     for s in scenarios():
-        for stack in ("uvicorn", "gunicorn"):
+        for stack in ("asgi", "wsgi"):
             pair = [srv for srv in servers if srv.stack == stack]
             answers = [http(s.method, srv.port, s.path, s.body) for srv in pair]
             if answers[0] != answers[1] or answers[0][0] != 200:
                 raise SystemExit(f"{s.label} on {stack}: navai and bare differ: {answers}")
+        if node:
+            ours = json.loads(answers[0][1])
+            status, body, _ = http(s.method, node[0].port, s.path, s.body)
+            theirs = json.loads(body) if status == 200 else {}
+            key = {"client-secret": "value", "list functions": "items"}.get(s.route, "result")
+            if key == "items":
+                ours, theirs = (
+                    sorted(i["name"] for i in x.get("items", [])) for x in (ours, theirs)
+                )
+            else:
+                ours, theirs = ours.get(key), theirs.get(key)
+            if status != 200 or ours != theirs:
+                raise SystemExit(f"{s.label}: navai and Node differ: {ours!r} / {status} {body!r}")
 
 
 def upstream(port: int, delay_ms: int | None = None) -> dict[str, int]:
@@ -480,13 +574,18 @@ def discovery(files: int, per_file: int, budget: float) -> dict[str, float]:
 
 def render(rows: list[Row], disc: dict[str, float]) -> str:
     head = (
-        "| route | server | req/s navai | req/s ceiling | ratio | p50 navai | p50 ceiling "
-        "| +p50 | p99 navai | p99 ceiling | peak RSS navai / ceiling | upstream conns navai "
-        "/ ceiling (requests) | CPU server / loadgen | target |"
+        "| route | server | req/s navai | req/s ceiling | navai / ceiling | req/s Node "
+        "| navai / Node | p50 navai / ceiling / Node | p99 navai / ceiling / Node "
+        "| peak RSS navai / ceiling / Node | upstream conns navai / ceiling (requests) "
+        "| CPU server / loadgen | target |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+
+    def trio(values: list[float | None], unit: str, fmt: str) -> str:
+        return " / ".join("-" if v is None else f"{v:{fmt}}" for v in values) + unit
+
     for row in rows:
-        n, b = row.navai, row.bare
+        n, b, o = row.navai, row.bare, row.node
         if row.scenario.route == "client-secret":
             conns = (
                 f"{n.upstream.get('used', 0)} / {b.upstream.get('used', 0)} "
@@ -496,12 +595,15 @@ def render(rows: list[Row], disc: dict[str, float]) -> str:
             conns = "-"
         goal, met = row.target()
         mark = "" if met is None else (" ✅" if met else " ❌")
+        node_rps = f"{o.rps:,.0f}" if o else "-"
+        node_ratio = f"**{row.node_ratio:.2f}**" if o else "-"
         lines.append(
-            f"| {row.scenario.label} | {row.stack} | {n.rps:,.0f} | {b.rps:,.0f} "
-            f"| **{row.ratio:.2f}** | {n.p50_ms:.2f} ms | {b.p50_ms:.2f} ms "
-            f"| {row.added_p50_ms:+.2f} ms | {n.p99_ms:.2f} ms | {b.p99_ms:.2f} ms "
-            f"| {n.peak_rss_mb:.0f} / {b.peak_rss_mb:.0f} MB | {conns} "
-            f"| {n.server_cpu:.0%} / {n.loadgen_cpu:.0%} | {goal}{mark} |"
+            f"| {row.scenario.label} | {STACKS[row.stack]} | {n.rps:,.0f} | {b.rps:,.0f} "
+            f"| **{row.ratio:.2f}** | {node_rps} | {node_ratio} "
+            f"| {trio([n.p50_ms, b.p50_ms, o.p50_ms if o else None], ' ms', '.2f')} "
+            f"| {trio([n.p99_ms, b.p99_ms, o.p99_ms if o else None], ' ms', '.2f')} "
+            f"| {trio([n.peak_rss_mb, b.peak_rss_mb, o.peak_rss_mb if o else None], ' MB', '.0f')} "
+            f"| {conns} | {n.server_cpu:.0%} / {n.loadgen_cpu:.0%} | {goal}{mark} |"
         )
     lines.append("")
     lines.append(
@@ -525,14 +627,26 @@ def main(argv: list[str] | None = None) -> int:
         help="auto (default): wrk, installed with apt-get if missing, else the asyncio one; "
         "the smoke mode uses the asyncio one",
     )
-    parser.add_argument("--threads", type=int, default=64, help="gunicorn gthread threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="--threads of navai serve --wsgi (default: its own)",
+    )
+    parser.add_argument(
+        "--node",
+        choices=("auto", "off", "require"),
+        default=None,
+        help="the Node backend: auto (default; installed from npm into a cache folder when "
+        "node and npm are there), off (default of --smoke), require",
+    )
     parser.add_argument("--only", default="", help="comma list of scenario keys to run")
     parser.add_argument(
         "--profile",
         type=Path,
         help="record py-spy profiles (raw stacks) of the navai servers into this folder",
     )
-    parser.add_argument("--stacks", default="uvicorn,gunicorn", help="servers to measure")
+    parser.add_argument("--stacks", default="asgi,wsgi", help="navai servers to measure")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.profile:
@@ -542,7 +656,16 @@ def main(argv: list[str] | None = None) -> int:
     loadgen = args.loadgen or ("python" if args.smoke else "auto")
     chosen = [s for s in scenarios() if not args.only or s.key in args.only.split(",")]
     files = 40 if args.smoke else 500
-    budget = 120 + len(chosen) * 4 * (duration + warmup + 3)
+    budget = 120 + len(chosen) * 5 * (duration + warmup + 3)
+    node_mode = args.node or ("off" if args.smoke else "auto")
+    node_dir, node_note = (None, "off") if node_mode == "off" else prepare_node(install=True)
+    if node_dir is None and node_mode == "require":
+        raise SystemExit(f"benchmark: the Node backend is required: {node_note}")
+    if node_dir is None:
+        print(f"benchmark: the Node backend is not measured ({node_note})", flush=True)
+    from navai_adapters import _servers
+
+    threads = args.threads or _servers.DEFAULT_THREADS
 
     server_cores, load_cores = cpus()
     # None of the developer's navai settings may reach the servers under test: only these.
@@ -552,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "OPENAI_API_KEY": API_KEY,
             "NAVAI_RATE_LIMIT_CLIENT_SECRET": "off",  # the benchmark mints thousands per minute
+            "NAVAI_FUNCTIONS_BASE_DIR": apps.FUNCTIONS_BASE_DIR,
+            "NAVAI_FUNCTIONS_FOLDERS": apps.FUNCTIONS_FOLDERS,
             "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
@@ -569,7 +694,12 @@ def main(argv: list[str] | None = None) -> int:
             assert up.stdout
             up_port = int(up.stdout.readline().split()[1])
             env["OPENAI_BASE_URL"] = f"http://{HOST}:{up_port}/v1"
-            servers = start_servers(procs, server_cores, env, args.threads, budget)
+            # BENCH_NAVAI_PYTHONPATH: run `navai serve` from another checkout (a "before").
+            other = os.environ.get("BENCH_NAVAI_PYTHONPATH")
+            navai_env = {"PYTHONPATH": other} if other else {}
+            servers = start_servers(
+                procs, server_cores, env, threads, budget, Path(tmp), node_dir, navai_env
+            )
             check_same_answers(servers, up_port)
             wrk = find_wrk(install=True) if loadgen in ("auto", "wrk") else None
             if loadgen == "wrk" and wrk is None:
@@ -584,18 +714,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"{platform.python_version()}, {platform.system()} {platform.machine()}, "
                 f"{os.cpu_count()} cores; servers on cores {sorted(server_cores)}, load "
                 f"generator ({load.name}) and fake upstream on {sorted(load_cores)}; "
-                f"{duration:g} s per measure after {warmup:g} s warm-up; gunicorn gthread "
-                f"threads={args.threads}",
+                f"{duration:g} s per measure after {warmup:g} s warm-up; navai serve --wsgi "
+                f"--threads {threads}; {node_note}",
                 flush=True,
             )
+            node = next((srv for srv in servers if srv.app == "node"), None)
             for s in chosen:
+                measured = []
                 for stack in args.stacks.split(","):
                     pair = {srv.app: srv for srv in servers if srv.stack == stack}
                     navai = measure(load, pair["navai"], s, up_port, warmup, duration, args.profile)
                     bare = measure(load, pair["bare"], s, up_port, warmup, duration)
-                    rows.append(Row(s, stack, navai, bare))
+                    measured.append(Row(s, stack, navai, bare))
+                node_measure = measure(load, node, s, up_port, warmup, duration) if node else None
+                for row in measured:
+                    row.node = node_measure
+                    rows.append(row)
                     print(
-                        f"  measured {s.label} on {stack}: ratio {rows[-1].ratio:.2f}",
+                        f"  measured {s.label} on {STACKS[row.stack]}: ratio to the ceiling "
+                        f"{row.ratio:.2f}, to Node {row.node_ratio:.2f}",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -607,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         data = {
             "date": str(datetime.date.today()),
             "loadgen": loadgen,
+            "node": node_note,
             "duration": duration,
             "rows": [
                 {
@@ -615,7 +753,9 @@ def main(argv: list[str] | None = None) -> int:
                     "stack": r.stack,
                     "navai": asdict(r.navai),
                     "bare": asdict(r.bare),
+                    "node": asdict(r.node) if r.node else None,
                     "ratio": r.ratio,
+                    "node_ratio": r.node_ratio if r.node else None,
                     "added_p50_ms": r.added_p50_ms,
                     "target_met": r.target()[1],
                 }
@@ -624,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
             "discovery": disc,
         }
         args.json.write_text(json.dumps(data, indent=2))
-    failed = sum(r.navai.errors + r.bare.errors for r in rows)
+    failed = sum(r.navai.errors + r.bare.errors + (r.node.errors if r.node else 0) for r in rows)
     if failed:
         print(f"benchmark: {failed} request(s) failed", file=sys.stderr)
         return 1

@@ -1,12 +1,16 @@
 """``navai serve``: run a navai server for development or a simple deployment.
 
     navai serve [--host 127.0.0.1] [--port 3000] [--wsgi] [--env-file .env] [--app MOD:ATTR]
+                [--workers 1] [--threads 64] [--max-connections 1000]
+                [--forwarded-allow-ips IPS] [--reload]
 
-The ASGI app runs on uvicorn; with ``--wsgi`` the WSGI app runs on waitress (pure Python,
-multi-threaded, production-grade on every OS). ``.env`` in the working directory is loaded
-when present (variables already set in the environment win). The port comes from ``--port``,
-else ``PORT``, else 3000 (what the navai clients assume); port 0 picks a free port. Ctrl-C
-and SIGTERM stop the server gracefully (exit code 0). ``--app module:attr`` serves your own
+The ASGI app runs on uvicorn (httptools, and uvloop where it is installed); with ``--wsgi``
+the WSGI app runs on waitress (pure Python, multi-threaded, production-grade on every OS).
+Both are configured by ``_servers`` (connection cap, read deadlines, thread count). ``.env``
+in the working directory is loaded when present (variables already set in the environment
+win). The port comes from ``--port``, else ``PORT``, else 3000 (what the navai clients
+assume); port 0 picks a free port. Ctrl-C and SIGTERM stop the server gracefully (exit
+code 0). ``--app module:attr`` serves your own
 ``Navai`` (with its hooks and code-registered functions) or ``FunctionRegistry`` (or a callable
 returning one); the working directory is on the import path, as with uvicorn.
 """
@@ -20,12 +24,16 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig
+
+from . import _servers
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -50,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-_SERVE_EXTRA = frozenset({"uvicorn", "waitress", "dotenv", "starlette", "werkzeug"})
+_SERVE_EXTRA = frozenset(
+    {"uvicorn", "httptools", "uvloop", "waitress", "dotenv", "starlette", "werkzeug"}
+)
+#: The environment variable that ``--forwarded-allow-ips`` defaults to.
+FORWARDED_ENV = "NAVAI_FORWARDED_ALLOW_IPS"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,33 +92,243 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve this Navai or FunctionRegistry (or a callable returning one)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (default 1; POSIX only). Each has its own "
+        "rate-limit counters unless NAVAI_RATE_LIMIT_STORAGE points at Redis",
+    )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=_servers.DEFAULT_THREADS,
+        help="request threads per worker of the WSGI server (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=_servers.DEFAULT_MAX_CONNECTIONS,
+        help="open connections per worker (default %(default)s); at the cap, idle ones "
+        "are closed first",
+    )
+    serve.add_argument(
+        "--head-timeout",
+        type=float,
+        default=_servers.HEAD_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds a client has to send a request head (default %(default)g; the body "
+        f"then has {_servers.BODY_TIMEOUT:g} s more)",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        default=None,
+        help="trust X-Forwarded-For/-Proto from these proxy addresses (comma list, or *); "
+        f"default: ${FORWARDED_ENV}, else trust no one",
+    )
+    serve.add_argument(
+        "--access-log", action="store_true", help="log every request (off by default)"
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when a .py or .env file under the working directory changes (development)",
+    )
+    serve.add_argument("--inherit-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
 def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    for name in ("workers", "threads", "max_connections", "head_timeout"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be above 0")
+    if args.workers > 1 and not hasattr(os, "fork"):
+        parser.error("--workers above 1 needs a POSIX system (use one process on Windows)")
+    if args.reload and args.workers > 1:
+        parser.error("--reload runs one worker; drop --workers")
+    environ = dict(os.environ)  # before .env: a --reload child reads the file again
     env_file = _load_env_file(parser, args.env_file)
     port = _port(parser, args.port)
     _configure_logging()
+    missing = _servers.required_packages(args.wsgi)
+    if missing:
+        raise ModuleNotFoundError(name=missing[0])
 
+    if args.inherit_fd is not None:  # a child of --reload: the socket is already listening
+        sock = socket.socket(fileno=args.inherit_fd)
+    else:
+        try:
+            sock = _listen(args.host, port)
+        except OSError as exc:
+            _say(f"navai: cannot listen on {args.host}:{port}: {exc}", err=True)
+            return 1
     try:
-        sock = _listen(args.host, port)
-    except OSError as exc:
-        _say(f"navai: cannot listen on {args.host}:{port}: {exc}", err=True)
-        return 1
-    try:
-        navai = _navai(parser, args.app)
         url = _url(args.host, sock.getsockname()[1])
-        _banner(navai, url, "WSGI on waitress" if args.wsgi else "ASGI on uvicorn", env_file)
-        if args.wsgi:
-            _run_waitress(navai, sock)
-        else:
-            _run_uvicorn(navai, sock, args.host)
+        if args.reload:
+            return _reload(args, sock, environ)
+        navai = _navai(parser, args.app)
+        limits = _limits(args, navai.config.max_body_bytes)
+        _banner(navai, url, _server_name(args), env_file)
+        if args.workers > 1:
+            return _run_workers(parser, args, navai, sock, limits)
+        _run(navai, sock, limits, wsgi=args.wsgi)
     finally:
         sock.close()
     _say("navai: stopped.")
     return 0
+
+
+def _server_name(args: argparse.Namespace) -> str:
+    name = "WSGI on waitress" if args.wsgi else "ASGI on uvicorn"
+    return name if args.workers == 1 else f"{name}, {args.workers} workers"
+
+
+def _limits(args: argparse.Namespace, max_body: int) -> _servers.Limits:
+    forwarded = args.forwarded_allow_ips
+    if forwarded is None:
+        forwarded = os.environ.get(FORWARDED_ENV, "").strip() or None
+    return _servers.Limits(
+        max_connections=_servers.fit_connections(args.max_connections, _servers.raise_file_limit()),
+        threads=args.threads,
+        head_timeout=args.head_timeout,
+        max_body_bytes=max_body,
+        forwarded_allow_ips=forwarded,
+        access_log=args.access_log,
+    )
+
+
+def _run(navai: Navai, sock: socket.socket, limits: _servers.Limits, *, wsgi: bool) -> None:
+    if wsgi:
+        from .wsgi import create_app as create_wsgi_app
+
+        wsgi_app = create_wsgi_app(navai)  # logs the start-up warnings
+        _servers.run_wsgi(wsgi_app, sock, limits, wsgi_app.close)
+    else:
+        from .asgi import create_app as create_asgi_app
+
+        # The lifespan logs the start-up warnings and closes the clients.
+        _servers.run_asgi(create_asgi_app(navai), sock, limits)
+
+
+def _run_workers(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    navai: Navai,
+    sock: socket.socket,
+    limits: _servers.Limits,
+) -> int:
+    """Fork ``--workers`` processes that accept on the same socket; stop them together."""
+    pids: list[int] = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own Navai (clients, counters, threads), built after fork
+            code = 0
+            try:
+                _run(_navai(parser, args.app), sock, limits, wsgi=args.wsgi)
+            except KeyboardInterrupt:
+                pass
+            except BaseException:
+                logger.exception("navai: worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    del navai  # the parent only printed the banner with it
+    failed = False
+    try:
+        while pids:
+            pid, status = os.wait()
+            if pid in pids:
+                pids.remove(pid)
+                failed = failed or os.waitstatus_to_exitcode(status) != 0
+                if failed and pids:  # one worker died: stop the others too
+                    _signal_all(pids, signal.SIGTERM)
+    except KeyboardInterrupt:
+        _signal_all(pids, signal.SIGTERM)
+        _wait_all(pids, timeout=15)
+    _say("navai: stopped.")
+    return 1 if failed else 0
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait_all(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        for pid in list(pids):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            pids.remove(pid)
+        time.sleep(0.05)
+    _signal_all(pids, signal.SIGKILL)
+
+
+# ----- --reload ---------------------------------------------------------------------------------
+
+_RELOAD_SKIP = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache"})
+
+
+def _reload(args: argparse.Namespace, sock: socket.socket, environ: dict[str, str]) -> int:
+    """Run ``navai serve`` (without --reload) in a child on the same listening socket, and
+    restart it whenever a ``.py`` or ``.env`` file under the working directory changes."""
+    argv = [a for a in sys.argv[1:] if a != "--reload"] if sys.argv[1:2] == ["serve"] else None
+    if argv is None:  # called as main([...]): rebuild the command from the options
+        argv = ["serve", "--host", args.host]
+        argv += ["--wsgi"] if args.wsgi else []
+        argv += ["--app", args.app] if args.app else []
+        argv += ["--env-file", str(args.env_file)] if args.env_file else []
+    argv = [sys.executable, "-m", "navai_adapters", *argv, "--inherit-fd", str(sock.fileno())]
+    root = Path.cwd()
+    _say(f"navai: reloading on changes under {root} (development only)")
+    snapshot = _snapshot(root)
+    child = subprocess.Popen(argv, pass_fds=(sock.fileno(),), env=environ)
+    try:
+        while True:
+            time.sleep(0.3)
+            now = _snapshot(root)
+            if now != snapshot:
+                changed = sorted(set(now.items()) ^ set(snapshot.items()))
+                snapshot = now
+                _say(f"navai: {changed[0][0]} changed, restarting")
+                _stop_child(child)
+                child = subprocess.Popen(argv, pass_fds=(sock.fileno(),), env=environ)
+            elif child.poll() is not None and child.returncode != 0:
+                time.sleep(0.5)  # it failed (a syntax error?): wait for the next change
+    except KeyboardInterrupt:
+        _stop_child(child)
+    return 0
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _snapshot(root: Path) -> dict[str, float]:
+    return {str(path): mtime for path, mtime in _watched(root)}
+
+
+def _watched(root: Path) -> Iterator[tuple[Path, float]]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _RELOAD_SKIP and not d.startswith(".")]
+        for name in filenames:
+            if name.endswith(".py") or name == ".env" or name.endswith(".env"):
+                path = Path(dirpath, name)
+                with contextlib.suppress(OSError):
+                    yield path, path.stat().st_mtime
 
 
 def _navai(parser: argparse.ArgumentParser, target: str | None) -> Navai:
@@ -132,38 +354,6 @@ def _navai(parser: argparse.ArgumentParser, target: str | None) -> Navai:
         parser.error(f"--app {target} is neither a Navai nor a FunctionRegistry")
     config = NavaiConfig.from_env(health_path=HEALTH_PATH, openapi_path=OPENAPI_PATH)
     return Navai(config, functions=served)
-
-
-# ----- servers ---------------------------------------------------------------------------
-
-
-def _run_uvicorn(navai: Navai, sock: socket.socket, host: str) -> None:
-    import uvicorn
-
-    from .asgi import create_app
-
-    app = create_app(navai)  # the lifespan logs the start-up warnings and closes the clients
-    config = uvicorn.Config(
-        app, host=host, port=sock.getsockname()[1], lifespan="on", timeout_graceful_shutdown=10
-    )
-    # uvicorn handles SIGINT/SIGTERM itself, then re-raises the signal once it has shut
-    # down: that arrives here as KeyboardInterrupt (see the SIGTERM handler in _serve).
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
-
-
-def _run_waitress(navai: Navai, sock: socket.socket) -> None:
-    from waitress import create_server  # type: ignore[import-untyped]
-
-    from .wsgi import create_app
-
-    app = create_app(navai)  # logs the start-up warnings
-    server = create_server(app, sockets=[sock], ident="navai")
-    try:
-        server.run()  # returns after Ctrl-C/SIGTERM, once the running requests are done
-    finally:
-        server.close()
-        app.close()
 
 
 # ----- helpers -------------------------------------------------------------------------------

@@ -601,6 +601,7 @@ SLOW_MODULES = frozenset(
         "test_load",
         "test_serve",
         "test_serve_app",
+        "test_serve_limits",
     }
 )
 

@@ -6,6 +6,7 @@ The request/response behaviour of the servers is checked by the contract suite
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -313,6 +314,117 @@ def test_a_missing_server_package_is_a_clear_error(tmp_path: Path, blocked: str,
     assert done.returncode == 1
     assert f"navai: serve needs the {blocked} package: pip install 'navai[serve]'" in done.stderr
     assert "Traceback" not in done.stderr
+    assert "serving on" not in done.stdout  # checked before the banner
+
+
+def test_a_missing_httptools_is_said_before_serving(tmp_path: Path):
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'httptools' else real(n, *a)\n"
+        "from navai_adapters.cli import main\n"
+        "sys.exit(main(['serve', '--port', '0']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=hermetic_env({}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "navai: serve needs the httptools package: pip install 'navai[serve]'" in done.stderr
+    assert "serving on" not in done.stdout
+
+
+def test_reload_restarts_the_server_when_a_function_file_changes(tmp_path: Path):
+    """--reload: a changed function module is served without a manual restart, on the same
+    port; Ctrl-C (SIGINT) stops the watcher and the server."""
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "tools.py").write_text('def greet() -> str:\n    return "one"\n')
+    env = hermetic_env({"NAVAI_FUNCTIONS_FOLDERS": "functions"})
+    out = tmp_path / "out"
+    with out.open("wb") as stdout:
+        proc = subprocess.Popen(
+            [str(NAVAI_BIN), "serve", "--port", "0", "--reload"],
+            cwd=tmp_path,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = _wait_url(out, proc)
+            execute = f"{url}/navai/functions/execute"
+            body = {"function_name": "greet", "payload": {}}
+            assert _retry(lambda: httpx.post(execute, json=body).json()["result"]) == "one"
+            time.sleep(0.5)  # an mtime that differs from the first one
+            (functions / "tools.py").write_text('def greet() -> str:\n    return "two"\n')
+            deadline = time.monotonic() + 20
+            result = None
+            while time.monotonic() < deadline and result != "two":
+                time.sleep(0.2)
+                with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                    result = httpx.post(execute, json=body, timeout=2).json()["result"]
+            assert result == "two", out.read_text()
+            assert "changed, restarting" in out.read_text()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(20) == 0, out.read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def _wait_url(out: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"serving on (http://127\.0\.0\.1:\d+)", out.read_text())
+        if found:
+            return found.group(1)
+        assert proc.poll() is None, out.read_text()
+        time.sleep(0.05)
+    raise AssertionError(out.read_text())
+
+
+def _retry(call, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (httpx.HTTPError, KeyError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("wsgi", [False, True], ids=["asgi", "wsgi"])
+def test_workers_share_the_port_and_stop_together(tmp_path: Path, wsgi: bool):
+    """--workers 2: two processes answer on one port; SIGTERM stops both (exit code 0)."""
+    out = tmp_path / "out"
+    args = [str(NAVAI_BIN), "serve", "--port", "0", "--workers", "2", *(["--wsgi"] * wsgi)]
+    with out.open("wb") as stdout:
+        proc = subprocess.Popen(
+            args, cwd=tmp_path, env=hermetic_env({}), stdout=stdout, stderr=subprocess.STDOUT
+        )
+        try:
+            url = _wait_url(out, proc)
+            assert "2 workers" in out.read_text()
+            codes = {_retry(lambda: httpx.get(f"{url}/health").status_code) for _ in range(10)}
+            assert codes == {200}
+            workers = [
+                int(p)
+                for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            ]
+            assert len(workers) == 2
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0, out.read_text()
+    assert out.read_text().rstrip().endswith("navai: stopped.")
+    for pid in workers:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
 
 
 @pytest.mark.parametrize(

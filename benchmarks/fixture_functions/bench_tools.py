@@ -1,6 +1,11 @@
-"""The two trivial backend functions the HTTP benchmark executes."""
+"""The trivial backend functions the HTTP benchmark executes (twins of the Node benchmark's)."""
 
-__all__ = ["aping", "ping"]
+__all__ = ["add", "aping", "ping"]
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers (a trivial sync function with arguments)."""
+    return a + b
 
 
 def ping() -> str:
