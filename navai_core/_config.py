@@ -14,6 +14,7 @@ from limits import RateLimitItem
 from ._models import deprecation_notices
 from ._protect import limit_problem, parse_limit
 from ._session_template import session_problems
+from ._threads import DEFAULT_FUNCTION_THREADS
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
 DEFAULT_VOICE = "marin"
@@ -101,6 +102,8 @@ class NavaiConfig:
     # Time limit of one call (504 past it) for functions without their own timeout=;
     # None or 0: no limit.
     function_timeout_seconds: float | None = DEFAULT_FUNCTION_TIMEOUT_SECONDS
+    # Threads sync functions may hold at once (one function at most half); see docs/security.md.
+    function_threads: int = DEFAULT_FUNCTION_THREADS
 
     # --- protection (see docs/security.md) ---
     # Hooks get the RequestContext; None/True allows, False answers 403, or raise
@@ -113,6 +116,9 @@ class NavaiConfig:
     rate_limit_functions: str | None = None
     rate_limit_speech: str | None = "60/minute"
     rate_limit_storage: str = "memory://"
+    # When the shared store (Redis) fails: False answers 503 (fail closed), True lets requests
+    # through unlimited until it is back (fail open).
+    rate_limit_fail_open: bool = False
 
     # --- server-controlled calls (CONTRACT section 8, docs/calls.md) ---
     calls_path: str | None = "/navai/realtime/calls"
@@ -207,6 +213,7 @@ class NavaiConfig:
             "function_timeout_seconds": r.number(
                 "NAVAI_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT_SECONDS
             ),
+            "function_threads": r.integer("NAVAI_FUNCTION_THREADS", DEFAULT_FUNCTION_THREADS),
             "cors_origins": _split_origins(r.raw("NAVAI_CORS_ORIGIN")),
             "cors_allow_credentials": r.flag("NAVAI_CORS_ALLOW_CREDENTIALS", False),
             "rate_limit_client_secret": r.text("NAVAI_RATE_LIMIT_CLIENT_SECRET", "10/minute"),
@@ -218,6 +225,7 @@ class NavaiConfig:
             "call_budget": r.raw("NAVAI_CALL_BUDGET"),
             "rate_limit_calls": r.text("NAVAI_RATE_LIMIT_CALLS", "10/minute"),
             "browser_execute": r.flag("NAVAI_BROWSER_EXECUTE", True),
+            "rate_limit_fail_open": r.flag("NAVAI_RATE_LIMIT_FAIL_OPEN", False),
             "max_body_bytes": r.integer("NAVAI_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             "health_path": r.raw("NAVAI_HEALTH_PATH"),
             "openapi_path": r.raw("NAVAI_OPENAPI_PATH"),
@@ -279,6 +287,9 @@ class NavaiConfig:
         seconds = self.call_max_seconds
         if not (isinstance(seconds, (int, float)) and seconds > 0):
             found.append(f"NAVAI_CALL_MAX_SECONDS must be more than 0. Received: {seconds!r}")
+        threads = self.function_threads
+        if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 2):
+            found.append(f"NAVAI_FUNCTION_THREADS must be at least 2. Received: {threads!r}")
         ttl = self.client_secret_ttl_seconds
         if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
             found.append(f"{TTL_ENV} must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}")

@@ -29,17 +29,18 @@ from ._client_secret import (
 from ._config import NavaiConfig
 from ._cors import Cors
 from ._discovery import load_functions
-from ._dispatch import _background
 from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
 from ._functions import FunctionRegistry
+from ._hooks import aauthorize, authorize
 from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import logger, secret_filter
 from ._models import ModelNotices, models_logger
 from ._openapi import openapi_document
-from ._protect import RateLimiter, aauthorize, authorize, client_key
+from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
+from ._threads import FunctionThreads
 from ._upstream import AsyncLaneTransport, LaneTransport, asend, send
 
 __all__ = ["Navai", "Route"]
@@ -88,6 +89,7 @@ class Navai:
         self.model_notices = ModelNotices()
         self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
         self.rate_limiter = RateLimiter(self.config.rate_limit_storage)
+        self._threads = FunctionThreads(max(self.config.function_threads, 2))
         c = self.config
         self.retry_policy = RetryPolicy(
             max_retries=max(c.upstream_max_retries, 0),
@@ -208,7 +210,7 @@ class Navai:
             admitted = self._admit(route, context)
             if isinstance(admitted, Reply):
                 return self._finish(route, context, admitted)
-            authorize(admitted.authorize, context, _background.run)
+            authorize(admitted.authorize, context)
             self.rate_limiter.check(admitted.limit, admitted.bucket, self._client_key(context))
             if admitted.needs_functions:
                 self.functions()
@@ -283,6 +285,7 @@ class Navai:
         return {
             "expose_errors": c.expose_function_errors,
             "default_timeout": c.function_timeout_seconds,
+            "threads": self._threads,
         }
 
     def list_reply(self) -> Reply:

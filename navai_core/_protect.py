@@ -1,20 +1,18 @@
-"""Who may call a route, and how often: authorisation hooks and rate limits.
+"""How often a client may call a route: rate limits.
 
-The rules live here; the facade calls :func:`authorize` / :func:`aauthorize` and
-:meth:`RateLimiter.check` / :meth:`RateLimiter.acheck` before any other work is done.
+The facade asks the route's hook (``_hooks``) and :meth:`RateLimiter.check` /
+:meth:`RateLimiter.acheck` before any other work is done.
 Rate limiting uses the ``limits`` package (moving window), in process by default or in
 Redis (``redis://...``) so that several workers or machines share one budget.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import TypeAlias
 
 import limits
 import limits.aio.storage
@@ -22,48 +20,14 @@ import limits.aio.strategies
 import limits.storage
 import limits.strategies
 
-from ._errors import Forbidden, NavaiError
+from ._errors import NavaiError
 from ._http import RequestContext
 
-AuthResult: TypeAlias = "bool | None"
-AuthHook: TypeAlias = "Callable[[RequestContext], AuthResult | Awaitable[AuthResult]]"
 KeyHook: TypeAlias = "Callable[[RequestContext], str | None]"
-
-DENIED = "Forbidden."
 
 
 class TooManyRequests(NavaiError):
     status_code = 429
-
-
-def _verdict(result: object) -> None:
-    """``None`` or ``True`` allows; ``False`` denies with 403. Hooks may also raise
-    :class:`Unauthorized` / :class:`Forbidden` (or any NavaiError) to choose the answer."""
-    if result is False:
-        raise Forbidden(DENIED)
-
-
-def authorize(hook: AuthHook | None, context: RequestContext, run: Callable[[Any], Any]) -> None:
-    """Run ``hook`` from sync code; an async hook is run with ``run`` (navai's loop thread)."""
-    if hook is None:
-        return
-    result = hook(context)
-    if inspect.isawaitable(result):
-        result = run(result)
-    _verdict(result)
-
-
-async def aauthorize(hook: AuthHook | None, context: RequestContext) -> None:
-    """Run ``hook`` from async code; a sync hook runs in a worker thread."""
-    if hook is None:
-        return
-    if inspect.iscoroutinefunction(hook):
-        result = await hook(context)
-    else:
-        result = await asyncio.to_thread(hook, context)
-        if inspect.isawaitable(result):  # a callable object with an async __call__
-            result = await result
-    _verdict(result)
 
 
 def parse_limit(text: str | None) -> limits.RateLimitItem | None:

@@ -26,8 +26,8 @@ from ._client_secret import (
 )
 from ._config import NavaiConfig, rate_limit
 from ._dispatch import PreparedCall, aexecute, execute, prepare_call
+from ._hooks import AuthHook
 from ._http import Reply, RequestContext
-from ._protect import AuthHook
 from ._speech import build_speech_request, parse_speech_response
 from ._upstream import asend, send
 

@@ -271,7 +271,7 @@ class AsyncLaneTransport(httpx.AsyncBaseTransport):
             self._waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise httpx.PoolTimeout("No upstream connection became free in time.") from None
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
