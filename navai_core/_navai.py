@@ -88,7 +88,9 @@ class Navai:
         self._routes = routes_for(self.config)
         self.model_notices = ModelNotices()
         self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
-        self.rate_limiter = RateLimiter(self.config.rate_limit_storage)
+        self.rate_limiter = RateLimiter(
+            self.config.rate_limit_storage, fail_open=self.config.rate_limit_fail_open
+        )
         self._threads = FunctionThreads(max(self.config.function_threads, 2))
         c = self.config
         self.retry_policy = RetryPolicy(
