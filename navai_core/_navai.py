@@ -21,6 +21,7 @@ from ._body import parse_json_body
 from ._call_manager import CallManager
 from ._client_secret import (
     ClientSecret,
+    UpstreamReply,
     UpstreamRequest,
     build_client_secret_request,
     parse_client_secret_body,
@@ -41,7 +42,7 @@ from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
 from ._threads import FunctionThreads
-from ._upstream import AsyncLaneTransport, LaneTransport, asend, send
+from ._upstream import AsyncLaneTransport, BackgroundClient, LaneTransport, asend, send
 
 __all__ = ["Navai", "Route"]
 
@@ -85,6 +86,8 @@ class Navai:
         self._owns_client = http_client is None
         self._aclient = async_http_client
         self._owns_aclient = async_http_client is None
+        # Sync callers send through an async client on navai's loop (the same deadline).
+        self._loop_client = BackgroundClient(self._new_async_client)
         self._routes = routes_for(self.config)
         self.model_notices = ModelNotices()
         self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
@@ -163,7 +166,7 @@ class Navai:
     def create_client_secret(self, body: object = None) -> ClientSecret:
         """Mint a client secret for a request body (a dict of the contract's fields)."""
         request = self.client_secret_request(body)
-        reply = send(self.http_client(), request, self.retry_policy)
+        reply = self.send_upstream(request)
         return parse_client_secret_response(request, reply.status, reply.content, reply.headers)
 
     async def acreate_client_secret(self, body: object = None) -> ClientSecret:
@@ -314,10 +317,19 @@ class Navai:
 
     def async_http_client(self) -> httpx.AsyncClient:
         if self._aclient is None:
-            self._aclient = httpx.AsyncClient(
-                timeout=self.config.upstream_timeout_seconds, transport=AsyncLaneTransport()
-            )
+            self._aclient = self._new_async_client()
         return self._aclient
+
+    def _new_async_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=self.config.upstream_timeout_seconds, transport=AsyncLaneTransport()
+        )
+
+    def send_upstream(self, request: UpstreamRequest) -> UpstreamReply:
+        """Send from sync code: with your own sync client, or through navai's loop."""
+        if not self._owns_client and self._client is not None:
+            return send(self._client, request, self.retry_policy)
+        return self._loop_client.send(request, self.retry_policy)
 
     def close(self) -> None:
         """Hang up the calls held on navai's background loop, then close the sync httpx
@@ -326,6 +338,7 @@ class Navai:
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
+        self._loop_client.close()
 
     async def aclose(self) -> None:
         """Hang up the calls this process holds, then close both httpx clients navai created."""
