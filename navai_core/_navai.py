@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import threading
+import urllib.request
 from types import TracebackType
 from typing import Any
 
@@ -310,8 +311,9 @@ class Navai:
         if self._client is None:
             with self._lock:
                 if self._client is None:
+                    transport = None if urllib.request.getproxies() else LaneTransport()
                     self._client = httpx.Client(
-                        timeout=self.config.upstream_timeout_seconds, transport=LaneTransport()
+                        timeout=self.config.upstream_timeout_seconds, transport=transport
                     )
         return self._client
 
@@ -321,9 +323,10 @@ class Navai:
         return self._aclient
 
     def _new_async_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=self.config.upstream_timeout_seconds, transport=AsyncLaneTransport()
-        )
+        # With a proxy in the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY; NO_PROXY),
+        # httpx's own transports honour it; a transport= would make httpx ignore it.
+        transport = None if urllib.request.getproxies() else AsyncLaneTransport()
+        return httpx.AsyncClient(timeout=self.config.upstream_timeout_seconds, transport=transport)
 
     def send_upstream(self, request: UpstreamRequest) -> UpstreamReply:
         """Send from sync code: with your own sync client, or through navai's loop."""
