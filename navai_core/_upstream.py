@@ -169,8 +169,10 @@ class BackgroundClient:
         return await asend(self._client, request, policy)
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and _background.running() and not _background.inside():
+        client, loop, self._client, self._loop = self._client, self._loop, None, None
+        if client is None or not _background.running() or _background.inside():
+            return
+        if loop is _background.loop():  # (a client of a closed loop is only dropped)
             _background.run(client.aclose())
 
 
