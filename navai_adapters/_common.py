@@ -85,7 +85,7 @@ def response_parts(reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
     headers = list(reply.headers)
     if reply.status == 204:
         return reply.status, headers, b""
-    return reply.status, [("Content-Type", JSON_CONTENT_TYPE), *headers], reply.content
+    return reply.status, [("Content-Type", reply.content_type), *headers], reply.content
 
 
 def internal_error() -> tuple[int, list[tuple[str, str]], bytes]:

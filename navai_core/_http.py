@@ -40,13 +40,17 @@ class RequestContext:
 
 @attrs.frozen
 class Reply:
-    """A status, a JSON body and extra headers: every answer the core produces."""
+    """A status, a JSON body and extra headers: every answer the core produces.
+
+    A reply that is not JSON (the SDP answer of a call) carries its bytes in ``encoded``
+    and its ``content_type``."""
 
     status: int
     body: JsonValue
     headers: tuple[tuple[str, str], ...] = ()
     # ``body`` already encoded, for replies answered many times (the function list).
     encoded: bytes | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+    content_type: str = attrs.field(default="application/json", kw_only=True)
 
     @property
     def content(self) -> bytes:

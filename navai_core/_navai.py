@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import httpx
 
-from ._body import parse_json_body
+from ._body import parse_json_body, too_large
 from ._call_manager import CallManager
 from ._client_secret import (
     ClientSecret,
@@ -218,6 +218,8 @@ class Navai:
                 return self._finish(route, context, admitted)
             authorize(admitted.authorize, context)
             self.rate_limiter.check(admitted.limit, admitted.bucket, self._client_key(context))
+            if admitted.guard is not None:
+                admitted.guard.check(self, context)
             if admitted.needs_functions:
                 self.functions()
             step = self._plan(admitted, context, body)
@@ -236,6 +238,8 @@ class Navai:
             await aauthorize(admitted.authorize, context)
             key = self._client_key(context)
             await self.rate_limiter.acheck(admitted.limit, admitted.bucket, key)
+            if admitted.guard is not None:
+                await admitted.guard.acheck(self, context)
             if admitted.needs_functions:
                 await self.afunctions()
             step = self._plan(admitted, context, body)
@@ -259,9 +263,14 @@ class Navai:
 
     def _plan(self, route: Route, context: RequestContext, body: bytes) -> Reply | Step:
         assert route.plan is not None
-        parsed = (
-            parse_json_body(context, body, self.config.max_body_bytes) if route.reads_body else None
-        )
+        limit = self.config.max_body_bytes
+        parsed: Any = None
+        if route.raw_body:
+            if len(body) > limit:
+                raise too_large(limit)
+            parsed = body
+        elif route.reads_body:
+            parsed = parse_json_body(context, body, limit)
         return route.plan(self, context, parsed)
 
     def _finish(self, route: Route | None, context: RequestContext, reply: Reply) -> Reply:

@@ -146,6 +146,22 @@ _COMMON = (400, 401, 403, 405, 413, 415, 429, 500)
 _UPSTREAM = (502, 503, 504)
 
 
+def _call_body(option: int, instructions: int, defaults: dict[str, str]) -> dict[str, Any]:
+    body = _optional_strings(
+        {"model": defaults["model"], "voice": defaults["voice"]},
+        model=option,
+        voice=option,
+        instructions=instructions,
+        language=option,
+        voiceAccent=option,
+        voiceTone=option,
+        apiKey=None,
+    )
+    body["properties"] = {"sdp": {"type": "string", "pattern": "\\S"}, **body["properties"]}
+    body["required"] = ["sdp"]
+    return body
+
+
 def _operations(
     option: int, instructions: int, defaults: dict[str, str]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -236,6 +252,54 @@ def _operations(
                         "content": _json(_EXECUTE_REPLY),
                     },
                     **_errors(401, 403, 405, 413, 415, 429),
+                },
+            },
+        ),
+        "calls": (
+            "post",
+            {
+                "summary": "Start a server-controlled Realtime call (WebRTC offer/answer)",
+                "description": "Relays the browser's SDP offer to OpenAI with the session of "
+                "the client-secret route plus the backend functions as tools; navai runs the "
+                "function calls on the server. See docs/calls.md.",
+                "operationId": "createCall",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/sdp": {"schema": _STRING},
+                        **_json(_call_body(option, instructions, defaults)),
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "The SDP answer; Location names the call.",
+                        "headers": {"Location": {"schema": _STRING}},
+                        "content": {"application/sdp": {"schema": _STRING}},
+                    },
+                    **_errors(*_COMMON, *_UPSTREAM),
+                },
+            },
+        ),
+        "call_hangup": (
+            "post",
+            {
+                "summary": "End a call navai created or accepted",
+                "operationId": "hangupCall",
+                "parameters": [
+                    {"name": "call_id", "in": "path", "required": True, "schema": _STRING}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The call is ended.",
+                        "content": _json(
+                            {
+                                "type": "object",
+                                "required": ["ok", "call_id"],
+                                "properties": {"ok": {"const": True}, "call_id": _STRING},
+                            }
+                        ),
+                    },
+                    **_errors(401, 403, 404, 405, 429, 500, *_UPSTREAM),
                 },
             },
         ),

@@ -2,8 +2,9 @@
 
 Each :class:`RouteRow` says where a route answers (a setting naming its path), which methods
 it takes, who may call it and how often (the settings of its hook and rate limit), whether it
-reads a JSON body or needs the function registry, and its *plan*: a pure function from the
-request to the final :class:`Reply` or one I/O :class:`Step`. ``routes_for(config)`` turns
+reads a body (a JSON object, or raw bytes) or needs the function registry, any further
+:class:`Guard` (the call-time budget), and its *plan*: a pure function from the request to
+the final :class:`Reply` or one I/O :class:`Step`. ``routes_for(config)`` turns
 the table into the :class:`Route` values one server answers; ``Navai.handle`` /
 ``Navai.ahandle`` only walk a route's row: admit, guard, plan, run the step.
 
@@ -18,16 +19,30 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import attrs
 from limits import RateLimitItem
 
+from ._body import parse_json_body
+from ._calls import (
+    SDP_CONTENT_TYPE,
+    build_hangup_request,
+    parse_call_body,
+    parse_call_offer,
+    parse_call_response,
+    plan_call,
+    valid_call_id,
+)
 from ._client_secret import (
     UpstreamReply,
     UpstreamRequest,
     build_transcription_request,
     parse_client_secret_response,
+    realtime_target,
+    upstream_failure,
 )
 from ._config import NavaiConfig, rate_limit
 from ._dispatch import PreparedCall, aexecute, execute, prepare_call
+from ._errors import NavaiError, NotFound
 from ._hooks import AuthHook
 from ._http import Reply, RequestContext
+from ._protect import client_key
 from ._speech import build_speech_request, parse_speech_response
 from ._upstream import asend
 
@@ -43,8 +58,17 @@ class Step(Protocol):
     def arun(self, navai: Navai) -> Awaitable[Reply]: ...
 
 
+class Guard(Protocol):
+    """A check a route makes after its hook and rate limit, before its plan (it may do I/O:
+    the call-time budget lives on the rate limits' storage); it raises the answer to refuse."""
+
+    def check(self, navai: Navai, context: RequestContext) -> None: ...
+
+    def acheck(self, navai: Navai, context: RequestContext) -> Awaitable[None]: ...
+
+
 #: ``plan(navai, context, body)``: ``body`` is the request's JSON object (``None`` when empty,
-#: always ``None`` on a route that reads no body).
+#: always ``None`` on a route that reads no body), or its bytes on a ``raw_body`` route.
 Plan: TypeAlias = "Callable[[Navai, RequestContext, Any], Reply | Step]"
 
 
@@ -62,9 +86,12 @@ class Route:
     no_store: bool = attrs.field(default=False, eq=False, repr=False)
     plan: Plan | None = attrs.field(default=None, eq=False, repr=False)
     reads_body: bool = attrs.field(default=False, eq=False, repr=False)
+    # The plan gets the body's bytes (within the size limit), not a parsed JSON object.
+    raw_body: bool = attrs.field(default=False, eq=False, repr=False)
     needs_functions: bool = attrs.field(default=False, eq=False, repr=False)
     # The rate-limit counter: routes sharing a budget share one (default: the name).
     bucket: str = attrs.field(default="", eq=False, repr=False)
+    guard: Guard | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def allowed(self) -> tuple[str, ...]:
@@ -97,6 +124,12 @@ class Route:
         return params
 
 
+def _setting_names(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 @attrs.frozen
 class RouteRow:
     """A route of the table; the string fields name :class:`NavaiConfig` settings."""
@@ -110,24 +143,32 @@ class RouteRow:
     bucket: str | None = None  # share another route's counter
     no_store: bool = False
     reads_body: bool = False
-    needs_functions: bool = False
-    enabled: str | None = None  # a boolean setting that switches the route on
+    raw_body: bool = False  # the plan gets the bytes (it reads the media type itself)
+    # True, or a boolean setting that decides whether the plan needs the registry.
+    needs_functions: bool | str = False
+    # Boolean settings that must all be true for the route to exist.
+    enabled: tuple[str, ...] = attrs.field(default=(), converter=_setting_names)
+    suffix: str = ""  # appended to the setting's path (``/{call_id}/hangup``)
+    guard: Guard | None = attrs.field(default=None, repr=False)
 
     def place(self, config: NavaiConfig) -> Route | None:
         path = getattr(config, self.path)
-        if not path or (self.enabled is not None and not getattr(config, self.enabled)):
+        if not path or not all(getattr(config, name) for name in self.enabled):
             return None
+        needs = self.needs_functions
         return Route(
             self.name,
-            path,
+            path.rstrip("/") + self.suffix if self.suffix else path,
             self.methods,
             authorize=getattr(config, self.authorize) if self.authorize else None,
             limit=rate_limit(config, self.limit) if self.limit else None,
             no_store=self.no_store,
             plan=self.plan,
-            reads_body=self.reads_body,
-            needs_functions=self.needs_functions,
+            reads_body=self.reads_body or self.raw_body,
+            raw_body=self.raw_body,
+            needs_functions=bool(getattr(config, needs) if isinstance(needs, str) else needs),
             bucket=self.bucket or self.name,
+            guard=self.guard,
         )
 
 
@@ -160,6 +201,42 @@ class Call:
 
     async def arun(self, navai: Navai) -> Reply:
         return await aexecute(self.prepared, **navai.execute_options())
+
+
+@attrs.frozen
+class Hangup:
+    """End a call this process holds (on the event loop that holds it)."""
+
+    call_id: str
+
+    def run(self, navai: Navai) -> Reply:
+        return _hung_up(self.call_id, navai.calls.hangup(self.call_id))
+
+    async def arun(self, navai: Navai) -> Reply:
+        return _hung_up(self.call_id, await navai.calls.ahangup(self.call_id))
+
+
+UNKNOWN_CALL = "Unknown call."
+
+
+def _hung_up(call_id: str, held: bool) -> Reply:
+    if not held:
+        raise NotFound(UNKNOWN_CALL)  # it ended meanwhile
+    return Reply(200, {"ok": True, "call_id": call_id})
+
+
+# ----- guards --------------------------------------------------------------------------------
+
+
+class _CallBudget:
+    """A new call from a key whose call-time budget is spent: 429 with ``Retry-After``."""
+
+    def check(self, navai: Navai, context: RequestContext) -> None:
+        navai.calls.budgets.check(client_key(navai.config.rate_limit_key, context))
+
+    async def acheck(self, navai: Navai, context: RequestContext) -> None:
+        key = client_key(navai.config.rate_limit_key, context)
+        await navai.calls.budgets.acheck(key)
 
 
 # ----- plans ---------------------------------------------------------------------------------
@@ -207,6 +284,63 @@ def _health(navai: Navai, context: RequestContext, body: Any) -> Reply:
 
 def _openapi(navai: Navai, context: RequestContext, body: Any) -> Reply:
     return Reply(200, navai.openapi())
+
+
+CALL_MEDIA_TYPES = "Content-Type must be application/sdp or application/json."
+
+
+def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
+    """Relay the SDP offer (raw ``application/sdp`` or JSON) to OpenAI's ``/realtime/calls``;
+    on success hold the call (its sideband) and answer 201 with the SDP answer."""
+    c = navai.config
+    media_type = (context.header("content-type") or "").split(";")[0].strip().lower()
+    if media_type == SDP_CONTENT_TYPE:
+        options = parse_call_offer(body)
+    else:
+        try:
+            parsed = parse_json_body(context, body, c.max_body_bytes)
+        except NavaiError as exc:
+            if exc.status_code == 415:
+                raise NavaiError(CALL_MEDIA_TYPES, status_code=415) from None
+            raise
+        options = parse_call_body(parsed)
+    plan = plan_call(c, options, navai.functions() if c.functions_enabled else None)
+    navai.model_notices.requested(options.session.model)
+    rate_key = client_key(c.rate_limit_key, context)
+    location = (c.calls_path or "").rstrip("/")
+
+    def finish(reply: UpstreamReply) -> Reply:
+        answer = parse_call_response(plan.request, reply.status, reply.content, reply.headers)
+        if c.call_sideband:
+            navai.calls.attach(answer.call_id, api_key=plan.target.key, rate_key=rate_key)
+        headers = (
+            ("Location", f"{location}/{answer.call_id}"),
+            ("Access-Control-Expose-Headers", "Location"),
+        )
+        return Reply(201, None, headers, encoded=answer.sdp.encode(), content_type=SDP_CONTENT_TYPE)
+
+    return Upstream(plan.request, finish)
+
+
+def _call_hangup(navai: Navai, context: RequestContext, body: Any) -> Step:
+    """A call this process holds is hung up here; any other well-formed id (a call another
+    worker holds) through OpenAI's hangup with the backend key; 404 when nobody knows it."""
+    route = navai.match(context.path)
+    call_id = (route.path_params(context.path) or {}).get("call_id", "") if route else ""
+    if call_id in navai.calls:
+        return Hangup(call_id)
+    if not valid_call_id(call_id) or navai.config.backend_key_source() is None:
+        raise NotFound(UNKNOWN_CALL)
+    request = build_hangup_request(realtime_target(navai.config), call_id)
+
+    def finish(reply: UpstreamReply) -> Reply:
+        if reply.status == 404:
+            raise NotFound(UNKNOWN_CALL)
+        if not 200 <= reply.status <= 299:
+            raise upstream_failure(request, reply.status, reply.content, reply.headers)
+        return _hung_up(call_id, True)
+
+    return Upstream(request, finish)
 
 
 # ----- the table -----------------------------------------------------------------------------
@@ -261,7 +395,28 @@ ROUTES: tuple[RouteRow, ...] = (
         limit="rate_limit_functions",
         reads_body=True,
         needs_functions=True,
-        enabled="functions_enabled",
+        enabled=("functions_enabled", "browser_execute"),
+    ),
+    RouteRow(
+        "calls",
+        "calls_path",
+        ("POST",),
+        _calls,
+        authorize="authorize_client_secret",
+        limit="rate_limit_calls",
+        no_store=True,
+        raw_body=True,
+        needs_functions="functions_enabled",
+        guard=_CallBudget(),
+    ),
+    RouteRow(
+        "call_hangup",
+        "calls_path",
+        ("POST",),
+        _call_hangup,
+        authorize="authorize_client_secret",
+        limit="rate_limit_calls",
+        suffix="/{call_id}/hangup",
     ),
     RouteRow("health", "health_path", ("GET",), _health),
     RouteRow("openapi", "openapi_path", ("GET",), _openapi),
