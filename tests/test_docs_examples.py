@@ -47,7 +47,7 @@ def test_every_example_belongs_to_a_page():
     assert {p.name for p in EXAMPLES.glob("*.py")} == shown
 
 
-@pytest.mark.parametrize("page", [*PAGES, "frontend.md", "deployment.md"])
+@pytest.mark.parametrize("page", [*PAGES, "frontend.md", "deployment.md", "calls.md"])
 def test_relative_links_in_the_pages_resolve(page: str):
     for target in re.findall(r"\]\(([^)#:]+)\)", (DOCS / page).read_text()):
         assert (DOCS / target).exists(), f"{page} links to missing {target}"

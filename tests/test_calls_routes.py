@@ -1,0 +1,413 @@
+"""Server-controlled calls through both adapters and real ``navai serve`` processes, against
+the fake Realtime server: the exact upstream request, the sideband running the tools once,
+hang-ups, limits, and nothing secret or left over."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    KINDS,
+    SERVER_KEY,
+    TOOL_NAMES,
+    Setup,
+    Target,
+    Targets,
+)
+from fake_realtime import ANSWER_SDP, FakeRealtime, parse_multipart
+
+from navai_core import Navai, NavaiConfig, RequestContext
+
+OFFER = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
+
+
+@pytest.fixture(scope="module")
+def fake_realtime() -> Iterator[FakeRealtime]:
+    with FakeRealtime(key=SERVER_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def info_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """In-process targets log call ends at INFO, like ``navai serve``."""
+    caplog.set_level(logging.INFO, logger="navai")
+
+
+def call_setups(base: Path, fake: FakeRealtime) -> dict[str, Setup]:
+    common = {
+        "OPENAI_BASE_URL": fake.base_url,
+        "NAVAI_UPSTREAM_MAX_RETRIES": "0",
+        "NAVAI_UPSTREAM_TIMEOUT": "5",
+        "NAVAI_RATE_LIMIT_CALLS": "off",
+        "NAVAI_FUNCTIONS_BASE_DIR": str(base),
+        "NAVAI_FUNCTIONS_FOLDERS": "functions",
+        "NAVAI_BROWSER_EXECUTE": "false",
+    }
+    return {
+        "calls": Setup("calls", common, {"OPENAI_API_KEY": SERVER_KEY}),
+        "short": Setup(
+            "short", {**common, "NAVAI_CALL_MAX_SECONDS": "1"}, {"OPENAI_API_KEY": SERVER_KEY}
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def call_targets(
+    functions_dir: Path,
+    fake_upstream,
+    fake_realtime: FakeRealtime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Targets]:
+    found = Targets(functions_dir, fake_upstream, tmp_path_factory.mktemp("call-servers"))
+    found.setups = call_setups(functions_dir, fake_realtime)
+    yield found
+    found.close()
+
+
+@pytest.fixture(params=KINDS)
+def target(request: pytest.FixtureRequest, call_targets: Targets, fake_realtime) -> Target:
+    fake_realtime.reset()
+    return call_targets.get("calls", request.param)
+
+
+@pytest.fixture(params=KINDS)
+def short_target(request: pytest.FixtureRequest, call_targets: Targets, fake_realtime) -> Target:
+    fake_realtime.reset()
+    return call_targets.get("short", request.param)
+
+
+def wait_log(target: Target, mark: int, text: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = target.logs_since(mark)
+        if text in logs:
+            return logs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged:\n{logs}")
+        time.sleep(0.02)
+
+
+def start_call(target: Target, **kwargs) -> tuple[str, object]:
+    if "json" not in kwargs:
+        kwargs.setdefault("content", OFFER)
+        kwargs.setdefault("headers", {"Content-Type": "application/sdp"})
+    answer = target.http.post("/navai/realtime/calls", **kwargs)
+    assert answer.status_code == 201, answer.text
+    return answer.headers["location"].rsplit("/", 1)[1], answer
+
+
+def fn_call(call_id: str, name: str, arguments: dict, response: str = "resp_1") -> dict:
+    return {
+        "type": "response.function_call_arguments.done",
+        "response_id": response,
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(arguments),
+    }
+
+
+def response_done(response: str, *call_ids: str) -> dict:
+    output = [
+        {"type": "function_call", "call_id": c, "name": "add", "arguments": "{}"} for c in call_ids
+    ]
+    return {
+        "type": "response.done",
+        "response": {
+            "id": response,
+            "status": "completed",
+            "output": output,
+            "usage": {"total_tokens": 12},
+        },
+    }
+
+
+def test_call_runs_tools_on_the_server(target: Target, fake_realtime: FakeRealtime) -> None:
+    mark = target.log_mark()
+    call_id, answer = start_call(
+        target, headers={"Content-Type": "application/sdp", "Origin": "http://localhost:5173"}
+    )
+    assert answer.headers["content-type"].startswith("application/sdp")
+    assert answer.text == ANSWER_SDP
+    assert answer.headers["location"] == f"/navai/realtime/calls/{call_id}"
+    assert answer.headers["access-control-expose-headers"] == "Location"
+    assert answer.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert answer.headers["cache-control"] == "no-store"
+    # The exact upstream request.
+    created = fake_realtime.requests[0]
+    assert created.path == "/v1/realtime/calls"
+    assert created.headers["authorization"] == f"Bearer {SERVER_KEY}"
+    assert created.headers["accept"] == "application/sdp"
+    parts = parse_multipart(created.headers["content-type"], created.body)
+    assert parts["sdp"] == ("application/sdp", OFFER.encode())
+    session = json.loads(parts["session"][1])
+    assert session["type"] == "realtime" and session["audio"] == {"output": {"voice": "marin"}}
+    assert {t["name"] for t in session["tools"]} == TOOL_NAMES
+    add = next(t for t in session["tools"] if t["name"] == "add")
+    assert add["parameters"]["required"] == ["a", "b"]
+    # The sideband runs the tools, exactly once, and asks for one response.
+    call = fake_realtime.call(call_id)
+    call.wait_for(lambda c: c.connections == 1)
+    assert call.sideband_authorization == [f"Bearer {SERVER_KEY}"]
+    call.send(
+        fn_call("c1", "add", {"a": 2, "b": 40}),
+        fn_call("c1", "add", {"a": 2, "b": 40}),
+        fn_call("c2", "async_add", {"a": 1, "b": 1}),
+        "garbage {",
+        response_done("resp_1", "c1", "c2"),
+    )
+    call.wait_for(lambda c: len(c.of_type("response.create")) == 1)
+    assert call.output_of("c1")["result"] == 42
+    assert call.output_of("c2")["result"] == 2
+    assert len(call.outputs()) == 2
+    # The browser cannot run functions here (NAVAI_BROWSER_EXECUTE=false); the list stays.
+    execute = target.http.post("/navai/functions/execute", json={"function_name": "add"})
+    assert execute.status_code == 404
+    assert target.http.get("/navai/functions").status_code == 200
+    # Hang up through navai.
+    hung = target.http.post(f"/navai/realtime/calls/{call_id}/hangup")
+    assert hung.status_code == 200
+    assert hung.json() == {"ok": True, "call_id": call_id}
+    assert call.hangups == 1
+    logs = wait_log(target, mark, f"call {call_id} ended (hangup)")
+    assert "2 function call(s), 12 tokens" in logs
+    again = target.http.post(f"/navai/realtime/calls/{call_id}/hangup")
+    assert again.status_code == 404 and again.json() == {"error": "Unknown call."}
+    assert SERVER_KEY not in logs and "ek_" not in logs
+    assert SERVER_KEY not in answer.text + hung.text
+
+
+def test_caller_hangs_up(target: Target, fake_realtime: FakeRealtime) -> None:
+    mark = target.log_mark()
+    call_id, _ = start_call(target, json={"sdp": OFFER, "voice": "cedar", "language": "Spanish"})
+    session = json.loads(
+        parse_multipart(
+            fake_realtime.requests[0].headers["content-type"], fake_realtime.requests[0].body
+        )["session"][1]
+    )
+    assert session["audio"]["output"]["voice"] == "cedar"
+    assert session["instructions"].endswith("\nAlways reply in Spanish.")
+    call = fake_realtime.call(call_id)
+    call.wait_for(lambda c: c.connections == 1)
+    call.end()
+    wait_log(target, mark, f"call {call_id} ended (ended)")
+    assert target.http.post(f"/navai/realtime/calls/{call_id}/hangup").status_code == 404
+
+
+def test_errors(target: Target, fake_realtime: FakeRealtime) -> None:
+    for kwargs in (
+        {"content": "  ", "headers": {"Content-Type": "application/sdp"}},
+        {"json": {}},
+        {"json": {"sdp": ""}},
+    ):
+        blank = target.http.post("/navai/realtime/calls", **kwargs)
+        assert (blank.status_code, blank.json()) == (400, {"error": "sdp is required."})
+    typed = target.http.post("/navai/realtime/calls", json={"sdp": OFFER, "voice": 5})
+    assert typed.status_code == 400 and "voice" in typed.json()["error"]
+    other = target.http.post(
+        "/navai/realtime/calls", content=OFFER, headers={"Content-Type": "text/plain"}
+    )
+    assert other.status_code == 415
+    assert other.json() == {"error": "Content-Type must be application/sdp or application/json."}
+    assert other.headers["cache-control"] == "no-store"
+    huge = target.http.post(
+        "/navai/realtime/calls",
+        content=b"v" * 2_000_000,
+        headers={"Content-Type": "application/sdp"},
+    )
+    assert huge.status_code == 413
+    assert fake_realtime.requests == []  # none of these reached the upstream
+    fake_realtime.create_status = 400
+    fake_realtime.create_body = b'{"error": {"message": "bad offer"}}'
+    failed = target.http.post("/navai/realtime/calls", json={"sdp": OFFER})
+    assert failed.status_code == 400
+    assert failed.json()["error"] == 'OpenAI calls failed: {"error": {"message": "bad offer"}}'
+    fake_realtime.create_status, fake_realtime.create_headers = 201, {}
+    missing = target.http.post("/navai/realtime/calls", json={"sdp": OFFER})
+    assert missing.status_code == 502 and "call id" in missing.json()["error"]
+    unknown = target.http.post("/navai/realtime/calls/rtc_nope/hangup")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Unknown call."}
+    bad = target.http.post("/navai/realtime/calls/a%20b/hangup")
+    assert bad.status_code == 404
+    assert target.http.get("/navai/realtime/calls").status_code == 405
+
+
+def test_max_seconds(short_target: Target, fake_realtime: FakeRealtime) -> None:
+    mark = short_target.log_mark()
+    call_id, _ = start_call(short_target)
+    call = fake_realtime.call(call_id)
+    call.wait_for(lambda c: c.hangups == 1, timeout=10)
+    wait_log(short_target, mark, f"call {call_id} ended (max_seconds)")
+
+
+@pytest.mark.parametrize("kind", ["asgi-server", "wsgi-server"])
+def test_server_stop_hangs_up_and_exits_cleanly(
+    kind: str, functions_dir: Path, fake_realtime: FakeRealtime, tmp_path: Path
+) -> None:
+    import httpx
+    from conftest import start_server
+
+    fake_realtime.reset()
+    setup = call_setups(functions_dir, fake_realtime)["calls"]
+    process = start_server(setup, kind == "wsgi-server", tmp_path)
+    try:
+        url = process.wait_ready()
+        answer = httpx.post(
+            f"{url}/navai/realtime/calls",
+            content=OFFER,
+            headers={"Content-Type": "application/sdp"},
+            timeout=10,
+        )
+        assert answer.status_code == 201
+        call = fake_realtime.call(answer.headers["location"].rsplit("/", 1)[1])
+        call.wait_for(lambda c: c.connections == 1)
+    finally:
+        code = process.stop(signal.SIGTERM)
+    assert code == 0, process.describe()
+    assert call.hangups == 1
+    assert f"call {call.call_id} ended (shutdown)" in process.stderr()
+    deadline = time.monotonic() + 5
+    while fake_realtime.live_sidebands() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake_realtime.live_sidebands() == 0
+
+
+def test_budget_refuses_new_calls_in_process(fake_realtime: FakeRealtime) -> None:
+    import asyncio
+
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            call_budget="1/hour",
+            functions_enabled=False,
+        )
+    )
+    asyncio.run(navai.calls.budgets.acharge("10.0.0.1", 60))
+    context = RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.1"
+    )
+    reply = navai.handle(context, OFFER.encode())
+    assert reply.status == 429
+    assert dict(reply.headers)["Retry-After"].isdigit()
+    assert reply.body["error"].startswith("Call-time budget spent.")  # type: ignore[index]
+    other = RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.2"
+    )
+    fake_realtime.reset()
+    assert navai.handle(other, OFFER.encode()).status == 201
+    navai.close()
+
+
+def test_rate_limit_calls_in_process(fake_realtime: FakeRealtime) -> None:
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            rate_limit_calls="1/minute",
+            call_sideband=False,
+        )
+    )
+    context = RequestContext("POST", "/navai/realtime/calls", {"content-type": "application/sdp"})
+    fake_realtime.reset()
+    assert navai.handle(context, OFFER.encode()).status == 201
+    assert navai.handle(context, OFFER.encode()).status == 429
+    assert len(fake_realtime.requests) == 1
+    assert navai.calls.live() == []
+    navai.close()
+
+
+def test_hangup_of_a_call_held_elsewhere_goes_through_openai(
+    target: Target, fake_realtime: FakeRealtime
+) -> None:
+    """Another worker's call (not held here): OpenAI's hangup with the server's key."""
+    call = fake_realtime.open_call()
+    hung = target.http.post(f"/navai/realtime/calls/{call.call_id}/hangup")
+    assert (hung.status_code, hung.json()) == (200, {"ok": True, "call_id": call.call_id})
+    assert call.hangups == 1
+    sent = fake_realtime.requests[-1]
+    assert sent.path == f"/v1/realtime/calls/{call.call_id}/hangup"
+    assert sent.headers["authorization"] == f"Bearer {SERVER_KEY}"
+    # OpenAI no longer knows it: 404, like an id nobody knows.
+    again = target.http.post(f"/navai/realtime/calls/{call.call_id}/hangup")
+    assert (again.status_code, again.json()) == (404, {"error": "Unknown call."})
+
+
+def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
+    fake_realtime: FakeRealtime,
+) -> None:
+    import asyncio
+
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            call_budget="1/hour",
+            functions_enabled=False,
+        )
+    )
+    asyncio.run(navai.calls.budgets.acharge("10.0.0.1", 60))
+    context = RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/json"}, client="10.0.0.1"
+    )
+    refused = navai.handle(context, b"not json")
+    assert refused.status == 429 and "Retry-After" in dict(refused.headers)
+    other = RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.2"
+    )
+    fake_realtime.reset()
+    assert navai.handle(other, OFFER.encode()).status == 201
+    session = json.loads(
+        parse_multipart(
+            fake_realtime.requests[0].headers["content-type"], fake_realtime.requests[0].body
+        )["session"][1]
+    )
+    assert "tools" not in session
+    # No tools, but the call is held: its limits and summary still apply.
+    assert [call.key for call in navai.calls.live()] == ["10.0.0.2"]
+    navai.close()
+    assert navai.calls.live() == []
+
+
+def test_hangups_have_their_own_rate_limit_counter(fake_realtime: FakeRealtime) -> None:
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            rate_limit_calls="1/minute",
+            call_sideband=False,
+        )
+    )
+    fake_realtime.reset()
+    hangup = RequestContext("POST", "/navai/realtime/calls/rtc_nobody/hangup")
+    assert navai.handle(hangup).status == 404
+    limited = navai.handle(hangup)
+    assert limited.status == 429 and "Retry-After" in dict(limited.headers)
+    calls = RequestContext("POST", "/navai/realtime/calls", {"content-type": "application/sdp"})
+    assert navai.handle(calls, OFFER.encode()).status == 201  # a counter of its own
+    assert [r.path for r in fake_realtime.requests] == [
+        "/v1/realtime/calls/rtc_nobody/hangup",
+        "/v1/realtime/calls",
+    ]
+    navai.close()
+
+
+def test_routes_are_rows_placed_by_the_settings() -> None:
+    def names(**changes: object) -> set[str]:
+        return {route.name for route in Navai(NavaiConfig(**changes)).routes}  # type: ignore[arg-type]
+
+    every = names()
+    assert {"calls", "call_hangup", "execute", "list_functions"} <= every
+    assert "execute" not in names(browser_execute=False)
+    assert "list_functions" in names(browser_execute=False)
+    assert not {"calls", "call_hangup"} & names(calls_path=None)
+    hangup = next(
+        r for r in Navai(NavaiConfig(calls_path="/rtc/")).routes if r.name == "call_hangup"
+    )
+    assert hangup.path == "/rtc/{call_id}/hangup"
+    assert hangup.path_params("/rtc/rtc_1/hangup/") == {"call_id": "rtc_1"}
