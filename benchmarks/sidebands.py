@@ -1,0 +1,197 @@
+"""Benchmark of server-controlled calls: one ``navai serve`` process holding many sidebands.
+
+    .venv/bin/python benchmarks/sidebands.py                      # 1,000 calls, 20 s of load
+    .venv/bin/python benchmarks/sidebands.py --calls 50 --seconds 3   # a quick look
+
+It starts the fake Realtime server of the tests (``tests/fake_realtime.py``, in this process)
+and ``navai serve`` (ASGI on uvicorn; ``--wsgi`` for waitress) pointed at it, with one trivial
+backend function. It then:
+
+1. creates ``--calls`` calls through ``POST /navai/realtime/calls`` (navai attaches a sideband
+   to each) and measures navai's resident memory before and after: memory per idle call;
+2. for ``--seconds`` seconds, sends each call one function call a second (spread over the
+   second) and measures the turnaround from the fake sending
+   ``response.function_call_arguments.done`` to it receiving navai's ``function_call_output``
+   (both instants taken in the fake's thread): p50, p99, max;
+3. stops navai with SIGTERM (it hangs every call up) and checks every call was hung up.
+
+Everything binds 127.0.0.1; the server is killed if it does not stop in 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_realtime import FakeRealtime  # noqa: E402
+
+KEY = "sk-bench-not-a-real-key"
+NAVAI = Path(sys.executable).with_name("navai")
+OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=bench\r\n"
+TOOLS = '''
+def ping(n: int) -> int:
+    """Return n."""
+    return n
+'''
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def start_navai(fake: FakeRealtime, folder: Path, wsgi: bool) -> tuple[subprocess.Popen[str], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NAVAI_", "OPENAI_"))}
+    env.update(
+        OPENAI_API_KEY=KEY,
+        OPENAI_BASE_URL=fake.base_url,
+        NAVAI_FUNCTIONS_BASE_DIR=str(folder),
+        NAVAI_FUNCTIONS_FOLDERS="functions",
+        NAVAI_RATE_LIMIT_CALLS="off",
+        NAVAI_UPSTREAM_MAX_RETRIES="0",
+        PYTHONUNBUFFERED="1",
+    )
+    args = [str(NAVAI), "serve", "--port", "0", *(["--wsgi"] if wsgi else [])]
+    process = subprocess.Popen(
+        args, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if "serving on " in line:
+            return process, line.split("serving on ")[1].split()[0]
+    process.kill()
+    raise RuntimeError("navai serve did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--wsgi", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, FakeRealtime(key=KEY) as fake:
+        folder = Path(tmp)
+        (folder / "functions").mkdir()
+        (folder / "functions" / "tools.py").write_text(TOOLS)
+        process, url = start_navai(fake, folder, args.wsgi)
+        try:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                http.get("/health")
+                time.sleep(0.5)
+                before = rss_kb(process.pid)
+
+                def create(_: int) -> str:
+                    answer = http.post(
+                        "/navai/realtime/calls",
+                        content=OFFER,
+                        headers={"Content-Type": "application/sdp"},
+                    )
+                    assert answer.status_code == 201, answer.text
+                    return answer.headers["location"].rsplit("/", 1)[1]
+
+                started = time.monotonic()
+                with ThreadPoolExecutor(8) as pool:
+                    ids = list(pool.map(create, range(args.calls)))
+                calls = [fake.call(i) for i in ids]
+                for call in calls:
+                    call.wait_for(lambda c: c.connections >= 1, timeout=60)
+                setup = time.monotonic() - started
+                time.sleep(1.0)
+                idle = rss_kb(process.pid)
+
+                # One function call a second per call, spread over the second.
+                gap = 1.0 / len(calls)
+                sent = 0
+                t0 = time.monotonic()
+                tick = 0
+                while time.monotonic() - t0 < args.seconds:
+                    for index, call in enumerate(calls):
+                        due = t0 + tick + index * gap
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        fc = f"fc_{tick}"
+                        call.send(
+                            {
+                                "type": "response.function_call_arguments.done",
+                                "response_id": f"r_{tick}",
+                                "call_id": fc,
+                                "name": "ping",
+                                "arguments": json.dumps({"n": tick}),
+                            },
+                            {
+                                "type": "response.done",
+                                "response": {
+                                    "id": f"r_{tick}",
+                                    "status": "completed",
+                                    "output": [
+                                        {
+                                            "type": "function_call",
+                                            "call_id": fc,
+                                            "name": "ping",
+                                            "arguments": "{}",
+                                        }
+                                    ],
+                                },
+                            },
+                        )
+                        sent += 1
+                    tick += 1
+                time.sleep(2.0)
+                loaded = rss_kb(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = None
+        turnaround = [
+            (call.output_at[k] - call.sent_at[k]) * 1000
+            for call in calls
+            for k in call.sent_at
+            if k in call.output_at
+        ]
+        creates = sum(len(call.of_type("response.create")) for call in calls)
+        hung_up = sum(1 for call in calls if call.hangups == 1)
+        print(f"server: {'WSGI on waitress' if args.wsgi else 'ASGI on uvicorn'}, exit {code}")
+        print(f"calls: {len(calls)} created and attached in {setup:.1f} s")
+        print(
+            f"memory: {before / 1024:.1f} MB before, {idle / 1024:.1f} MB with the calls idle "
+            f"({(idle - before) / len(calls):.1f} KB per call), {loaded / 1024:.1f} MB after load"
+        )
+        print(f"function calls: {sent} sent, {len(turnaround)} answered, {creates} response.create")
+        if turnaround:
+            print(
+                f"turnaround ms: p50 {statistics.median(turnaround):.2f}, "
+                f"p99 {percentile(turnaround, 0.99):.2f}, max {max(turnaround):.2f}"
+            )
+        print(f"hung up at shutdown: {hung_up} of {len(calls)}")
+
+
+if __name__ == "__main__":
+    main()
