@@ -28,9 +28,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -56,7 +58,9 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_navai(fake: FakeRealtime, folder: Path, wsgi: bool) -> tuple[subprocess.Popen[str], str]:
+def start_navai(
+    fake: FakeRealtime, folder: Path, wsgi: bool, log: Path | None
+) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NAVAI_", "OPENAI_"))}
     env.update(
         OPENAI_API_KEY=KEY,
@@ -69,16 +73,29 @@ def start_navai(fake: FakeRealtime, folder: Path, wsgi: bool) -> tuple[subproces
     )
     args = [str(NAVAI), "serve", "--port", "0", *(["--wsgi"] if wsgi else [])]
     process = subprocess.Popen(
-        args, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        args,
+        env=env,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w") if log else subprocess.DEVNULL,
+        text=True,
     )
     assert process.stdout is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if "serving on " in line:
+            # Keep reading (uvicorn's access log goes to stdout): a pipe nobody reads fills
+            # up (64 KB, some 800 requests) and the server then blocks writing its log line.
+            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
             return process, line.split("serving on ")[1].split()[0]
     process.kill()
     raise RuntimeError("navai serve did not start")
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,13 +108,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--wsgi", action="store_true")
+    parser.add_argument("--log", type=Path, help="write navai's log (stderr) to this file")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, FakeRealtime(key=KEY) as fake:
         folder = Path(tmp)
         (folder / "functions").mkdir()
         (folder / "functions" / "tools.py").write_text(TOOLS)
-        process, url = start_navai(fake, folder, args.wsgi)
+        process, url = start_navai(fake, folder, args.wsgi, args.log)
         try:
             with httpx.Client(base_url=url, timeout=30) as http:
                 http.get("/health")
