@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--wsgi", action="store_true")
     parser.add_argument("--log", type=Path, help="write navai's log (stderr) to this file")
+    parser.add_argument(
+        "--samples", type=Path, help="write each turnaround (sent at, ms) to this CSV file"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, FakeRealtime(key=KEY) as fake:
@@ -194,6 +197,15 @@ def main() -> None:
             for k in call.sent_at
             if k in call.output_at
         ]
+        if args.samples:
+            first = min((t for call in calls for t in call.sent_at.values()), default=0.0)
+            rows = sorted(
+                (call.sent_at[k] - first, (call.output_at[k] - call.sent_at[k]) * 1000)
+                for call in calls
+                for k in call.sent_at
+                if k in call.output_at
+            )
+            args.samples.write_text("".join(f"{t:.4f},{ms:.3f}\n" for t, ms in rows))
         creates = sum(len(call.of_type("response.create")) for call in calls)
         hung_up = sum(1 for call in calls if call.hangups == 1)
         print(f"server: {'WSGI on waitress' if args.wsgi else 'ASGI on uvicorn'}, exit {code}")
