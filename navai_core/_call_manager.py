@@ -377,7 +377,7 @@ class CallManager:
             with self._lock:
                 self._calls.pop(call.call_id, None)
             logger.info(
-                "navai: call %s ended (%s) after %.1f s: %d function call(s), %s tokens, key %s",
+                "call %s ended (%s) after %.1f s: %d function call(s), %s tokens, key %s",
                 call.call_id,
                 reason,
                 summary.seconds,
@@ -393,12 +393,10 @@ class CallManager:
         try:
             reply = await asend(self.navai.async_http_client(), request, self.navai.retry_policy)
         except Exception as exc:
-            logger.warning("navai: hanging up call %s failed: %s", call.call_id, exc)
+            logger.warning("hanging up call %s failed: %s", call.call_id, exc)
             return
         if not 200 <= reply.status <= 299 and reply.status != 404:
-            logger.warning(
-                "navai: hanging up call %s: OpenAI answered %s", call.call_id, reply.status
-            )
+            logger.warning("hanging up call %s: OpenAI answered %s", call.call_id, reply.status)
 
     # ----- limits -----------------------------------------------------------------------------
 
@@ -415,7 +413,7 @@ class CallManager:
                     try:
                         left = await self.budgets.acharge(call.key, due)
                     except Exception as exc:  # a storage outage does not end calls
-                        logger.warning("navai: call budget storage failed: %s", exc)
+                        logger.warning("call budget storage failed: %s", exc)
                     else:
                         call.charged += due
                         if not left:
@@ -452,7 +450,7 @@ class CallManager:
                     return
             except (TimeoutError, OSError, Exception) as exc:  # dropped: reconnect
                 call.socket = None
-                logger.info("navai: call %s control connection lost: %s", call.call_id, exc)
+                logger.info("call %s control connection lost: %s", call.call_id, exc)
             if failures >= len(self.reconnect_delays):
                 self._finish(call, LOST)
                 return
@@ -481,7 +479,7 @@ class CallManager:
         try:
             event = json.loads(message)
         except (ValueError, RecursionError):
-            logger.debug("navai: call %s sent a message that is not JSON", call.call_id)
+            logger.debug("call %s sent a message that is not JSON", call.call_id)
             return
         hook = self.navai.config.on_call_event
         if hook is not None:
@@ -512,7 +510,7 @@ class CallManager:
         except NavaiError as exc:
             reply = exc.to_reply()
         except Exception:
-            logger.exception("navai: call %s: function call %s failed", call.call_id, action.name)
+            logger.exception("call %s: function call %s failed", call.call_id, action.name)
             reply = Reply(500, {**UNEXPECTED_OUTPUT, "function_name": action.name})
         return reply.content.decode()
 
@@ -549,7 +547,7 @@ class CallManager:
                 if inspect.isawaitable(result):
                     await result
         except Exception:
-            logger.exception("navai: a call hook raised")
+            logger.exception("a call hook raised")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -270,7 +270,9 @@ def test_server_stop_hangs_up_and_exits_cleanly(
         code = process.stop(signal.SIGTERM)
     assert code == 0, process.describe()
     assert call.hangups == 1
-    assert f"call {call.call_id} ended (shutdown)" in process.stderr()
+    logs = process.stderr()
+    assert f"INFO:  navai: call {call.call_id} ended (shutdown)" in logs
+    assert "navai: navai:" not in logs
     deadline = time.monotonic() + 5
     while fake_realtime.live_sidebands() and time.monotonic() < deadline:
         time.sleep(0.02)
