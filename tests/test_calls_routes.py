@@ -413,3 +413,46 @@ def test_routes_are_rows_placed_by_the_settings() -> None:
     )
     assert hangup.path == "/rtc/{call_id}/hangup"
     assert hangup.path_params("/rtc/rtc_1/hangup/") == {"call_id": "rtc_1"}
+
+
+def test_calls_through_the_fastapi_router_and_the_flask_extension(
+    fake_realtime: FakeRealtime, tmp_path: Path
+) -> None:
+    """The framework integrations match the hangup route's {call_id} and pass the SDP through."""
+    import flask
+    import httpx
+    from conftest import TestClient
+    from fastapi import FastAPI
+
+    from navai_adapters.fastapi import navai_router
+    from navai_adapters.flask import NavaiFlask
+
+    config = NavaiConfig(
+        openai_api_key=SERVER_KEY,
+        openai_base_url=fake_realtime.base_url,
+        functions_base_dir=str(tmp_path),
+        call_sideband=False,
+    )
+    fastapi_app = FastAPI()
+    fastapi_app.include_router(navai_router(Navai(config)), prefix="/voice")
+    flask_app = flask.Flask(__name__)
+    NavaiFlask(flask_app, Navai(config), url_prefix="/voice")
+    wsgi = httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url="http://localhost")
+    with TestClient(fastapi_app) as asgi, wsgi:
+        for http in (asgi, wsgi):
+            fake_realtime.reset()
+            answer = http.post(
+                "/voice/navai/realtime/calls",
+                content=OFFER,
+                headers={"Content-Type": "application/sdp"},
+            )
+            assert answer.status_code == 201, answer.text
+            assert answer.headers["content-type"].startswith("application/sdp")
+            assert answer.text == ANSWER_SDP
+            # Location is below navai's mount point: the base the browser posted the offer to.
+            location = answer.headers["location"]
+            call_id = location.rsplit("/", 1)[1]
+            assert location == f"/navai/realtime/calls/{call_id}"
+            hung = http.post(f"/voice{location}/hangup")
+            assert (hung.status_code, hung.json()) == (200, {"ok": True, "call_id": call_id})
+            assert fake_realtime.call(call_id).hangups == 1
