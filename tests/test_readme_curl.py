@@ -64,7 +64,9 @@ def test_readme_curl_walk_through(tmp_path, fake_upstream: FakeUpstream):
         server.stop()
     health, document, listed, executed, secret, transcription, speech, preflight = outputs
     assert json.loads(health) == {"ok": True}
-    assert len(json.loads(document)["paths"]) == 7
+    paths = json.loads(document)["paths"]
+    # Every route: the walk-through's seven and the two call routes (docs/calls.md).
+    assert len(paths) == 9 and "/navai/realtime/calls/{call_id}/hangup" in paths
     assert "get_weather" in {item["name"] for item in json.loads(listed)["items"]}
     assert json.loads(executed)["ok"] is True
     assert json.loads(secret)["value"].startswith("ek_")
