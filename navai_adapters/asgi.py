@@ -130,9 +130,21 @@ def create_app(
     a mounted app's lifespan does not run, so add :func:`lifespan` to the parent's.
     """
     navai = get_navai(navai, config, functions)
+    endpoint = NavaiEndpoint(navai)
     app = Starlette(
-        routes=[StarletteRoute("/{path:path}", NavaiEndpoint(navai), name="navai")],
+        routes=[StarletteRoute("/{path:path}", endpoint, name="navai")],
         lifespan=lifespan(navai, load_functions_at_startup=load_functions_at_startup),
     )
+    not_found = app.router.default
+
+    async def unmatched(scope: Scope, receive: Receive, send: Send) -> None:
+        # ``{path:path}`` does not match a path holding a newline (``%0A``): navai answers
+        # it too (a JSON 404), not Starlette's text one.
+        if scope["type"] == "http":
+            await endpoint(scope, receive, send)
+        else:
+            await not_found(scope, receive, send)
+
+    app.router.default = unmatched
     app.state.navai = navai
     return app

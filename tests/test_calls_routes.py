@@ -234,6 +234,11 @@ def test_errors(target: Target, fake_realtime: FakeRealtime) -> None:
     assert unknown.status_code == 404 and unknown.json() == {"error": "Unknown call."}
     bad = target.http.post("/navai/realtime/calls/a%20b/hangup")
     assert bad.status_code == 404
+    # A newline in a path (%0A) still reaches navai: JSON, not the framework's text 404.
+    newline = target.http.post("/navai/realtime/calls/a%0Ab/hangup")
+    assert (newline.status_code, newline.json()) == (404, {"error": "Unknown call."})
+    elsewhere = target.http.get("/nowhere%0A")
+    assert (elsewhere.status_code, elsewhere.json()) == (404, {"error": "Not found."})
     assert target.http.get("/navai/realtime/calls").status_code == 405
 
 
