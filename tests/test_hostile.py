@@ -148,3 +148,21 @@ def test_start_up_warnings_name_the_python_settings(tmp_path, fake_upstream, wsg
     assert "set NAVAI_FUNCTIONS_FOLDERS" in logged
     # a refused origin is logged, once however often it knocks
     assert logged.count("https://evil.example") == 1, logged
+
+
+# ----- bodies -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"args": list(range(150_000))},  # ~1 MB of surplus positional arguments
+        {"a": 1, "b": 2, **{f"k{i}": 0 for i in range(60_000)}},  # ~1 MB of unknown keywords
+    ],
+)
+def test_the_details_of_invalid_arguments_are_capped(client: Target, payload):
+    response = client.http.post(EXECUTE, json={"function_name": "add", "payload": payload})
+    body = json_error(response, 400)
+    assert len(response.content) < 8_000, len(response.content)
+    assert 1 <= len(body["details"]) <= 21
+    assert body["error"] == "Invalid arguments."
