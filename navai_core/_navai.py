@@ -17,8 +17,16 @@ from typing import Any
 import attrs
 import httpx
 
-from ._body import parse_json_body
 from ._call_manager import CallManager
+from ._body import (
+    AsyncBodySource,
+    BodySource,
+    ReadFailed,
+    aread,
+    check_declared_size,
+    parse_json_body,
+    read,
+)
 from ._client_secret import (
     ClientSecret,
     UpstreamRequest,
@@ -201,8 +209,12 @@ class Navai:
                 return route
         return None
 
-    def handle(self, context: RequestContext, body: bytes = b"") -> Reply:
-        """Answer one HTTP request (sync servers: WSGI, custom)."""
+    def handle(self, context: RequestContext, body: BodySource = b"") -> Reply:
+        """Answer one HTTP request (sync servers: WSGI, custom).
+
+        ``body`` is the raw body, or ``read(limit) -> bytes``, called only once the request
+        passed its route's checks, hooks and rate limit (a refused request is never read).
+        """
         route = self.match(context.path)
         try:
             admitted = self._admit(route, context)
@@ -212,14 +224,18 @@ class Navai:
             self.rate_limiter.check(admitted.limit, admitted.bucket, self._client_key(context))
             if admitted.needs_functions:
                 self.functions()
-            step = self._plan(admitted, context, body)
+            data = read(body, self.config.max_body_bytes) if admitted.reads_body else b""
+            step = self._plan(admitted, context, data)
             reply = step if isinstance(step, Reply) else step.run(self)
+        except ReadFailed as failed:
+            raise failed.error from None
         except Exception as exc:
             reply = self._error_reply(exc)
         return self._finish(route, context, reply)
 
-    async def ahandle(self, context: RequestContext, body: bytes = b"") -> Reply:
-        """Answer one HTTP request (async servers: ASGI, custom)."""
+    async def ahandle(self, context: RequestContext, body: AsyncBodySource = b"") -> Reply:
+        """Answer one HTTP request (async servers: ASGI, custom); ``body`` as for
+        :meth:`handle`, its reader a coroutine function."""
         route = self.match(context.path)
         try:
             admitted = self._admit(route, context)
@@ -230,8 +246,11 @@ class Navai:
             await self.rate_limiter.acheck(admitted.limit, admitted.bucket, key)
             if admitted.needs_functions:
                 await self.afunctions()
-            step = self._plan(admitted, context, body)
+            data = await aread(body, self.config.max_body_bytes) if admitted.reads_body else b""
+            step = self._plan(admitted, context, data)
             reply = step if isinstance(step, Reply) else await step.arun(self)
+        except ReadFailed as failed:
+            raise failed.error from None
         except Exception as exc:
             reply = self._error_reply(exc)
         return self._finish(route, context, reply)
@@ -239,7 +258,8 @@ class Navai:
     # ----- the decisions both tails share (no I/O) ---------------------------------------
 
     def _admit(self, route: Route | None, context: RequestContext) -> Route | Reply:
-        """The route to run, or the final answer: 404, 405, or the CORS preflight's."""
+        """The route to run, or the final answer: 404, 405, 413 by ``Content-Length``, or the
+        CORS preflight's."""
         if route is None:
             raise NotFound("Not found.")
         method = context.method.upper()
@@ -247,6 +267,8 @@ class Navai:
             return self._cors.preflight(context, route.allowed)
         if method not in route.methods:
             raise MethodNotAllowed(route.allowed)
+        if route.reads_body:
+            check_declared_size(context, self.config.max_body_bytes)
         return route
 
     def _plan(self, route: Route, context: RequestContext, body: bytes) -> Reply | Step:

@@ -3,12 +3,18 @@ both adapters (and real ``navai serve`` servers) through the ``client`` fixtures
 
 from __future__ import annotations
 
+import io
+import socket
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from conftest import Setup, Target, records, start_server
 from fake_upstream import FakeUpstream
+
+from navai_adapters import asgi, wsgi
+from navai_core import FunctionRegistry, Navai, NavaiConfig
 
 SECRET = "/navai/realtime/client-secret"
 TRANSCRIPTION = "/navai/realtime/transcription-secret"
@@ -166,3 +172,131 @@ def test_the_details_of_invalid_arguments_are_capped(client: Target, payload):
     assert len(response.content) < 8_000, len(response.content)
     assert 1 <= len(body["details"]) <= 21
     assert body["error"] == "Invalid arguments."
+
+
+class Reads:
+    """Counts how often an adapter asked for the body."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.count = 0
+
+
+def asgi_request(navai: Navai, path: str, headers: dict[str, str], reads: Reads) -> int:
+    app = asgi.create_app(navai, load_functions_at_startup=False)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        reads.count += 1
+        return {"type": "http.request", "body": reads.body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    return int(sent[0]["status"])
+
+
+def wsgi_request(navai: Navai, path: str, headers: dict[str, str], reads: Reads) -> int:
+    app = wsgi.create_app(navai, load_functions_at_startup=False)
+
+    class Input:
+        def read(self, size: int = -1) -> bytes:
+            reads.count += 1
+            chunk, reads.body = reads.body[:size], reads.body[size:]
+            return chunk
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": Input(),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()},
+    }
+    if "HTTP_CONTENT_LENGTH" in environ:
+        environ["CONTENT_LENGTH"] = environ.pop("HTTP_CONTENT_LENGTH")
+    if "HTTP_CONTENT_TYPE" in environ:
+        environ["CONTENT_TYPE"] = environ.pop("HTTP_CONTENT_TYPE")
+    statuses: list[str] = []
+    b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    return int(statuses[0].split()[0])
+
+
+def guarded_navai(**config: Any) -> Navai:
+    tools = FunctionRegistry()
+    tools.add(lambda: "ok", name="ping")
+    settings = {"functions_base_dir": "/nonexistent-navai", "rate_limit_client_secret": "off"}
+    return Navai(NavaiConfig(**{**settings, **config}), functions=tools)
+
+
+CALL_PING = b'{"function_name": "ping"}'
+
+
+@pytest.mark.parametrize("request_with", [asgi_request, wsgi_request], ids=["asgi", "wsgi"])
+def test_hooks_and_rate_limits_run_before_the_body_is_read(request_with):
+    headers = {"content-type": "application/json", "content-length": str(len(CALL_PING))}
+    denied = guarded_navai(authorize_functions=lambda context: False)
+    reads = Reads(CALL_PING)
+    assert request_with(denied, EXECUTE, headers, reads) == 403
+    assert reads.count == 0
+
+    limited = guarded_navai(rate_limit_functions="1/minute")
+    reads = Reads(CALL_PING)
+    assert request_with(limited, EXECUTE, headers, reads) == 200
+    assert reads.count >= 1
+    reads = Reads(CALL_PING)
+    assert request_with(limited, EXECUTE, headers, reads) == 429
+    assert reads.count == 0
+
+
+@pytest.mark.parametrize("request_with", [asgi_request, wsgi_request], ids=["asgi", "wsgi"])
+@pytest.mark.parametrize("path", [SECRET, EXECUTE])
+def test_a_declared_length_over_the_limit_is_413_before_reading(request_with, path):
+    navai = guarded_navai(max_body_bytes=1000)
+    reads = Reads(b"{}")
+    headers = {"content-type": "application/json", "content-length": str(300 * 1024 * 1024)}
+    assert request_with(navai, path, headers, reads) == 413
+    assert reads.count == 0
+
+
+def test_expect_100_continue_with_a_length_over_the_limit_gets_no_100(targets):
+    """A real ``navai serve``: the 413 comes before the server is asked for the body."""
+    url = httpx.URL(targets.get("main", "asgi-server").process.wait_ready())
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /navai/functions/execute HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 314572800\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"100 Continue" not in answer
