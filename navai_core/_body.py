@@ -64,11 +64,13 @@ def parse_json_body(context: RequestContext, body: bytes, limit: int) -> dict[st
     """The JSON object a request carries (``None`` for an empty body), or the error to answer."""
     if len(body) > limit:
         raise too_large(limit)
+    # Declared JSON, even when empty: a page can send any other type (or none, from a
+    # ``no-cors`` fetch) to another site without a CORS preflight, JSON it cannot.
+    content_type = (context.header("content-type") or "").split(";")[0].strip().lower()
+    if not (content_type == "application/json" or content_type.endswith("+json")):
+        raise NavaiError(NOT_DECLARED_JSON, status_code=415)
     if not body.strip():
         return None
-    content_type = (context.header("content-type") or "").split(";")[0].strip().lower()
-    if content_type and not (content_type == "application/json" or content_type.endswith("+json")):
-        raise NavaiError(NOT_DECLARED_JSON, status_code=415)
     try:
         parsed = loads(body)
     except (ValueError, RecursionError):

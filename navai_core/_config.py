@@ -27,6 +27,8 @@ DEFAULT_SPEECH_MAX_TEXT_CHARS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 30.0
 DEFAULT_CALL_MAX_SECONDS = 1800.0
+# Per client and route: a voice agent calls a tool every few seconds at most.
+DEFAULT_FUNCTIONS_LIMIT = "120/minute"
 
 SpeechProvider = Literal["openai", "elevenlabs"]
 Provider = Literal["openai", "azure"]
@@ -110,7 +112,7 @@ class NavaiConfig:
     # The rate-limit key of a request (a user id, say); default: the client address.
     rate_limit_key: Callable[..., str | None] | None = attrs.field(default=None, repr=False)
     rate_limit_client_secret: str | None = "10/minute"
-    rate_limit_functions: str | None = None
+    rate_limit_functions: str | None = DEFAULT_FUNCTIONS_LIMIT
     rate_limit_speech: str | None = "60/minute"
     rate_limit_storage: str = "memory://"
 
@@ -210,7 +212,7 @@ class NavaiConfig:
             "cors_origins": _split_origins(r.raw("NAVAI_CORS_ORIGIN")),
             "cors_allow_credentials": r.flag("NAVAI_CORS_ALLOW_CREDENTIALS", False),
             "rate_limit_client_secret": r.text("NAVAI_RATE_LIMIT_CLIENT_SECRET", "10/minute"),
-            "rate_limit_functions": r.raw("NAVAI_RATE_LIMIT_FUNCTIONS"),
+            "rate_limit_functions": r.text("NAVAI_RATE_LIMIT_FUNCTIONS", DEFAULT_FUNCTIONS_LIMIT),
             "rate_limit_speech": r.text("NAVAI_RATE_LIMIT_SPEECH", "60/minute"),
             "rate_limit_storage": r.text("NAVAI_RATE_LIMIT_STORAGE", "memory://"),
             "call_sideband": r.flag("NAVAI_CALL_SIDEBAND", True),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import ipaddress
 import threading
 from types import TracebackType
 from typing import Any
@@ -34,7 +35,7 @@ from ._client_secret import (
     parse_client_secret_body,
     parse_client_secret_response,
 )
-from ._config import NavaiConfig
+from ._config import NavaiConfig, rate_limit
 from ._cors import Cors
 from ._discovery import load_functions
 from ._dispatch import _background
@@ -127,6 +128,23 @@ class Navai:
         if load_functions and self.config.functions_enabled:
             problems += self.functions().warnings
         return problems
+
+    def exposure_warnings(self, host: str) -> list[str]:
+        """What to say loudly when a server listening on ``host`` lets anyone run functions
+        (no authorisation hook; worse, no rate limit either). Nothing on loopback."""
+        c = self.config
+        if not c.functions_enabled or c.authorize_functions is not None or _loopback(host):
+            return []
+        guard = (
+            "no authorisation hook and no rate limit"
+            if rate_limit(c, "rate_limit_functions") is None
+            else f"no authorisation hook, only a rate limit of {c.rate_limit_functions} a client"
+        )
+        return [
+            f"The function routes have {guard}: anyone who can reach {host} can list and run "
+            "your backend functions. Set authorize_functions (docs/security.md), or serve on "
+            "127.0.0.1 behind your own gateway."
+        ]
 
     def log_startup(self, *, load_functions: bool = True) -> None:
         notices = set(self.config.model_notices())
@@ -367,6 +385,16 @@ class Navai:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _version() -> str:

@@ -300,3 +300,45 @@ def test_expect_100_continue_with_a_length_over_the_limit_gets_no_100(targets):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"100 Continue" not in answer
+
+
+# ----- cross-site requests without a preflight ------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [SECRET, TRANSCRIPTION, EXECUTE])
+@pytest.mark.parametrize(
+    "content", [b'{"function_name": "record", "payload": {"note": "csrf"}}', b"{}", b""]
+)
+def test_a_post_without_a_json_content_type_is_415(
+    client: Target, fake_upstream, functions_dir, path, content
+):
+    """What a page's ``fetch(url, {method: "POST", mode: "no-cors", body: blob})`` sends."""
+    before = records(functions_dir)
+    response = client.http.post(path, content=content)
+    assert "content-type" not in response.request.headers
+    assert json_error(response, 415) == {"error": "Content-Type must be application/json."}
+    assert fake_upstream.requests == []
+    assert records(functions_dir) == before
+
+
+@pytest.mark.parametrize("request_with", [asgi_request, wsgi_request], ids=["asgi", "wsgi"])
+def test_execute_has_a_rate_limit_by_default(request_with):
+    navai = guarded_navai()
+    headers = {"content-type": "application/json", "content-length": str(len(CALL_PING))}
+    statuses = [request_with(navai, EXECUTE, headers, Reads(CALL_PING)) for _ in range(121)]
+    assert statuses == [200] * 120 + [429]
+
+
+def test_open_functions_beyond_loopback_are_a_loud_start_up_warning():
+    navai = guarded_navai()
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert navai.exposure_warnings(host) == []
+    [warning] = navai.exposure_warnings("0.0.0.0")
+    assert "anyone who can reach 0.0.0.0" in warning
+    assert "authorize_functions" in warning
+    unlimited = guarded_navai(rate_limit_functions="off")
+    [warning] = unlimited.exposure_warnings("192.168.1.5")
+    assert "no authorisation hook and no rate limit" in warning
+    hooked = guarded_navai(authorize_functions=lambda context: True)
+    assert hooked.exposure_warnings("0.0.0.0") == []
+    assert guarded_navai(functions_enabled=False).exposure_warnings("0.0.0.0") == []
