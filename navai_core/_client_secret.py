@@ -8,6 +8,7 @@ into a :class:`ClientSecret` or raises a :class:`NavaiError` that knows its HTTP
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -134,7 +135,19 @@ def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> C
     )
     for field, value, limit in limits:
         _check_length(field, value, limit)
+    for field, value, _ in limits[1:]:  # every field but the instructions
+        _check_one_line(field, value)
     return options
+
+
+# C0/C1 control characters and the Unicode line and paragraph separators: a field that
+# becomes part of one instruction line must not start another (instructions may).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _check_one_line(field: str, value: str | None) -> None:
+    if value is not None and _CONTROL.search(value):
+        raise BadRequest(f'Field "{field}" must not contain control characters.')
 
 
 def _check_length(field: str, value: str | None, limit: int) -> None:
@@ -345,6 +358,8 @@ def build_transcription_request(config: NavaiConfig, body: object) -> UpstreamRe
     _check_length("model", fields["model"], config.max_option_chars)
     _check_length("language", fields["language"], config.max_option_chars)
     _check_length("prompt", fields["prompt"], config.max_instructions_chars)
+    _check_one_line("model", fields["model"])
+    _check_one_line("language", fields["language"])
     transcription: JsonObject = {"model": _pick(fields["model"], config.transcription_model)}
     language = _clean(fields["language"]) or _clean(config.language)
     if language:
