@@ -39,6 +39,12 @@ REQUEST_KEY_DISABLED = (
     "Passing apiKey from request is disabled. Set allowApiKeyFromRequest=true to enable it."
 )
 
+# What of an upstream reply navai reads and echoes at most (a larger reply is a 502; a longer
+# error body is cut): a faulty or hostile upstream cannot make an answer, or memory, balloon.
+MAX_REPLY_BYTES = 1024 * 1024
+MAX_ECHOED_CHARS = 2000
+MAX_REQUEST_ID_CHARS = 200
+
 MISSING_ELEVENLABS_KEY = "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set."
 
 # Request field name -> attribute of ClientSecretOptions.
@@ -384,6 +390,17 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _redact_value(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A decoded JSON value with every secret in its strings (keys too) redacted."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [_redact_value(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(k, secrets): _redact_value(v, secrets) for k, v in value.items()}
+    return value
+
+
 def upstream_failure(
     request: UpstreamRequest,
     status: int,
@@ -394,16 +411,35 @@ def upstream_failure(
 
     The JSON answer also carries the upstream ``request_id`` (from ``x-request-id``) and
     the upstream error's ``message``/``type``/``code`` as ``upstream_error`` when present.
+    Every value from the upstream is redacted *after* decoding (a key written with JSON
+    escapes is still a key) and shortened: the body to ``MAX_ECHOED_CHARS``.
     """
-    text = redact(content.decode("utf-8", errors="replace"), request.secrets)
+    secrets = request.secrets
+    text = redact(content.decode("utf-8", errors="replace"), secrets)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if data is not None:
+        clean = _redact_value(data, secrets)
+        if clean != data:  # a secret hid behind escapes: echo the decoded, redacted JSON
+            text = dumps(clean).decode()
+        data = clean
     # Only a client or server error status is passed on; anything else is a bad gateway.
     passed = status if 400 <= status <= 599 else 502
     extra: dict[str, JsonValue] = {}
     if request_id := _request_id(headers):
-        extra["request_id"] = request_id
-    if details := _upstream_error_fields(text):
+        extra["request_id"] = _shorten(redact(request_id, secrets), MAX_REQUEST_ID_CHARS)
+    if details := _upstream_error_fields(data):
         extra["upstream_error"] = details
-    return UpstreamError(f"{request.label} failed: {text}", status_code=passed, extra=extra)
+    message = f"{request.label} failed: {_shorten(text, MAX_ECHOED_CHARS)}"
+    return UpstreamError(message, status_code=passed, extra=extra)
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def _request_id(headers: Mapping[str, str] | None) -> str | None:
@@ -415,15 +451,15 @@ def _request_id(headers: Mapping[str, str] | None) -> str | None:
     return None
 
 
-def _upstream_error_fields(text: str) -> JsonObject | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
+def _upstream_error_fields(data: object) -> JsonObject | None:
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
         return None
-    kept: JsonObject = {k: error[k] for k in ("message", "type", "code") if k in error}
+    kept: JsonObject = {
+        k: _shorten(v, MAX_ECHOED_CHARS) if isinstance(v, str) else v
+        for k, v in error.items()
+        if k in ("message", "type", "code") and (v is None or isinstance(v, (str, int)))
+    }
     return kept or None
 
 

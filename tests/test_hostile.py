@@ -4,13 +4,14 @@ both adapters (and real ``navai serve`` servers) through the ``client`` fixtures
 from __future__ import annotations
 
 import io
+import json
 import socket
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from conftest import Setup, Target, records, start_server
+from conftest import SERVER_KEY, Setup, Target, records, start_server
 from fake_upstream import FakeUpstream
 
 from navai_adapters import asgi, wsgi
@@ -365,3 +366,49 @@ def test_control_characters_in_transcription_fields_are_400(client: Target, fake
 def test_instructions_may_have_lines(client: Target, fake_upstream):
     response = client.http.post(SECRET, json={"instructions": "Be brief.\nBe kind.\tAlways."})
     assert response.status_code == 200, response.text
+
+
+# ----- faulty upstreams -------------------------------------------------------------------------
+
+
+def escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def no_key_anywhere(response: Any) -> None:
+    """The server key is nowhere in the answer, even once every JSON text in it is decoded."""
+    texts = [response.text, *response.headers.values()]
+    pending: list[Any] = [response.json()]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            texts.append(item)
+            start = item.find("{")
+            if start >= 0:
+                try:
+                    pending.append(json.loads(item[start:]))
+                except ValueError:
+                    pass
+    assert not [t for t in texts if SERVER_KEY in t], texts
+
+
+def test_an_escaped_key_in_an_upstream_error_is_redacted(client: Target, fake_upstream):
+    body = (
+        '{"error": {"message": "Incorrect API key provided: '
+        + escaped(SERVER_KEY)
+        + '", "type": "invalid_request_error", "code": "'
+        + escaped(SERVER_KEY)
+        + '"}}'
+    )
+    fake_upstream.behave(status=401, body=body, headers={"x-request-id": f"req_{SERVER_KEY}"})
+    response = client.http.post(SECRET, json={})
+    assert response.status_code == 401
+    body = response.json()
+    assert body["upstream_error"]["message"] == "Incorrect API key provided: [redacted]"
+    assert body["request_id"] == "req_[redacted]"
+    no_key_anywhere(response)
+    assert SERVER_KEY not in client.logs_since(0)
