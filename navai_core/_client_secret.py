@@ -84,6 +84,12 @@ class UpstreamRequest:
     label: str = "upstream"
     # Values that must never appear in an error text built from this request.
     secrets: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
+    # The most of the reply (decoded, so a compressed bomb counts its inflated size) that is
+    # read; a larger reply is a 502.
+    max_reply_bytes: int = attrs.field(default=MAX_REPLY_BYTES, repr=False, eq=False)
+
+    def reply_too_large(self) -> UpstreamError:
+        return UpstreamError(f"{self.label} replied with more than {self.max_reply_bytes} bytes.")
 
 
 @attrs.frozen

@@ -45,6 +45,8 @@ MISSING_VOICE_ID = (
 SPEECH_LABEL = "ElevenLabs synthesize"
 SPEECH_MAX_TEXT_ENV = "NAVAI_SPEECH_MAX_TEXT_CHARS"
 DEFAULT_MIME_TYPE = "audio/mpeg"
+# The most audio one reply may carry: 5,000 characters of speech as 44.1 kHz PCM is ~26 MB.
+MAX_AUDIO_BYTES = 32 * 1024 * 1024
 
 # Output format prefix -> MIME type, checked in order (CONTRACT section 7).
 FORMAT_MIME_TYPES: tuple[tuple[str, str], ...] = (
@@ -261,6 +263,7 @@ def build_speech_request(config: NavaiConfig, body: object) -> UpstreamRequest:
         content=dumps(payload),
         label=SPEECH_LABEL,
         secrets=(key,),
+        max_reply_bytes=MAX_AUDIO_BYTES,
     )
 
 
