@@ -128,13 +128,8 @@ def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> C
 
     Returns the options to use (client instructions dropped when they are not allowed).
     """
-    for field, value, allowed in (
-        ("model", options.model, config.allowed_models),
-        ("voice", options.voice, config.allowed_voices),
-    ):
-        chosen = _clean(value)
-        if chosen is not None and allowed is not None and chosen not in allowed:
-            raise BadRequest(f'Field "{field}" must be one of: {", ".join(allowed)}.')
+    _check_allowed("model", options.model, config.allowed_models)
+    _check_allowed("voice", options.voice, config.allowed_voices)
     if not config.allow_client_instructions:
         options = attrs.evolve(options, instructions=None)
     limits = (
@@ -155,6 +150,12 @@ def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> C
 # C0/C1 control characters and the Unicode line and paragraph separators: a field that
 # becomes part of one instruction line must not start another (instructions may).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _check_allowed(field: str, value: str | None, allowed: tuple[str, ...] | None) -> None:
+    chosen = _clean(value)
+    if chosen is not None and allowed is not None and chosen not in allowed:
+        raise BadRequest(f'Field "{field}" must be one of: {", ".join(allowed)}.')
 
 
 def _check_one_line(field: str, value: str | None) -> None:
@@ -371,6 +372,7 @@ def build_transcription_request(config: NavaiConfig, body: object) -> UpstreamRe
     _check_length("language", fields["language"], config.max_option_chars)
     _check_length("prompt", fields["prompt"], config.max_instructions_chars)
     _check_one_line("model", fields["model"])
+    _check_allowed("model", fields["model"], config.allowed_transcription_models)
     _check_one_line("language", fields["language"])
     transcription: JsonObject = {"model": _pick(fields["model"], config.transcription_model)}
     language = _clean(fields["language"]) or _clean(config.language)
@@ -439,7 +441,26 @@ def upstream_failure(
     if details := _upstream_error_fields(data):
         extra["upstream_error"] = details
     message = f"{request.label} failed: {_shorten(text, MAX_ECHOED_CHARS)}"
-    return UpstreamError(message, status_code=passed, extra=extra)
+    retry_after = _header(headers, "retry-after")
+    kept = (
+        (("Retry-After", retry_after.strip()),)
+        if passed in (429, 503) and retry_after and _RETRY_AFTER.match(retry_after.strip())
+        else ()
+    )
+    return UpstreamError(message, status_code=passed, extra=extra, headers=kept)
+
+
+# Seconds, or an HTTP date (RFC 9110 section 10.2.3), and nothing else passes on.
+_RETRY_AFTER = re.compile(
+    r"^(\d{1,9}|[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT)$"
+)
+
+
+def _header(headers: Mapping[str, str] | None, wanted: str) -> str | None:
+    for name, value in (headers or {}).items():
+        if name.lower() == wanted:
+            return value
+    return None
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -449,12 +470,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _request_id(headers: Mapping[str, str] | None) -> str | None:
-    if not headers:
-        return None
-    for name, value in headers.items():
-        if name.lower() in ("x-request-id", "apim-request-id"):
-            return value
-    return None
+    return _header(headers, "x-request-id") or _header(headers, "apim-request-id")
 
 
 def _upstream_error_fields(data: object) -> JsonObject | None:

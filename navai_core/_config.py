@@ -68,6 +68,7 @@ class NavaiConfig:
     # --- what a browser may choose (see docs/security.md) ---
     allowed_models: tuple[str, ...] | None = None
     allowed_voices: tuple[str, ...] | None = None
+    allowed_transcription_models: tuple[str, ...] | None = None
     allow_client_instructions: bool = True
     max_instructions_chars: int = 4000
     max_option_chars: int = 100
@@ -184,6 +185,9 @@ class NavaiConfig:
             "allow_api_key_from_request": r.flag("NAVAI_ALLOW_FRONTEND_API_KEY", False),
             "allowed_models": _split_list(r.raw("NAVAI_ALLOWED_MODELS")),
             "allowed_voices": _split_list(r.raw("NAVAI_ALLOWED_VOICES")),
+            "allowed_transcription_models": _split_list(
+                r.raw("NAVAI_ALLOWED_TRANSCRIPTION_MODELS")
+            ),
             "allow_client_instructions": r.flag("NAVAI_ALLOW_CLIENT_INSTRUCTIONS", True),
             "max_instructions_chars": r.integer("NAVAI_MAX_INSTRUCTIONS_CHARS", 4000),
             "max_option_chars": r.integer("NAVAI_MAX_OPTION_CHARS", 100),

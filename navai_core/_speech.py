@@ -228,6 +228,10 @@ def build_speech_request(config: NavaiConfig, body: object) -> UpstreamRequest:
     voice_id = _clean(options.voice_id) or _clean(config.elevenlabs_voice_id)
     if voice_id is None:
         raise ConfigurationError(MISSING_VOICE_ID)
+    if voice_id in (".", ".."):  # a path segment of its own: it would move the upstream path
+        if _clean(options.voice_id):
+            raise BadRequest('Field "voiceId" is not a voice id.')
+        raise ConfigurationError(f"ELEVENLABS_VOICE_ID is not a voice id: {voice_id!r}")
     model_id = _clean(options.model_id) or _clean(config.elevenlabs_model_id)
     output_format = (
         _clean(options.output_format)

@@ -17,7 +17,7 @@ from conftest import SERVER_KEY, Setup, Target, records, start_server
 from fake_upstream import FakeUpstream
 
 from navai_adapters import asgi, wsgi
-from navai_core import FunctionRegistry, Navai, NavaiConfig
+from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
 
 SECRET = "/navai/realtime/client-secret"
 TRANSCRIPTION = "/navai/realtime/transcription-secret"
@@ -439,3 +439,80 @@ def test_a_long_upstream_error_is_echoed_shortened(client: Target, fake_upstream
     assert len(response.content) < 6_000
     assert body["error"].endswith("more characters)")
     assert body["upstream_error"]["message"].startswith("y" * 2000 + "... (")
+
+
+# ----- smaller ones ------------------------------------------------------------------------------
+
+
+def test_the_transcription_route_shares_the_mints_budget():
+    navai = guarded_navai(rate_limit_client_secret="2/minute", openai_api_key="sk-x" * 3)
+    headers = {"content-type": "application/json", "content-length": "2"}
+    for request_with in (asgi_request, wsgi_request):
+        navai.rate_limiter.reset()
+        statuses = [
+            request_with(navai, path, headers, Reads(b"{}"))
+            for path in (SECRET, TRANSCRIPTION, TRANSCRIPTION, SECRET)
+        ]
+        assert statuses[2:] == [429, 429], statuses
+
+
+def test_transcription_models_can_be_allow_listed():
+    navai = guarded_navai(allowed_transcription_models=("gpt-live-transcribe",))
+    context = RequestContext("POST", TRANSCRIPTION, {"content-type": "application/json"})
+    reply = navai.handle(context, b'{"model": "whisper-1"}')
+    assert reply.status == 400
+    assert reply.body == {"error": 'Field "model" must be one of: gpt-live-transcribe.'}
+    assert NavaiConfig.from_env(
+        {"NAVAI_ALLOWED_TRANSCRIPTION_MODELS": "a, b"}
+    ).allowed_transcription_models == ("a", "b")
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400"])
+def test_an_overflowing_number_is_400_not_infinity(client: Target, functions_dir, number):
+    before = records(functions_dir)
+    content = b'{"function_name": "echo", "payload": {"data": ' + number.encode() + b"}}"
+    response = client.http.post(EXECUTE, content=content, headers=JSON)
+    assert json_error(response, 400) == {"error": "Request body is not valid JSON."}
+    assert records(functions_dir) == before
+
+
+@pytest.mark.parametrize("voice_id", [".", "..", " .. "])
+def test_a_dot_voice_id_cannot_change_the_upstream_path(
+    speech_client: Target, fake_upstream, voice_id
+):
+    response = speech_client.http.post(
+        "/navai/speech/synthesize", json={"text": "hi", "voiceId": voice_id}
+    )
+    assert json_error(response, 400) == {"error": 'Field "voiceId" is not a voice id.'}
+    assert fake_upstream.requests == []
+
+
+def test_an_upstream_429_passes_its_retry_after_on(client: Target, fake_upstream):
+    fake_upstream.behave(
+        status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "17"}
+    )
+    response = client.http.post(SECRET, json={})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "17"
+    for odd in ("soon", "-1", "1" * 40, "17; <script>"):
+        fake_upstream.behave(status=429, body=b"{}", headers={"Retry-After": odd})
+        response = client.http.post(SECRET, json={})
+        assert response.status_code == 429
+        assert "retry-after" not in response.headers
+
+
+@pytest.mark.parametrize("path", [SECRET, EXECUTE, "/navai/functions"])
+def test_a_refused_origin_answer_varies_by_origin(client: Target, path):
+    response = client.http.request(
+        "GET" if path == "/navai/functions" else "POST",
+        path,
+        json=None if path == "/navai/functions" else {},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert "access-control-allow-origin" not in response.headers
+    assert response.headers["vary"] == "Origin"
+    preflight = client.http.options(
+        path, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 403
+    assert preflight.headers["vary"] == "Origin"
