@@ -18,7 +18,6 @@ from typing import Any
 import attrs
 import httpx
 
-from ._call_manager import CallManager
 from ._body import (
     AsyncBodySource,
     BodySource,
@@ -28,6 +27,7 @@ from ._body import (
     parse_json_body,
     read,
 )
+from ._call_manager import CallManager
 from ._client_secret import (
     ClientSecret,
     UpstreamRequest,
