@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 from limits import RateLimitItem
 
+from ._cors import cors_problems
 from ._models import deprecation_notices
+from ._policy import (
+    KeySource,
+    backend_key_source,
+    elevenlabs_problems,
+    key_problem,
+    ttl_problem,
+)
+from ._policy import clean as _clean
 from ._protect import limit_problem, parse_limit
 from ._session_template import session_problems
 
@@ -31,10 +39,8 @@ DEFAULT_FUNCTIONS_LIMIT = "120/minute"
 
 SpeechProvider = Literal["openai", "elevenlabs"]
 Provider = Literal["openai", "azure"]
-KeySource: TypeAlias = "str | Callable[[], str] | None"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-live-transcribe"
 
-_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$", re.IGNORECASE)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -71,6 +77,10 @@ class _EnvReader:
         except ValueError:
             self.errors.append((name, f"{name} must be {kind}. Received: {raw!r}"))
             return default
+
+    def limit(self, name: str, default: D) -> str | D:
+        """A rate limit (``10/minute``), read as text; checked by ``problems()``."""
+        return self.text(name, default)
 
     def integer(self, name: str, default: int) -> int:
         return self._parse(name, default, int, "an integer")
@@ -236,11 +246,15 @@ class NavaiConfig:
     authorize_functions: Callable[..., Any] | None = attrs.field(default=None, repr=False)
     # The rate-limit key of a request (a user id, say); default: the client address.
     rate_limit_key: Callable[..., str | None] | None = attrs.field(default=None, repr=False)
-    rate_limit_client_secret: str | None = setting("10/minute", "NAVAI_RATE_LIMIT_CLIENT_SECRET")
-    rate_limit_functions: str | None = setting(
-        DEFAULT_FUNCTIONS_LIMIT, "NAVAI_RATE_LIMIT_FUNCTIONS"
+    rate_limit_client_secret: str | None = setting(
+        "10/minute", "NAVAI_RATE_LIMIT_CLIENT_SECRET", _EnvReader.limit
     )
-    rate_limit_speech: str | None = setting("60/minute", "NAVAI_RATE_LIMIT_SPEECH")
+    rate_limit_functions: str | None = setting(
+        DEFAULT_FUNCTIONS_LIMIT, "NAVAI_RATE_LIMIT_FUNCTIONS", _EnvReader.limit
+    )
+    rate_limit_speech: str | None = setting(
+        "60/minute", "NAVAI_RATE_LIMIT_SPEECH", _EnvReader.limit
+    )
     rate_limit_storage: str = setting("memory://", "NAVAI_RATE_LIMIT_STORAGE")
 
     # --- server-controlled calls (CONTRACT section 8, docs/calls.md) ---
@@ -252,8 +266,8 @@ class NavaiConfig:
         DEFAULT_CALL_MAX_SECONDS, "NAVAI_CALL_MAX_SECONDS", _EnvReader.number
     )
     # Minutes of call time per rate-limit key per window, e.g. "60/day"; None: no budget.
-    call_budget: str | None = setting(None, "NAVAI_CALL_BUDGET")
-    rate_limit_calls: str | None = setting("10/minute", "NAVAI_RATE_LIMIT_CALLS")
+    call_budget: str | None = setting(None, "NAVAI_CALL_BUDGET", _EnvReader.limit)
+    rate_limit_calls: str | None = setting("10/minute", "NAVAI_RATE_LIMIT_CALLS", _EnvReader.limit)
     # False closes POST <execute path> (404) while the list stays: tools run on the server.
     browser_execute: bool = setting(True, "NAVAI_BROWSER_EXECUTE", _EnvReader.flag)
     # on_call_end(CallSummary) and on_call_event(call_id, event), sync or async.
@@ -324,24 +338,16 @@ class NavaiConfig:
     def problems(self) -> list[str]:
         """Human-readable misconfigurations, for one log line each at start-up."""
         found = [message for _, message in self.env_errors]
-        for name, text in (
-            ("NAVAI_RATE_LIMIT_CLIENT_SECRET", self.rate_limit_client_secret),
-            ("NAVAI_RATE_LIMIT_FUNCTIONS", self.rate_limit_functions),
-            ("NAVAI_RATE_LIMIT_SPEECH", self.rate_limit_speech),
-            ("NAVAI_RATE_LIMIT_CALLS", self.rate_limit_calls),
-            ("NAVAI_CALL_BUDGET", self.call_budget),
-        ):
-            if problem := limit_problem(name, text):
+        for field in attrs.fields(NavaiConfig):
+            name, read = field.metadata.get(_ENV, (None, None))
+            if read is _EnvReader.limit and (
+                problem := limit_problem(name, getattr(self, field.name))
+            ):
                 found.append(problem)
         timeout = self.function_timeout_seconds
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout >= 0):
             found.append(
                 f"NAVAI_FUNCTION_TIMEOUT must be 0 (no limit) or more. Received: {timeout!r}"
-            )
-        if self.cors_allow_credentials and self.cors_origins and "*" in self.cors_origins:
-            found.append(
-                'NAVAI_CORS_ALLOW_CREDENTIALS needs the allowed origins listed, not "*": '
-                "credentials are not allowed."
             )
         for env_name, route_path in (
             ("NAVAI_HEALTH_PATH", self.health_path),
@@ -352,37 +358,15 @@ class NavaiConfig:
         seconds = self.call_max_seconds
         if not (isinstance(seconds, (int, float)) and seconds > 0):
             found.append(f"NAVAI_CALL_MAX_SECONDS must be more than 0. Received: {seconds!r}")
-        ttl = self.client_secret_ttl_seconds
-        if not any(name == TTL_ENV for name, _ in self.env_errors) and not _ttl_ok(ttl):
-            found.append(f"{TTL_ENV} must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}")
-        key_name = "AZURE_OPENAI_API_KEY" if self.provider == "azure" else "OPENAI_API_KEY"
-        has_key = self.backend_key_source() is not None or self.azure_token_provider is not None
-        if not has_key:
-            if self.allow_api_key_from_request:
-                found.append(f"{key_name} is not set: each request must send apiKey.")
-            else:
-                found.append(
-                    f"{key_name} is not set and request keys are not allowed: "
-                    "client-secret requests will answer 401."
-                )
-        for origin in self.cors_origins or ():
-            if origin != "*" and not _ORIGIN.match(origin):
-                found.append(
-                    f'NAVAI_CORS_ORIGIN entry "{origin}" has no scheme or is not an origin: '
-                    'browsers send "https://host[:port]", which it never matches.'
-                )
+        found += [p for p in (ttl_problem(self), key_problem(self)) if p is not None]
+        found += cors_problems(self.cors_origins, self.cors_allow_credentials)
         if self.provider == "azure" and not _clean(self.azure_endpoint):
             found.append("NAVAI_PROVIDER is azure but AZURE_OPENAI_ENDPOINT is not set.")
         found += session_problems(self.session, "NAVAI_SESSION_JSON", "realtime")
         found += session_problems(
             self.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
         )
-        if self.tts_provider == "elevenlabs":
-            if not _clean(self.elevenlabs_api_key):
-                found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set.")
-            if not _clean(self.elevenlabs_voice_id):
-                found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_VOICE_ID is not set.")
-            found += _speech_range_problems(self)
+        found += elevenlabs_problems(self)
         return found
 
     def model_notices(self) -> list[str]:
@@ -408,55 +392,7 @@ class NavaiConfig:
 
     def backend_key_source(self) -> KeySource:
         """The server's key for the configured provider (a string or a callable), if any."""
-        source = self.azure_api_key if self.provider == "azure" else self.openai_api_key
-        if isinstance(source, str):
-            return _clean(source)
-        return source
-
-
-# ElevenLabs settings and the range ElevenLabs accepts (values outside are only warned about:
-# ElevenLabs decides, and its ranges may widen).
-_SPEECH_RANGES = (
-    ("elevenlabs_stability", "ELEVENLABS_STABILITY", 0.0, 1.0),
-    ("elevenlabs_similarity_boost", "ELEVENLABS_SIMILARITY_BOOST", 0.0, 1.0),
-    ("elevenlabs_style", "ELEVENLABS_STYLE", 0.0, 1.0),
-    ("elevenlabs_optimize_streaming_latency", "ELEVENLABS_OPTIMIZE_STREAMING_LATENCY", 0.0, 4.0),
-)
-
-
-def _speech_range_problems(config: NavaiConfig) -> list[str]:
-    found = []
-    for attr, env_name, low, high in _SPEECH_RANGES:
-        value = getattr(config, attr)
-        if value is not None and not (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
-        ):
-            found.append(f"{env_name} should be between {low:g} and {high:g}. Received: {value!r}")
-    limit = config.speech_max_text_chars
-    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1):
-        found.append(f"NAVAI_SPEECH_MAX_TEXT_CHARS must be at least 1. Received: {limit!r}")
-    return found
-
-
-TTL_ENV = "OPENAI_REALTIME_CLIENT_SECRET_TTL"
-TTL_MIN = 10
-TTL_MAX = 7200
-
-
-def ttl_error_text(ttl: object) -> str:
-    return f"clientSecretTtlSeconds must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}"
-
-
-def _ttl_ok(ttl: object) -> bool:
-    return isinstance(ttl, int) and not isinstance(ttl, bool) and TTL_MIN <= ttl <= TTL_MAX
-
-
-def _clean(value: str | None) -> str | None:
-    """Trim ``value``; blank counts as unset."""
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
+        return backend_key_source(self)
 
 
 def rate_limit(config: NavaiConfig, name: str) -> RateLimitItem | None:

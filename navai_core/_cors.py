@@ -26,6 +26,25 @@ REFUSAL_LOG_SECONDS = 300.0
 REFUSALS_REMEMBERED = 256
 
 
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$", re.IGNORECASE)
+
+
+def cors_problems(origins: tuple[str, ...] | None, allow_credentials: bool) -> list[str]:
+    """Start-up warnings of the CORS settings."""
+    found = [
+        f'NAVAI_CORS_ORIGIN entry "{origin}" has no scheme or is not an origin: '
+        'browsers send "https://host[:port]", which it never matches.'
+        for origin in origins or ()
+        if origin != "*" and not _ORIGIN.match(origin)
+    ]
+    if allow_credentials and origins and "*" in origins:
+        found.append(
+            'NAVAI_CORS_ALLOW_CREDENTIALS needs the allowed origins listed, not "*": '
+            "credentials are not allowed."
+        )
+    return found
+
+
 def origin_allowed(origins: tuple[str, ...] | None, origin: str) -> bool:
     """``origins`` None: only http(s) localhost/127.0.0.1 origins, any port; ``*``: any."""
     if origins is None:

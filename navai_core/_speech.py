@@ -19,20 +19,19 @@ import attrs
 
 from ._body import read_string_fields
 from ._client_secret import (
-    MISSING_ELEVENLABS_KEY,
     UpstreamReply,
     UpstreamRequest,
-    _check_length,
     upstream_failure,
 )
 from ._config import (
     DEFAULT_ELEVENLABS_BASE_URL,
     DEFAULT_ELEVENLABS_OUTPUT_FORMAT,
     NavaiConfig,
-    _clean,
 )
 from ._errors import BadRequest, ConfigurationError, UpstreamError
 from ._json import JsonObject, dumps
+from ._policy import check_length, elevenlabs_key
+from ._policy import clean as _clean
 
 SPEECH_DISABLED = (
     'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'
@@ -171,10 +170,7 @@ def _check_speech_config(config: NavaiConfig) -> str:
     for name, message in config.env_errors:
         if name.startswith("ELEVENLABS_") or name == SPEECH_MAX_TEXT_ENV:
             raise ConfigurationError(message)
-    key = _clean(config.elevenlabs_api_key)
-    if key is None:
-        raise ConfigurationError(MISSING_ELEVENLABS_KEY)
-    return key
+    return elevenlabs_key(config)
 
 
 def _voice_settings(config: NavaiConfig, options: SpeechOptions) -> JsonObject:
@@ -217,13 +213,13 @@ def build_speech_request(config: NavaiConfig, body: object) -> UpstreamRequest:
     text = _clean(options.text)
     if text is None:
         raise BadRequest(TEXT_REQUIRED)
-    _check_length("text", text, config.speech_max_text_chars)
+    check_length("text", text, config.speech_max_text_chars)
     for name, value in (
         ("voiceId", options.voice_id),
         ("modelId", options.model_id),
         ("outputFormat", options.output_format),
     ):
-        _check_length(name, value, config.max_option_chars)
+        check_length(name, value, config.max_option_chars)
 
     voice_id = _clean(options.voice_id) or _clean(config.elevenlabs_voice_id)
     if voice_id is None:
