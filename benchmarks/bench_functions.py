@@ -24,8 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from navai_core._background import close_background_loop
 from navai_core._discovery import load_functions
-from navai_core._dispatch import aexecute, close_background_loop, execute, prepare_call
+from navai_core._dispatch import aexecute, execute, prepare_call
 from navai_core._functions import FunctionRegistry
 from navai_core._http import RequestContext
 

@@ -4,6 +4,7 @@ Everything here is pure Python over attrs and httpx: no web framework is importe
 core can be used from any server and its rules unit-tested directly.
 """
 
+from ._background import close_background_loop
 from ._call_manager import CallManager, CallSummary, LiveCall
 from ._calls import (
     CallAnswer,
@@ -25,7 +26,7 @@ from ._client_secret import (
 )
 from ._config import NavaiConfig
 from ._discovery import load_functions
-from ._dispatch import PreparedCall, aexecute, close_background_loop, execute, prepare_call
+from ._dispatch import PreparedCall, aexecute, execute, prepare_call
 from ._errors import (
     BadRequest,
     ConfigurationError,

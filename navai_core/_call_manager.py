@@ -35,10 +35,11 @@ import limits
 import limits.aio.strategies
 import limits.strategies
 
+from ._background import submit as submit_background
 from ._calls import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
 from ._client_secret import RealtimeTarget, target_for_key
 from ._config import DEFAULT_CALL_MAX_SECONDS
-from ._dispatch import aexecute, prepare_call, submit_background
+from ._dispatch import aexecute, prepare_call
 from ._errors import NavaiError
 from ._http import Reply, RequestContext
 from ._json import JsonValue, dumps
@@ -449,7 +450,7 @@ class CallManager:
                 if 400 <= exc.response.status_code <= 499:  # the call is gone
                     self._finish(call, ENDED)
                     return
-            except (OSError, asyncio.TimeoutError, Exception) as exc:  # dropped: reconnect
+            except (TimeoutError, OSError, Exception) as exc:  # dropped: reconnect
                 call.socket = None
                 logger.info("navai: call %s control connection lost: %s", call.call_id, exc)
             if failures >= len(self.reconnect_delays):

@@ -22,6 +22,7 @@ from ._policy import (
 from ._policy import clean as _clean
 from ._protect import limit_problem, parse_limit
 from ._session_template import session_problems
+from ._threads import DEFAULT_FUNCTION_THREADS
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
 DEFAULT_VOICE = "marin"
@@ -238,6 +239,10 @@ class NavaiConfig:
     function_timeout_seconds: float | None = setting(
         DEFAULT_FUNCTION_TIMEOUT_SECONDS, "NAVAI_FUNCTION_TIMEOUT", _EnvReader.number
     )
+    # Threads sync functions may hold at once (one function at most half); see docs/security.md.
+    function_threads: int = setting(
+        DEFAULT_FUNCTION_THREADS, "NAVAI_FUNCTION_THREADS", _EnvReader.integer
+    )
 
     # --- protection (see docs/security.md) ---
     # Hooks get the RequestContext; None/True allows, False answers 403, or raise
@@ -256,6 +261,9 @@ class NavaiConfig:
         "60/minute", "NAVAI_RATE_LIMIT_SPEECH", _EnvReader.limit
     )
     rate_limit_storage: str = setting("memory://", "NAVAI_RATE_LIMIT_STORAGE")
+    # When the shared store (Redis) fails: False answers 503 (fail closed), True lets requests
+    # through unlimited until it is back (fail open).
+    rate_limit_fail_open: bool = setting(False, "NAVAI_RATE_LIMIT_FAIL_OPEN", _EnvReader.flag)
 
     # --- server-controlled calls (CONTRACT section 8, docs/calls.md) ---
     calls_path: str | None = "/navai/realtime/calls"
@@ -344,6 +352,9 @@ class NavaiConfig:
                 problem := limit_problem(name, getattr(self, field.name))
             ):
                 found.append(problem)
+        threads = self.function_threads
+        if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 2):
+            found.append(f"NAVAI_FUNCTION_THREADS must be at least 2. Received: {threads!r}")
         timeout = self.function_timeout_seconds
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout >= 0):
             found.append(

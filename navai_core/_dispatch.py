@@ -2,42 +2,42 @@
 
 ``prepare_call`` makes every decision (400, 404, argument rules, validation) with no I/O;
 ``execute`` (sync code) and ``aexecute`` (async code) only run the prepared call and turn
-the outcome into a :class:`Reply`. Async functions called from sync code run on one
-long-lived background event loop; sync functions called from async code run in a worker
-thread, so an event loop is never blocked.
+the outcome into a :class:`Reply`. Async functions called from sync code run on navai's
+background loop (``_background``); sync functions run on a bounded budget of threads
+(``_threads``) when the caller must not wait for them (from async code, or with a limit).
 
-Both tails first ask the entry's ``authorize`` hook (403 when it says no), then run the
-function within its time limit (504 past it): an async function is cancelled at the limit,
-a sync one is no longer waited for (Python cannot stop a thread; it runs on, unobserved).
+Both tails first ask the entry's ``authorize`` hook (``_hooks``: 403 when it says no), then
+run the function within its time limit: the caller gets 504 at the limit whatever the
+function does. An async function is cancelled then (one that ignores the cancellation runs
+on, unobserved); a sync one is no longer waited for (Python cannot stop a thread; it keeps
+its thread until it returns). With no free thread, the call is answered 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import inspect
 import logging
 import math
-import queue
 import threading
 import time
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Coroutine, Generator, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 import attrs
 
+from . import _background
+from ._background import BackgroundTimeout
 from ._body import require_object
 from ._errors import BadRequest, NavaiError, NotFound
 from ._functions import FunctionEntry, FunctionError, FunctionRegistry
+from ._hooks import DENIED, aallowed, allowed
 from ._http import Reply, RequestContext
 from ._json import JsonValue
-from ._protect import DENIED
 from ._schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
+from ._threads import Busy, FunctionThreads
 
 logger = logging.getLogger("navai")
 T = TypeVar("T")
@@ -47,9 +47,13 @@ GENERIC_DETAILS = "The function raised an error."
 FAILURE_STATUS = 500
 TIMED_OUT = "Function timed out."
 TIMEOUT_STATUS = 504
+BUSY = "Function is busy."
+BUSY_STATUS = 503
 # How long a sync caller waits past the limit for the background loop to deliver the
 # cancellation of an async function (a function that blocks the loop cannot be cancelled).
 CANCEL_GRACE_SECONDS = 0.5
+# How long a call of a sync function without a time limit waits for a free thread.
+UNLIMITED_WAIT_SECONDS = 30.0
 
 
 class _TimedOut(Exception):
@@ -217,13 +221,18 @@ def _bind(
 
 
 def execute(
-    prepared: PreparedCall, *, expose_errors: bool = False, default_timeout: float | None = None
+    prepared: PreparedCall,
+    *,
+    expose_errors: bool = False,
+    default_timeout: float | None = None,
+    threads: FunctionThreads | None = None,
 ) -> Reply:
     """Run a prepared call from sync code (an async function runs on the background loop).
 
     ``default_timeout`` is the limit in seconds of a function registered without its own
-    ``timeout`` (``None`` or ``0``: no limit). With a limit, a sync function runs in a
-    thread of its own so that the caller can stop waiting for it.
+    ``timeout`` (``None`` or ``0``: no limit). With a limit, a sync function runs on one of
+    ``threads`` (navai's :class:`FunctionThreads`; default: one budget shared by every
+    caller that passes none) so that the caller can stop waiting for it.
     """
     denied = _check(prepared, expose_errors)
     if denied is not None:
@@ -235,34 +244,54 @@ def execute(
             if inspect.isawaitable(result):
                 result = _background.run(result)
         elif prepared.entry.is_async:
-            result = _background.run(prepared.start(), limit)
+            result = _run_on_loop(prepared.start(), limit)
         else:
-            deadline = time.monotonic() + limit
-            result = _run_in_thread(prepared.start, limit)
+            pool = threads or _default_threads()
+            name = prepared.entry.name
+            pool.acquire(name, limit)
+            started = time.monotonic()
+            running = pool.start(name, prepared.start)
+            try:
+                result = running.result(limit)
+            except TimeoutError:
+                if running.done():
+                    raise  # the function's own TimeoutError
+                raise _TimedOut from None
             if inspect.isawaitable(result):
-                result = _background.run(result, max(deadline - time.monotonic(), 0.0))
+                result = _run_on_loop(result, max(started + limit - time.monotonic(), 0.0))
     except _TimedOut:
         return _timeout_reply(prepared, limit)
+    except Busy:
+        return _busy_reply(prepared, limit)
     except (Exception, SystemExit) as exc:
         return _failure(prepared, exc, expose_errors)
     return _success(prepared, result)
 
 
 async def aexecute(
-    prepared: PreparedCall, *, expose_errors: bool = False, default_timeout: float | None = None
+    prepared: PreparedCall,
+    *,
+    expose_errors: bool = False,
+    default_timeout: float | None = None,
+    threads: FunctionThreads | None = None,
 ) -> Reply:
-    """Run a prepared call from async code (a sync function runs in a worker thread).
+    """Run a prepared call from async code (a sync function runs on one of ``threads``).
 
-    ``default_timeout`` as for :func:`execute`.
+    ``default_timeout`` and ``threads`` as for :func:`execute`.
     """
     denied = await _acheck(prepared, expose_errors)
     if denied is not None:
         return denied
     limit = time_limit(prepared.entry, default_timeout)
     try:
-        result = await _within(_arun(prepared), limit)
+        if prepared.entry.is_async:
+            result = await _within(prepared.start(), limit)
+        else:
+            result = await _in_thread(prepared, limit, threads or _default_threads())
     except _TimedOut:
         return _timeout_reply(prepared, limit)
+    except Busy:
+        return _busy_reply(prepared, limit)
     except (Exception, SystemExit) as exc:
         return _failure(prepared, exc, expose_errors)
     return _success(prepared, result)
@@ -276,55 +305,94 @@ def time_limit(entry: FunctionEntry, default_timeout: float | None) -> float | N
     return float(limit)
 
 
-async def _arun(prepared: PreparedCall) -> Any:
-    if prepared.entry.is_async:
-        result = prepared.start()
-    else:
-        # Abandoned at the limit: the thread runs on, its capacity token is given back.
-        result = await anyio.to_thread.run_sync(prepared.start, abandon_on_cancel=True)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+def _run_on_loop(awaitable: Awaitable[Any], limit: float) -> Any:
+    """Await on the background loop with a limit; stop waiting a grace period later even
+    if the function blocks the loop (then cancellation cannot reach it)."""
+    if _background.inside():
+        _background.run(awaitable)  # refused: the loop cannot wait for itself
+    try:
+        return _background.run(_within(awaitable, limit), limit + CANCEL_GRACE_SECONDS)
+    except BackgroundTimeout:
+        raise _TimedOut from None
 
 
-async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
-    """Await ``awaitable``, cancelling it after ``limit`` seconds (then raise _TimedOut)."""
+async def _in_thread(prepared: PreparedCall, limit: float | None, pool: FunctionThreads) -> Any:
+    """A sync function on one of ``pool``'s threads, the clock started once it has one."""
+    name = prepared.entry.name
+    await pool.aacquire(name, limit or UNLIMITED_WAIT_SECONDS)
+    running = asyncio.wrap_future(pool.start(name, prepared.start))
     if limit is None:
-        return await awaitable
-    if _asyncio_timeout_at is not None:
-        # Python 3.11+: about 4 us cheaper per call than an anyio cancel scope.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        late = False
-        if inspect.iscoroutine(awaitable):
-            # Run the first step before arming the timer (3-5 us): a coroutine that
-            # finishes without waiting could not be cancelled at the limit anyway (a limit
-            # acts where a coroutine waits), and one that waits goes on under the timer,
-            # with the deadline counted from before its first step.
-            try:
-                first = awaitable.send(None)
-            except StopIteration as done:
-                return done.value
-            awaitable = _resume(awaitable, first)
-            late = deadline <= loop.time()
+        result = await running
+    else:
+        deadline = asyncio.get_running_loop().time() + limit
         try:
-            async with _asyncio_timeout_at(None if late else deadline) as scope:
-                if late:
-                    # The first step outlasted the limit. A timer armed before it would go
-                    # off in the loop's next round after the call's own wake-up; so does
-                    # this one (armed then, it goes off in the round after).
-                    loop.call_soon(scope.reschedule, deadline)
-                return await awaitable
+            async with asyncio.timeout_at(deadline) as scope:
+                result = await running
         except TimeoutError:
             if scope.expired():
                 raise _TimedOut from None
             raise  # the function's own TimeoutError
-    with anyio.move_on_after(limit):
+        limit = max(deadline - asyncio.get_running_loop().time(), 0.0)
+    if inspect.isawaitable(result):
+        result = await _within(result, limit)
+    return result
+
+
+async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
+    """Await ``awaitable`` for at most ``limit`` seconds, then raise _TimedOut.
+
+    Past the limit the caller is answered at once, whatever the function does: a function
+    that waits runs in a task of its own, cancelled at the limit and left to finish alone
+    if it swallows the cancellation.
+    """
+    if limit is None:
         return await awaitable
-    raise _TimedOut
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    if not inspect.iscoroutine(awaitable):
+        task: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
+    else:
+        # Run the first step here (a coroutine that finishes without waiting needs no task,
+        # and could not be cancelled anyway: a limit acts where a coroutine waits).
+        try:
+            first = awaitable.send(None)
+        except StopIteration as done:
+            return done.value
+        task = loop.create_task(_resume(awaitable, first))
+    late = deadline <= loop.time()
+    try:
+        async with asyncio.timeout_at(None if late else deadline) as scope:
+            if late:
+                # The first step outlasted the limit: the timer goes off in the loop's next
+                # round, after the call's own wake-up, as it would had it been armed before.
+                loop.call_soon(scope.reschedule, deadline)
+            return await asyncio.shield(task)
+    except TimeoutError:
+        if not scope.expired():
+            raise  # the function's own TimeoutError
+        _abandon(task)
+        raise _TimedOut from None
+    except BaseException:
+        _abandon(task)  # the caller was cancelled: so is the call
+        raise
 
 
-_asyncio_timeout_at: Any = getattr(asyncio, "timeout_at", None)
+# Tasks past their limit that did not stop when cancelled: kept until they end.
+_overdue: set[asyncio.Future[Any]] = set()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    if task.done():
+        return
+    task.cancel()
+    _overdue.add(task)
+    task.add_done_callback(_overdue.discard)
+    task.add_done_callback(_consume)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.info("navai: a call past its time limit ended with %r", task.exception())
 
 
 @types.coroutine
@@ -349,73 +417,19 @@ def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any,
                 return done.value
 
 
-def _run_in_thread(fn: Callable[[], Any], limit: float) -> Any:
-    """``fn()`` in one of navai's function threads; stop waiting after ``limit`` seconds."""
-    outcome: list[tuple[bool, Any]] = []
-    done = threading.Event()
-    context = contextvars.copy_context()
-
-    def job() -> None:
-        try:
-            outcome.append((True, context.run(fn)))
-        except BaseException as exc:  # handed to the caller, who decides
-            outcome.append((False, exc))
-        finally:
-            done.set()
-
-    _threads.submit(job)
-    if not done.wait(limit):
-        raise _TimedOut
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
+_threads: FunctionThreads | None = None
+_threads_lock = threading.Lock()
 
 
-class _Threads:
-    """Daemon threads for sync functions with a time limit, called from sync code.
-
-    Idle threads are reused; when none is idle a new one starts (a call past its limit keeps
-    its thread, so hung calls never hold up the others). A thread idle for ``IDLE_SECONDS``
-    ends.
-    """
-
-    IDLE_SECONDS = 60.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            reuse = self._idle > 0
-            if reuse:
-                self._idle -= 1  # claimed: that thread will take a job from the queue
-        if reuse:
-            self._jobs.put(job)
-        else:
-            threading.Thread(
-                target=self._work, args=(job,), name="navai-function", daemon=True
-            ).start()
-
-    def _work(self, job: Callable[[], None]) -> None:
-        while True:
-            job()
-            with self._lock:
-                self._idle += 1
-            while True:
-                try:
-                    job = self._jobs.get(timeout=self.IDLE_SECONDS)
-                    break
-                except queue.Empty:
-                    with self._lock:
-                        if self._idle > 0:  # not claimed meanwhile: end this thread
-                            self._idle -= 1
-                            return
-
-
-_threads = _Threads()
+def _default_threads() -> FunctionThreads:
+    """The thread budget of callers that pass none (a ``Navai`` passes its own): one per
+    process, so that calling ``execute`` directly stays bounded too."""
+    global _threads
+    if _threads is None:
+        with _threads_lock:
+            if _threads is None:
+                _threads = FunctionThreads()
+    return _threads
 
 
 # ----- authorisation -------------------------------------------------------------------------
@@ -427,14 +441,12 @@ def _check(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
     if hook is None:
         return None
     try:
-        verdict = hook(prepared.context or RequestContext(), prepared.arguments)
-        if inspect.isawaitable(verdict):
-            verdict = _background.run(verdict)
+        ok = allowed(hook, prepared.context or RequestContext(), prepared.arguments)
     except NavaiError as exc:
         return _denied_reply(prepared, exc)
     except (Exception, SystemExit) as exc:
         return _failure(prepared, exc, expose_errors, what="authorisation hook of")
-    return _verdict(prepared, verdict)
+    return None if ok else _denied_reply(prepared, None)
 
 
 async def _acheck(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
@@ -442,25 +454,13 @@ async def _acheck(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
     hook = prepared.entry.authorize
     if hook is None:
         return None
-    context = prepared.context or RequestContext()
     try:
-        if inspect.iscoroutinefunction(hook):
-            verdict = await hook(context, prepared.arguments)
-        else:
-            verdict = await anyio.to_thread.run_sync(hook, context, prepared.arguments)
-            if inspect.isawaitable(verdict):  # a callable object with an async __call__
-                verdict = await verdict
+        ok = await aallowed(hook, prepared.context or RequestContext(), prepared.arguments)
     except NavaiError as exc:
         return _denied_reply(prepared, exc)
     except (Exception, SystemExit) as exc:
         return _failure(prepared, exc, expose_errors, what="authorisation hook of")
-    return _verdict(prepared, verdict)
-
-
-def _verdict(prepared: PreparedCall, verdict: object) -> Reply | None:
-    if verdict is False:
-        return _denied_reply(prepared, None)
-    return None
+    return None if ok else _denied_reply(prepared, None)
 
 
 def _denied_reply(prepared: PreparedCall, exc: NavaiError | None) -> Reply:
@@ -517,101 +517,26 @@ def _timeout_reply(prepared: PreparedCall, limit: float | None) -> Reply:
     )
 
 
+def _busy_reply(prepared: PreparedCall, limit: float | None) -> Reply:
+    entry = prepared.entry
+    logger.warning(
+        "navai: function %s (%s): no thread became free; answered 503", entry.name, entry.source
+    )
+    retry = str(min(max(math.ceil(limit or 1), 1), 60))
+    return Reply(
+        BUSY_STATUS,
+        {
+            "ok": False,
+            "function_name": entry.name,
+            "error": BUSY,
+            "details": f"Too many calls of {entry.name} are running. Try again later.",
+        },
+        (("Retry-After", retry),),
+    )
+
+
 def _failure_reply(name: str, details: str) -> Reply:
     return Reply(
         FAILURE_STATUS,
         {"ok": False, "function_name": name, "error": EXECUTION_FAILED, "details": details},
     )
-
-
-# ----- the background event loop -------------------------------------------------------------
-
-
-class _BackgroundLoop:
-    """One daemon thread running one event loop, started on first use and reused."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def run(self, awaitable: Awaitable[Any], limit: float | None = None) -> Any:
-        """Await ``awaitable`` on the loop; with ``limit``, cancel it then (_TimedOut)."""
-        loop = self._loop or self._start()
-        if threading.current_thread() is self._thread:
-            _discard(awaitable)
-            raise RuntimeError("execute() was called from navai's background loop; use aexecute()")
-        future = asyncio.run_coroutine_threadsafe(_within(awaitable, limit), loop)
-        if limit is None:
-            return future.result()
-        concurrent.futures.wait([future], limit + CANCEL_GRACE_SECONDS)
-        if not future.done():
-            future.cancel()
-            raise _TimedOut
-        return future.result()
-
-    def _start(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name="navai-functions-loop", daemon=True
-                )
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
-
-    @property
-    def running(self) -> bool:
-        return self._loop is not None
-
-    def close(self) -> None:
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("navai's background loop cannot be closed from itself")
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
-async def _cancel_tasks() -> None:
-    """Cancel what still runs (its callers get CancelledError) so no caller waits forever."""
-    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _discard(awaitable: Awaitable[Any]) -> None:
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()
-
-
-_background = _BackgroundLoop()
-
-
-def close_background_loop() -> None:
-    """Stop the event loop that runs async functions for ``execute`` (restarted on next use).
-
-    Calls still running on it are cancelled. Call it at shutdown, from any thread but the
-    loop's own.
-    """
-    _background.close()
-
-
-def submit_background(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Run ``coroutine`` on navai's background loop (started on first use) from any thread
-    but the loop's own: the one seam for code outside this module."""
-    return asyncio.run_coroutine_threadsafe(coroutine, _background._loop or _background._start())
-
-
-def background_loop_thread() -> threading.Thread | None:
-    """The background loop's thread, when it runs."""
-    return _background._thread

@@ -12,6 +12,7 @@ import asyncio
 import importlib.metadata
 import ipaddress
 import threading
+import urllib.request
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +31,7 @@ from ._body import (
 from ._call_manager import CallManager
 from ._client_secret import (
     ClientSecret,
+    UpstreamReply,
     UpstreamRequest,
     build_client_secret_request,
     parse_client_secret_body,
@@ -38,18 +40,19 @@ from ._client_secret import (
 from ._config import NavaiConfig, rate_limit
 from ._cors import Cors
 from ._discovery import load_functions
-from ._dispatch import _background
 from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
 from ._functions import FunctionRegistry
+from ._hooks import aauthorize, authorize
 from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import logger, secret_filter
 from ._models import ModelNotices, models_logger
 from ._openapi import openapi_document
-from ._protect import RateLimiter, aauthorize, authorize, client_key
+from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
-from ._upstream import AsyncLaneTransport, LaneTransport, asend, send
+from ._threads import FunctionThreads
+from ._upstream import AsyncLaneTransport, BackgroundClient, LaneTransport, asend, send
 
 __all__ = ["Navai", "Route"]
 
@@ -93,10 +96,15 @@ class Navai:
         self._owns_client = http_client is None
         self._aclient = async_http_client
         self._owns_aclient = async_http_client is None
+        # Sync callers send through an async client on navai's loop (the same deadline).
+        self._loop_client = BackgroundClient(self._new_async_client)
         self._routes = routes_for(self.config)
         self.model_notices = ModelNotices()
         self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
-        self.rate_limiter = RateLimiter(self.config.rate_limit_storage)
+        self.rate_limiter = RateLimiter(
+            self.config.rate_limit_storage, fail_open=self.config.rate_limit_fail_open
+        )
+        self._threads = FunctionThreads(max(self.config.function_threads, 2))
         c = self.config
         self.retry_policy = RetryPolicy(
             max_retries=max(c.upstream_max_retries, 0),
@@ -185,7 +193,7 @@ class Navai:
     def create_client_secret(self, body: object = None) -> ClientSecret:
         """Mint a client secret for a request body (a dict of the contract's fields)."""
         request = self.client_secret_request(body)
-        reply = send(self.http_client(), request, self.retry_policy)
+        reply = self.send_upstream(request)
         return parse_client_secret_response(request, reply.status, reply.content, reply.headers)
 
     async def acreate_client_secret(self, body: object = None) -> ClientSecret:
@@ -238,7 +246,7 @@ class Navai:
             admitted = self._admit(route, context)
             if isinstance(admitted, Reply):
                 return self._finish(route, context, admitted)
-            authorize(admitted.authorize, context, _background.run)
+            authorize(admitted.authorize, context)
             self.rate_limiter.check(admitted.limit, admitted.bucket, self._client_key(context))
             if admitted.needs_functions:
                 self.functions()
@@ -323,6 +331,7 @@ class Navai:
         return {
             "expose_errors": c.expose_function_errors,
             "default_timeout": c.function_timeout_seconds,
+            "threads": self._threads,
         }
 
     def list_reply(self) -> Reply:
@@ -342,17 +351,28 @@ class Navai:
         if self._client is None:
             with self._lock:
                 if self._client is None:
+                    transport = None if urllib.request.getproxies() else LaneTransport()
                     self._client = httpx.Client(
-                        timeout=self.config.upstream_timeout_seconds, transport=LaneTransport()
+                        timeout=self.config.upstream_timeout_seconds, transport=transport
                     )
         return self._client
 
     def async_http_client(self) -> httpx.AsyncClient:
         if self._aclient is None:
-            self._aclient = httpx.AsyncClient(
-                timeout=self.config.upstream_timeout_seconds, transport=AsyncLaneTransport()
-            )
+            self._aclient = self._new_async_client()
         return self._aclient
+
+    def _new_async_client(self) -> httpx.AsyncClient:
+        # With a proxy in the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY; NO_PROXY),
+        # httpx's own transports honour it; a transport= would make httpx ignore it.
+        transport = None if urllib.request.getproxies() else AsyncLaneTransport()
+        return httpx.AsyncClient(timeout=self.config.upstream_timeout_seconds, transport=transport)
+
+    def send_upstream(self, request: UpstreamRequest) -> UpstreamReply:
+        """Send from sync code: with your own sync client, or through navai's loop."""
+        if not self._owns_client and self._client is not None:
+            return send(self._client, request, self.retry_policy)
+        return self._loop_client.send(request, self.retry_policy)
 
     def close(self) -> None:
         """Hang up the calls held on navai's background loop, then close the sync httpx
@@ -361,6 +381,7 @@ class Navai:
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
+        self._loop_client.close()
 
     async def aclose(self) -> None:
         """Hang up the calls this process holds, then close both httpx clients navai created."""

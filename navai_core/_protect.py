@@ -1,20 +1,19 @@
-"""Who may call a route, and how often: authorisation hooks and rate limits.
+"""How often a client may call a route: rate limits.
 
-The rules live here; the facade calls :func:`authorize` / :func:`aauthorize` and
-:meth:`RateLimiter.check` / :meth:`RateLimiter.acheck` before any other work is done.
+The facade asks the route's hook (``_hooks``) and :meth:`RateLimiter.check` /
+:meth:`RateLimiter.acheck` before any other work is done.
 Rate limiting uses the ``limits`` package (moving window), in process by default or in
 Redis (``redis://...``) so that several workers or machines share one budget.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
+import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import TypeAlias
 
 import limits
 import limits.aio.storage
@@ -22,48 +21,16 @@ import limits.aio.strategies
 import limits.storage
 import limits.strategies
 
-from ._errors import Forbidden, NavaiError
+from ._errors import NavaiError
 from ._http import RequestContext
 
-AuthResult: TypeAlias = "bool | None"
-AuthHook: TypeAlias = "Callable[[RequestContext], AuthResult | Awaitable[AuthResult]]"
-KeyHook: TypeAlias = "Callable[[RequestContext], str | None]"
+logger = logging.getLogger("navai")
 
-DENIED = "Forbidden."
+KeyHook: TypeAlias = "Callable[[RequestContext], str | None]"
 
 
 class TooManyRequests(NavaiError):
     status_code = 429
-
-
-def _verdict(result: object) -> None:
-    """``None`` or ``True`` allows; ``False`` denies with 403. Hooks may also raise
-    :class:`Unauthorized` / :class:`Forbidden` (or any NavaiError) to choose the answer."""
-    if result is False:
-        raise Forbidden(DENIED)
-
-
-def authorize(hook: AuthHook | None, context: RequestContext, run: Callable[[Any], Any]) -> None:
-    """Run ``hook`` from sync code; an async hook is run with ``run`` (navai's loop thread)."""
-    if hook is None:
-        return
-    result = hook(context)
-    if inspect.isawaitable(result):
-        result = run(result)
-    _verdict(result)
-
-
-async def aauthorize(hook: AuthHook | None, context: RequestContext) -> None:
-    """Run ``hook`` from async code; a sync hook runs in a worker thread."""
-    if hook is None:
-        return
-    if inspect.iscoroutinefunction(hook):
-        result = await hook(context)
-    else:
-        result = await asyncio.to_thread(hook, context)
-        if inspect.isawaitable(result):  # a callable object with an async __call__
-            result = await result
-    _verdict(result)
 
 
 def parse_limit(text: str | None) -> limits.RateLimitItem | None:
@@ -81,11 +48,81 @@ def limit_problem(name: str, text: str | None) -> str | None:
     return None
 
 
-class RateLimiter:
-    """Counts hits per (route, client key) and answers 429 with ``Retry-After`` past the limit."""
+# A shared store (Redis) gets this long to answer; a request never waits longer for it.
+STORAGE_TIMEOUT_SECONDS = 0.5
+# After the store failed, it is left alone this long (requests are answered at once), then
+# tried again by the next request: an outage costs no request more than one timeout.
+STORAGE_RETRY_SECONDS = 5.0
+UNAVAILABLE = "Rate limiting is unavailable. Try again in {seconds} seconds."
 
-    def __init__(self, storage_uri: str = "memory://") -> None:
+
+class RateLimitUnavailable(NavaiError):
+    status_code = 503
+
+
+class StorageOutage:
+    """Whether the shared store is failing, and since when: pure state, shared by the sync
+    and the async tails. Logs once when an outage starts and once when it ends."""
+
+    def __init__(self, fail_open: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.fail_open = fail_open
+        self._clock = clock
+        self._since: float | None = None
+        self._retry_at = 0.0
+
+    def skip(self) -> bool:
+        """True while the store is left alone (the request is answered without it)."""
+        return self._since is not None and self._clock() < self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        now = self._clock()
+        self._retry_at = now + STORAGE_RETRY_SECONDS
+        if self._since is None:
+            self._since = now
+            then = (
+                "letting requests through without a rate limit (NAVAI_RATE_LIMIT_FAIL_OPEN)"
+                if self.fail_open
+                else "answering 503 (set NAVAI_RATE_LIMIT_FAIL_OPEN=true to let requests through)"
+            )
+            # The exception's class only: its text may name the store's address or password.
+            logger.error(
+                "navai: the rate-limit storage failed (%s); %s until it answers again",
+                type(exc).__name__,
+                then,
+            )
+
+    def ok(self) -> None:
+        if self._since is not None:
+            logger.warning(
+                "navai: the rate-limit storage answers again after %.0f s",
+                self._clock() - self._since,
+            )
+            self._since = None
+
+    def answer(self) -> None:
+        """What a request gets while the store is failing: through, or 503."""
+        if self.fail_open:
+            return
+        seconds = max(1, math.ceil(self._retry_at - self._clock()))
+        raise RateLimitUnavailable(
+            UNAVAILABLE.format(seconds=seconds),
+            extra={"retry_after": seconds},
+            headers=[("Retry-After", str(seconds))],
+        )
+
+
+class RateLimiter:
+    """Counts hits per (route, client key) and answers 429 with ``Retry-After`` past the limit.
+
+    When a shared store fails (down, or slower than ``STORAGE_TIMEOUT_SECONDS``), requests
+    answer 503 with ``Retry-After`` (fail closed), or go through unlimited with
+    ``fail_open``; either way the outage is logged once, and the store is tried again every
+    ``STORAGE_RETRY_SECONDS`` until it answers.
+    """
+
+    def __init__(self, storage_uri: str = "memory://", *, fail_open: bool = False) -> None:
         self.storage_uri = storage_uri
+        self.outage = StorageOutage(fail_open)
         self._lock = threading.Lock()
         self._sync: limits.strategies.MovingWindowRateLimiter | None = None
         self._async: limits.aio.strategies.MovingWindowRateLimiter | None = None
@@ -94,26 +131,51 @@ class RateLimiter:
     def shared(self) -> bool:
         return not self.storage_uri.startswith("memory://")
 
+    def _options(self) -> dict[str, float]:
+        # Keyword options of the Redis client (a timeout in the URI's query wins).
+        if not self.shared:
+            return {}
+        return {
+            "socket_timeout": STORAGE_TIMEOUT_SECONDS,
+            "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,
+        }
+
     def _sync_limiter(self) -> limits.strategies.MovingWindowRateLimiter:
         if self._sync is None:
             with self._lock:
                 if self._sync is None:
-                    storage = limits.storage.storage_from_string(self.storage_uri)
+                    storage = limits.storage.storage_from_string(
+                        self.storage_uri, **self._options()
+                    )
                     self._sync = limits.strategies.MovingWindowRateLimiter(storage)
         return self._sync
 
     def _async_limiter(self) -> limits.aio.strategies.MovingWindowRateLimiter:
         if self._async is None:
-            storage = limits.aio.storage.RedisStorage(self.storage_uri, implementation="redispy")
+            storage = limits.aio.storage.RedisStorage(
+                self.storage_uri,
+                implementation="redispy",
+                socket_timeout=STORAGE_TIMEOUT_SECONDS,
+                socket_connect_timeout=STORAGE_TIMEOUT_SECONDS,
+            )
             self._async = limits.aio.strategies.MovingWindowRateLimiter(storage)
         return self._async
 
     def check(self, item: limits.RateLimitItem | None, route: str, key: str) -> None:
         if item is None:
             return
+        if self.outage.skip():
+            return self.outage.answer()
         limiter = self._sync_limiter()
-        if not limiter.hit(item, route, key):
-            raise _too_many(limiter.get_window_stats(item, route, key).reset_time)
+        try:
+            allowed = limiter.hit(item, route, key)
+            reset = None if allowed else limiter.get_window_stats(item, route, key).reset_time
+        except Exception as exc:  # the store failed, whatever its client raised
+            self.outage.failed(exc)
+            return self.outage.answer()
+        self.outage.ok()
+        if reset is not None:
+            raise _too_many(reset)
 
     async def acheck(self, item: limits.RateLimitItem | None, route: str, key: str) -> None:
         if item is None:
@@ -122,10 +184,20 @@ class RateLimiter:
             # The in-process store is a dict behind a lock: safe and instant on a loop.
             self.check(item, route, key)
             return
+        if self.outage.skip():
+            return self.outage.answer()
         limiter = self._async_limiter()
-        if not await limiter.hit(item, route, key):
-            stats = await limiter.get_window_stats(item, route, key)
-            raise _too_many(stats.reset_time)
+        try:
+            allowed = await limiter.hit(item, route, key)
+            reset = None
+            if not allowed:
+                reset = (await limiter.get_window_stats(item, route, key)).reset_time
+        except Exception as exc:  # the store failed, whatever its client raised
+            self.outage.failed(exc)
+            return self.outage.answer()
+        self.outage.ok()
+        if reset is not None:
+            raise _too_many(reset)
 
     def reset(self) -> None:
         """Forget every count, in this process or in Redis (tests, or after an incident)."""

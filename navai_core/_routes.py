@@ -26,10 +26,10 @@ from ._client_secret import (
 )
 from ._config import NavaiConfig, rate_limit
 from ._dispatch import PreparedCall, aexecute, execute, prepare_call
+from ._hooks import AuthHook
 from ._http import Reply, RequestContext
-from ._protect import AuthHook
 from ._speech import build_speech_request, parse_speech_response
-from ._upstream import asend, send
+from ._upstream import asend
 
 if TYPE_CHECKING:
     from ._navai import Navai
@@ -142,7 +142,7 @@ class Upstream:
     finish: Callable[[UpstreamReply], Reply] = attrs.field(repr=False)
 
     def run(self, navai: Navai) -> Reply:
-        return self.finish(send(navai.http_client(), self.request, navai.retry_policy))
+        return self.finish(navai.send_upstream(self.request))
 
     async def arun(self, navai: Navai) -> Reply:
         reply = await asend(navai.async_http_client(), self.request, navai.retry_policy)

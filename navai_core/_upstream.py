@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 
+from . import _background
 from ._client_secret import UpstreamReply, UpstreamRequest
 from ._errors import UpstreamTimeout, UpstreamUnavailable
 from ._retry import Outcome, RetryPolicy, Send, Sleep, Step, attempts
@@ -149,6 +150,40 @@ async def asend(
         except Exception as exc:
             driver.outcome = driver.failed(exc)
     return driver.result()
+
+
+# ----- sync callers, async client -----------------------------------------------------------
+
+
+class BackgroundClient:
+    """An async httpx client on navai's background loop, for sync callers (WSGI).
+
+    A sync httpx client can only bound each read of a reply, so an upstream that trickles
+    its headers byte by byte could hold a sync caller for ever; through this client a sync
+    caller gets exactly the async deadline (``asend``). The client is made on first use by
+    ``make``, on the loop, and made again if the loop was restarted.
+    """
+
+    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+        self._make = make
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def send(self, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
+        return _background.run(self._asend(request, policy))
+
+    async def _asend(self, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client, self._loop = self._make(), loop  # (a dead loop's client is dropped)
+        return await asend(self._client, request, policy)
+
+    def close(self) -> None:
+        client, loop, self._client, self._loop = self._client, self._loop, None, None
+        if client is None or not _background.running() or _background.inside():
+            return
+        if loop is _background.loop():  # (a client of a closed loop is only dropped)
+            _background.run(client.aclose())
 
 
 # ----- connection lanes --------------------------------------------------------------------
@@ -281,7 +316,7 @@ class AsyncLaneTransport(httpx.AsyncBaseTransport):
             self._waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise httpx.PoolTimeout("No upstream connection became free in time.") from None
             except BaseException:
                 if waiter.done() and not waiter.cancelled():

@@ -10,10 +10,10 @@ import time
 import anyio
 import pytest
 
+from navai_core import _background
+from navai_core._background import close_background_loop
 from navai_core._dispatch import (
-    _background,
     aexecute,
-    close_background_loop,
     execute,
     payload_arguments,
     prepare_call,
@@ -476,25 +476,25 @@ def test_execute_runs_async_functions_on_one_background_loop():
     threads_before = threading.active_count()
     first = result(registry, "async_greet", {"name": "a"})
     second = result(registry, "async_greet", {"name": "b"})
-    assert first == {"hello": "a", "thread": "navai-functions-loop"}
-    assert second["thread"] == "navai-functions-loop"
+    assert first == {"hello": "a", "thread": "navai-background-loop"}
+    assert second["thread"] == "navai-background-loop"
     assert threading.active_count() <= threads_before + 1
-    loop = _background._loop
+    loop = _background._default._loop
     for _ in range(20):
         result(registry, "async_greet", {"name": "c"})
-    assert _background._loop is loop  # reused, never one loop per call
+    assert _background._default._loop is loop  # reused, never one loop per call
     assert threading.active_count() <= threads_before + 1
 
 
 def test_background_loop_can_be_closed_and_restarts():
     registry = registry_of(async_greet)
     result(registry, "async_greet", {"name": "a"})
-    thread = _background._thread
+    thread = _background._default._thread
     close_background_loop()
     assert not thread.is_alive()
-    assert not _background.running
+    assert not _background.running()
     assert result(registry, "async_greet", {"name": "b"})["hello"] == "b"
-    assert _background.running
+    assert _background.running()
 
 
 def test_execute_runs_sync_functions_inline():
@@ -513,7 +513,9 @@ def test_execute_from_inside_the_background_loop_is_refused():
     reply = run(registry, "nested")
     assert reply.status == 200  # the outer call worked, the inner one was refused
     assert reply.body["result"]["ok"] is False
-    assert reply.body["result"]["details"].startswith("RuntimeError: execute() was called from")
+    assert reply.body["result"]["details"].startswith(
+        "RuntimeError: called from navai's background loop"
+    )
 
 
 @pytest.mark.anyio

@@ -463,7 +463,7 @@ def test_class_docstring_documents_constructor():
 
 
 def test_results_convert_to_json():
-    when = datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC)
     value = {
         "point": Point(1, 2),
         "box": Box(1),

@@ -12,6 +12,7 @@ import ast
 import importlib.metadata
 import re
 import sys
+import tomllib
 from functools import cache
 
 import pytest
@@ -19,11 +20,6 @@ from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from test_docs_examples import PAGES
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pytest's own dependency there
-    import tomli as tomllib
 
 DOCS = REPO / "docs"
 EXAMPLES = DOCS / "examples"
