@@ -67,8 +67,9 @@ class NavaiEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            body = await aread_limited(request.stream(), self.navai.config.max_body_bytes)
-            reply = await self.navai.ahandle(request_context(request), body)
+            reply = await self.navai.ahandle(
+                request_context(request), lambda limit: aread_limited(request.stream(), limit)
+            )
             status, headers, content = response_parts(reply)
         except ClientDisconnect:
             return  # nobody is left to answer

@@ -56,8 +56,9 @@ class NavaiWSGIApp:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         try:
-            body = read_limited(request.stream.read, self.navai.config.max_body_bytes)
-            reply = self.navai.handle(request_context(request), body)
+            reply = self.navai.handle(
+                request_context(request), lambda limit: read_limited(request.stream.read, limit)
+            )
             status, headers, content = response_parts(reply)
         except Exception:
             status, headers, content = internal_error()

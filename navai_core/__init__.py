@@ -23,8 +23,6 @@ from ._client_secret import (
     build_transcription_request,
     parse_client_secret_body,
     parse_client_secret_response,
-    resolve_api_key,
-    validate_ttl,
 )
 from ._config import NavaiConfig
 from ._discovery import load_functions
@@ -45,6 +43,7 @@ from ._errors import (
 from ._functions import FunctionAuthHook, FunctionEntry, FunctionError, FunctionRegistry
 from ._http import Reply, RequestContext
 from ._navai import Navai
+from ._policy import resolve_api_key, validate_ttl
 from ._retry import RetryPolicy
 from ._routes import Route
 from ._sideband import ToolLoop

@@ -3,8 +3,8 @@ the shape every JSON route expects (an object, optional string fields)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeAlias
 
 from ._errors import BadRequest, NavaiError, PayloadTooLarge
 from ._http import RequestContext
@@ -15,19 +15,62 @@ NOT_AN_OBJECT = "Request body must be a JSON object."
 NOT_DECLARED_JSON = "Content-Type must be application/json."
 
 
+#: A body as bytes, or a reader the core calls (with the size limit) once the request has
+#: passed its route's checks, hooks and rate limit: a refused request is never read.
+BodySource: TypeAlias = "bytes | Callable[[int], bytes]"
+AsyncBodySource: TypeAlias = "bytes | Callable[[int], Awaitable[bytes]]"
+
+
+class ReadFailed(Exception):
+    """The adapter's body reader raised ``error`` (a client that went away, say): the
+    adapter, not the core, knows what that means, so it gets the error back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+
+
+def check_declared_size(context: RequestContext, limit: int) -> None:
+    """413 before reading when ``Content-Length`` already says the body is too large (so
+    an ``Expect: 100-continue`` client is never told to send it)."""
+    declared = context.header("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise too_large(limit)
+
+
+def read(body: BodySource, limit: int) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    try:
+        return body(limit)
+    except Exception as exc:
+        raise ReadFailed(exc) from exc
+
+
+async def aread(body: AsyncBodySource, limit: int) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    try:
+        return await body(limit)
+    except Exception as exc:
+        raise ReadFailed(exc) from exc
 
 
 def parse_json_body(context: RequestContext, body: bytes, limit: int) -> dict[str, Any] | None:
     """The JSON object a request carries (``None`` for an empty body), or the error to answer."""
     if len(body) > limit:
         raise too_large(limit)
+    # Declared JSON, even when empty: a page can send any other type (or none, from a
+    # ``no-cors`` fetch) to another site without a CORS preflight, JSON it cannot.
+    content_type = (context.header("content-type") or "").split(";")[0].strip().lower()
+    if not (content_type == "application/json" or content_type.endswith("+json")):
+        raise NavaiError(NOT_DECLARED_JSON, status_code=415)
     if not body.strip():
         return None
-    content_type = (context.header("content-type") or "").split(";")[0].strip().lower()
-    if content_type and not (content_type == "application/json" or content_type.endswith("+json")):
-        raise NavaiError(NOT_DECLARED_JSON, status_code=415)
     try:
         parsed = loads(body)
     except (ValueError, RecursionError):

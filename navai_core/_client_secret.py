@@ -8,37 +8,46 @@ into a :class:`ClientSecret` or raises a :class:`NavaiError` that knows its HTTP
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from ._body import read_string_fields
-from ._config import (
-    TTL_ENV,
-    KeySource,
-    NavaiConfig,
-    _clean,
-    _ttl_ok,
-    ttl_error_text,
-)
-from ._errors import (
-    BadRequest,
-    ConfigurationError,
-    Forbidden,
-    NavaiError,
-    Unauthorized,
-    UpstreamError,
-)
+from ._config import NavaiConfig
+from ._errors import ConfigurationError, NavaiError, UpstreamError
 from ._json import JsonObject, JsonValue, dumps
+from ._policy import (
+    MISSING_ELEVENLABS_KEY,
+    MISSING_KEY,
+    REQUEST_KEY_DISABLED,
+    check_client_choices,
+    check_transcription_choices,
+    clean,
+    current_key,
+    elevenlabs_key,
+    resolve_api_key,
+    uses_azure_token,
+    validate_ttl,
+)
 from ._session_template import session_problems
 
-MISSING_KEY = "Missing API key. Configure openaiApiKey or send apiKey in request."
-REQUEST_KEY_DISABLED = (
-    "Passing apiKey from request is disabled. Set allowApiKeyFromRequest=true to enable it."
-)
+# Rules of _policy this module applied before, still importable from here.
+__all__ = [
+    "MISSING_ELEVENLABS_KEY",
+    "MISSING_KEY",
+    "REQUEST_KEY_DISABLED",
+    "check_client_choices",
+    "resolve_api_key",
+    "validate_ttl",
+]
 
-MISSING_ELEVENLABS_KEY = "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set."
+# What of an upstream reply navai reads and echoes at most (a larger reply is a 502; a longer
+# error body is cut): a faulty or hostile upstream cannot make an answer, or memory, balloon.
+MAX_REPLY_BYTES = 1024 * 1024
+MAX_ECHOED_CHARS = 2000
+MAX_REQUEST_ID_CHARS = 200
 
 # Request field name -> attribute of ClientSecretOptions.
 CLIENT_SECRET_FIELDS: Mapping[str, str] = {
@@ -77,6 +86,12 @@ class UpstreamRequest:
     label: str = "upstream"
     # Values that must never appear in an error text built from this request.
     secrets: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
+    # The most of the reply (decoded, so a compressed bomb counts its inflated size) that is
+    # read; a larger reply is a 502.
+    max_reply_bytes: int = attrs.field(default=MAX_REPLY_BYTES, repr=False, eq=False)
+
+    def reply_too_large(self) -> UpstreamError:
+        return UpstreamError(f"{self.label} replied with more than {self.max_reply_bytes} bytes.")
 
 
 @attrs.frozen
@@ -110,38 +125,6 @@ def parse_client_secret_body(body: object) -> ClientSecretOptions:
     )
 
 
-def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> ClientSecretOptions:
-    """Apply what the server lets a browser choose: allow-lists, lengths, instructions switch.
-
-    Returns the options to use (client instructions dropped when they are not allowed).
-    """
-    for field, value, allowed in (
-        ("model", options.model, config.allowed_models),
-        ("voice", options.voice, config.allowed_voices),
-    ):
-        chosen = _clean(value)
-        if chosen is not None and allowed is not None and chosen not in allowed:
-            raise BadRequest(f'Field "{field}" must be one of: {", ".join(allowed)}.')
-    if not config.allow_client_instructions:
-        options = attrs.evolve(options, instructions=None)
-    limits = (
-        ("instructions", options.instructions, config.max_instructions_chars),
-        ("language", options.language, config.max_option_chars),
-        ("voiceAccent", options.voice_accent, config.max_option_chars),
-        ("voiceTone", options.voice_tone, config.max_option_chars),
-        ("model", options.model, config.max_option_chars),
-        ("voice", options.voice, config.max_option_chars),
-    )
-    for field, value, limit in limits:
-        _check_length(field, value, limit)
-    return options
-
-
-def _check_length(field: str, value: str | None, limit: int) -> None:
-    if value is not None and len(value) > limit:
-        raise BadRequest(f'Field "{field}" is longer than {limit} characters.')
-
-
 def build_instructions(
     base: str,
     language: str | None = None,
@@ -150,39 +133,17 @@ def build_instructions(
 ) -> str:
     """The session instructions: the base text, then one line per non-blank option."""
     lines = [base.strip()]
-    if language := _clean(language):
+    if language := clean(language):
         lines.append(f"Always reply in {language}.")
-    if voice_accent := _clean(voice_accent):
+    if voice_accent := clean(voice_accent):
         lines.append(f"Use a {voice_accent} accent while speaking.")
-    if voice_tone := _clean(voice_tone):
+    if voice_tone := clean(voice_tone):
         lines.append(f"Use a {voice_tone} tone while speaking.")
     return "\n".join(lines)
 
 
-def validate_ttl(config: NavaiConfig) -> int:
-    """The configured TTL, or a 400 when it is not an integer in 10..7200."""
-    for name, message in config.env_errors:
-        if name == TTL_ENV:
-            raise ConfigurationError(message)
-    ttl = config.client_secret_ttl_seconds
-    if not _ttl_ok(ttl):
-        raise ConfigurationError(ttl_error_text(ttl))
-    return ttl
-
-
-def resolve_api_key(backend_key: str | None, request_key: str | None, allow_request: bool) -> str:
-    """The key to call OpenAI with, per the policy table: the backend key always wins."""
-    if key := _clean(backend_key):
-        return key
-    if key := _clean(request_key):
-        if allow_request:
-            return key
-        raise Forbidden(REQUEST_KEY_DISABLED)
-    raise Unauthorized(MISSING_KEY)
-
-
 def _pick(request_value: str | None, default: str) -> str:
-    return _clean(request_value) or default
+    return clean(request_value) or default
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,12 +168,12 @@ def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObje
     _check_template(config, config.session, "NAVAI_SESSION_JSON", "realtime")
     instructions = build_instructions(
         _pick(options.instructions, config.instructions),
-        options.language if _clean(options.language) else config.language,
-        options.voice_accent if _clean(options.voice_accent) else config.voice_accent,
-        options.voice_tone if _clean(options.voice_tone) else config.voice_tone,
+        options.language if clean(options.language) else config.language,
+        options.voice_accent if clean(options.voice_accent) else config.voice_accent,
+        options.voice_tone if clean(options.voice_tone) else config.voice_tone,
     )
     default_model = config.model
-    if config.provider == "azure" and (deployment := _clean(config.azure_deployment)):
+    if config.provider == "azure" and (deployment := clean(config.azure_deployment)):
         default_model = deployment
     chosen: JsonObject = {
         "type": "realtime",
@@ -232,11 +193,6 @@ def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObje
     return session
 
 
-def _current(source: KeySource) -> str | None:
-    """A key from a string or a callable (asked now), trimmed; blank is missing."""
-    return _clean(source() if callable(source) else source)
-
-
 @attrs.frozen
 class RealtimeTarget:
     """Where and as whom to call the Realtime API: the base URL (``.../v1``) and the
@@ -254,13 +210,13 @@ def realtime_target(config: NavaiConfig, request_key: str | None = None) -> Real
     """The configured provider's Realtime base URL and auth headers, per the key policy
     (the backend key always wins; 401/403 otherwise)."""
     allow = config.allow_api_key_from_request
-    if config.provider == "azure" and _azure_token(config):
+    if config.provider == "azure" and uses_azure_token(config):
         assert config.azure_token_provider is not None
         key = resolve_api_key(config.azure_token_provider(), None, allow)
     else:
-        key = resolve_api_key(_current(config.backend_key_source()), request_key, allow)
+        key = resolve_api_key(current_key(config.backend_key_source()), request_key, allow)
     target = target_for_key(config, key)
-    secrets = tuple(k for k in (key, _clean(request_key)) if k)
+    secrets = tuple(k for k in (key, clean(request_key)) if k)
     return attrs.evolve(target, secrets=secrets)
 
 
@@ -271,21 +227,16 @@ def target_for_key(config: NavaiConfig, key: str) -> RealtimeTarget:
     if config.provider == "azure":
         base = (config.azure_endpoint or "").rstrip("/") + "/openai/v1"
         headers.append(
-            ("Authorization", f"Bearer {key}") if _azure_token(config) else ("api-key", key)
+            ("Authorization", f"Bearer {key}") if uses_azure_token(config) else ("api-key", key)
         )
     else:
         base = config.openai_base_url.rstrip("/")
         headers.append(("Authorization", f"Bearer {key}"))
-        if org := _clean(config.openai_organization):
+        if org := clean(config.openai_organization):
             headers.append(("OpenAI-Organization", org))
-        if project := _clean(config.openai_project):
+        if project := clean(config.openai_project):
             headers.append(("OpenAI-Project", project))
     return RealtimeTarget(base, tuple(headers), (key,), key=key)
-
-
-def _azure_token(config: NavaiConfig) -> bool:
-    """Azure with an Entra ID token provider and no API key: bearer tokens."""
-    return config.azure_token_provider is not None and not _current(config.azure_api_key)
 
 
 def _upstream_request(
@@ -311,9 +262,8 @@ def build_realtime_session(config: NavaiConfig, options: ClientSecretOptions) ->
 
     Shared by the client-secret request and the server-controlled call request.
     """
-    if config.tts_provider == "elevenlabs" and not _clean(config.elevenlabs_api_key):
-        # A text-only session with nothing to speak it would be a silent agent.
-        raise ConfigurationError(MISSING_ELEVENLABS_KEY)
+    if config.tts_provider == "elevenlabs":
+        elevenlabs_key(config)
     return build_session(config, check_client_choices(config, options))
 
 
@@ -342,14 +292,12 @@ def build_transcription_request(config: NavaiConfig, body: object) -> UpstreamRe
         config, config.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
     )
     fields = read_string_fields(body, TRANSCRIPTION_FIELDS)
-    _check_length("model", fields["model"], config.max_option_chars)
-    _check_length("language", fields["language"], config.max_option_chars)
-    _check_length("prompt", fields["prompt"], config.max_instructions_chars)
+    check_transcription_choices(config, fields["model"], fields["language"], fields["prompt"])
     transcription: JsonObject = {"model": _pick(fields["model"], config.transcription_model)}
-    language = _clean(fields["language"]) or _clean(config.language)
+    language = clean(fields["language"]) or clean(config.language)
     if language:
         transcription["language"] = language
-    if prompt := _clean(fields["prompt"]):
+    if prompt := clean(fields["prompt"]):
         transcription["prompt"] = prompt
     chosen: JsonObject = {
         "type": "transcription",
@@ -369,6 +317,17 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _redact_value(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A decoded JSON value with every secret in its strings (keys too) redacted."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [_redact_value(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(k, secrets): _redact_value(v, secrets) for k, v in value.items()}
+    return value
+
+
 def upstream_failure(
     request: UpstreamRequest,
     status: int,
@@ -379,36 +338,69 @@ def upstream_failure(
 
     The JSON answer also carries the upstream ``request_id`` (from ``x-request-id``) and
     the upstream error's ``message``/``type``/``code`` as ``upstream_error`` when present.
+    Every value from the upstream is redacted *after* decoding (a key written with JSON
+    escapes is still a key) and shortened: the body to ``MAX_ECHOED_CHARS``.
     """
-    text = redact(content.decode("utf-8", errors="replace"), request.secrets)
+    secrets = request.secrets
+    text = redact(content.decode("utf-8", errors="replace"), secrets)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if data is not None:
+        clean = _redact_value(data, secrets)
+        if clean != data:  # a secret hid behind escapes: echo the decoded, redacted JSON
+            text = dumps(clean).decode()
+        data = clean
     # Only a client or server error status is passed on; anything else is a bad gateway.
     passed = status if 400 <= status <= 599 else 502
     extra: dict[str, JsonValue] = {}
     if request_id := _request_id(headers):
-        extra["request_id"] = request_id
-    if details := _upstream_error_fields(text):
+        extra["request_id"] = _shorten(redact(request_id, secrets), MAX_REQUEST_ID_CHARS)
+    if details := _upstream_error_fields(data):
         extra["upstream_error"] = details
-    return UpstreamError(f"{request.label} failed: {text}", status_code=passed, extra=extra)
+    message = f"{request.label} failed: {_shorten(text, MAX_ECHOED_CHARS)}"
+    retry_after = _header(headers, "retry-after")
+    kept = (
+        (("Retry-After", retry_after.strip()),)
+        if passed in (429, 503) and retry_after and _RETRY_AFTER.match(retry_after.strip())
+        else ()
+    )
+    return UpstreamError(message, status_code=passed, extra=extra, headers=kept)
 
 
-def _request_id(headers: Mapping[str, str] | None) -> str | None:
-    if not headers:
-        return None
-    for name, value in headers.items():
-        if name.lower() in ("x-request-id", "apim-request-id"):
+# Seconds, or an HTTP date (RFC 9110 section 10.2.3), and nothing else passes on.
+_RETRY_AFTER = re.compile(
+    r"^(\d{1,9}|[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT)$"
+)
+
+
+def _header(headers: Mapping[str, str] | None, wanted: str) -> str | None:
+    for name, value in (headers or {}).items():
+        if name.lower() == wanted:
             return value
     return None
 
 
-def _upstream_error_fields(text: str) -> JsonObject | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def _request_id(headers: Mapping[str, str] | None) -> str | None:
+    return _header(headers, "x-request-id") or _header(headers, "apim-request-id")
+
+
+def _upstream_error_fields(data: object) -> JsonObject | None:
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
         return None
-    kept: JsonObject = {k: error[k] for k in ("message", "type", "code") if k in error}
+    kept: JsonObject = {
+        k: _shorten(v, MAX_ECHOED_CHARS) if isinstance(v, str) else v
+        for k, v in error.items()
+        if k in ("message", "type", "code") and (v is None or isinstance(v, (str, int)))
+    }
     return kept or None
 
 

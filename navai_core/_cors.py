@@ -19,10 +19,30 @@ _LOCAL_ORIGIN = re.compile(r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5}
 ALLOWED_REQUEST_HEADERS = "Content-Type, Authorization"
 MAX_AGE_SECONDS = "600"
 ORIGIN_REFUSED = "Origin not allowed."
+_VARY = (("Vary", "Origin"),)
 # A refused origin is logged at most once per this many seconds; at most this many are
 # remembered (a flood of made-up origins cannot grow memory, it only logs more).
 REFUSAL_LOG_SECONDS = 300.0
 REFUSALS_REMEMBERED = 256
+
+
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$", re.IGNORECASE)
+
+
+def cors_problems(origins: tuple[str, ...] | None, allow_credentials: bool) -> list[str]:
+    """Start-up warnings of the CORS settings."""
+    found = [
+        f'NAVAI_CORS_ORIGIN entry "{origin}" has no scheme or is not an origin: '
+        'browsers send "https://host[:port]", which it never matches.'
+        for origin in origins or ()
+        if origin != "*" and not _ORIGIN.match(origin)
+    ]
+    if allow_credentials and origins and "*" in origins:
+        found.append(
+            'NAVAI_CORS_ALLOW_CREDENTIALS needs the allowed origins listed, not "*": '
+            "credentials are not allowed."
+        )
+    return found
 
 
 def origin_allowed(origins: tuple[str, ...] | None, origin: str) -> bool:
@@ -88,7 +108,7 @@ class Cors:
         )
         if origin and not headers:
             self._log_refusal(origin)
-            return Reply(403, {"error": ORIGIN_REFUSED})
+            return Reply(403, {"error": ORIGIN_REFUSED}, _VARY)
         return Reply(204, None, (("Allow", ", ".join(methods)), *headers))
 
     def apply(self, context: RequestContext, reply: Reply) -> Reply:
@@ -104,7 +124,8 @@ class Cors:
             return reply.with_headers(*headers)
         if urlsplit(origin).netloc != context.header("host"):
             self._log_refusal(origin)  # a cross-origin request; same-origin ones are fine
-        return reply
+        # Another origin may get this answer with CORS headers: caches must tell them apart.
+        return reply.with_headers(*_VARY)
 
     def _log_refusal(self, origin: str) -> None:
         now = time.monotonic()

@@ -30,6 +30,7 @@ import attrs
 
 from . import _background
 from ._background import BackgroundTimeout
+from ._body import require_object
 from ._errors import BadRequest, NavaiError, NotFound
 from ._functions import FunctionEntry, FunctionError, FunctionRegistry
 from ._hooks import DENIED, aallowed, allowed
@@ -96,8 +97,7 @@ def prepare_call(
 
     Raises ``BadRequest`` (no name, invalid arguments) or ``NotFound`` (unknown name).
     """
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object.")
+    body = require_object(body)
     raw_name = body.get("function_name")
     name = raw_name.strip().lower() if isinstance(raw_name, str) else ""
     if not name:

@@ -23,8 +23,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):  # 1e999: too large for a float, not infinity
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+_INF = float("inf")
 # ``json.loads(body, parse_constant=...)`` without building a decoder per request (~1 us).
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -32,8 +40,9 @@ def loads(body: bytes) -> Any:
     """Decode a request body (UTF-8, -16 or -32, as RFC 8259 allows).
 
     Raises ``ValueError`` for anything that is not strict JSON: invalid bytes, ``NaN`` and
-    ``Infinity``, and a ``\\u`` escape of a lone surrogate (a string Python holds but can
-    never encode again, so it must not reach a function or an upstream).
+    ``Infinity``, a number too large for a float (``1e999``), and a ``\\u`` escape of a
+    lone surrogate (a string Python holds but can never encode again, so it must not reach
+    a function or an upstream).
     """
     value = _DECODER.decode(body.decode(json.detect_encoding(body)))
     if b"\\u" in body and _holds_surrogate(value):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import ipaddress
 import threading
 import urllib.request
 from types import TracebackType
@@ -18,7 +19,16 @@ from typing import Any
 import attrs
 import httpx
 
-from ._body import parse_json_body, too_large
+from ._body import (
+    AsyncBodySource,
+    BodySource,
+    ReadFailed,
+    aread,
+    check_declared_size,
+    parse_json_body,
+    read,
+    too_large,
+)
 from ._call_manager import CallManager
 from ._client_secret import (
     ClientSecret,
@@ -28,7 +38,7 @@ from ._client_secret import (
     parse_client_secret_body,
     parse_client_secret_response,
 )
-from ._config import NavaiConfig
+from ._config import NavaiConfig, rate_limit
 from ._cors import Cors
 from ._discovery import load_functions
 from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
@@ -128,6 +138,23 @@ class Navai:
             problems += self.functions().warnings
         return problems
 
+    def exposure_warnings(self, host: str) -> list[str]:
+        """What to say loudly when a server listening on ``host`` lets anyone run functions
+        (no authorisation hook; worse, no rate limit either). Nothing on loopback."""
+        c = self.config
+        if not c.functions_enabled or c.authorize_functions is not None or _loopback(host):
+            return []
+        guard = (
+            "no authorisation hook and no rate limit"
+            if rate_limit(c, "rate_limit_functions") is None
+            else f"no authorisation hook, only a rate limit of {c.rate_limit_functions} a client"
+        )
+        return [
+            f"The function routes have {guard}: anyone who can reach {host} can list and run "
+            "your backend functions. Set authorize_functions (docs/security.md), or serve on "
+            "127.0.0.1 behind your own gateway."
+        ]
+
     def log_startup(self, *, load_functions: bool = True) -> None:
         notices = set(self.config.model_notices())
         for problem in self.startup_report(load_functions=load_functions):
@@ -209,8 +236,12 @@ class Navai:
                 return route
         return None
 
-    def handle(self, context: RequestContext, body: bytes = b"") -> Reply:
-        """Answer one HTTP request (sync servers: WSGI, custom)."""
+    def handle(self, context: RequestContext, body: BodySource = b"") -> Reply:
+        """Answer one HTTP request (sync servers: WSGI, custom).
+
+        ``body`` is the raw body, or ``read(limit) -> bytes``, called only once the request
+        passed its route's checks, hooks and rate limit (a refused request is never read).
+        """
         route = self.match(context.path)
         try:
             admitted = self._admit(route, context)
@@ -222,14 +253,18 @@ class Navai:
                 admitted.guard.check(self, context)
             if admitted.needs_functions:
                 self.functions()
-            step = self._plan(admitted, context, body)
+            data = read(body, self.config.max_body_bytes) if admitted.reads_body else b""
+            step = self._plan(admitted, context, data)
             reply = step if isinstance(step, Reply) else step.run(self)
+        except ReadFailed as failed:
+            raise failed.error from None
         except Exception as exc:
             reply = self._error_reply(exc)
         return self._finish(route, context, reply)
 
-    async def ahandle(self, context: RequestContext, body: bytes = b"") -> Reply:
-        """Answer one HTTP request (async servers: ASGI, custom)."""
+    async def ahandle(self, context: RequestContext, body: AsyncBodySource = b"") -> Reply:
+        """Answer one HTTP request (async servers: ASGI, custom); ``body`` as for
+        :meth:`handle`, its reader a coroutine function."""
         route = self.match(context.path)
         try:
             admitted = self._admit(route, context)
@@ -242,8 +277,11 @@ class Navai:
                 await admitted.guard.acheck(self, context)
             if admitted.needs_functions:
                 await self.afunctions()
-            step = self._plan(admitted, context, body)
+            data = await aread(body, self.config.max_body_bytes) if admitted.reads_body else b""
+            step = self._plan(admitted, context, data)
             reply = step if isinstance(step, Reply) else await step.arun(self)
+        except ReadFailed as failed:
+            raise failed.error from None
         except Exception as exc:
             reply = self._error_reply(exc)
         return self._finish(route, context, reply)
@@ -251,7 +289,8 @@ class Navai:
     # ----- the decisions both tails share (no I/O) ---------------------------------------
 
     def _admit(self, route: Route | None, context: RequestContext) -> Route | Reply:
-        """The route to run, or the final answer: 404, 405, or the CORS preflight's."""
+        """The route to run, or the final answer: 404, 405, 413 by ``Content-Length``, or the
+        CORS preflight's."""
         if route is None:
             raise NotFound("Not found.")
         method = context.method.upper()
@@ -259,6 +298,8 @@ class Navai:
             return self._cors.preflight(context, route.allowed)
         if method not in route.methods:
             raise MethodNotAllowed(route.allowed)
+        if route.reads_body:
+            check_declared_size(context, self.config.max_body_bytes)
         return route
 
     def _plan(self, route: Route, context: RequestContext, body: bytes) -> Reply | Step:
@@ -375,6 +416,16 @@ class Navai:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _version() -> str:

@@ -363,6 +363,7 @@ ROUTES: tuple[RouteRow, ...] = (
         _transcription_secret,
         authorize="authorize_client_secret",
         limit="rate_limit_client_secret",
+        bucket="client_secret",  # one budget for every kind of secret
         no_store=True,
         reads_body=True,
     ),

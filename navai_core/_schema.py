@@ -31,6 +31,8 @@ from ._json import JsonValue
 logger = logging.getLogger("navai")
 
 CONTEXT_PARAMETER = "context"
+# Most entries an "Invalid arguments." answer lists (then one entry counts the rest).
+MAX_PROBLEMS = 20
 
 _P = inspect.Parameter
 _POSITIONAL = (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)
@@ -96,17 +98,20 @@ class CallSpec:
         values: dict[str, Any] = {}
         extra_positional: list[Any] = []
         extra_keywords: dict[str, Any] = {}
-        for index, value in enumerate(args):
-            if index < len(self.positional):
-                values[self.positional[index].name] = value
-            elif self.var_positional is not None:
-                extra_positional.append(value)
+        takes = len(self.positional)
+        for index, value in enumerate(args[:takes]):
+            values[self.positional[index].name] = value
+        if len(args) > takes:
+            if self.var_positional is not None:
+                extra_positional = list(args[takes:])
             else:
+                # One entry for every surplus argument, however many were sent.
+                surplus = f"args[{takes}]" if len(args) == takes + 1 else f"args[{takes}:]"
                 problems.append(
                     _problem(
-                        f"args[{index}]",
-                        f"Unexpected positional argument: the function takes at most "
-                        f"{len(self.positional)}.",
+                        surplus,
+                        f"Unexpected positional argument: the function takes at most {takes}"
+                        f" (got {len(args)}).",
                     )
                 )
         for key, value in kwargs.items():
@@ -125,7 +130,7 @@ class CallSpec:
             values[self.var_keyword.name] = extra_keywords
         validated = self._validate(values, problems)
         if problems:
-            raise InvalidArguments(problems)
+            raise InvalidArguments(_capped(problems))
         return validated
 
     def _validate(
@@ -152,6 +157,15 @@ class CallSpec:
             arguments[CONTEXT_PARAMETER] = context
         bound = inspect.BoundArguments(self.signature, arguments)  # type: ignore[arg-type,unused-ignore]
         return bound.args, bound.kwargs
+
+
+def _capped(problems: list[dict[str, JsonValue]]) -> list[dict[str, JsonValue]]:
+    """At most ``MAX_PROBLEMS`` entries (then one that counts the rest): an answer's size
+    does not grow with what a client sends."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    rest = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], _problem("...", f"{rest} more problems not listed.")]
 
 
 def _problem(parameter: str, message: str) -> dict[str, JsonValue]:

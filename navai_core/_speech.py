@@ -19,20 +19,19 @@ import attrs
 
 from ._body import read_string_fields
 from ._client_secret import (
-    MISSING_ELEVENLABS_KEY,
     UpstreamReply,
     UpstreamRequest,
-    _check_length,
     upstream_failure,
 )
 from ._config import (
     DEFAULT_ELEVENLABS_BASE_URL,
     DEFAULT_ELEVENLABS_OUTPUT_FORMAT,
     NavaiConfig,
-    _clean,
 )
 from ._errors import BadRequest, ConfigurationError, UpstreamError
 from ._json import JsonObject, dumps
+from ._policy import check_length, elevenlabs_key
+from ._policy import clean as _clean
 
 SPEECH_DISABLED = (
     'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'
@@ -45,6 +44,8 @@ MISSING_VOICE_ID = (
 SPEECH_LABEL = "ElevenLabs synthesize"
 SPEECH_MAX_TEXT_ENV = "NAVAI_SPEECH_MAX_TEXT_CHARS"
 DEFAULT_MIME_TYPE = "audio/mpeg"
+# The most audio one reply may carry: 5,000 characters of speech as 44.1 kHz PCM is ~26 MB.
+MAX_AUDIO_BYTES = 32 * 1024 * 1024
 
 # Output format prefix -> MIME type, checked in order (CONTRACT section 7).
 FORMAT_MIME_TYPES: tuple[tuple[str, str], ...] = (
@@ -169,10 +170,7 @@ def _check_speech_config(config: NavaiConfig) -> str:
     for name, message in config.env_errors:
         if name.startswith("ELEVENLABS_") or name == SPEECH_MAX_TEXT_ENV:
             raise ConfigurationError(message)
-    key = _clean(config.elevenlabs_api_key)
-    if key is None:
-        raise ConfigurationError(MISSING_ELEVENLABS_KEY)
-    return key
+    return elevenlabs_key(config)
 
 
 def _voice_settings(config: NavaiConfig, options: SpeechOptions) -> JsonObject:
@@ -215,17 +213,21 @@ def build_speech_request(config: NavaiConfig, body: object) -> UpstreamRequest:
     text = _clean(options.text)
     if text is None:
         raise BadRequest(TEXT_REQUIRED)
-    _check_length("text", text, config.speech_max_text_chars)
+    check_length("text", text, config.speech_max_text_chars)
     for name, value in (
         ("voiceId", options.voice_id),
         ("modelId", options.model_id),
         ("outputFormat", options.output_format),
     ):
-        _check_length(name, value, config.max_option_chars)
+        check_length(name, value, config.max_option_chars)
 
     voice_id = _clean(options.voice_id) or _clean(config.elevenlabs_voice_id)
     if voice_id is None:
         raise ConfigurationError(MISSING_VOICE_ID)
+    if voice_id in (".", ".."):  # a path segment of its own: it would move the upstream path
+        if _clean(options.voice_id):
+            raise BadRequest('Field "voiceId" is not a voice id.')
+        raise ConfigurationError(f"ELEVENLABS_VOICE_ID is not a voice id: {voice_id!r}")
     model_id = _clean(options.model_id) or _clean(config.elevenlabs_model_id)
     output_format = (
         _clean(options.output_format)
@@ -261,6 +263,7 @@ def build_speech_request(config: NavaiConfig, body: object) -> UpstreamRequest:
         content=dumps(payload),
         label=SPEECH_LABEL,
         secrets=(key,),
+        max_reply_bytes=MAX_AUDIO_BYTES,
     )
 
 

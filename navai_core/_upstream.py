@@ -86,8 +86,12 @@ def _build(
     )
 
 
-def _until(deadline: float, chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _until(deadline: float, chunks: Iterator[bytes], request: UpstreamRequest) -> Iterator[bytes]:
+    size = 0
     for chunk in chunks:
+        size += len(chunk)
+        if size > request.max_reply_bytes:
+            raise request.reply_too_large()
         yield chunk
         if time.monotonic() > deadline:
             raise _TooSlow
@@ -97,7 +101,7 @@ def _fetch(client: httpx.Client, request: UpstreamRequest, step: Send) -> Outcom
     deadline = time.monotonic() + step.timeout
     response = client.send(_build(client, request, step), stream=True)
     try:
-        content = b"".join(_until(deadline, response.iter_bytes()))
+        content = b"".join(_until(deadline, response.iter_bytes(), request))
     finally:
         response.close()
     return Outcome(UpstreamReply(response.status_code, response.headers, content))
@@ -106,7 +110,13 @@ def _fetch(client: httpx.Client, request: UpstreamRequest, step: Send) -> Outcom
 async def _afetch(client: httpx.AsyncClient, request: UpstreamRequest, step: Send) -> Outcome:
     response = await client.send(_build(client, request, step), stream=True)
     try:
-        content = b"".join([chunk async for chunk in response.aiter_bytes()])
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > request.max_reply_bytes:
+                raise request.reply_too_large()
+            chunks.append(chunk)
+        content = b"".join(chunks)
     finally:
         await response.aclose()
     return Outcome(UpstreamReply(response.status_code, response.headers, content))

@@ -293,6 +293,7 @@ def setups(base: Path, upstream: FakeUpstream) -> dict[str, Setup]:
         "NAVAI_UPSTREAM_MAX_RETRIES": "0",
         "NAVAI_UPSTREAM_TIMEOUT": "5",
         "NAVAI_RATE_LIMIT_CLIENT_SECRET": "off",  # the tests mint far more than 10 a minute
+        "NAVAI_RATE_LIMIT_FUNCTIONS": "off",  # and call far more than 120
         "NAVAI_FUNCTIONS_BASE_DIR": str(base),
         "NAVAI_FUNCTIONS_FOLDERS": "functions",
     }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 import pytest
 
 from navai_core import NavaiConfig
+from navai_core._config import environment_variables
 
 
 def test_defaults_match_the_contract():
@@ -161,3 +164,14 @@ def test_every_environment_variable_is_documented():
     names = set(re.findall(r'"((?:NAVAI|OPENAI|ELEVENLABS|AZURE_OPENAI)_[A-Z_]+)"', source))
     assert len(names) > 40
     assert sorted(n for n in names if f"`{n}`" not in doc) == []
+
+
+def test_each_setting_is_declared_once_with_its_variable():
+    # an empty environment gives exactly the declared defaults: no second default anywhere
+    assert NavaiConfig.from_env({}) == NavaiConfig()
+    variables = environment_variables()
+    assert variables["client_secret_ttl_seconds"] == "OPENAI_REALTIME_CLIENT_SECRET_TTL"
+    assert variables["allow_api_key_from_request"] == "NAVAI_ALLOW_FRONTEND_API_KEY"
+    assert len(set(variables.values())) == len(variables)  # one setting per variable
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert sorted(v for v in variables.values() if f"`{v}`" not in doc) == []

@@ -38,6 +38,7 @@ def call(request):
 
 def ctx(method="POST", path=SECRET_PATH, **headers):
     headers = {k.replace("_", "-"): v for k, v in headers.items()}
+    headers.setdefault("content-type", "application/json")
     return RequestContext(method, path, headers, "127.0.0.1")
 
 

@@ -41,6 +41,7 @@ def make(**config):
 
 
 def ctx(path=SECRET, method="POST", client="10.0.0.1", **headers):
+    headers.setdefault("content-type", "application/json")
     return RequestContext(method, path, headers, client)
 
 

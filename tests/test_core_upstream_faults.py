@@ -21,6 +21,7 @@ from tests.scripted_upstream import Answer, ScriptedUpstream, refused_port
 KEY = "sk-fault-test-key"
 OK = {"value": "ek_fault_ok", "expires_at": 1730000000}
 PATH = "/navai/realtime/client-secret"
+JSON = {"Content-Type": "application/json"}
 DEADLINE = 1.2
 SLACK = 0.6
 
@@ -56,14 +57,14 @@ def mint(request):
 
 def _sync(navai):
     with navai:
-        reply = navai.handle(RequestContext("POST", PATH), b"{}")
+        reply = navai.handle(RequestContext("POST", PATH, JSON), b"{}")
     return reply.status, reply.body
 
 
 def _async(navai):
     async def go():
         async with navai:
-            return await navai.ahandle(RequestContext("POST", PATH), b"{}")
+            return await navai.ahandle(RequestContext("POST", PATH, JSON), b"{}")
 
     reply = anyio.run(go)
     return reply.status, reply.body

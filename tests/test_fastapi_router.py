@@ -93,7 +93,8 @@ def test_the_core_answers_other_methods_and_preflights_without_dependencies(app:
 def test_core_errors_keep_their_json_and_status(app: FastAPI):
     user = {"x-user": "ana"}
     with TestClient(app) as http:
-        bad = http.post("/voice/navai/functions/execute", content=b"{", headers=user)
+        json_type = {**user, "content-type": "application/json"}
+        bad = http.post("/voice/navai/functions/execute", content=b"{", headers=json_type)
         assert (bad.status_code, bad.json()) == (400, {"error": "Request body is not valid JSON."})
         plain = http.post(
             "/voice/navai/functions/execute",

@@ -106,7 +106,11 @@ def test_the_core_answers_preflights_wrong_methods_and_bad_bodies(app):
             headers={"origin": "http://localhost:5173", "access-control-request-method": "POST"},
         )
         wrong = http.get("/voice/navai/functions/execute")
-        bad = http.post("/voice/navai/functions/execute", content=b"{")
+        bad = http.post(
+            "/voice/navai/functions/execute",
+            content=b"{",
+            headers={"content-type": "application/json"},
+        )
         plain = http.post(
             "/voice/navai/functions/execute", content=b"x", headers={"content-type": "text/plain"}
         )

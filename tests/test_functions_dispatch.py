@@ -247,12 +247,14 @@ def test_too_many_positional_arguments():
 
     assert invalid(registry_of(nothing), "nothing", {"args": [1, 2]}) == [
         {
-            "parameter": "args[0]",
-            "message": "Unexpected positional argument: the function takes at most 0.",
+            "parameter": "args[0:]",
+            "message": "Unexpected positional argument: the function takes at most 0 (got 2).",
         },
+    ]
+    assert invalid(registry_of(nothing), "nothing", {"args": [1]}) == [
         {
-            "parameter": "args[1]",
-            "message": "Unexpected positional argument: the function takes at most 0.",
+            "parameter": "args[0]",
+            "message": "Unexpected positional argument: the function takes at most 0 (got 1).",
         },
     ]
     assert invalid(registry_of(nothing), "nothing", {"x": 1})[0]["parameter"] == "args[0]"

@@ -573,7 +573,8 @@ def facade(tmp_path, registry, **settings):
 
 def post(navai, name, payload=None, context=CONTEXT):
     body = json.dumps({"function_name": name, "payload": payload or {}}).encode()
-    ctx = RequestContext("POST", "/navai/functions/execute", context.headers, context.client)
+    headers = {**context.headers, "content-type": "application/json"}
+    ctx = RequestContext("POST", "/navai/functions/execute", headers, context.client)
     return navai.handle(ctx, body), asyncio.run(navai.ahandle(ctx, body))
 
 

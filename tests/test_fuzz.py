@@ -73,6 +73,7 @@ def client(request, upstream):
         openai_base_url=upstream.base_url,
         rate_limit_client_secret="off",
         rate_limit_speech="off",
+        rate_limit_functions="off",
         upstream_max_retries=0,
         functions_base_dir="/nonexistent-fuzz",
         max_body_bytes=64 * 1024,

@@ -58,6 +58,7 @@ def server(request, upstream, tmp_path_factory):
             "NAVAI_FUNCTIONS_BASE_DIR": str(base),
             "NAVAI_FUNCTIONS_FOLDERS": "tools",
             "NAVAI_RATE_LIMIT_CLIENT_SECRET": f"{LIMIT}/minute",
+            "NAVAI_RATE_LIMIT_FUNCTIONS": "off",
         }
     )
     args = ["--port", "0", *(["--wsgi"] if request.param == "wsgi" else [])]

@@ -57,7 +57,10 @@ def test_error_replies_match_the_documented_error_schema():
     error_schema = navai.openapi()["paths"]["/navai/realtime/client-secret"]["post"]["responses"][
         "401"
     ]["content"]["application/json"]["schema"]
-    reply = navai.handle(RequestContext("POST", "/navai/realtime/client-secret"), b"{}")
+    context = RequestContext(
+        "POST", "/navai/realtime/client-secret", {"Content-Type": "application/json"}
+    )
+    reply = navai.handle(context, b"{}")
     assert reply.status == 401
     jsonschema.validate(reply.body, error_schema)
 

@@ -86,7 +86,8 @@ def test_no_key_or_minted_value_leaks(kind, upstream, logs):
                 openai_base_url=upstream.base_url,
                 upstream_timeout_seconds=1.0,
                 upstream_max_retries=1,
-                rate_limit_client_secret="9/minute",
+                # the 2 MiB body is refused by its Content-Length, before the limit counts
+                rate_limit_client_secret="8/minute",
                 **config,
             ),
             functions=tools(),

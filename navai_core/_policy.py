@@ -1,0 +1,213 @@
+"""The server's rules about what a request may do, each in one place: the secret's lifetime
+(TTL), the API key policy, what a browser may choose for its session, and the ElevenLabs
+key. Each rule gives the text a client gets on the wire (the contract's) and the start-up
+warning an operator reads (naming the environment variable), from one check.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, TypeAlias
+
+import attrs
+
+from ._errors import BadRequest, ConfigurationError, Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._client_secret import ClientSecretOptions
+    from ._config import NavaiConfig
+
+KeySource: TypeAlias = "str | Callable[[], str] | None"
+
+
+def clean(value: str | None) -> str | None:
+    """Trim ``value``; blank counts as unset."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+# ----- the client secret's lifetime (CONTRACT section 2) -----------------------------------
+
+TTL_ENV = "OPENAI_REALTIME_CLIENT_SECRET_TTL"
+TTL_MIN = 10
+TTL_MAX = 7200
+
+
+def _ttl_ok(ttl: object) -> bool:
+    return isinstance(ttl, int) and not isinstance(ttl, bool) and TTL_MIN <= ttl <= TTL_MAX
+
+
+def validate_ttl(config: NavaiConfig) -> int:
+    """The configured TTL, or the 400 every mint answers when it is not an integer in
+    10..7200 (the contract's text, naming ``clientSecretTtlSeconds``)."""
+    for name, message in config.env_errors:
+        if name == TTL_ENV:
+            raise ConfigurationError(message)
+    ttl = config.client_secret_ttl_seconds
+    if not _ttl_ok(ttl):
+        raise ConfigurationError(
+            f"clientSecretTtlSeconds must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}"
+        )
+    return ttl
+
+
+def ttl_problem(config: NavaiConfig) -> str | None:
+    """The same rule as a start-up warning, naming the variable (an unreadable value is
+    already reported by the environment reader)."""
+    ttl = config.client_secret_ttl_seconds
+    if any(name == TTL_ENV for name, _ in config.env_errors) or _ttl_ok(ttl):
+        return None
+    return f"{TTL_ENV} must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}"
+
+
+# ----- the API key policy (CONTRACT section 2) -------------------------------------------------
+
+MISSING_KEY = "Missing API key. Configure openaiApiKey or send apiKey in request."
+REQUEST_KEY_DISABLED = (
+    "Passing apiKey from request is disabled. Set allowApiKeyFromRequest=true to enable it."
+)
+
+
+def resolve_api_key(backend_key: str | None, request_key: str | None, allow_request: bool) -> str:
+    """The key to call OpenAI with, per the policy table: the backend key always wins."""
+    if key := clean(backend_key):
+        return key
+    if key := clean(request_key):
+        if allow_request:
+            return key
+        raise Forbidden(REQUEST_KEY_DISABLED)
+    raise Unauthorized(MISSING_KEY)
+
+
+def current_key(source: KeySource) -> str | None:
+    """A key from a string or a callable (asked now), trimmed; blank is missing."""
+    return clean(source() if callable(source) else source)
+
+
+def backend_key_source(config: NavaiConfig) -> KeySource:
+    """The server's key for the configured provider (a string or a callable), if any."""
+    source = config.azure_api_key if config.provider == "azure" else config.openai_api_key
+    return clean(source) if isinstance(source, str) else source
+
+
+def uses_azure_token(config: NavaiConfig) -> bool:
+    """Azure with an Entra ID token provider and no API key: bearer tokens."""
+    return config.azure_token_provider is not None and not current_key(config.azure_api_key)
+
+
+def key_problem(config: NavaiConfig) -> str | None:
+    """The key policy as a start-up warning: what every mint will answer without a key."""
+    if backend_key_source(config) is not None or config.azure_token_provider is not None:
+        return None
+    name = "AZURE_OPENAI_API_KEY" if config.provider == "azure" else "OPENAI_API_KEY"
+    if config.allow_api_key_from_request:
+        return f"{name} is not set: each request must send apiKey."
+    return (
+        f"{name} is not set and NAVAI_ALLOW_FRONTEND_API_KEY is off: "
+        "client-secret requests will answer 401."
+    )
+
+
+# ----- what a browser may choose (docs/security.md) ----------------------------------------------
+
+# C0/C1 control characters and the Unicode line and paragraph separators: a field that
+# becomes part of one instruction line must not start another (instructions may).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_allowed(field: str, value: str | None, allowed: tuple[str, ...] | None) -> None:
+    chosen = clean(value)
+    if chosen is not None and allowed is not None and chosen not in allowed:
+        raise BadRequest(f'Field "{field}" must be one of: {", ".join(allowed)}.')
+
+
+def check_one_line(field: str, value: str | None) -> None:
+    if value is not None and _CONTROL.search(value):
+        raise BadRequest(f'Field "{field}" must not contain control characters.')
+
+
+def check_length(field: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise BadRequest(f'Field "{field}" is longer than {limit} characters.')
+
+
+def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> ClientSecretOptions:
+    """Apply what the server lets a browser choose: allow-lists, lengths, one-line fields,
+    the instructions switch. Returns the options to use (client instructions dropped when
+    they are not allowed)."""
+    check_allowed("model", options.model, config.allowed_models)
+    check_allowed("voice", options.voice, config.allowed_voices)
+    if not config.allow_client_instructions:
+        options = attrs.evolve(options, instructions=None)
+    check_length("instructions", options.instructions, config.max_instructions_chars)
+    for field, value in (
+        ("language", options.language),
+        ("voiceAccent", options.voice_accent),
+        ("voiceTone", options.voice_tone),
+        ("model", options.model),
+        ("voice", options.voice),
+    ):
+        check_length(field, value, config.max_option_chars)
+        check_one_line(field, value)
+    return options
+
+
+def check_transcription_choices(
+    config: NavaiConfig, model: str | None, language: str | None, prompt: str | None
+) -> None:
+    """The same rules for a transcription secret's ``model``, ``language`` and ``prompt``."""
+    check_length("model", model, config.max_option_chars)
+    check_length("language", language, config.max_option_chars)
+    check_length("prompt", prompt, config.max_instructions_chars)
+    check_one_line("model", model)
+    check_one_line("language", language)
+    check_allowed("model", model, config.allowed_transcription_models)
+
+
+# ----- the ElevenLabs key (CONTRACT section 7) ----------------------------------------------------
+
+MISSING_ELEVENLABS_KEY = "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set."
+
+
+def elevenlabs_key(config: NavaiConfig) -> str:
+    """The ElevenLabs key, or the error every request that needs it answers: a text-only
+    session with nothing to speak it would be a silent agent."""
+    key = clean(config.elevenlabs_api_key)
+    if key is None:
+        raise ConfigurationError(MISSING_ELEVENLABS_KEY)
+    return key
+
+
+# ElevenLabs settings and the range ElevenLabs accepts (values outside are only warned about:
+# ElevenLabs decides, and its ranges may widen).
+_SPEECH_RANGES = (
+    ("elevenlabs_stability", "ELEVENLABS_STABILITY", 0.0, 1.0),
+    ("elevenlabs_similarity_boost", "ELEVENLABS_SIMILARITY_BOOST", 0.0, 1.0),
+    ("elevenlabs_style", "ELEVENLABS_STYLE", 0.0, 1.0),
+    ("elevenlabs_optimize_streaming_latency", "ELEVENLABS_OPTIMIZE_STREAMING_LATENCY", 0.0, 4.0),
+)
+
+
+def elevenlabs_problems(config: NavaiConfig) -> list[str]:
+    """Start-up warnings of the ElevenLabs settings (none unless it is the provider)."""
+    if config.tts_provider != "elevenlabs":
+        return []
+    found = []
+    if clean(config.elevenlabs_api_key) is None:
+        found.append(MISSING_ELEVENLABS_KEY)
+    if clean(config.elevenlabs_voice_id) is None:
+        found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_VOICE_ID is not set.")
+    for attr, env_name, low, high in _SPEECH_RANGES:
+        value = getattr(config, attr)
+        if value is not None and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        ):
+            found.append(f"{env_name} should be between {low:g} and {high:g}. Received: {value!r}")
+    limit = config.speech_max_text_chars
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1):
+        found.append(f"NAVAI_SPEECH_MAX_TEXT_CHARS must be at least 1. Received: {limit!r}")
+    return found
