@@ -172,6 +172,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         navai = _navai(parser, args.app)
         limits = _limits(args, navai.config.max_body_bytes)
         _banner(navai, url, _server_name(args), env_file)
+        _warn_exposure(navai, args.host)
         if args.workers > 1:
             return _run_workers(parser, args, navai, sock, limits)
         _run(navai, sock, limits, wsgi=args.wsgi)
@@ -179,6 +180,12 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         sock.close()
     _say("navai: stopped.")
     return 0
+
+
+def _warn_exposure(navai: Navai, host: str) -> None:
+    """Say loudly when the function routes are open to anyone who can reach ``host``."""
+    for warning in navai.exposure_warnings(host):
+        logger.warning("%s", warning)
 
 
 def _server_name(args: argparse.Namespace) -> str:
@@ -231,7 +238,7 @@ def _run_workers(
             except KeyboardInterrupt:
                 pass
             except BaseException:
-                logger.exception("navai: worker failed")
+                logger.exception("worker failed")
                 code = 1
             finally:
                 os._exit(code)

@@ -80,10 +80,17 @@ def navai_urls(
 
 def _view(navai: Navai, route: Route) -> View:
     async def view(request: HttpRequest, **params: str) -> HttpResponse:
-        body = read_limited(request.read, navai.config.max_body_bytes)
         context = request_context(request, filled_path(route.path, params))
+
+        def body(limit: int) -> bytes:  # read by the core once hooks and limits have passed
+            return read_limited(request.read, limit)
+
+        async def abody(limit: int) -> bytes:
+            # Django's ASGI handler has already spooled the body (to memory or a temp file).
+            return body(limit)
+
         if isinstance(request, ASGIRequest):
-            reply = await navai.ahandle(context, body)
+            reply = await navai.ahandle(context, abody)
         else:
             # WSGI: Django runs this coroutine on a loop of its own for this one request,
             # so the sync path (navai's pooled sync client) blocks nobody else.

@@ -104,10 +104,12 @@ def _endpoint(navai: Navai, route: Route) -> Endpoint:
 
     async def navai_endpoint(request: Request) -> Response:
         try:
-            body = await aread_limited(request.stream(), navai.config.max_body_bytes)
             path = filled_path(route.path, request.path_params)
             context = attrs.evolve(request_context(request), path=path)
-            reply = await navai.ahandle(context, body)
+            # The body is read by the core once hooks and rate limits have passed.
+            reply = await navai.ahandle(
+                context, lambda limit: aread_limited(request.stream(), limit)
+            )
             status, headers, content = response_parts(reply)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it

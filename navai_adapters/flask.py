@@ -60,11 +60,14 @@ def _view(navai: Navai, route: Route) -> Callable[..., flask.Response]:
     def view(**params: str) -> flask.Response:
         # The request itself, not the proxy: context.raw outlives the request context.
         request: flask.Request = flask.request._get_current_object()  # type: ignore[attr-defined]
-        # A hook may already have read the body (request.get_json()): then it is cached.
-        body = read_limited(request.stream.read, navai.config.max_body_bytes)
-        body = body or request.get_data()
         path = filled_path(route.path, params)
         context = attrs.evolve(request_context(request), path=path)
+
+        def body(limit: int) -> bytes:
+            # Read by the core once its hooks and rate limits have passed. A Flask hook may
+            # already have read it (request.get_json()): then it is cached.
+            return read_limited(request.stream.read, limit) or request.get_data()
+
         status, headers, content = response_parts(navai.handle(context, body))
         return _Response(content, status=status, headers=headers)
 

@@ -186,7 +186,20 @@ class Reads:
 
 
 def asgi_request(navai: Navai, path: str, headers: dict[str, str], reads: Reads) -> int:
-    app = asgi.create_app(navai, load_functions_at_startup=False)
+    return call_asgi(asgi.create_app(navai, load_functions_at_startup=False), path, headers, reads)
+
+
+def fastapi_request(navai: Navai, path: str, headers: dict[str, str], reads: Reads) -> int:
+    from fastapi import FastAPI
+
+    from navai_adapters.fastapi import navai_router
+
+    app = FastAPI()
+    app.include_router(navai_router(navai))
+    return call_asgi(app, path, headers, reads)
+
+
+def call_asgi(app: Any, path: str, headers: dict[str, str], reads: Reads) -> int:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -215,7 +228,20 @@ def asgi_request(navai: Navai, path: str, headers: dict[str, str], reads: Reads)
 
 
 def wsgi_request(navai: Navai, path: str, headers: dict[str, str], reads: Reads) -> int:
-    app = wsgi.create_app(navai, load_functions_at_startup=False)
+    return call_wsgi(wsgi.create_app(navai, load_functions_at_startup=False), path, headers, reads)
+
+
+def flask_request(navai: Navai, path: str, headers: dict[str, str], reads: Reads) -> int:
+    import flask
+
+    from navai_adapters.flask import NavaiFlask
+
+    app = flask.Flask(__name__)
+    NavaiFlask(app, navai)
+    return call_wsgi(app, path, headers, reads)
+
+
+def call_wsgi(app: Any, path: str, headers: dict[str, str], reads: Reads) -> int:
 
     class Input:
         def read(self, size: int = -1) -> bytes:
@@ -259,7 +285,11 @@ def guarded_navai(**config: Any) -> Navai:
 CALL_PING = b'{"function_name": "ping"}'
 
 
-@pytest.mark.parametrize("request_with", [asgi_request, wsgi_request], ids=["asgi", "wsgi"])
+@pytest.mark.parametrize(
+    "request_with",
+    [asgi_request, wsgi_request, fastapi_request, flask_request],
+    ids=["asgi", "wsgi", "fastapi", "flask"],
+)
 def test_hooks_and_rate_limits_run_before_the_body_is_read(request_with):
     headers = {"content-type": "application/json", "content-length": str(len(CALL_PING))}
     denied = guarded_navai(authorize_functions=lambda context: False)

@@ -433,3 +433,17 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path, wsgi: bool):
 )
 def test_the_printed_url(host: str, url: str):
     assert cli._url(host, 3000) == url
+
+
+def test_serving_functions_beyond_loopback_without_a_hook_is_said_loudly(caplog):
+    # Binding a public address is not done in tests: the check the command runs after its
+    # banner is called with the address it would listen on.
+    from navai_core import Navai, NavaiConfig
+
+    navai = Navai(NavaiConfig(functions_enabled=True))
+    with caplog.at_level("WARNING", logger="navai"):
+        cli._warn_exposure(navai, "127.0.0.1")
+        assert caplog.records == []
+        cli._warn_exposure(navai, "0.0.0.0")
+    [record] = caplog.records
+    assert "anyone who can reach 0.0.0.0 can list and run" in record.getMessage()
