@@ -117,7 +117,7 @@ def asgi_protocol(limits: Limits) -> type[Any]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     full = _Throttled(
-        "navai: %d open connections (the cap): closing idle ones to let new clients in"
+        "%d open connections (the cap): closing idle ones to let new clients in"
     )
 
     class NavaiHttpToolsProtocol(HttpToolsProtocol):
@@ -219,7 +219,7 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
     from waitress.utilities import Error  # type: ignore[import-untyped]
 
     full = _Throttled(
-        "navai: %d open connections (the cap): closing idle ones to let new clients in"
+        "%d open connections (the cap): closing idle ones to let new clients in"
     )
 
     too_large = f"Request body is larger than {limits.max_body_bytes} bytes."
@@ -253,6 +253,14 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
             if self.request is None and data:
                 self.request_started = time.monotonic()
             return bool(super().received(data))
+
+        def send_continue(self) -> None:
+            # A request waitress already refuses (a declared body over navai's limit) is
+            # answered at once: the client is never asked to send that body.
+            if getattr(self.request, "error", None) is not None:
+                self.request.expect_continue = False
+                return
+            super().send_continue()
 
     class Server(TcpWSGIServer):  # type: ignore[misc]
         channel_class = Channel

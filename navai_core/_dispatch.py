@@ -392,7 +392,7 @@ def _abandon(task: asyncio.Future[Any]) -> None:
 
 def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.info("navai: a call past its time limit ended with %r", task.exception())
+        logger.info("a call past its time limit ended with %r", task.exception())
 
 
 @types.coroutine
@@ -520,7 +520,7 @@ def _timeout_reply(prepared: PreparedCall, limit: float | None) -> Reply:
 def _busy_reply(prepared: PreparedCall, limit: float | None) -> Reply:
     entry = prepared.entry
     logger.warning(
-        "navai: function %s (%s): no thread became free; answered 503", entry.name, entry.source
+        "function %s (%s): no thread became free; answered 503", entry.name, entry.source
     )
     retry = str(min(max(math.ceil(limit or 1), 1), 60))
     return Reply(

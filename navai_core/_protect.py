@@ -86,7 +86,7 @@ class StorageOutage:
             )
             # The exception's class only: its text may name the store's address or password.
             logger.error(
-                "navai: the rate-limit storage failed (%s); %s until it answers again",
+                "the rate-limit storage failed (%s); %s until it answers again",
                 type(exc).__name__,
                 then,
             )
@@ -94,7 +94,7 @@ class StorageOutage:
     def ok(self) -> None:
         if self._since is not None:
             logger.warning(
-                "navai: the rate-limit storage answers again after %.0f s",
+                "the rate-limit storage answers again after %.0f s",
                 self._clock() - self._since,
             )
             self._since = None

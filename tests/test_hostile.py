@@ -316,9 +316,10 @@ def test_a_declared_length_over_the_limit_is_413_before_reading(request_with, pa
     assert reads.count == 0
 
 
-def test_expect_100_continue_with_a_length_over_the_limit_gets_no_100(targets):
+@pytest.mark.parametrize("kind", ["asgi-server", "wsgi-server"])
+def test_expect_100_continue_with_a_length_over_the_limit_gets_no_100(targets, kind):
     """A real ``navai serve``: the 413 comes before the server is asked for the body."""
-    url = httpx.URL(targets.get("main", "asgi-server").process.wait_ready())
+    url = httpx.URL(targets.get("main", kind).process.wait_ready())
     with socket.create_connection((url.host, url.port), timeout=10) as sock:
         sock.sendall(
             b"POST /navai/functions/execute HTTP/1.1\r\nHost: x\r\n"
@@ -546,3 +547,29 @@ def test_a_refused_origin_answer_varies_by_origin(client: Target, path):
     )
     assert preflight.status_code == 403
     assert preflight.headers["vary"] == "Origin"
+
+
+def test_no_log_message_repeats_the_logger_name():
+    """The logger is called "navai" and every handler prints its name: a message of its own
+    that starts with "navai:" reads "navai: navai: ..." (banner lines printed with print()
+    are not log messages)."""
+    import ast
+    from pathlib import Path
+
+    levels = {"debug", "info", "warning", "error", "exception", "critical", "warn"}
+    found = []
+    for package in ("navai_core", "navai_adapters"):
+        for path in sorted((Path(__file__).resolve().parents[1] / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call) or not node.args:
+                    continue
+                first = node.args[0]
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                if (
+                    (name in levels or name == "_Throttled")
+                    and isinstance(first, ast.Constant)
+                    and isinstance(first.value, str)
+                    and first.value.startswith("navai:")
+                ):
+                    found.append(f"{path.name}:{node.lineno}")
+    assert found == []
