@@ -116,9 +116,7 @@ def asgi_protocol(limits: Limits) -> type[Any]:
     """uvicorn's httptools protocol with navai's connection cap and read deadlines."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    full = _Throttled(
-        "%d open connections (the cap): closing idle ones to let new clients in"
-    )
+    full = _Throttled("%d open connections (the cap): closing idle ones to let new clients in")
 
     class NavaiHttpToolsProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -218,9 +216,7 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
     from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]
     from waitress.utilities import Error  # type: ignore[import-untyped]
 
-    full = _Throttled(
-        "%d open connections (the cap): closing idle ones to let new clients in"
-    )
+    full = _Throttled("%d open connections (the cap): closing idle ones to let new clients in")
 
     too_large = f"Request body is larger than {limits.max_body_bytes} bytes."
 
