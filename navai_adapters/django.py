@@ -28,6 +28,7 @@ from ._common import (
     filled_path,
     framework_path,
     get_navai,
+    internal_error,
     merge_headers,
     read_limited,
     response_parts,
@@ -89,13 +90,16 @@ def _view(navai: Navai, route: Route) -> View:
             # Django's ASGI handler has already spooled the body (to memory or a temp file).
             return body(limit)
 
-        if isinstance(request, ASGIRequest):
-            reply = await navai.ahandle(context, abody)
-        else:
-            # WSGI: Django runs this coroutine on a loop of its own for this one request,
-            # so the sync path (navai's pooled sync client) blocks nobody else.
-            reply = navai.handle(context, body)
-        status, headers, content = response_parts(reply)
+        try:
+            if isinstance(request, ASGIRequest):
+                reply = await navai.ahandle(context, abody)
+            else:
+                # WSGI: Django runs this coroutine on a loop of its own for this one
+                # request; navai's sync path sends upstream on its own background loop.
+                reply = navai.handle(context, body)
+            status, headers, content = response_parts(reply)
+        except Exception:  # a client gone while its body was read: still a JSON answer
+            status, headers, content = internal_error()
         merged: dict[str, str] = {}
         for name, value in headers:
             merged[name] = f"{merged[name]}, {value}" if name in merged else value

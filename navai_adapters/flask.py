@@ -19,7 +19,14 @@ import flask
 
 from navai_core import Navai, NavaiConfig
 
-from ._common import filled_path, framework_path, get_navai, read_limited, response_parts
+from ._common import (
+    filled_path,
+    framework_path,
+    get_navai,
+    internal_error,
+    read_limited,
+    response_parts,
+)
 from .wsgi import request_context
 
 if TYPE_CHECKING:
@@ -68,7 +75,10 @@ def _view(navai: Navai, route: Route) -> Callable[..., flask.Response]:
             # already have read it (request.get_json()): then it is cached.
             return read_limited(request.stream.read, limit) or request.get_data()
 
-        status, headers, content = response_parts(navai.handle(context, body))
+        try:
+            status, headers, content = response_parts(navai.handle(context, body))
+        except Exception:  # a client gone while its body was read: still a JSON answer
+            status, headers, content = internal_error()
         return _Response(content, status=status, headers=headers)
 
     view.__name__ = f"navai_{route.name}"

@@ -19,9 +19,6 @@ from ._config import NavaiConfig
 from ._errors import ConfigurationError, NavaiError, UpstreamError
 from ._json import JsonObject, JsonValue, dumps
 from ._policy import (
-    MISSING_ELEVENLABS_KEY,
-    MISSING_KEY,
-    REQUEST_KEY_DISABLED,
     check_client_choices,
     check_transcription_choices,
     clean,
@@ -32,16 +29,6 @@ from ._policy import (
     validate_ttl,
 )
 from ._session_template import session_problems
-
-# Rules of _policy this module applied before, still importable from here.
-__all__ = [
-    "MISSING_ELEVENLABS_KEY",
-    "MISSING_KEY",
-    "REQUEST_KEY_DISABLED",
-    "check_client_choices",
-    "resolve_api_key",
-    "validate_ttl",
-]
 
 # What of an upstream reply navai reads and echoes at most (a larger reply is a 502; a longer
 # error body is cut): a faulty or hostile upstream cannot make an answer, or memory, balloon.

@@ -44,8 +44,13 @@ def loads(body: bytes) -> Any:
     lone surrogate (a string Python holds but can never encode again, so it must not reach
     a function or an upstream).
     """
-    value = _DECODER.decode(body.decode(json.detect_encoding(body)))
-    if b"\\u" in body and _holds_surrogate(value):
+    return loads_text(body.decode(json.detect_encoding(body)))
+
+
+def loads_text(text: str) -> Any:
+    """Like :func:`loads`, for JSON already held as text (a model's function arguments)."""
+    value = _DECODER.decode(text)
+    if "\\u" in text and _holds_surrogate(value):
         raise ValueError("lone surrogate")
     return value
 

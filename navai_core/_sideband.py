@@ -19,14 +19,13 @@ function runs, so every rule of CONTRACT.md section 8 about *which* calls run an
 from __future__ import annotations
 
 import collections
-import json
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import attrs
 
 from ._errors import BadRequest
-from ._json import JsonObject, JsonValue
+from ._json import JsonObject, JsonValue, loads_text
 
 COMPLETED = "completed"
 # Responses remembered after they closed, so a repeated response.done is recognised.
@@ -203,19 +202,13 @@ def add_usage(total: dict[str, JsonValue], usage: Mapping[str, Any]) -> None:
 INVALID_ARGUMENTS = "Invalid arguments."
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def execute_body(name: str, arguments: str) -> JsonObject:
     """The execute route's body for a model's function call: ``{"function_name": name,
     "payload": <the JSON arguments>}``; arguments that are not JSON (NaN included) are a 400
-    in the execute route's envelope."""
+    in the execute route's envelope (the strict rules of a request body: no ``1e999``, no
+    lone surrogate)."""
     try:
-        payload = _DECODER.decode(arguments) if arguments.strip() else {}
+        payload = loads_text(arguments) if arguments.strip() else {}
     except (ValueError, RecursionError):
         raise BadRequest(
             INVALID_ARGUMENTS,

@@ -164,3 +164,21 @@ def test_body_limit_and_the_blueprint_alone(tmp_path):
     with client(app) as http:
         big = http.post("/navai/functions/execute", content=b"{" + b" " * 100 + b"}")
     assert big.status_code == 413
+
+
+def test_a_client_gone_while_its_body_is_read_still_gets_json(app):
+    class Gone:
+        def read(self, size: int = -1) -> bytes:
+            raise OSError("client went away")
+
+    environ = {
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "30",
+        "wsgi.input": Gone(),
+    }
+    with app.test_client() as http:
+        response = http.post(
+            "/voice/navai/functions/execute", environ_overrides=environ, data=b""
+        )
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "Internal server error."}
