@@ -10,6 +10,7 @@ finaliser. Servers start once per session, all at once, so they boot in parallel
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -504,6 +505,27 @@ class Target:
         return self.log_text()[mark:]
 
 
+@contextlib.contextmanager
+def in_process(
+    navai: Navai | None, kind: str, base_url: str = "http://testserver", **app_options: Any
+) -> Iterator[httpx.Client]:
+    """``navai`` (or the one ``create_app`` builds from ``app_options``) served in-process by
+    one adapter, with an httpx client to talk to it: ``asgi``, Starlette's TestClient (the
+    lifespan runs); ``wsgi``, httpx's WSGITransport through wsgiref's validator (the app is
+    closed at the end)."""
+    if kind == "asgi":
+        with TestClient(asgi.create_app(navai, **app_options), base_url=base_url) as http:
+            yield http
+        return
+    app = wsgi.create_app(navai, **app_options)
+    transport = httpx.WSGITransport(app=wsgiref.validate.validator(app))
+    try:
+        with httpx.Client(transport=transport, base_url=base_url) as http:
+            yield http
+    finally:
+        app.close()
+
+
 def in_process_navai(setup: Setup) -> Navai:
     env = {**dict.fromkeys(NAVAI_VARIABLES, ""), **setup.env, **setup.dotenv}
     env.update(setup.in_process_env)
@@ -537,17 +559,12 @@ class Targets:
         return self._targets[key]
 
     def _build(self, setup: Setup, kind: str) -> Target:
-        if kind == "asgi":
-            test_client = TestClient(asgi.create_app(in_process_navai(setup)))
-            test_client.__enter__()  # runs the lifespan
-            self._closers.append(lambda: test_client.__exit__(None, None, None))
-            return Target(kind, test_client, "testclient", self.capture.text)
-        if kind == "wsgi":
-            app = wsgi.create_app(in_process_navai(setup))
-            transport = httpx.WSGITransport(app=wsgiref.validate.validator(app))
-            http = httpx.Client(transport=transport, base_url="http://testserver")
-            self._closers += [http.close, app.close]
-            return Target(kind, http, "127.0.0.1", self.capture.text)
+        if kind in ("asgi", "wsgi"):
+            stack = contextlib.ExitStack()
+            http = stack.enter_context(in_process(in_process_navai(setup), kind))
+            self._closers.append(stack.close)
+            client_host = "testclient" if kind == "asgi" else "127.0.0.1"
+            return Target(kind, http, client_host, self.capture.text)
         self._start_all_servers()
         process = self._processes[(setup.name, kind)]
         http = httpx.Client(base_url=process.wait_ready(), timeout=10)

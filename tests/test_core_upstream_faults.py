@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import time
-import wsgiref.validate
 
 import anyio
-import httpx
 import pytest
-from starlette.testclient import TestClient
+from conftest import in_process
 
-from navai_adapters import asgi, wsgi
 from navai_core import Navai, NavaiConfig, RequestContext
 from tests.scripted_upstream import Answer, ScriptedUpstream, refused_port
 
@@ -70,18 +67,17 @@ def _async(navai):
     return reply.status, reply.body
 
 
-def _asgi(navai):
-    with TestClient(asgi.create_app(navai), base_url="http://127.0.0.1") as client:
-        response = client.post(PATH, json={})
-    return response.status_code, response.json()
+def _served(kind):
+    def mint(navai):
+        with in_process(navai, kind, "http://127.0.0.1") as http:
+            response = http.post(PATH, json={})
+        navai.close()
+        return response.status_code, response.json()
+
+    return mint
 
 
-def _wsgi(navai):
-    app = wsgiref.validate.validator(wsgi.create_app(navai))
-    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://127.0.0.1") as c:
-        response = c.post(PATH, json={})
-    navai.close()
-    return response.status_code, response.json()
+_asgi, _wsgi = _served("asgi"), _served("wsgi")
 
 
 MINTERS = {"sync": _sync, "async": _async, "asgi": _asgi, "wsgi": _wsgi}

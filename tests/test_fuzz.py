@@ -4,16 +4,13 @@ non-JSON answer, or a function call with unvalidated arguments, and the app keep
 from __future__ import annotations
 
 import json
-import wsgiref.validate
 from typing import Literal
 
-import httpx
 import pytest
+from conftest import in_process
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from starlette.testclient import TestClient
 
-from navai_adapters import asgi, wsgi
 from navai_core import FunctionRegistry, Navai, NavaiConfig
 from tests.scripted_upstream import Answer, ScriptedUpstream
 
@@ -79,13 +76,8 @@ def client(request, upstream):
         max_body_bytes=64 * 1024,
     )
     navai = Navai(config, functions=registry())
-    if request.param == "asgi":
-        with TestClient(asgi.create_app(navai), base_url="http://127.0.0.1") as c:
-            yield c
-    else:
-        app = wsgiref.validate.validator(wsgi.create_app(navai))
-        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://127.0.0.1") as c:
-            yield c
+    with in_process(navai, request.param, "http://127.0.0.1") as http:
+        yield http
 
 
 # Every code point, lone surrogates included: ``json.dumps`` writes them as ``\\udXXX``

@@ -7,13 +7,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import wsgiref.validate
 
-import httpx
 import pytest
-from starlette.testclient import TestClient
+from conftest import in_process
 
-from navai_adapters import asgi, wsgi
 from navai_core import FunctionRegistry, Navai, NavaiConfig
 from tests.scripted_upstream import Answer, ScriptedUpstream, refused_port
 
@@ -64,10 +61,7 @@ def logs():
 
 
 def make_client(kind, navai):
-    if kind == "asgi":
-        return TestClient(asgi.create_app(navai), base_url="http://127.0.0.1")
-    app = wsgiref.validate.validator(wsgi.create_app(navai))
-    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://127.0.0.1")
+    return in_process(navai, kind, "http://127.0.0.1")
 
 
 def echo(status, *keys):

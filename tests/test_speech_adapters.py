@@ -8,9 +8,9 @@ server on 127.0.0.1 started by these tests, found through ``ELEVENLABS_BASE_URL`
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
-import wsgiref.validate
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from conftest import in_process
 from fake_upstream import FakeUpstream
-from starlette.testclient import TestClient
 
-from navai_adapters import asgi, wsgi
 from navai_core import NavaiConfig
 
 KEY = "xi-loopback-key-5566"
@@ -174,17 +173,11 @@ def serve(request, eleven, openai):
 
     def start(**extra: str) -> httpx.Client:
         config = NavaiConfig.from_env(environment(eleven, openai, **extra))
-        if request.param == "asgi":
-            client = TestClient(asgi.create_app(config=config, load_functions_at_startup=False))
-            client.__enter__()  # runs the lifespan (closes navai's async client at the end)
-            stack.append(lambda: client.__exit__(None, None, None))
-            return client
-        app = wsgi.create_app(config=config, load_functions_at_startup=False)
-        http = httpx.Client(
-            transport=httpx.WSGITransport(app=wsgiref.validate.validator(app)),
-            base_url="http://testserver",
+        served = contextlib.ExitStack()
+        http = served.enter_context(
+            in_process(None, request.param, config=config, load_functions_at_startup=False)
         )
-        stack.extend([http.close, app.close])
+        stack.append(served.close)
         return http
 
     yield start
