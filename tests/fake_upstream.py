@@ -2,8 +2,11 @@
 
 It runs a stdlib ``ThreadingHTTPServer`` in a daemon thread, records every request it
 receives (method, path, headers, body) and answers with a settable behaviour: status, body,
-headers and a delay before answering. The default answer to ``POST
-/v1/realtime/client_secrets`` is a reply that validates against OpenAI's schema.
+headers, a delay before answering (a hang), a body trickled byte by byte, or a dropped
+connection. Behaviours can be queued one per request (``answer``) or set for every request
+(``behave`` or ``default``). The default answer to ``POST /v1/realtime/client_secrets`` is a
+reply that validates against OpenAI's schema. Delays and trickles end at ``stop()``, which
+returns at once (a 50 ms poll).
 
     with FakeUpstream() as fake:
         config = NavaiConfig(openai_base_url=fake.base_url, ...)
@@ -15,6 +18,7 @@ headers and a delay before answering. The default answer to ``POST
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -58,7 +62,18 @@ class Behaviour:
     status: int = 200
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+    delay: float = 0.0  # seconds before the status line
+    trickle: float = 0.0  # seconds between body bytes
+    drop: bool = False  # close the connection without answering
+    content_type: str | None = "application/json"  # None: no Content-Type header
+
+    @classmethod
+    def json(cls, status: int, data: object, **kw: Any) -> Behaviour:
+        headers = {"Content-Type": "application/json", **kw.pop("headers", {})}
+        return cls(status, json.dumps(data).encode(), headers, **kw)
+
+
+Answer = Behaviour  # what the fault tests call one scripted answer
 
 
 class FakeUpstream:
@@ -69,6 +84,7 @@ class FakeUpstream:
         self._requests: list[Recorded] = []
         self._queue: deque[Behaviour] = deque()
         self._default = Behaviour()
+        self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -104,6 +120,21 @@ class FakeUpstream:
             else:
                 self._queue.extend([behaviour] * times)
 
+    def answer(self, *behaviours: Behaviour) -> None:
+        """Answer the next requests with ``behaviours``, one each, in order."""
+        with self._lock:
+            self._queue.extend(behaviours)
+
+    @property
+    def default(self) -> Behaviour:
+        return self._default
+
+    @default.setter
+    def default(self, behaviour: Behaviour) -> None:
+        """How every request past the queued answers is answered."""
+        with self._lock:
+            self._default = behaviour
+
     def reset(self) -> None:
         """Forget every recorded request and go back to the default success reply."""
         with self._lock:
@@ -115,6 +146,8 @@ class FakeUpstream:
     def requests(self) -> list[Recorded]:
         with self._lock:
             return list(self._requests)
+
+    received = requests
 
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[Recorded]:
         """The recorded requests once there are at least ``count`` (bounded wait)."""
@@ -133,6 +166,7 @@ class FakeUpstream:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -147,11 +181,18 @@ class FakeUpstream:
 
     # ----- serving -----------------------------------------------------------------
 
+    def respond(self, recorded: Recorded) -> Behaviour | None:
+        """An answer decided by the request itself, before the queue (a subclass's own rule,
+        such as a wrong key); None: the queued or default behaviour."""
+        return None
+
     def _answer(self, recorded: Recorded) -> tuple[Behaviour, int]:
         with self._lock:
             self._requests.append(recorded)
             number = len(self._requests)
-            behaviour = self._queue.popleft() if self._queue else self._default
+            behaviour = self.respond(recorded)
+            if behaviour is None:
+                behaviour = self._queue.popleft() if self._queue else self._default
         return behaviour, number
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -170,8 +211,12 @@ class FakeUpstream:
                     body,
                 )
                 behaviour, number = fake._answer(recorded)
-                if behaviour.delay:
-                    time.sleep(behaviour.delay)
+                if behaviour.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if behaviour.delay and fake._stopping.wait(behaviour.delay):
+                    return
                 content = behaviour.body
                 if content is None:
                     try:
@@ -183,13 +228,21 @@ class FakeUpstream:
                     content = json.dumps(default_reply(request_json, number)).encode()
                 try:
                     self.send_response(behaviour.status)
-                    headers = {"Content-Type": "application/json", **behaviour.headers}
+                    kind = behaviour.content_type
+                    headers = {**({"Content-Type": kind} if kind else {}), **behaviour.headers}
                     for name, value in headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(content)))
                     self.end_headers()
-                    self.wfile.write(content)
-                except (BrokenPipeError, ConnectionResetError):
+                    if not behaviour.trickle:
+                        self.wfile.write(content)
+                        return
+                    for i in range(len(content)):
+                        self.wfile.write(content[i : i + 1])
+                        self.wfile.flush()
+                        if fake._stopping.wait(behaviour.trickle):
+                            return
+                except OSError:
                     pass  # the client gave up (a timeout test): nothing left to answer
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
@@ -198,6 +251,19 @@ class FakeUpstream:
                 pass
 
         return Handler
+
+
+def refused_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def elapsed(fn: Any, *args: Any) -> tuple[Any, float]:
+    start = time.monotonic()
+    result = fn(*args)
+    return result, time.monotonic() - start
 
 
 def _encode(body: bytes | str | Mapping[str, Any] | None) -> bytes | None:

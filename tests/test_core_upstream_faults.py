@@ -11,9 +11,9 @@ import time
 import anyio
 import pytest
 from conftest import in_process
+from fake_upstream import Answer, FakeUpstream, refused_port
 
 from navai_core import Navai, NavaiConfig, RequestContext
-from tests.scripted_upstream import Answer, ScriptedUpstream, refused_port
 
 KEY = "sk-fault-test-key"
 OK = {"value": "ek_fault_ok", "expires_at": 1730000000}
@@ -25,9 +25,9 @@ SLACK = 0.6
 
 @pytest.fixture
 def upstream():
-    server = ScriptedUpstream()
+    server = FakeUpstream().start()
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(params=["sync", "async", "asgi", "wsgi"])

@@ -8,11 +8,11 @@ from typing import Literal
 
 import pytest
 from conftest import in_process
+from fake_upstream import Answer, FakeUpstream
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig
-from tests.scripted_upstream import Answer, ScriptedUpstream
 
 ROUTES = [
     ("POST", "/navai/realtime/client-secret"),
@@ -57,10 +57,10 @@ def registry():
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = ScriptedUpstream()
+    server = FakeUpstream().start()
     server.default = Answer.json(200, {"value": "ek_fuzz", "expires_at": 1})
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module", params=["asgi", "wsgi"])

@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import NavaiProcess, hermetic_env
-
-from tests.scripted_upstream import Answer, ScriptedUpstream
+from fake_upstream import Answer, FakeUpstream
 
 KEY = "sk-load-test-key"
 LIMIT = 150
@@ -39,10 +38,10 @@ def boom(note: str) -> None:
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = ScriptedUpstream()
+    server = FakeUpstream().start()
     server.default = Answer.json(200, {"value": "ek_load", "expires_at": 1730000000})
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module", params=["asgi", "wsgi"])

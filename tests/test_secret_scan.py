@@ -10,9 +10,9 @@ import logging
 
 import pytest
 from conftest import in_process
+from fake_upstream import Answer, FakeUpstream, refused_port
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig
-from tests.scripted_upstream import Answer, ScriptedUpstream, refused_port
 
 SERVER_KEY = "sk-scan-server-key-5f1e2d3c4b5a"
 REQUEST_KEY = "sk-scan-request-key-a9b8c7d6e5f4"
@@ -37,12 +37,12 @@ def tools():
 
 @pytest.fixture
 def upstream():
-    server = ScriptedUpstream()
+    server = FakeUpstream().start()
     server.default = Answer.json(
         200, {"value": MINTED, "expires_at": 1730000000, "session": {"type": "realtime"}}
     )
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture

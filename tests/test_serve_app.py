@@ -9,11 +9,11 @@ import httpx
 import pytest
 import schemathesis
 from conftest import NavaiProcess, hermetic_env
+from fake_upstream import Answer, FakeUpstream
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.redis_server import RedisServer
-from tests.scripted_upstream import Answer, ScriptedUpstream
 
 APP = '''
 from navai_core import FunctionRegistry, Navai, NavaiConfig, Unauthorized
@@ -47,12 +47,12 @@ navai = Navai(
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = ScriptedUpstream()
+    server = FakeUpstream().start()
     server.default = Answer.json(
         200, {"value": "ek_app", "expires_at": 1730000000, "session": {"type": "realtime"}}
     )
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
-import threading
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from conftest import in_process
-from fake_upstream import FakeUpstream
+from fake_upstream import Behaviour, FakeUpstream, Recorded
 
 from navai_core import NavaiConfig
 
@@ -32,101 +28,28 @@ DISABLED = 'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to
 EVERY_BYTE = bytes(range(256))
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One request the fake received (header names lower-case, ``target`` as sent)."""
-
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def path(self) -> str:
-        return urlsplit(self.target).path
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+def answer(status: int = 200, body: bytes = EVERY_BYTE, content_type: str | None = "audio/mpeg"):
+    """One answer of the fake ElevenLabs."""
+    return Behaviour(status, body, content_type=content_type)
 
 
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes = EVERY_BYTE
-    content_type: str | None = "audio/mpeg"
-
-
-@dataclass
-class FakeElevenLabs:
+class FakeElevenLabs(FakeUpstream):
     """ElevenLabs' ``POST /v1/text-to-speech/<voice id>`` on a free loopback port.
 
     A wrong ``xi-api-key`` answers 401 (echoing the key it got, as a careless upstream
-    might); otherwise the next queued :class:`Answer`, else ``default``.
+    might); otherwise the next queued answer, else ``default``.
     """
 
-    key: str = KEY
-    default: Answer = field(default_factory=Answer)
-    queue: deque[Answer] = field(default_factory=deque)
-    seen: list[Seen] = field(default_factory=list)
+    key = KEY
 
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _next(self, seen: Seen) -> Answer:
-        with self._lock:
-            self.seen.append(seen)
-            if seen.headers.get("xi-api-key") != self.key:
-                given = seen.headers.get("xi-api-key", "")
-                detail = {"status": "invalid_api_key", "message": f"Invalid API key: {given}"}
-                return Answer(401, json.dumps({"detail": detail}).encode(), "application/json")
-            if not seen.path.startswith("/v1/text-to-speech/"):
-                return Answer(404, b'{"detail": "Not Found"}', "application/json")
-            return self.queue.popleft() if self.queue else self.default
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                seen = Seen(
-                    self.command,
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(length),
-                )
-                answer = fake._next(seen)
-                self.send_response(answer.status)
-                if answer.content_type is not None:
-                    self.send_header("Content-Type", answer.content_type)
-                self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                self.wfile.write(answer.body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        return Handler
-
-    def __enter__(self) -> FakeElevenLabs:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+    def respond(self, recorded: Recorded) -> Behaviour | None:
+        given = recorded.headers.get("xi-api-key", "")
+        if given != self.key:
+            detail = {"status": "invalid_api_key", "message": f"Invalid API key: {given}"}
+            return Behaviour.json(401, {"detail": detail})
+        if not urlsplit(recorded.path).path.startswith("/v1/text-to-speech/"):
+            return Behaviour.json(404, {"detail": "Not Found"})
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +60,9 @@ def fake() -> Iterator[FakeElevenLabs]:
 
 @pytest.fixture
 def eleven(fake: FakeElevenLabs) -> FakeElevenLabs:
-    with fake._lock:
-        fake.seen.clear()
-        fake.queue.clear()
-        fake.default = Answer()
+    fake.reset()
+    fake.key = KEY
+    fake.default = answer()
     return fake
 
 
@@ -157,7 +79,7 @@ def environment(eleven: FakeElevenLabs, openai: FakeUpstream, **extra: str) -> d
         "NAVAI_TTS_PROVIDER": "elevenlabs",
         "ELEVENLABS_API_KEY": KEY,
         "ELEVENLABS_VOICE_ID": VOICE,
-        "ELEVENLABS_BASE_URL": eleven.base_url,
+        "ELEVENLABS_BASE_URL": f"http://127.0.0.1:{eleven.port}",
         "NAVAI_UPSTREAM_MAX_RETRIES": "0",
         "NAVAI_UPSTREAM_TIMEOUT": "5",
         "NAVAI_FUNCTIONS_ENABLED": "false",
@@ -190,7 +112,7 @@ def serve(request, eleven, openai):
 
 @pytest.mark.parametrize("audio", [EVERY_BYTE, EVERY_BYTE[::-1] * 4096, b"\x00", b"\xff\xfe"])
 def test_binary_audio_comes_back_intact_as_base64(serve, eleven, audio):
-    eleven.default = Answer(body=audio)
+    eleven.default = answer(body=audio)
     response = serve().post(PATH, json={"text": "  Hola, ¿cómo estás?  "})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
@@ -200,9 +122,9 @@ def test_binary_audio_comes_back_intact_as_base64(serve, eleven, audio):
     assert (body["provider"], body["mimeType"]) == ("elevenlabs", "audio/mpeg")
     assert base64.b64decode(body["audioBase64"], validate=True) == audio
 
-    (seen,) = eleven.seen
+    (seen,) = eleven.requests
     assert seen.method == "POST"
-    assert seen.target == "/v1/text-to-speech/voice-1?output_format=mp3_44100_128"
+    assert seen.path == "/v1/text-to-speech/voice-1?output_format=mp3_44100_128"
     assert seen.headers["xi-api-key"] == KEY
     assert seen.headers["content-type"] == "application/json"
     assert seen.headers["accept"] == "audio/mpeg"
@@ -220,7 +142,7 @@ def test_every_setting_and_request_field_reaches_elevenlabs(serve, eleven):
         ELEVENLABS_STYLE="0",
         ELEVENLABS_USE_SPEAKER_BOOST="yes",
     )
-    eleven.default = Answer(content_type=None)
+    eleven.default = answer(content_type=None)
     configured = client.post(PATH, json={"text": "One"})
     chosen = client.post(
         PATH,
@@ -235,8 +157,8 @@ def test_every_setting_and_request_field_reaches_elevenlabs(serve, eleven):
     )
     assert configured.json()["mimeType"] == "audio/pcm"
     assert chosen.json()["mimeType"] == "audio/basic"
-    first, second = eleven.seen
-    assert first.target == (
+    first, second = eleven.requests
+    assert first.path == (
         "/v1/text-to-speech/voice-1?output_format=pcm_16000&optimize_streaming_latency=2"
     )
     assert first.headers["accept"] == "audio/pcm"
@@ -250,7 +172,7 @@ def test_every_setting_and_request_field_reaches_elevenlabs(serve, eleven):
             "use_speaker_boost": True,
         },
     }
-    assert second.target == (
+    assert second.path == (
         "/v1/text-to-speech/my%20voice%2F%C3%A9?output_format=ulaw_8000&optimize_streaming_latency=3"
     )
     assert second.headers["accept"] == "audio/basic"
@@ -275,7 +197,7 @@ def test_every_setting_and_request_field_reaches_elevenlabs(serve, eleven):
     ],
 )
 def test_mime_type_follows_the_upstream_content_type(serve, eleven, content_type, mime):
-    eleven.default = Answer(content_type=content_type)
+    eleven.default = answer(content_type=content_type)
     assert serve().post(PATH, json={"text": "Hi"}).json()["mimeType"] == mime
 
 
@@ -341,7 +263,7 @@ def test_errors_are_json_and_never_reach_elevenlabs(serve, eleven, env, body, st
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == {"error": error}
-    assert eleven.seen == []
+    assert eleven.requests == []
 
 
 def test_wrong_method_is_405(serve, eleven):
@@ -363,25 +285,25 @@ def test_a_refused_key_answers_401_without_showing_it(serve, eleven):
         '"message": "Invalid API key: [redacted]"}}'
     }
     assert KEY not in response.text
-    assert len(eleven.seen) == 1
+    assert len(eleven.requests) == 1
 
 
 @pytest.mark.parametrize("status", [400, 422, 429, 500, 503])
 def test_upstream_failures_keep_their_status_and_body(serve, eleven, status):
     upstream = b'{"detail": {"status": "quota_exceeded", "message": "Out of credits."}}'
-    eleven.default = Answer(status, upstream, "application/json")
+    eleven.default = answer(status, upstream, "application/json")
     response = serve().post(PATH, json={"text": "Hi"})
     assert response.status_code == status
     assert response.json()["error"] == f"ElevenLabs synthesize failed: {upstream.decode()}"
-    assert len(eleven.seen) == 1  # retries are off in these servers
+    assert len(eleven.requests) == 1  # retries are off in these servers
 
 
 def test_one_retry_after_a_server_error(serve, eleven):
-    eleven.queue.append(Answer(502, b"bad gateway", "text/plain"))
+    eleven.answer(answer(502, b"bad gateway", "text/plain"))
     response = serve(NAVAI_UPSTREAM_MAX_RETRIES="1").post(PATH, json={"text": "Hi"})
     assert response.status_code == 200
     assert base64.b64decode(response.json()["audioBase64"]) == EVERY_BYTE
-    assert len(eleven.seen) == 2
+    assert len(eleven.requests) == 2
 
 
 def test_an_unreachable_elevenlabs_is_502(serve, eleven):
@@ -415,4 +337,4 @@ def test_client_secret_carries_the_speech_provider(serve, eleven, openai, provid
         assert session["audio"] == {"output": {"voice": "ash"}}
         assert "output_modalities" not in session
     assert KEY not in openai.requests[-1].body.decode()
-    assert eleven.seen == []
+    assert eleven.requests == []
