@@ -35,7 +35,7 @@ import limits
 import limits.aio.strategies
 import limits.strategies
 
-from ._background import submit as submit_background
+from ._background import loop as background_loop
 from ._calls import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
 from ._client_secret import RealtimeTarget, target_for_key
 from ._config import DEFAULT_CALL_MAX_SECONDS
@@ -129,6 +129,8 @@ class _Call:
 
 
 MAX_PARALLEL_FUNCTIONS = 8
+# How long sync code waits for another event loop to take a call or hang one up.
+LOOP_WAIT_SECONDS = 10.0
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
@@ -223,30 +225,40 @@ class CallManager:
         api_key: str,
         rate_key: str,
         transport: str = "webrtc",
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> LiveCall:
         """Hold the call ``call_id`` (created or accepted with ``api_key``): open its control
         connection, run its function calls, enforce its limits, summarise it at the end.
 
         Returns at once. ``rate_key`` is whose budget the call spends (the rate-limit key of
         the request that created it, or a caller's number). ``transport`` only labels the
-        summary (``webrtc``, ``sip``, ...).
+        summary (``webrtc``, ``sip``, ...). ``loop`` is the event loop that holds the call:
+        by default the running loop (an async server's), else navai's background loop. Sync
+        code that may run inside a short-lived loop (Django's per-request ``asyncio.run``
+        under WSGI) passes navai's background loop (``_background.loop()``) so the call outlives it.
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
         target = target_for_key(self.navai.config, api_key)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
+        here = _running_loop()
+        if loop is None:
+            loop = here or background_loop()
+        if loop is here:
             call = self._register(call_id, target, rate_key, transport, loop)
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
+        if not loop.is_running():
+            raise RuntimeError("the event loop to hold the call on is not running")
 
         async def start() -> LiveCall:
             return self.attach(call_id, api_key=api_key, rate_key=rate_key, transport=transport)
 
-        return submit_background(start()).result()
+        future = asyncio.run_coroutine_threadsafe(start(), loop)
+        try:
+            return future.result(LOOP_WAIT_SECONDS)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def live(self) -> list[LiveCall]:
         """The calls this process holds now, oldest first."""
@@ -259,14 +271,20 @@ class CallManager:
 
     async def ahangup(self, call_id: str, *, wait: float = 5.0) -> bool:
         """End a call this process holds: ``POST .../hangup`` to OpenAI, then stop holding it.
-        False when the call is not held here."""
+        False when the call is not held here (or its event loop no longer runs)."""
         with self._lock:
             call = self._calls.get(call_id)
         if call is None:
             return False
         if call.loop is not asyncio.get_running_loop():
+            if not call.loop.is_running():
+                return False
             future = asyncio.run_coroutine_threadsafe(self.ahangup(call_id, wait=wait), call.loop)
-            return await asyncio.wrap_future(future)
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(future), wait + 1.0)
+            except TimeoutError:
+                future.cancel()
+                return False
         self._finish(call, HANGUP)
         if call.task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -274,13 +292,17 @@ class CallManager:
         return True
 
     def hangup(self, call_id: str, *, wait: float = 5.0) -> bool:
-        """:meth:`ahangup` from sync code."""
+        """:meth:`ahangup` from sync code (waits at most about ``wait`` seconds)."""
         with self._lock:
             call = self._calls.get(call_id)
-        if call is None:
+        if call is None or not call.loop.is_running():
             return False
         future = asyncio.run_coroutine_threadsafe(self.ahangup(call_id, wait=wait), call.loop)
-        return future.result()
+        try:
+            return future.result(wait + 1.0)
+        except TimeoutError:
+            future.cancel()
+            return False
 
     async def aclose(self, *, wait: float = 10.0) -> None:
         """Hang up every call (reason ``shutdown``) and wait until each has ended."""

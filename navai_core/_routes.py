@@ -13,12 +13,14 @@ To add a route, add a row (and its plan) here; nothing else dispatches on a rout
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import attrs
 from limits import RateLimitItem
 
+from . import _background
 from ._body import parse_json_body
 from ._calls import (
     SDP_CONTENT_TYPE,
@@ -216,6 +218,41 @@ class Hangup:
         return _hung_up(self.call_id, await navai.calls.ahangup(self.call_id))
 
 
+@attrs.frozen
+class StartCall:
+    """Create a call upstream, hold it (its sideband) and answer 201 with the SDP answer.
+
+    The sync tail holds the call on navai's background loop, never on a running loop it may
+    find: a sync ``handle()`` can run inside a short-lived loop (Django's per-request
+    ``asyncio.run`` under WSGI) whose end would cancel the call. The async tail holds it on
+    the server's loop."""
+
+    request: UpstreamRequest
+    api_key: str = attrs.field(repr=False)
+    rate_key: str
+
+    def run(self, navai: Navai) -> Reply:
+        return self._answer(navai, navai.send_upstream(self.request), _background.loop())
+
+    async def arun(self, navai: Navai) -> Reply:
+        reply = await asend(navai.async_http_client(), self.request, navai.retry_policy)
+        return self._answer(navai, reply, asyncio.get_running_loop())
+
+    def _answer(self, navai: Navai, reply: UpstreamReply, loop: asyncio.AbstractEventLoop) -> Reply:
+        c = navai.config
+        answer = parse_call_response(self.request, reply.status, reply.content, reply.headers)
+        if c.call_sideband:
+            navai.calls.attach(
+                answer.call_id, api_key=self.api_key, rate_key=self.rate_key, loop=loop
+            )
+        location = (c.calls_path or "").rstrip("/")
+        headers = (
+            ("Location", f"{location}/{answer.call_id}"),
+            ("Access-Control-Expose-Headers", "Location"),
+        )
+        return Reply(201, None, headers, encoded=answer.sdp.encode(), content_type=SDP_CONTENT_TYPE)
+
+
 UNKNOWN_CALL = "Unknown call."
 
 
@@ -306,20 +343,7 @@ def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
         options = parse_call_body(parsed)
     plan = plan_call(c, options, navai.functions() if c.functions_enabled else None)
     navai.model_notices.requested(options.session.model)
-    rate_key = client_key(c.rate_limit_key, context)
-    location = (c.calls_path or "").rstrip("/")
-
-    def finish(reply: UpstreamReply) -> Reply:
-        answer = parse_call_response(plan.request, reply.status, reply.content, reply.headers)
-        if c.call_sideband:
-            navai.calls.attach(answer.call_id, api_key=plan.target.key, rate_key=rate_key)
-        headers = (
-            ("Location", f"{location}/{answer.call_id}"),
-            ("Access-Control-Expose-Headers", "Location"),
-        )
-        return Reply(201, None, headers, encoded=answer.sdp.encode(), content_type=SDP_CONTENT_TYPE)
-
-    return Upstream(plan.request, finish)
+    return StartCall(plan.request, plan.target.key, client_key(c.rate_limit_key, context))
 
 
 def _call_hangup(navai: Navai, context: RequestContext, body: Any) -> Step:

@@ -461,3 +461,83 @@ def test_calls_through_the_fastapi_router_and_the_flask_extension(
             hung = http.post(f"/voice{location}/hangup")
             assert (hung.status_code, hung.json()) == (200, {"ok": True, "call_id": call_id})
             assert fake_realtime.call(call_id).hangups == 1
+
+
+def test_sync_handle_inside_a_short_lived_loop_keeps_the_call(
+    fake_realtime: FakeRealtime,
+) -> None:
+    """Django under WSGI runs its async view in a per-request ``asyncio.run`` loop: a call
+    started through the sync ``handle()`` there lives on navai's own loop, not that one."""
+    import asyncio
+
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            functions_enabled=False,
+        )
+    )
+    fake_realtime.reset()
+    context = RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.3"
+    )
+
+    async def request() -> object:
+        return navai.handle(context, OFFER.encode())
+
+    reply = asyncio.run(request())
+    assert reply.status == 201  # type: ignore[attr-defined]
+    call_id = dict(reply.headers)["Location"].rsplit("/", 1)[1]  # type: ignore[attr-defined]
+    call = fake_realtime.call(call_id)
+    call.wait_for(lambda c: c.connections == 1)
+    time.sleep(0.2)
+    assert [live.call_id for live in navai.calls.live()] == [call_id]
+    assert call.hangups == 0 and not call.ended
+    assert navai.calls.hangup(call_id)
+    assert call.hangups == 1
+    navai.close()
+
+
+def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime) -> None:
+    """A call whose loop stopped (not closed): ``hangup()`` answers within its wait."""
+    import asyncio
+    import threading
+
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            functions_enabled=False,
+        )
+    )
+    call = fake_realtime.open_call()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def attach() -> None:
+        navai.calls.attach(call.call_id, api_key=SERVER_KEY, rate_key="k")
+
+    asyncio.run_coroutine_threadsafe(attach(), loop).result(5)
+    call.wait_for(lambda c: c.connections == 1)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    started = time.monotonic()
+    assert navai.calls.hangup(call.call_id, wait=0.5) is False
+    assert time.monotonic() - started < 2
+
+    async def ahangup() -> bool:
+        return await navai.calls.ahangup(call.call_id, wait=0.5)
+
+    started = time.monotonic()
+    assert asyncio.run(ahangup()) is False
+    assert time.monotonic() - started < 2
+    # The loop runs again: the call is still held there and hangs up normally.
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    assert navai.calls.hangup(call.call_id)
+    assert call.hangups == 1
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+    navai.close()
