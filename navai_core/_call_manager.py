@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import threading
@@ -41,6 +40,7 @@ from ._client_secret import RealtimeTarget, target_for_key
 from ._config import DEFAULT_CALL_MAX_SECONDS
 from ._dispatch import aexecute, prepare_call
 from ._errors import NavaiError
+from ._hooks import anotify
 from ._http import Reply, RequestContext
 from ._json import JsonValue, dumps
 from ._protect import RateLimiter
@@ -408,7 +408,7 @@ class CallManager:
                 call.key,
             )
             call.done.set()
-            await self._hook(self.navai.config.on_call_end, summary, thread=True)
+            await anotify(self.navai.config.on_call_end, summary)
 
     async def _hangup_upstream(self, call: _Call) -> None:
         request = build_hangup_request(call.target, call.call_id)
@@ -503,9 +503,7 @@ class CallManager:
         except (ValueError, RecursionError):
             logger.debug("call %s sent a message that is not JSON", call.call_id)
             return
-        hook = self.navai.config.on_call_event
-        if hook is not None:
-            await self._hook(hook, call.call_id, event)
+        await anotify(self.navai.config.on_call_event, call.call_id, event, thread=False)
         for action in call.tools.feed(event):
             if isinstance(action, RunFunction):
                 task = asyncio.ensure_future(self._run_function(call, action))
@@ -550,26 +548,6 @@ class CallManager:
             client=call.key,
             raw=call.live(),
         )
-
-    async def _hook(
-        self, hook: Callable[..., Any] | None, *args: Any, thread: bool = False
-    ) -> None:
-        """Run a hook: an async one is awaited; a sync one runs in a worker thread with
-        ``thread``, else on the loop (``on_call_event`` sees every event: keep it quick)."""
-        if hook is None:
-            return
-        try:
-            if inspect.iscoroutinefunction(hook):
-                await hook(*args)
-            else:
-                if thread:
-                    result = await asyncio.to_thread(hook, *args)
-                else:
-                    result = hook(*args)
-                if inspect.isawaitable(result):
-                    await result
-        except Exception:
-            logger.exception("a call hook raised")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

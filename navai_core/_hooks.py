@@ -7,11 +7,15 @@ Its verdict: ``None`` or ``True`` allows, ``False`` denies; it may also raise a
 - from sync code (:func:`allowed`), an async hook runs on navai's background loop;
 - from async code (:func:`aallowed`), a sync hook runs in a worker thread (anyio's), so the
   event loop never blocks.
+
+Event hooks (``on_call_end``, ``on_call_event``) give no verdict: :func:`anotify` runs them
+by the same rules and logs, never raises, what they raise.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
@@ -20,6 +24,8 @@ import anyio.to_thread
 from . import _background
 from ._errors import Forbidden
 from ._http import RequestContext
+
+logger = logging.getLogger("navai")
 
 AuthResult: TypeAlias = "bool | None"
 AuthHook: TypeAlias = "Callable[[RequestContext], AuthResult | Awaitable[AuthResult]]"
@@ -61,3 +67,23 @@ async def aauthorize(hook: AuthHook | None, context: RequestContext) -> None:
     """A route's hook from async code: raise ``Forbidden`` (403) when it says no."""
     if hook is not None and not await aallowed(hook, context):
         raise Forbidden(DENIED)
+
+
+async def anotify(hook: Callable[..., Any] | None, *args: Any, thread: bool = True) -> None:
+    """Tell an event hook ``hook(*args)`` from async code: an async hook is awaited; a sync
+    one runs in a worker thread (anyio's), or on the loop with ``thread=False`` (for a hook
+    that sees every event and must be quick). What it raises is logged, never raised."""
+    if hook is None:
+        return
+    try:
+        if inspect.iscoroutinefunction(hook):
+            await hook(*args)
+            return
+        if thread:
+            result = await anyio.to_thread.run_sync(hook, *args)
+        else:
+            result = hook(*args)
+        if inspect.isawaitable(result):  # a callable object with an async __call__
+            await result
+    except Exception:
+        logger.exception("the hook %s raised", getattr(hook, "__name__", type(hook).__name__))

@@ -427,3 +427,41 @@ def test_budget_arithmetic() -> None:
     assert error.status_code == 429
     assert ("Retry-After", "11") in error.headers
     assert budget_spent(reset_time=1.0, now=5.0).extra["retry_after"] == 1
+
+
+def test_event_hooks_run_by_the_hook_rules(caplog: pytest.LogCaptureFixture) -> None:
+    """``on_call_end`` / ``on_call_event`` run through ``_hooks.anotify``: async awaited, sync
+    in an anyio worker thread (or inline), async ``__call__`` awaited, errors logged only."""
+    import asyncio
+    import threading
+
+    from navai_core._hooks import anotify
+
+    seen: list[tuple[str, object]] = []
+
+    def sync_hook(value: object) -> None:
+        seen.append((threading.current_thread().name, value))
+
+    async def async_hook(value: object) -> None:
+        seen.append(("async", value))
+
+    class Callable:
+        async def __call__(self, value: object) -> None:
+            seen.append(("object", value))
+
+    def broken(value: object) -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> str:
+        await anotify(sync_hook, 1)
+        await anotify(sync_hook, 2, thread=False)
+        await anotify(async_hook, 3)
+        await anotify(Callable(), 4)
+        await anotify(broken, 5)
+        await anotify(None, 6)
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(main())
+    assert seen[0][0] != loop_thread and seen[0][1] == 1
+    assert seen[1:] == [(loop_thread, 2), ("async", 3), ("object", 4)]
+    assert "the hook broken raised" in caplog.text
