@@ -30,9 +30,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import limits
-import limits.aio.strategies
-import limits.strategies
 
 from ._background import loop as background_loop
 from ._calls import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
@@ -135,54 +132,37 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
 class Budgets:
-    """Call-time budgets on the rate limits' storage (same process dict or same Redis)."""
+    """Call-time budgets on the rate limits' storage (same process dict or same Redis),
+    through :class:`RateLimiter` and its storage-outage rule."""
+
+    BUCKET = "call_budget"
 
     def __init__(self, budget: CallBudget | None, rate_limiter: RateLimiter) -> None:
         self.budget = budget
         self._limiter = rate_limiter
-        self._sync: limits.strategies.FixedWindowRateLimiter | None = None
-        self._async: limits.aio.strategies.FixedWindowRateLimiter | None = None
-
-    def _strategy(self) -> limits.strategies.FixedWindowRateLimiter:
-        if self._sync is None:
-            storage = self._limiter._sync_limiter().storage
-            self._sync = limits.strategies.FixedWindowRateLimiter(storage)
-        return self._sync
-
-    def _astrategy(self) -> limits.aio.strategies.FixedWindowRateLimiter:
-        if self._async is None:
-            storage = self._limiter._async_limiter().storage
-            self._async = limits.aio.strategies.FixedWindowRateLimiter(storage)
-        return self._async
 
     def check(self, key: str) -> None:
-        """429 with ``Retry-After`` when ``key`` has no second of call time left."""
+        """429 with ``Retry-After`` when ``key`` has no second of call time left (503, or
+        through when failing open, while the store fails)."""
         if self.budget is None:
             return
-        strategy, item = self._strategy(), self.budget.item
-        if not strategy.test(item, "call_budget", key):
-            stats = strategy.get_window_stats(item, "call_budget", key)
-            raise budget_spent(stats.reset_time, time.time())
+        reset = self._limiter.spent(self.budget.item, self.BUCKET, key)
+        if reset is not None:
+            raise budget_spent(reset, time.time())
 
     async def acheck(self, key: str) -> None:
         if self.budget is None:
             return
-        if not self._limiter.shared:
-            self.check(key)  # the in-process store: a dict behind a lock
-            return
-        strategy, item = self._astrategy(), self.budget.item
-        if not await strategy.test(item, "call_budget", key):
-            stats = await strategy.get_window_stats(item, "call_budget", key)
-            raise budget_spent(stats.reset_time, time.time())
+        reset = await self._limiter.aspent(self.budget.item, self.BUCKET, key)
+        if reset is not None:
+            raise budget_spent(reset, time.time())
 
-    async def acharge(self, key: str, seconds: int) -> bool:
-        """Count ``seconds`` of call time; False once the budget is spent."""
+    async def acharge(self, key: str, seconds: int) -> bool | None:
+        """Count ``seconds`` of call time: False once the budget is spent, None when the
+        store failed (nothing counted: charged again at the next tick)."""
         if self.budget is None or seconds <= 0:
             return True
-        item = self.budget.item
-        if not self._limiter.shared:
-            return self._strategy().hit(item, "call_budget", key, cost=seconds)
-        return await self._astrategy().hit(item, "call_budget", key, cost=seconds)
+        return await self._limiter.acharge(self.budget.item, self.BUCKET, key, seconds)
 
 
 class CallManager:
@@ -381,8 +361,7 @@ class CallManager:
                 await self._hangup_upstream(call)
             if self.budgets.budget is not None:
                 due = CallBudget.due(time.monotonic() - call.started, call.charged)
-                with contextlib.suppress(Exception):
-                    await self.budgets.acharge(call.key, due)
+                await self.budgets.acharge(call.key, due)
         finally:
             ended = time.time()
             summary = CallSummary(
@@ -432,11 +411,9 @@ class CallManager:
             if self.budgets.budget is not None:
                 due = CallBudget.due(now - call.started, call.charged)
                 if due:
-                    try:
-                        left = await self.budgets.acharge(call.key, due)
-                    except Exception as exc:  # a storage outage does not end calls
-                        logger.warning("call budget storage failed: %s", exc)
-                    else:
+                    # None: the store fails (logged by the rate limiter); the call goes on.
+                    left = await self.budgets.acharge(call.key, due)
+                    if left is not None:
                         call.charged += due
                         if not left:
                             self._finish(call, BUDGET)

@@ -126,6 +126,8 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._sync: limits.strategies.MovingWindowRateLimiter | None = None
         self._async: limits.aio.strategies.MovingWindowRateLimiter | None = None
+        self._fixed: limits.strategies.FixedWindowRateLimiter | None = None
+        self._afixed: limits.aio.strategies.FixedWindowRateLimiter | None = None
 
     @property
     def shared(self) -> bool:
@@ -198,6 +200,76 @@ class RateLimiter:
         self.outage.ok()
         if reset is not None:
             raise _too_many(reset)
+
+    # ----- a budget of a cost per fixed window (the call-time budget) ------------------------
+
+    def _fixed_window(self) -> limits.strategies.FixedWindowRateLimiter:
+        if self._fixed is None:
+            storage = self._sync_limiter().storage
+            self._fixed = limits.strategies.FixedWindowRateLimiter(storage)
+        return self._fixed
+
+    def _afixed_window(self) -> limits.aio.strategies.FixedWindowRateLimiter:
+        if self._afixed is None:
+            storage = self._async_limiter().storage
+            self._afixed = limits.aio.strategies.FixedWindowRateLimiter(storage)
+        return self._afixed
+
+    def spent(self, item: limits.RateLimitItem, bucket: str, key: str) -> float | None:
+        """When ``key`` has nothing left of ``item`` (a fixed window), the window's reset
+        time; else None. A failing store answers as for :meth:`check` (503, or None when
+        failing open)."""
+        if self.outage.skip():
+            self.outage.answer()
+            return None
+        strategy = self._fixed_window()
+        try:
+            reset = None
+            if not strategy.test(item, bucket, key):
+                reset = strategy.get_window_stats(item, bucket, key).reset_time
+        except Exception as exc:  # the store failed, whatever its client raised
+            self.outage.failed(exc)
+            self.outage.answer()
+            return None
+        self.outage.ok()
+        return reset
+
+    async def aspent(self, item: limits.RateLimitItem, bucket: str, key: str) -> float | None:
+        """:meth:`spent` from async code."""
+        if not self.shared:
+            return self.spent(item, bucket, key)  # a dict behind a lock
+        if self.outage.skip():
+            self.outage.answer()
+            return None
+        strategy = self._afixed_window()
+        try:
+            reset = None
+            if not await strategy.test(item, bucket, key):
+                reset = (await strategy.get_window_stats(item, bucket, key)).reset_time
+        except Exception as exc:  # the store failed, whatever its client raised
+            self.outage.failed(exc)
+            self.outage.answer()
+            return None
+        self.outage.ok()
+        return reset
+
+    async def acharge(
+        self, item: limits.RateLimitItem, bucket: str, key: str, cost: int
+    ) -> bool | None:
+        """Count ``cost`` against ``key``'s window: False once it is spent, None when the
+        store fails or is left alone (nothing counted; the outage is logged once)."""
+        if self.outage.skip():
+            return None
+        try:
+            if not self.shared:
+                counted = self._fixed_window().hit(item, bucket, key, cost=cost)
+            else:
+                counted = await self._afixed_window().hit(item, bucket, key, cost=cost)
+        except Exception as exc:  # the store failed, whatever its client raised
+            self.outage.failed(exc)
+            return None
+        self.outage.ok()
+        return counted
 
     def reset(self) -> None:
         """Forget every count, in this process or in Redis (tests, or after an incident)."""

@@ -126,3 +126,78 @@ def test_fail_open_lets_requests_through_while_redis_is_hung(
 def test_the_setting_is_read_from_the_environment():
     assert NavaiConfig.from_env({}).rate_limit_fail_open is False
     assert NavaiConfig.from_env({"NAVAI_RATE_LIMIT_FAIL_OPEN": "true"}).rate_limit_fail_open
+
+
+CALLS = "/navai/realtime/calls"
+OFFER = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
+
+
+@pytest.fixture(scope="module")
+def fake_realtime():
+    from fake_realtime import FakeRealtime
+
+    with FakeRealtime() as fake:
+        yield fake
+
+
+def call_navai(redis: RedisServer, fake, **settings) -> Navai:
+    config = NavaiConfig(
+        openai_api_key="sk-test-budget-0123456789",
+        openai_base_url=fake.base_url,
+        functions_enabled=False,
+        call_budget="60/day",
+        rate_limit_storage=redis.url,
+        **settings,
+    )
+    return Navai(config)
+
+
+def post_offer(client):
+    return client.post(CALLS, content=OFFER, headers={"Content-Type": "application/sdp"})
+
+
+def test_call_budget_with_redis_down_answers_503(
+    make: Make,  # noqa: F811
+    redis: RedisServer,
+    fake_realtime,
+    caplog,
+):
+    """The budget guard follows the storage-outage rule: 503 with Retry-After, no traceback,
+    nothing sent upstream (the calls' own rate limit is off: the budget is the only check)."""
+    client = make(call_navai(redis, fake_realtime, rate_limit_calls="off", call_sideband=False))
+    assert post_offer(client).status_code == 201
+    redis.stop()
+    fake_realtime.reset()
+    caplog.set_level(logging.INFO, logger="navai")
+    response = post_offer(client)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"].isdigit()
+    assert response.json()["error"].startswith("Rate limiting is unavailable.")
+    assert fake_realtime.requests == []
+    assert "Traceback" not in caplog.text and str(redis.port) not in caplog.text
+
+
+def test_call_budget_fails_open_and_charges_quietly_while_redis_is_down(
+    make: Make,  # noqa: F811
+    redis: RedisServer,
+    fake_realtime,
+    caplog,
+):
+    """With NAVAI_RATE_LIMIT_FAIL_OPEN a call starts while Redis is down, and its running
+    charges fail without ending it, logging the failure's class only (never the store's
+    address, which may carry a password)."""
+    navai = call_navai(redis, fake_realtime, rate_limit_fail_open=True)
+    navai.calls.budget_tick_seconds = 0.05
+    client = make(navai)
+    redis.stop()
+    fake_realtime.reset()
+    caplog.set_level(logging.INFO, logger="navai")
+    response = post_offer(client)
+    assert response.status_code == 201, response.text
+    call_id = response.headers["location"].rsplit("/", 1)[1]
+    fake_realtime.call(call_id).wait_for(lambda c: c.connections == 1)
+    time.sleep(1.2)  # past the first second of call time: charged (and failed) at least once
+    assert [live.call_id for live in navai.calls.live()] == [call_id]
+    assert "Traceback" not in caplog.text
+    assert str(redis.port) not in caplog.text
+    assert client.post(f"{CALLS}/{call_id}/hangup").status_code == 200
