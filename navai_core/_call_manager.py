@@ -245,6 +245,12 @@ class CallManager:
         with self._lock:
             return [call.live() for call in self._calls.values()]
 
+    def get(self, call_id: str) -> LiveCall | None:
+        """The call ``call_id`` when this process holds it."""
+        with self._lock:
+            call = self._calls.get(call_id)
+        return call.live() if call is not None else None
+
     def __contains__(self, call_id: object) -> bool:
         with self._lock:
             return call_id in self._calls

@@ -347,13 +347,19 @@ def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
 
 
 def _call_hangup(navai: Navai, context: RequestContext, body: Any) -> Step:
-    """A call this process holds is hung up here; any other well-formed id (a call another
-    worker holds) through OpenAI's hangup with the backend key; 404 when nobody knows it."""
+    """End a call. Who may: for a call this process holds, the rate-limit key that created
+    it, or anyone the route's authorisation hook allows; any other well-formed id (a call
+    another worker holds) only with that hook configured (it allowed this request), through
+    OpenAI's hangup with the backend key. Everything else: 404, like an unknown id."""
     route = navai.match(context.path)
     call_id = (route.path_params(context.path) or {}).get("call_id", "") if route else ""
-    if call_id in navai.calls:
+    vouched = route is not None and route.authorize is not None
+    held = navai.calls.get(call_id)
+    if held is not None:
+        if not vouched and held.key != client_key(navai.config.rate_limit_key, context):
+            raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
         return Hangup(call_id)
-    if not valid_call_id(call_id) or navai.config.backend_key_source() is None:
+    if not vouched or not valid_call_id(call_id) or navai.config.backend_key_source() is None:
         raise NotFound(UNKNOWN_CALL)
     request = build_hangup_request(realtime_target(navai.config), call_id)
 

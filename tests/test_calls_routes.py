@@ -329,20 +329,104 @@ def test_rate_limit_calls_in_process(fake_realtime: FakeRealtime) -> None:
     navai.close()
 
 
-def test_hangup_of_a_call_held_elsewhere_goes_through_openai(
+def test_hangup_of_a_call_not_held_here_needs_an_authorisation_hook(
     target: Target, fake_realtime: FakeRealtime
 ) -> None:
-    """Another worker's call (not held here): OpenAI's hangup with the server's key."""
+    """Without a hook nobody proves a right to a call this process does not hold: 404, like
+    an unknown id, and OpenAI's hangup is never called."""
     call = fake_realtime.open_call()
     hung = target.http.post(f"/navai/realtime/calls/{call.call_id}/hangup")
-    assert (hung.status_code, hung.json()) == (200, {"ok": True, "call_id": call.call_id})
+    assert (hung.status_code, hung.json()) == (404, {"error": "Unknown call."})
+    assert call.hangups == 0
+    assert fake_realtime.requests == []  # OpenAI's hangup was never called
+
+
+def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
+    fake_realtime: FakeRealtime,
+) -> None:
+    """Another worker's call (not held here), with ``authorize_client_secret`` allowing the
+    request: OpenAI's hangup with the server's key."""
+    seen: list[str] = []
+
+    def operator(context: RequestContext) -> bool:
+        seen.append(context.path)
+        return context.header("authorization") == "Bearer operator"
+
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            call_sideband=False,
+            authorize_client_secret=operator,
+        )
+    )
+    fake_realtime.reset()
+    call = fake_realtime.open_call()
+    path = f"/navai/realtime/calls/{call.call_id}/hangup"
+    refused = navai.handle(RequestContext("POST", path, {"authorization": "Bearer nobody"}))
+    assert refused.status == 403 and call.hangups == 0
+    allowed = RequestContext("POST", path, {"authorization": "Bearer operator"})
+    hung = navai.handle(allowed)
+    assert (hung.status, hung.body) == (200, {"ok": True, "call_id": call.call_id})
     assert call.hangups == 1
     sent = fake_realtime.requests[-1]
     assert sent.path == f"/v1/realtime/calls/{call.call_id}/hangup"
     assert sent.headers["authorization"] == f"Bearer {SERVER_KEY}"
     # OpenAI no longer knows it: 404, like an id nobody knows.
-    again = target.http.post(f"/navai/realtime/calls/{call.call_id}/hangup")
-    assert (again.status_code, again.json()) == (404, {"error": "Unknown call."})
+    again = navai.handle(allowed)
+    assert (again.status, again.body) == (404, {"error": "Unknown call."})
+    assert seen == [path] * 3
+    navai.close()
+
+
+def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeRealtime) -> None:
+    """Whoever learns a call id cannot end someone else's call: another rate-limit key gets
+    404 (as for an unknown id) and the call goes on; its own key ends it."""
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            functions_enabled=False,
+        )
+    )
+    fake_realtime.reset()
+    start = RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.7"
+    )
+    created = navai.handle(start, OFFER.encode())
+    assert created.status == 201
+    call_id = dict(created.headers)["Location"].rsplit("/", 1)[1]
+    path = f"/navai/realtime/calls/{call_id}/hangup"
+    stranger = navai.handle(RequestContext("POST", path, client="10.0.0.8"))
+    assert (stranger.status, stranger.body) == (404, {"error": "Unknown call."})
+    assert [live.call_id for live in navai.calls.live()] == [call_id]
+    assert fake_realtime.call(call_id).hangups == 0
+    owner = navai.handle(RequestContext("POST", path, client="10.0.0.7"))
+    assert (owner.status, owner.body) == (200, {"ok": True, "call_id": call_id})
+    assert fake_realtime.call(call_id).hangups == 1
+    navai.close()
+
+
+def test_a_held_call_is_hung_up_by_anyone_the_hook_allows(fake_realtime: FakeRealtime) -> None:
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            functions_enabled=False,
+            authorize_client_secret=lambda context: True,
+        )
+    )
+    fake_realtime.reset()
+    start = RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.7"
+    )
+    created = navai.handle(start, OFFER.encode())
+    call_id = dict(created.headers)["Location"].rsplit("/", 1)[1]
+    path = f"/navai/realtime/calls/{call_id}/hangup"
+    other = navai.handle(RequestContext("POST", path, client="10.0.0.8"))
+    assert (other.status, other.body) == (200, {"ok": True, "call_id": call_id})
+    assert fake_realtime.call(call_id).hangups == 1
+    navai.close()
 
 
 def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
@@ -397,10 +481,7 @@ def test_hangups_have_their_own_rate_limit_counter(fake_realtime: FakeRealtime) 
     assert limited.status == 429 and "Retry-After" in dict(limited.headers)
     calls = RequestContext("POST", "/navai/realtime/calls", {"content-type": "application/sdp"})
     assert navai.handle(calls, OFFER.encode()).status == 201  # a counter of its own
-    assert [r.path for r in fake_realtime.requests] == [
-        "/v1/realtime/calls/rtc_nobody/hangup",
-        "/v1/realtime/calls",
-    ]
+    assert [r.path for r in fake_realtime.requests] == ["/v1/realtime/calls"]
     navai.close()
 
 
@@ -436,7 +517,8 @@ def test_calls_through_the_fastapi_router_and_the_flask_extension(
         openai_api_key=SERVER_KEY,
         openai_base_url=fake_realtime.base_url,
         functions_base_dir=str(tmp_path),
-        call_sideband=False,
+        call_sideband=False,  # nobody holds the call: hanging up needs a hook's word
+        authorize_client_secret=lambda context: True,
     )
     fastapi_app = FastAPI()
     fastapi_app.include_router(navai_router(Navai(config)), prefix="/voice")
