@@ -57,6 +57,9 @@ BUDGET = "budget"
 LOST = "lost"  # the control connection could not be re-established
 SHUTDOWN = "shutdown"  # the server stopped (navai hangs the call up)
 
+TOO_MANY_FUNCTIONS = "Too many function calls at once."
+TOO_MANY_DETAILS = "This call has {n} function calls pending; try again when they are done."
+
 UNEXPECTED_OUTPUT: dict[str, JsonValue] = {
     "ok": False,
     "error": "Function execution failed.",
@@ -113,6 +116,7 @@ class _Call:
         self.charged = 0
         self.socket: Any = None
         self.unsent: list[bytes] = []
+        self.dropped = 0  # events not kept: the control connection was away too long
         self.functions: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(MAX_PARALLEL_FUNCTIONS)
         self.stop = asyncio.Event()
@@ -126,6 +130,10 @@ class _Call:
 
 
 MAX_PARALLEL_FUNCTIONS = 8
+# Function calls of one call running or waiting for a slot; past it one gets an error output.
+MAX_PENDING_FUNCTIONS = 64
+# Events kept for the control connection while it reconnects; past it new ones are dropped.
+MAX_UNSENT_EVENTS = 256
 # How long sync code waits for another event loop to take a call or hang one up.
 LOOP_WAIT_SECONDS = 10.0
 MAX_EVENT_BYTES = 4 * 1024 * 1024
@@ -465,13 +473,25 @@ class CallManager:
     async def _send(self, call: _Call, event: Mapping[str, Any]) -> None:
         data = dumps(event)
         socket = call.socket
-        if socket is None:
-            call.unsent.append(data)  # sent first after the reconnect
-            return
-        try:
-            await socket.send(data.decode())
-        except Exception:
+        if socket is not None:
+            try:
+                await socket.send(data.decode())
+                return
+            except Exception:
+                pass
+        self._keep(call, data)  # sent first after the reconnect
+
+    def _keep(self, call: _Call, data: bytes) -> None:
+        if len(call.unsent) < MAX_UNSENT_EVENTS:
             call.unsent.append(data)
+            return
+        if not call.dropped:
+            logger.warning(
+                "call %s: control connection away, %d events waiting: dropping events",
+                call.call_id,
+                len(call.unsent),
+            )
+        call.dropped += 1
 
     async def _flush(self, call: _Call) -> None:
         while call.unsent and call.socket is not None:
@@ -489,6 +509,9 @@ class CallManager:
         await anotify(self.navai.config.on_call_event, call.call_id, event, thread=False)
         for action in call.tools.feed(event):
             if isinstance(action, RunFunction):
+                if len(call.functions) >= MAX_PENDING_FUNCTIONS:
+                    await self._refuse_function(call, action)
+                    continue
                 task = asyncio.ensure_future(self._run_function(call, action))
                 call.functions.add(task)
                 task.add_done_callback(call.functions.discard)
@@ -498,6 +521,15 @@ class CallManager:
     async def _run_function(self, call: _Call, action: RunFunction) -> None:
         async with call.slots:
             output = await self._output(call, action)
+        await self._output_ready(call, action, output)
+
+    async def _refuse_function(self, call: _Call, action: RunFunction) -> None:
+        """Too many function calls pending: an error output at once, no task."""
+        details = TOO_MANY_DETAILS.format(n=len(call.functions))
+        body = {"ok": False, "function_name": action.name, "error": TOO_MANY_FUNCTIONS}
+        await self._output_ready(call, action, dumps({**body, "details": details}).decode())
+
+    async def _output_ready(self, call: _Call, action: RunFunction, output: str) -> None:
         for step in call.tools.output_ready(action.call_id, output):
             if isinstance(step, SendEvent):
                 await self._send(call, step.event)

@@ -327,3 +327,52 @@ def test_attach_on_a_running_loop(fake, recorder) -> None:
 
     summary = asyncio.run(main())
     assert (summary.end_reason, summary.transport, summary.function_calls) == ("shutdown", "sip", 1)
+
+
+def test_pending_function_calls_are_bounded(navai, fake, recorder, monkeypatch) -> None:
+    """Past the bound of pending function calls of one call, a function call gets an error
+    output at once, without a task; those already pending still run."""
+    from navai_core import _call_manager
+
+    monkeypatch.setattr(_call_manager, "MAX_PENDING_FUNCTIONS", 3)
+    call = attach(navai, fake)
+    call.send(*[fn_call(f"p{i}", "slow", {"seconds": 1.0}) for i in range(1, 6)])
+    call.wait_for(lambda c: len(c.outputs()) >= 2, timeout=5)
+    early = {out["item"]["call_id"] for out in call.of_type("conversation.item.create")[:2]}
+    assert early == {"p4", "p5"}
+    assert call.output_of("p4") == {
+        "ok": False,
+        "function_name": "slow",
+        "error": "Too many function calls at once.",
+        "details": "This call has 3 function calls pending; try again when they are done.",
+    }
+    call.wait_for(lambda c: len(c.outputs()) == 5, timeout=10)
+    assert [call.output_of(f"p{i}")["result"] for i in (1, 2, 3)] == ["slept"] * 3
+
+
+def test_events_kept_while_reconnecting_are_bounded(fake, recorder, caplog) -> None:
+    """Events waiting for the control connection to come back are capped: past the cap they
+    are dropped (logged once), so a call whose connection stays down holds bounded memory."""
+    from navai_core import _call_manager
+    from navai_core._client_secret import target_for_key
+
+    navai = make_navai(fake, recorder)
+    manager = navai.calls
+
+    async def main() -> tuple[int, bytes]:
+        call = _call_manager._Call(
+            "rtc_unsent",
+            target_for_key(navai.config, KEY),
+            "k",
+            "webrtc",
+            asyncio.get_running_loop(),
+        )
+        for i in range(_call_manager.MAX_UNSENT_EVENTS + 50):
+            await manager._send(call, {"type": "conversation.item.create", "n": i})
+        return len(call.unsent), call.unsent[-1]
+
+    kept, last = asyncio.run(main())
+    assert kept == _call_manager.MAX_UNSENT_EVENTS
+    assert json.loads(last)["n"] == _call_manager.MAX_UNSENT_EVENTS - 1
+    assert caplog.text.count("dropping events") == 1
+    navai.close()
