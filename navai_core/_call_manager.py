@@ -34,7 +34,7 @@ import attrs
 from ._background import loop as background_loop
 from ._calls import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
 from ._client_secret import RealtimeTarget, target_for_key
-from ._config import DEFAULT_CALL_MAX_SECONDS
+from ._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS
 from ._dispatch import aexecute, prepare_call
 from ._errors import NavaiError
 from ._hooks import anotify
@@ -59,6 +59,25 @@ SHUTDOWN = "shutdown"  # the server stopped (navai hangs the call up)
 
 TOO_MANY_FUNCTIONS = "Too many function calls at once."
 TOO_MANY_DETAILS = "This call has {n} function calls pending; try again when they are done."
+
+FULL = "Too many calls in progress. Try again in {seconds} seconds."
+FULL_RETRY_SECONDS = 10
+
+
+class CallsFull(NavaiError):
+    """This process holds ``call_max_live`` calls: a new one waits (503, ``Retry-After``)."""
+
+    status_code = 503
+
+
+def _calls_full() -> CallsFull:
+    seconds = FULL_RETRY_SECONDS
+    return CallsFull(
+        FULL.format(seconds=seconds),
+        extra={"retry_after": seconds},
+        headers=[("Retry-After", str(seconds))],
+    )
+
 
 UNEXPECTED_OUTPUT: dict[str, JsonValue] = {
     "ok": False,
@@ -193,6 +212,9 @@ class CallManager:
         seconds = config.call_max_seconds
         ok = isinstance(seconds, (int, float)) and seconds > 0  # else reported by problems()
         self.max_seconds = float(seconds) if ok else DEFAULT_CALL_MAX_SECONDS
+        live = config.call_max_live
+        ok = isinstance(live, int) and live >= 1  # else reported by problems()
+        self.max_live = live if ok else DEFAULT_CALL_MAX_LIVE
         try:
             budget = CallBudget.parse(config.call_budget)
         except ValueError:
@@ -252,6 +274,13 @@ class CallManager:
         """The calls this process holds now, oldest first."""
         with self._lock:
             return [call.live() for call in self._calls.values()]
+
+    def check_room(self) -> None:
+        """503 with ``Retry-After`` when this process holds ``call_max_live`` calls."""
+        with self._lock:
+            full = len(self._calls) >= self.max_live
+        if full:
+            raise _calls_full()
 
     def get(self, call_id: str) -> LiveCall | None:
         """The call ``call_id`` when this process holds it."""
@@ -341,6 +370,8 @@ class CallManager:
         with self._lock:
             if call_id in self._calls:
                 raise ValueError(f"call {call_id} is already held")
+            if len(self._calls) >= self.max_live:
+                raise _calls_full()
             self._calls[call_id] = call
         return call
 

@@ -35,6 +35,7 @@ DEFAULT_SPEECH_MAX_TEXT_CHARS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 30.0
 DEFAULT_CALL_MAX_SECONDS = 1800.0
+DEFAULT_CALL_MAX_LIVE = 1000
 # Per client and route: a voice agent calls a tool every few seconds at most.
 DEFAULT_FUNCTIONS_LIMIT = "120/minute"
 
@@ -273,6 +274,8 @@ class NavaiConfig:
     call_max_seconds: float = setting(
         DEFAULT_CALL_MAX_SECONDS, "NAVAI_CALL_MAX_SECONDS", _EnvReader.number
     )
+    # Calls one process holds at most; past it a new call answers 503 before going upstream.
+    call_max_live: int = setting(DEFAULT_CALL_MAX_LIVE, "NAVAI_CALL_MAX_LIVE", _EnvReader.integer)
     # Minutes of call time per rate-limit key per window, e.g. "60/day"; None: no budget.
     call_budget: str | None = setting(None, "NAVAI_CALL_BUDGET", _EnvReader.limit)
     rate_limit_calls: str | None = setting("10/minute", "NAVAI_RATE_LIMIT_CALLS", _EnvReader.limit)
@@ -369,6 +372,9 @@ class NavaiConfig:
         seconds = self.call_max_seconds
         if not (isinstance(seconds, (int, float)) and seconds > 0):
             found.append(f"NAVAI_CALL_MAX_SECONDS must be more than 0. Received: {seconds!r}")
+        live = self.call_max_live
+        if not (isinstance(live, int) and not isinstance(live, bool) and live >= 1):
+            found.append(f"NAVAI_CALL_MAX_LIVE must be at least 1. Received: {live!r}")
         found += [p for p in (ttl_problem(self), key_problem(self)) if p is not None]
         found += cors_problems(self.cors_origins, self.cors_allow_credentials)
         if self.provider == "azure" and not _clean(self.azure_endpoint):

@@ -265,13 +265,18 @@ def _hung_up(call_id: str, held: bool) -> Reply:
 # ----- guards --------------------------------------------------------------------------------
 
 
-class _CallBudget:
-    """A new call from a key whose call-time budget is spent: 429 with ``Retry-After``."""
+class _CallGuard:
+    """A new call while this process holds ``call_max_live`` calls: 503 with ``Retry-After``;
+    from a key whose call-time budget is spent: 429 with ``Retry-After``."""
 
     def check(self, navai: Navai, context: RequestContext) -> None:
+        if navai.config.call_sideband:
+            navai.calls.check_room()
         navai.calls.budgets.check(client_key(navai.config.rate_limit_key, context))
 
     async def acheck(self, navai: Navai, context: RequestContext) -> None:
+        if navai.config.call_sideband:
+            navai.calls.check_room()
         key = client_key(navai.config.rate_limit_key, context)
         await navai.calls.budgets.acheck(key)
 
@@ -438,7 +443,7 @@ ROUTES: tuple[RouteRow, ...] = (
         no_store=True,
         raw_body=True,
         needs_functions="functions_enabled",
-        guard=_CallBudget(),
+        guard=_CallGuard(),
     ),
     RouteRow(
         "call_hangup",

@@ -623,3 +623,41 @@ def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime
     thread.join(5)
     loop.close()
     navai.close()
+
+
+def test_live_calls_are_capped_per_process(fake_realtime: FakeRealtime) -> None:
+    """Past NAVAI_CALL_MAX_LIVE held calls, a new call answers 503 with Retry-After before
+    anything reaches OpenAI; once a call ends there is room again."""
+    navai = Navai(
+        NavaiConfig(
+            openai_api_key=SERVER_KEY,
+            openai_base_url=fake_realtime.base_url,
+            functions_enabled=False,
+            call_max_live=1,
+        )
+    )
+    fake_realtime.reset()
+
+    def offer(client: str) -> object:
+        context = RequestContext(
+            "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client=client
+        )
+        return navai.handle(context, OFFER.encode())
+
+    first = offer("10.0.0.1")
+    assert first.status == 201  # type: ignore[attr-defined]
+    full = offer("10.0.0.2")
+    assert full.status == 503  # type: ignore[attr-defined]
+    assert dict(full.headers)["Retry-After"].isdigit()  # type: ignore[attr-defined]
+    assert full.body["error"].startswith("Too many calls in progress.")  # type: ignore[attr-defined]
+    assert [r.path for r in fake_realtime.requests] == ["/v1/realtime/calls"]
+    [live] = navai.calls.live()
+    assert navai.calls.hangup(live.call_id)
+    assert offer("10.0.0.2").status == 201  # type: ignore[attr-defined]
+    navai.close()
+    assert NavaiConfig().call_max_live == 1000
+    assert NavaiConfig.from_env({"NAVAI_CALL_MAX_LIVE": "5"}).call_max_live == 5
+    problems = NavaiConfig(call_max_live=0).problems()
+    assert [p for p in problems if "NAVAI_CALL_MAX_LIVE" in p] == [
+        "NAVAI_CALL_MAX_LIVE must be at least 1. Received: 0"
+    ]
