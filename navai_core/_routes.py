@@ -14,6 +14,7 @@ To add a route, add a row (and its plan) here; nothing else dispatches on a rout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -22,8 +23,10 @@ from limits import RateLimitItem
 
 from . import _background
 from ._body import parse_json_body
+from ._call_manager import CallsFull
 from ._calls import (
     SDP_CONTENT_TYPE,
+    CallAnswer,
     build_hangup_request,
     parse_call_body,
     parse_call_offer,
@@ -32,6 +35,7 @@ from ._calls import (
     valid_call_id,
 )
 from ._client_secret import (
+    RealtimeTarget,
     UpstreamReply,
     UpstreamRequest,
     build_transcription_request,
@@ -225,27 +229,45 @@ class StartCall:
     The sync tail holds the call on navai's background loop, never on a running loop it may
     find: a sync ``handle()`` can run inside a short-lived loop (Django's per-request
     ``asyncio.run`` under WSGI) whose end would cancel the call. The async tail holds it on
-    the server's loop."""
+    the server's loop. A call that cannot be held (the process filled up meanwhile) is hung
+    up again before the refusal is answered."""
 
     request: UpstreamRequest
-    api_key: str = attrs.field(repr=False)
+    target: RealtimeTarget = attrs.field(repr=False)
     rate_key: str
 
     def run(self, navai: Navai) -> Reply:
-        return self._answer(navai, navai.send_upstream(self.request), _background.loop())
+        answer = self._parse(navai.send_upstream(self.request))
+        try:
+            self._hold(navai, answer, _background.loop())
+        except CallsFull:
+            with contextlib.suppress(Exception):
+                navai.send_upstream(build_hangup_request(self.target, answer.call_id))
+            raise
+        return self._reply(navai, answer)
 
     async def arun(self, navai: Navai) -> Reply:
         reply = await asend(navai.async_http_client(), self.request, navai.retry_policy)
-        return self._answer(navai, reply, asyncio.get_running_loop())
+        answer = self._parse(reply)
+        try:
+            self._hold(navai, answer, asyncio.get_running_loop())
+        except CallsFull:
+            hangup = build_hangup_request(self.target, answer.call_id)
+            with contextlib.suppress(Exception):
+                await asend(navai.async_http_client(), hangup, navai.retry_policy)
+            raise
+        return self._reply(navai, answer)
 
-    def _answer(self, navai: Navai, reply: UpstreamReply, loop: asyncio.AbstractEventLoop) -> Reply:
-        c = navai.config
-        answer = parse_call_response(self.request, reply.status, reply.content, reply.headers)
-        if c.call_sideband:
-            navai.calls.attach(
-                answer.call_id, api_key=self.api_key, rate_key=self.rate_key, loop=loop
-            )
-        location = (c.calls_path or "").rstrip("/")
+    def _parse(self, reply: UpstreamReply) -> CallAnswer:
+        return parse_call_response(self.request, reply.status, reply.content, reply.headers)
+
+    def _hold(self, navai: Navai, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
+        if navai.config.call_sideband:
+            key = self.target.key
+            navai.calls.attach(answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop)
+
+    def _reply(self, navai: Navai, answer: CallAnswer) -> Reply:
+        location = (navai.config.calls_path or "").rstrip("/")
         headers = (
             ("Location", f"{location}/{answer.call_id}"),
             ("Access-Control-Expose-Headers", "Location"),
@@ -348,7 +370,7 @@ def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
         options = parse_call_body(parsed)
     plan = plan_call(c, options, navai.functions() if c.functions_enabled else None)
     navai.model_notices.requested(options.session.model)
-    return StartCall(plan.request, plan.target.key, client_key(c.rate_limit_key, context))
+    return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context))
 
 
 def _call_hangup(navai: Navai, context: RequestContext, body: Any) -> Step:

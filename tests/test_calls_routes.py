@@ -651,6 +651,13 @@ def test_live_calls_are_capped_per_process(fake_realtime: FakeRealtime) -> None:
     assert dict(full.headers)["Retry-After"].isdigit()  # type: ignore[attr-defined]
     assert full.body["error"].startswith("Too many calls in progress.")  # type: ignore[attr-defined]
     assert [r.path for r in fake_realtime.requests] == ["/v1/realtime/calls"]
+    # Two requests passed the check together: the one that cannot be held is hung up again.
+    navai.calls.check_room = lambda: None  # type: ignore[method-assign]
+    before = set(fake_realtime.calls)
+    raced = offer("10.0.0.3")
+    assert raced.status == 503  # type: ignore[attr-defined]
+    [created] = set(fake_realtime.calls) - before
+    assert fake_realtime.call(created).hangups == 1
     [live] = navai.calls.live()
     assert navai.calls.hangup(live.call_id)
     assert offer("10.0.0.2").status == 201  # type: ignore[attr-defined]
