@@ -8,6 +8,7 @@ commands are started as real servers.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import subprocess
@@ -296,3 +297,63 @@ def test_the_documented_factory_commands_serve_navai(factory_servers, prefix: st
             time.sleep(0.05)
     assert answer.status_code == 401  # configured from the (empty) environment
     assert httpx.get(f"{url}/navai/functions", timeout=10).json()["items"] == []
+
+
+DJANGO_CALL = """
+import json, sys, time
+import httpx
+sys.path.insert(0, {repo!r})
+from docs.examples import django_app
+
+http = httpx.Client(transport=httpx.WSGITransport(app=django_app.application),
+                    base_url="http://localhost")
+answer = http.post("/voice/navai/realtime/calls", content={offer!r},
+                   headers={{"Content-Type": "application/sdp"}})
+time.sleep(0.5)  # the per-request loop of Django's async view is long gone
+live = [call.call_id for call in django_app.navai.calls.live()]
+print(json.dumps({{"status": answer.status_code, "location": answer.headers.get("location"),
+                  "live": live}}), flush=True)
+sys.stdin.readline()  # the test looks at the call while it is held
+django_app.navai.close()
+"""
+
+
+def test_django_under_wsgi_keeps_a_call_after_the_request(tmp_path: Path):
+    """Under WSGI Django runs navai's async view in a short-lived ``asyncio.run`` loop; the
+    call the calls route starts there must outlive it (held on navai's own loop)."""
+    from fake_realtime import FakeRealtime
+
+    offer = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
+    with FakeRealtime(key=SERVER_KEY) as fake:
+        env = hermetic_env(
+            {
+                "OPENAI_API_KEY": SERVER_KEY,
+                "OPENAI_BASE_URL": fake.base_url,
+                "NAVAI_FUNCTIONS_BASE_DIR": str(tmp_path),
+            }
+        )
+        script = DJANGO_CALL.format(repo=str(REPO), offer=offer)
+        with subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as process:
+            assert process.stdin and process.stdout
+            try:
+                seen = json.loads(process.stdout.readline())
+                assert seen["status"] == 201, seen
+                call_id = seen["location"].rsplit("/", 1)[1]
+                assert seen["live"] == [call_id]
+                call = fake.call(call_id)
+                call.wait_for(lambda c: c.connections == 1)
+                assert call.hangups == 0 and not call.ended
+                process.stdin.write("\n")
+                process.stdin.flush()
+                assert process.wait(timeout=30) == 0
+                assert call.hangups == 1  # navai.close() hangs up what it holds
+            finally:
+                if process.poll() is None:
+                    process.kill()
