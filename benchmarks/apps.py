@@ -122,7 +122,7 @@ def _minted(upstream_body: bytes) -> bytes:
 
 def _transport(kind: str) -> Any:
     """The ceilings' upstream transport: by default the same connection lanes as navai's
-    clients (``BENCH_BARE_POOL=plain``: httpx's own pool, as ``httpx.AsyncClient()`` gives).
+    clients (``BENCH_BARE_POOL=plain``: httpx's own pool, as ``httpx2.AsyncClient()`` gives).
 
     A plain shared httpx client collapses at 64 concurrent forwards (httpcore's pool: see
     docs/performance.md), which would make a poor ceiling; with the same transport on both
@@ -164,7 +164,7 @@ def bare_asgi() -> Any:
     import contextlib
 
     import anyio.to_thread
-    import httpx
+    import httpx2
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -172,7 +172,7 @@ def bare_asgi() -> Any:
 
     url, headers, content = _upstream_request()
     list_bytes = _dumps(LIST_BODY)
-    clients: list[httpx.AsyncClient] = []
+    clients: list[httpx2.AsyncClient] = []
 
     def json_response(body: bytes, extra: dict[str, str] | None = None) -> Response:
         return Response(body, media_type="application/json", headers=extra)
@@ -196,7 +196,7 @@ def bare_asgi() -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> Any:
-        clients.append(httpx.AsyncClient(transport=_transport("async"), timeout=15))
+        clients.append(httpx2.AsyncClient(transport=_transport("async"), timeout=15))
         try:
             yield
         finally:
@@ -216,14 +216,14 @@ def bare_asgi() -> Any:
 
 
 def bare_wsgi() -> Any:
-    import httpx
+    import httpx2
     from werkzeug.exceptions import HTTPException
     from werkzeug.routing import Map, Rule
     from werkzeug.wrappers import Request, Response
 
     url, headers, content = _upstream_request()
     list_bytes = _dumps(LIST_BODY)
-    client = httpx.Client(transport=_transport("sync"), timeout=15)
+    client = httpx2.Client(transport=_transport("sync"), timeout=15)
     local = threading.local()
 
     def run_async(coroutine: Any) -> Any:

@@ -1,11 +1,11 @@
 """Does an HTTP client's pool keep one warm connection per concurrent request?
 
-    python benchmarks/bench_upstream_pool.py httpx [plain|lanes]
-    python benchmarks/bench_upstream_pool.py httpx2            # in an environment with httpx2
+    python benchmarks/bench_upstream_pool.py httpx2 [plain|lanes]
+    python benchmarks/bench_upstream_pool.py httpx             # in an environment with httpx
 
 64 concurrent workers post to ``fake_openai.py`` (0 ms, then 50 ms added latency) after 20
 warm-up requests; prints requests per second and the TCP connections the fake accepted and
-used. ``lanes`` uses navai's connection-lanes transport (httpx only). A measurement script,
+used. ``lanes`` uses navai's connection-lanes transport. A measurement script,
 not a test; figures in docs/performance.md.
 """
 
@@ -26,7 +26,7 @@ CONCURRENCY = 64
 
 
 def main() -> None:
-    library = sys.argv[1] if len(sys.argv) > 1 else "httpx"
+    library = sys.argv[1] if len(sys.argv) > 1 else "httpx2"
     mode = sys.argv[2] if len(sys.argv) > 2 else "plain"
     http: Any = importlib.import_module(library)
     fake = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Sending an :class:`UpstreamRequest` with httpx: one sync and one async driver.
+"""Sending an :class:`UpstreamRequest` with httpx2: one sync and one async driver.
 
 Every decision (retry or not, how long to wait, when to give up) is made by the pure
 ``attempts`` generator of ``_retry``; these drivers only perform its steps. Transport
@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import httpx
+import httpx2
 
 from . import _background
 from ._client_secret import UpstreamReply, UpstreamRequest
@@ -67,9 +67,9 @@ class _Driver:
     def failed(self, exc: Exception) -> Outcome:
         """The outcome of an attempt that raised ``exc`` (re-raised when it is not transport)."""
         label = self.request.label
-        if isinstance(exc, (httpx.TimeoutException, _TooSlow, asyncio.TimeoutError)):
+        if isinstance(exc, (httpx2.TimeoutException, _TooSlow, asyncio.TimeoutError)):
             return Outcome(error=UpstreamTimeout(f"{label} timed out."))
-        if isinstance(exc, httpx.HTTPError):
+        if isinstance(exc, httpx2.HTTPError):
             # Only the class is shown: nothing of the request (headers, key) can leak.
             return Outcome(
                 error=UpstreamUnavailable(f"{label} could not be reached ({type(exc).__name__}).")
@@ -78,9 +78,9 @@ class _Driver:
 
 
 def _build(
-    client: httpx.Client | httpx.AsyncClient, r: UpstreamRequest, step: Send
-) -> httpx.Request:
-    timeout = httpx.Timeout(max(step.timeout, 0.001), connect=max(step.connect_timeout, 0.001))
+    client: httpx2.Client | httpx2.AsyncClient, r: UpstreamRequest, step: Send
+) -> httpx2.Request:
+    timeout = httpx2.Timeout(max(step.timeout, 0.001), connect=max(step.connect_timeout, 0.001))
     return client.build_request(
         r.method, r.url, headers=r.headers, content=r.content, timeout=timeout
     )
@@ -97,7 +97,7 @@ def _until(deadline: float, chunks: Iterator[bytes], request: UpstreamRequest) -
             raise _TooSlow
 
 
-def _fetch(client: httpx.Client, request: UpstreamRequest, step: Send) -> Outcome:
+def _fetch(client: httpx2.Client, request: UpstreamRequest, step: Send) -> Outcome:
     deadline = time.monotonic() + step.timeout
     response = client.send(_build(client, request, step), stream=True)
     try:
@@ -107,7 +107,7 @@ def _fetch(client: httpx.Client, request: UpstreamRequest, step: Send) -> Outcom
     return Outcome(UpstreamReply(response.status_code, response.headers, content))
 
 
-async def _afetch(client: httpx.AsyncClient, request: UpstreamRequest, step: Send) -> Outcome:
+async def _afetch(client: httpx2.AsyncClient, request: UpstreamRequest, step: Send) -> Outcome:
     response = await client.send(_build(client, request, step), stream=True)
     try:
         chunks, size = [], 0
@@ -122,7 +122,7 @@ async def _afetch(client: httpx.AsyncClient, request: UpstreamRequest, step: Sen
     return Outcome(UpstreamReply(response.status_code, response.headers, content))
 
 
-def send(client: httpx.Client, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
+def send(client: httpx2.Client, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
     """Send ``request`` with retries per ``policy``; return the final reply or raise."""
     driver = _Driver(request, policy)
     while (step := driver.next()) is not None:
@@ -137,7 +137,7 @@ def send(client: httpx.Client, request: UpstreamRequest, policy: RetryPolicy) ->
 
 
 async def asend(
-    client: httpx.AsyncClient, request: UpstreamRequest, policy: RetryPolicy
+    client: httpx2.AsyncClient, request: UpstreamRequest, policy: RetryPolicy
 ) -> UpstreamReply:
     """Like :func:`send` on an event loop; each attempt is cut off exactly at the deadline."""
     driver = _Driver(request, policy)
@@ -156,17 +156,17 @@ async def asend(
 
 
 class BackgroundClient:
-    """An async httpx client on navai's background loop, for sync callers (WSGI).
+    """An async httpx2 client on navai's background loop, for sync callers (WSGI).
 
-    A sync httpx client can only bound each read of a reply, so an upstream that trickles
+    A sync httpx2 client can only bound each read of a reply, so an upstream that trickles
     its headers byte by byte could hold a sync caller for ever; through this client a sync
     caller gets exactly the async deadline (``asend``). The client is made on first use by
     ``make``, on the loop, and made again if the loop was restarted.
     """
 
-    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+    def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
         self._make = make
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx2.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
@@ -192,20 +192,20 @@ MAX_UPSTREAM_CONNECTIONS = 100
 UPSTREAM_KEEPALIVE_SECONDS = 5.0
 
 
-def _one_connection() -> httpx.Limits:
-    return httpx.Limits(
+def _one_connection() -> httpx2.Limits:
+    return httpx2.Limits(
         max_connections=1, max_keepalive_connections=1, keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS
     )
 
 
-def _pool_timeout(request: httpx.Request) -> float | None:
+def _pool_timeout(request: httpx2.Request) -> float | None:
     timeout = request.extensions.get("timeout", {})
     value = timeout.get("pool") if isinstance(timeout, dict) else None
     return float(value) if value is not None else None
 
 
-class _Releasing(httpx.SyncByteStream):
-    def __init__(self, stream: httpx.SyncByteStream, release: Callable[[], None]) -> None:
+class _Releasing(httpx2.SyncByteStream):
+    def __init__(self, stream: httpx2.SyncByteStream, release: Callable[[], None]) -> None:
         self._stream, self._release = stream, release
 
     def __iter__(self) -> Iterator[bytes]:
@@ -219,8 +219,8 @@ class _Releasing(httpx.SyncByteStream):
             release()
 
 
-class _AsyncReleasing(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+class _AsyncReleasing(httpx2.AsyncByteStream):
+    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None]) -> None:
         self._stream, self._release = stream, release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -239,7 +239,7 @@ def _nothing() -> None:
     pass
 
 
-class LaneTransport(httpx.BaseTransport):
+class LaneTransport(httpx2.BaseTransport):
     """An httpx transport that keeps one upstream connection alive per concurrent request.
 
     httpcore's pool rescans every connection it holds on each request (quadratically, with
@@ -253,40 +253,40 @@ class LaneTransport(httpx.BaseTransport):
 
     def __init__(self, max_lanes: int = MAX_UPSTREAM_CONNECTIONS) -> None:
         self._max = max_lanes
-        self._free: list[httpx.HTTPTransport] = []
-        self._lanes: list[httpx.HTTPTransport] = []
+        self._free: list[httpx2.HTTPTransport] = []
+        self._lanes: list[httpx2.HTTPTransport] = []
         self._ready = threading.Condition()
         self._ssl: ssl.SSLContext | None = None
 
-    def _take(self, timeout: float | None) -> httpx.HTTPTransport:
+    def _take(self, timeout: float | None) -> httpx2.HTTPTransport:
         with self._ready:
             if not self._ready.wait_for(
                 lambda: self._free or len(self._lanes) < self._max, timeout
             ):
-                raise httpx.PoolTimeout("No upstream connection became free in time.")
+                raise httpx2.PoolTimeout("No upstream connection became free in time.")
             if self._free:
                 return self._free.pop()
             if self._ssl is None:
-                self._ssl = httpx.create_ssl_context()
-            lane = httpx.HTTPTransport(verify=self._ssl, limits=_one_connection())
+                self._ssl = httpx2.create_ssl_context()
+            lane = httpx2.HTTPTransport(verify=self._ssl, limits=_one_connection())
             self._lanes.append(lane)
             return lane
 
-    def _give_back(self, lane: httpx.HTTPTransport) -> None:
+    def _give_back(self, lane: httpx2.HTTPTransport) -> None:
         with self._ready:
             if lane in self._lanes:
                 self._free.append(lane)
                 self._ready.notify()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         lane = self._take(_pool_timeout(request))
         try:
             response = lane.handle_request(request)
         except BaseException:
             self._give_back(lane)
             raise
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        return httpx.Response(
+        assert isinstance(response.stream, httpx2.SyncByteStream)
+        return httpx2.Response(
             response.status_code,
             headers=response.headers,
             stream=_Releasing(response.stream, lambda: self._give_back(lane)),
@@ -300,24 +300,24 @@ class LaneTransport(httpx.BaseTransport):
             lane.close()
 
 
-class AsyncLaneTransport(httpx.AsyncBaseTransport):
+class AsyncLaneTransport(httpx2.AsyncBaseTransport):
     """:class:`LaneTransport` for an asyncio event loop."""
 
     def __init__(self, max_lanes: int = MAX_UPSTREAM_CONNECTIONS) -> None:
         self._max = max_lanes
-        self._free: list[httpx.AsyncHTTPTransport] = []
-        self._lanes: list[httpx.AsyncHTTPTransport] = []
+        self._free: list[httpx2.AsyncHTTPTransport] = []
+        self._lanes: list[httpx2.AsyncHTTPTransport] = []
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ssl: ssl.SSLContext | None = None
 
-    async def _take(self, timeout: float | None) -> httpx.AsyncHTTPTransport:
+    async def _take(self, timeout: float | None) -> httpx2.AsyncHTTPTransport:
         while not self._free and len(self._lanes) >= self._max:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, timeout)
             except TimeoutError:
-                raise httpx.PoolTimeout("No upstream connection became free in time.") from None
+                raise httpx2.PoolTimeout("No upstream connection became free in time.") from None
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # we were woken but leave: pass the lane on
@@ -328,8 +328,8 @@ class AsyncLaneTransport(httpx.AsyncBaseTransport):
         if self._free:
             return self._free.pop()
         if self._ssl is None:
-            self._ssl = httpx.create_ssl_context()
-        lane = httpx.AsyncHTTPTransport(verify=self._ssl, limits=_one_connection())
+            self._ssl = httpx2.create_ssl_context()
+        lane = httpx2.AsyncHTTPTransport(verify=self._ssl, limits=_one_connection())
         self._lanes.append(lane)
         return lane
 
@@ -340,20 +340,20 @@ class AsyncLaneTransport(httpx.AsyncBaseTransport):
                 waiter.set_result(None)
                 return
 
-    def _give_back(self, lane: httpx.AsyncHTTPTransport) -> None:
+    def _give_back(self, lane: httpx2.AsyncHTTPTransport) -> None:
         if lane in self._lanes:
             self._free.append(lane)
             self._wake_one()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         lane = await self._take(_pool_timeout(request))
         try:
             response = await lane.handle_async_request(request)
         except BaseException:
             self._give_back(lane)
             raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        return httpx2.Response(
             response.status_code,
             headers=response.headers,
             stream=_AsyncReleasing(response.stream, lambda: self._give_back(lane)),

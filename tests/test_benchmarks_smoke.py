@@ -87,19 +87,19 @@ def fake_upstream():
 
 
 def _stats(base: str) -> dict[str, int]:
-    import httpx
+    import httpx2
 
-    return dict(httpx.get(f"{base}/__stats").json())
+    return dict(httpx2.get(f"{base}/__stats").json())
 
 
 def test_lanes_keep_one_connection_per_concurrent_request(fake_upstream: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
+    import httpx2
 
     from navai_core._upstream import LaneTransport
 
-    with httpx.Client(transport=LaneTransport(max_lanes=3)) as client:
+    with httpx2.Client(transport=LaneTransport(max_lanes=3)) as client:
         for _ in range(10):
             assert client.post(f"{fake_upstream}/v1/x", content=b"{}").status_code == 200
         assert _stats(fake_upstream)["used"] == 1  # sequential: one warm connection
@@ -116,12 +116,12 @@ def test_lanes_keep_one_connection_per_concurrent_request(fake_upstream: str) ->
 def test_async_lanes_reuse_and_bound_connections(fake_upstream: str) -> None:
     import asyncio
 
-    import httpx
+    import httpx2
 
     from navai_core._upstream import AsyncLaneTransport
 
     async def main() -> list[int]:
-        async with httpx.AsyncClient(transport=AsyncLaneTransport(max_lanes=4)) as client:
+        async with httpx2.AsyncClient(transport=AsyncLaneTransport(max_lanes=4)) as client:
             for _ in range(5):
                 await client.post(f"{fake_upstream}/v1/x", content=b"{}")
 
@@ -137,12 +137,12 @@ def test_async_lanes_reuse_and_bound_connections(fake_upstream: str) -> None:
 
 
 def test_a_failed_request_gives_its_lane_back() -> None:
-    import httpx
+    import httpx2
 
     from navai_core._upstream import LaneTransport
 
     transport = LaneTransport(max_lanes=1)
-    with httpx.Client(transport=transport, timeout=httpx.Timeout(2.0, pool=0.5)) as client:
+    with httpx2.Client(transport=transport, timeout=httpx2.Timeout(2.0, pool=0.5)) as client:
         for _ in range(3):  # with the lane lost, the second try would wait for a free lane
-            with pytest.raises(httpx.ConnectError):
+            with pytest.raises(httpx2.ConnectError):
                 client.get("http://127.0.0.1:9/")
