@@ -15,9 +15,9 @@ import, answering the same routes with the same bytes, doing only what a hand-wr
 endpoint must do: read the body, decode the JSON, call the function (the sync one in a
 worker thread under ASGI, as Starlette does for sync endpoints; the async one on a
 per-thread event loop under WSGI), or forward the mint to the upstream with one shared,
-keep-alive httpx client and re-encode ``value``/``expires_at``. That client uses navai's
-connection lanes (``navai_core._upstream``), the only navai code in a ceiling (see
-``_transport``). The driver checks that each
+keep-alive httpx2 client and re-encode ``value``/``expires_at``. That client has the pool
+limits of navai's own clients (``navai_core._upstream.UPSTREAM_LIMITS``, the only navai code
+in a ceiling). The driver checks that each
 pair answers byte-identical bodies before it measures anything.
 """
 
@@ -120,19 +120,12 @@ def _minted(upstream_body: bytes) -> bytes:
     )
 
 
-def _transport(kind: str) -> Any:
-    """The ceilings' upstream transport: by default the same connection lanes as navai's
-    clients (``BENCH_BARE_POOL=plain``: httpx's own pool, as ``httpx2.AsyncClient()`` gives).
+def _limits() -> Any:
+    """The ceilings' upstream pool: the limits navai gives its own clients, so that the
+    ratio measures what navai itself adds."""
+    from navai_core._upstream import UPSTREAM_LIMITS
 
-    A plain shared httpx client collapses at 64 concurrent forwards (httpcore's pool: see
-    docs/performance.md), which would make a poor ceiling; with the same transport on both
-    sides the ratio measures what navai itself adds.
-    """
-    if os.environ.get("BENCH_BARE_POOL", "lanes") == "plain":
-        return None
-    from navai_core._upstream import AsyncLaneTransport, LaneTransport
-
-    return AsyncLaneTransport() if kind == "async" else LaneTransport()
+    return UPSTREAM_LIMITS
 
 
 # ----- navai ---------------------------------------------------------------------------------
@@ -196,7 +189,7 @@ def bare_asgi() -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> Any:
-        clients.append(httpx2.AsyncClient(transport=_transport("async"), timeout=15))
+        clients.append(httpx2.AsyncClient(limits=_limits(), timeout=15))
         try:
             yield
         finally:
@@ -223,7 +216,7 @@ def bare_wsgi() -> Any:
 
     url, headers, content = _upstream_request()
     list_bytes = _dumps(LIST_BODY)
-    client = httpx2.Client(transport=_transport("sync"), timeout=15)
+    client = httpx2.Client(limits=_limits(), timeout=15)
     local = threading.local()
 
     def run_async(coroutine: Any) -> Any:

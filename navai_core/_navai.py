@@ -12,7 +12,6 @@ import asyncio
 import importlib.metadata
 import ipaddress
 import threading
-import urllib.request
 from types import TracebackType
 from typing import Any
 
@@ -53,7 +52,7 @@ from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
 from ._threads import FunctionThreads
-from ._upstream import AsyncLaneTransport, BackgroundClient, LaneTransport, asend, send
+from ._upstream import BackgroundClient, asend, new_async_client, new_client, send
 
 __all__ = ["Navai", "Route"]
 
@@ -361,10 +360,7 @@ class Navai:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    transport = None if urllib.request.getproxies() else LaneTransport()
-                    self._client = httpx2.Client(
-                        timeout=self.config.upstream_timeout_seconds, transport=transport
-                    )
+                    self._client = new_client(self.config.upstream_timeout_seconds)
         return self._client
 
     def async_http_client(self) -> httpx2.AsyncClient:
@@ -373,10 +369,7 @@ class Navai:
         return self._aclient
 
     def _new_async_client(self) -> httpx2.AsyncClient:
-        # With a proxy in the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY; NO_PROXY),
-        # httpx2's own transports honour it; a transport= would make httpx2 ignore it.
-        transport = None if urllib.request.getproxies() else AsyncLaneTransport()
-        return httpx2.AsyncClient(timeout=self.config.upstream_timeout_seconds, transport=transport)
+        return new_async_client(self.config.upstream_timeout_seconds)
 
     def send_upstream(self, request: UpstreamRequest) -> UpstreamReply:
         """Send from sync code: with your own sync client, or through navai's loop."""

@@ -10,13 +10,9 @@ upstream that trickles its reply byte by byte.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
-import ssl
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 
@@ -186,181 +182,22 @@ class BackgroundClient:
             _background.run(client.aclose())
 
 
-# ----- connection lanes --------------------------------------------------------------------
+# ----- the clients -------------------------------------------------------------------------
 
-MAX_UPSTREAM_CONNECTIONS = 100
-UPSTREAM_KEEPALIVE_SECONDS = 5.0
-
-
-def _one_connection() -> httpx2.Limits:
-    return httpx2.Limits(
-        max_connections=1, max_keepalive_connections=1, keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS
-    )
+#: The pool of each client navai creates: up to 100 upstream connections, all kept alive while
+#: idle (for 5 s), so N concurrent mints keep N warm connections (httpcore2's pool reuses them:
+#: benchmarks/bench_upstream_pool.py).
+UPSTREAM_LIMITS = httpx2.Limits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=5.0
+)
 
 
-def _pool_timeout(request: httpx2.Request) -> float | None:
-    timeout = request.extensions.get("timeout", {})
-    value = timeout.get("pool") if isinstance(timeout, dict) else None
-    return float(value) if value is not None else None
+def new_client(timeout: float) -> httpx2.Client:
+    """A sync client as navai creates it (HTTPS_PROXY / NO_PROXY from the environment apply)."""
+    return httpx2.Client(timeout=timeout, limits=UPSTREAM_LIMITS)
 
 
-class _Releasing(httpx2.SyncByteStream):
-    def __init__(self, stream: httpx2.SyncByteStream, release: Callable[[], None]) -> None:
-        self._stream, self._release = stream, release
+def new_async_client(timeout: float) -> httpx2.AsyncClient:
+    """An async client as navai creates it (HTTPS_PROXY / NO_PROXY from the environment apply)."""
+    return httpx2.AsyncClient(timeout=timeout, limits=UPSTREAM_LIMITS)
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
-
-    def close(self) -> None:
-        release, self._release = self._release, _nothing
-        try:
-            self._stream.close()
-        finally:
-            release()
-
-
-class _AsyncReleasing(httpx2.AsyncByteStream):
-    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None]) -> None:
-        self._stream, self._release = stream, release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        release, self._release = self._release, _nothing
-        try:
-            await self._stream.aclose()
-        finally:
-            release()
-
-
-def _nothing() -> None:
-    pass
-
-
-class LaneTransport(httpx2.BaseTransport):
-    """An httpx transport that keeps one upstream connection alive per concurrent request.
-
-    httpcore's pool rescans every connection it holds on each request (quadratically, with
-    system calls for idle ones) and closes idle connections as soon as it holds more than
-    ``max_keepalive_connections``: at a few dozen concurrent mints it reconnects for almost
-    every request, or, with a larger keep-alive limit, spends its time scanning. Here each
-    lane is an httpx transport of exactly one connection. A request takes the most recently
-    freed lane (its connection is warm) or opens a new one, up to ``max_lanes``; beyond that
-    it waits for a free lane (at most the request's pool timeout).
-    """
-
-    def __init__(self, max_lanes: int = MAX_UPSTREAM_CONNECTIONS) -> None:
-        self._max = max_lanes
-        self._free: list[httpx2.HTTPTransport] = []
-        self._lanes: list[httpx2.HTTPTransport] = []
-        self._ready = threading.Condition()
-        self._ssl: ssl.SSLContext | None = None
-
-    def _take(self, timeout: float | None) -> httpx2.HTTPTransport:
-        with self._ready:
-            if not self._ready.wait_for(
-                lambda: self._free or len(self._lanes) < self._max, timeout
-            ):
-                raise httpx2.PoolTimeout("No upstream connection became free in time.")
-            if self._free:
-                return self._free.pop()
-            if self._ssl is None:
-                self._ssl = httpx2.create_ssl_context()
-            lane = httpx2.HTTPTransport(verify=self._ssl, limits=_one_connection())
-            self._lanes.append(lane)
-            return lane
-
-    def _give_back(self, lane: httpx2.HTTPTransport) -> None:
-        with self._ready:
-            if lane in self._lanes:
-                self._free.append(lane)
-                self._ready.notify()
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        lane = self._take(_pool_timeout(request))
-        try:
-            response = lane.handle_request(request)
-        except BaseException:
-            self._give_back(lane)
-            raise
-        assert isinstance(response.stream, httpx2.SyncByteStream)
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_Releasing(response.stream, lambda: self._give_back(lane)),
-            extensions=response.extensions,
-        )
-
-    def close(self) -> None:
-        with self._ready:
-            lanes, self._lanes, self._free = self._lanes, [], []
-        for lane in lanes:
-            lane.close()
-
-
-class AsyncLaneTransport(httpx2.AsyncBaseTransport):
-    """:class:`LaneTransport` for an asyncio event loop."""
-
-    def __init__(self, max_lanes: int = MAX_UPSTREAM_CONNECTIONS) -> None:
-        self._max = max_lanes
-        self._free: list[httpx2.AsyncHTTPTransport] = []
-        self._lanes: list[httpx2.AsyncHTTPTransport] = []
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._ssl: ssl.SSLContext | None = None
-
-    async def _take(self, timeout: float | None) -> httpx2.AsyncHTTPTransport:
-        while not self._free and len(self._lanes) >= self._max:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                raise httpx2.PoolTimeout("No upstream connection became free in time.") from None
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # we were woken but leave: pass the lane on
-                raise
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-        if self._free:
-            return self._free.pop()
-        if self._ssl is None:
-            self._ssl = httpx2.create_ssl_context()
-        lane = httpx2.AsyncHTTPTransport(verify=self._ssl, limits=_one_connection())
-        self._lanes.append(lane)
-        return lane
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _give_back(self, lane: httpx2.AsyncHTTPTransport) -> None:
-        if lane in self._lanes:
-            self._free.append(lane)
-            self._wake_one()
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        lane = await self._take(_pool_timeout(request))
-        try:
-            response = await lane.handle_async_request(request)
-        except BaseException:
-            self._give_back(lane)
-            raise
-        assert isinstance(response.stream, httpx2.AsyncByteStream)
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_AsyncReleasing(response.stream, lambda: self._give_back(lane)),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        lanes, self._lanes, self._free = self._lanes, [], []
-        for lane in lanes:
-            await lane.aclose()
