@@ -52,7 +52,7 @@ from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
 from ._threads import FunctionThreads
-from ._upstream import BackgroundClient, asend, new_async_client, new_client, send
+from ._upstream import BackgroundClient, asend, check_client, new_async_client, new_client, send
 
 __all__ = ["Navai", "Route"]
 
@@ -66,9 +66,12 @@ class Navai:
     >>> navai = Navai(NavaiConfig(openai_api_key="sk-..."))
     >>> reply = navai.handle(RequestContext("POST", "/navai/realtime/client-secret"), b"{}")
 
-    The httpx2 clients are created on first use and reused (connection pooling); pass your
-    own to share them. ``close()`` / ``aclose()`` (or ``with`` / ``async with``) release
-    what navai created.
+    The upstream clients are created on first use and reused (connection pooling). To share
+    your own, pass ``http_client=httpx2.Client(...)`` and/or
+    ``async_http_client=httpx2.AsyncClient(...)``: navai runs on httpx2 (installed
+    with navai, ``import httpx2``), and a client of another library, an ``httpx.Client``
+    included, is refused with a ``TypeError``. ``close()`` / ``aclose()`` (or ``with`` /
+    ``async with``) release what navai created; a client you passed in stays open.
     """
 
     def __init__(
@@ -79,6 +82,8 @@ class Navai:
         http_client: httpx2.Client | None = None,
         async_http_client: httpx2.AsyncClient | None = None,
     ) -> None:
+        check_client("http_client", http_client, httpx2.Client)
+        check_client("async_http_client", async_http_client, httpx2.AsyncClient)
         self.config = NavaiConfig.from_env() if config is None else config
         c = self.config
         secret_filter.add(

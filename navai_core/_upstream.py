@@ -201,3 +201,14 @@ def new_async_client(timeout: float) -> httpx2.AsyncClient:
     """An async client as navai creates it (HTTPS_PROXY / NO_PROXY from the environment apply)."""
     return httpx2.AsyncClient(timeout=timeout, limits=UPSTREAM_LIMITS)
 
+
+def check_client(name: str, client: object, expected: type[object]) -> None:
+    """Refuse a client that is not an ``httpx2`` one (an ``httpx`` client, say) up front,
+    naming what was passed and what is needed, rather than failing on the first request."""
+    if client is not None and not isinstance(client, expected):
+        kind = type(client)
+        raise TypeError(
+            f"{name} must be an httpx2.{expected.__qualname__}, not "
+            f"{kind.__module__}.{kind.__qualname__}: navai runs on httpx2 "
+            f"(`import httpx2`, `httpx2.{expected.__qualname__}(...)`)."
+        )

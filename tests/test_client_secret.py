@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -421,6 +422,32 @@ def test_a_client_passed_in_is_used_and_left_open():
     assert len(seen) == 1
     assert not client.is_closed
     client.close()
+
+
+def test_a_client_of_another_type_is_refused_naming_the_type_needed():
+    import requests
+
+    # A stand-in for httpx's client (httpx is not installed beside httpx2): a class whose
+    # module and name are httpx's, unrelated to httpx2's classes.
+    legacy = type("Client", (), {"__module__": "httpx"})()
+    sync, session = httpx2.Client(), requests.Session()
+    aclient = httpx2.AsyncClient()
+    cases = [
+        ({"http_client": legacy}, "http_client must be an httpx2.Client, not httpx.Client:"),
+        ({"http_client": aclient}, "http_client must be an httpx2.Client, not httpx2.AsyncClient:"),
+        ({"async_http_client": sync}, "async_http_client must be an httpx2.AsyncClient, not "),
+        ({"async_http_client": session}, "not requests.sessions.Session: navai runs on httpx2"),
+    ]
+    for clients, message in cases:
+        with pytest.raises(TypeError) as info:
+            Navai(NavaiConfig(openai_api_key=SERVER_KEY), **clients)
+        assert message in str(info.value)
+    with Navai(NavaiConfig(), http_client=sync, async_http_client=aclient) as navai:
+        assert navai.http_client() is sync
+        assert navai.async_http_client() is aclient
+    sync.close()
+    session.close()
+    asyncio.run(aclient.aclose())
 
 
 def test_timeout_setting_reaches_httpx(upstream_mock):
