@@ -15,9 +15,9 @@ import, answering the same routes with the same bytes, doing only what a hand-wr
 endpoint must do: read the body, decode the JSON, call the function (the sync one in a
 worker thread under ASGI, as Starlette does for sync endpoints; the async one on a
 per-thread event loop under WSGI), or forward the mint to the upstream with one shared,
-keep-alive httpx client and re-encode ``value``/``expires_at``. That client uses navai's
-connection lanes (``navai_core._upstream``), the only navai code in a ceiling (see
-``_transport``). The driver checks that each
+keep-alive httpx2 client and re-encode ``value``/``expires_at``. That client has the pool
+limits of navai's own clients (``navai_core._upstream.UPSTREAM_LIMITS``, the only navai code
+in a ceiling). The driver checks that each
 pair answers byte-identical bodies before it measures anything.
 """
 
@@ -120,19 +120,12 @@ def _minted(upstream_body: bytes) -> bytes:
     )
 
 
-def _transport(kind: str) -> Any:
-    """The ceilings' upstream transport: by default the same connection lanes as navai's
-    clients (``BENCH_BARE_POOL=plain``: httpx's own pool, as ``httpx.AsyncClient()`` gives).
+def _limits() -> Any:
+    """The ceilings' upstream pool: the limits navai gives its own clients, so that the
+    ratio measures what navai itself adds."""
+    from navai_core._upstream import UPSTREAM_LIMITS
 
-    A plain shared httpx client collapses at 64 concurrent forwards (httpcore's pool: see
-    docs/performance.md), which would make a poor ceiling; with the same transport on both
-    sides the ratio measures what navai itself adds.
-    """
-    if os.environ.get("BENCH_BARE_POOL", "lanes") == "plain":
-        return None
-    from navai_core._upstream import AsyncLaneTransport, LaneTransport
-
-    return AsyncLaneTransport() if kind == "async" else LaneTransport()
+    return UPSTREAM_LIMITS
 
 
 # ----- navai ---------------------------------------------------------------------------------
@@ -164,7 +157,7 @@ def bare_asgi() -> Any:
     import contextlib
 
     import anyio.to_thread
-    import httpx
+    import httpx2
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -172,7 +165,7 @@ def bare_asgi() -> Any:
 
     url, headers, content = _upstream_request()
     list_bytes = _dumps(LIST_BODY)
-    clients: list[httpx.AsyncClient] = []
+    clients: list[httpx2.AsyncClient] = []
 
     def json_response(body: bytes, extra: dict[str, str] | None = None) -> Response:
         return Response(body, media_type="application/json", headers=extra)
@@ -196,7 +189,7 @@ def bare_asgi() -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> Any:
-        clients.append(httpx.AsyncClient(transport=_transport("async"), timeout=15))
+        clients.append(httpx2.AsyncClient(limits=_limits(), timeout=15))
         try:
             yield
         finally:
@@ -216,14 +209,14 @@ def bare_asgi() -> Any:
 
 
 def bare_wsgi() -> Any:
-    import httpx
+    import httpx2
     from werkzeug.exceptions import HTTPException
     from werkzeug.routing import Map, Rule
     from werkzeug.wrappers import Request, Response
 
     url, headers, content = _upstream_request()
     list_bytes = _dumps(LIST_BODY)
-    client = httpx.Client(transport=_transport("sync"), timeout=15)
+    client = httpx2.Client(limits=_limits(), timeout=15)
     local = threading.local()
 
     def run_async(coroutine: Any) -> Any:

@@ -1,12 +1,13 @@
 """Does an HTTP client's pool keep one warm connection per concurrent request?
 
-    python benchmarks/bench_upstream_pool.py httpx [plain|lanes]
-    python benchmarks/bench_upstream_pool.py httpx2            # in an environment with httpx2
+    python benchmarks/bench_upstream_pool.py [navai|plain|navai-sync] [library]
 
 64 concurrent workers post to ``fake_openai.py`` (0 ms, then 50 ms added latency) after 20
 warm-up requests; prints requests per second and the TCP connections the fake accepted and
-used. ``lanes`` uses navai's connection-lanes transport (httpx only). A measurement script,
-not a test; figures in docs/performance.md.
+used. ``navai``: the async client as navai creates it (``navai_core._upstream``, its pool
+limits); ``plain``: ``AsyncClient()`` of ``library`` (httpx2 by default; ``httpx`` in an
+environment that has it, for comparison); ``navai-sync``: navai's sync client shared by 64
+threads. A measurement script, not a test; figures in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,11 @@ CONCURRENCY = 64
 
 
 def main() -> None:
-    library = sys.argv[1] if len(sys.argv) > 1 else "httpx"
-    mode = sys.argv[2] if len(sys.argv) > 2 else "plain"
+    mode = sys.argv[1] if len(sys.argv) > 1 else "navai"
+    library = sys.argv[2] if len(sys.argv) > 2 else "httpx2"
     http: Any = importlib.import_module(library)
+    sys.path.insert(0, str(HERE.parent))
+    from navai_core._upstream import new_async_client, new_client
     fake = subprocess.Popen(
         [sys.executable, str(HERE / "fake_openai.py"), "--max-seconds", "120"],
         stdout=subprocess.PIPE,
@@ -42,14 +46,35 @@ def main() -> None:
         with urllib.request.urlopen(request) as response:
             return json.loads(response.read() or b"null")
 
-    async def run(total: int, delay_ms: int) -> None:
-        transport = None
-        if mode == "lanes":
-            sys.path.insert(0, str(HERE.parent))
-            from navai_core._upstream import AsyncLaneTransport
+    def report(total: int, delay_ms: int, seconds: float) -> None:
+        stats = control("/__stats")
+        print(
+            f"{library} {mode} c={CONCURRENCY} upstream {delay_ms} ms: "
+            f"{total / seconds:.0f} req/s, "
+            f"connections accepted {stats['accepted']}, used {stats['used']}, "
+            f"requests {stats['requests']}"
+        )
 
-            transport = AsyncLaneTransport()
-        async with http.AsyncClient(transport=transport) as client:
+    def run_threads(total: int, delay_ms: int) -> None:
+        with new_client(15.0) as client:
+            for _ in range(20):
+                client.post(f"{base}/v1/x", content=b"{}")
+            control(f"/__reset?delay_ms={delay_ms}", "POST")
+
+            def one(_: int) -> int:
+                return int(client.post(f"{base}/v1/x", content=b"{}").status_code)
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                assert set(pool.map(one, range(total))) == {200}
+            seconds = time.perf_counter() - started
+        report(total, delay_ms, seconds)
+
+    async def run(total: int, delay_ms: int) -> None:
+        if mode == "navai-sync":
+            return await asyncio.to_thread(run_threads, total, delay_ms)
+        client = new_async_client(15.0) if mode == "navai" else http.AsyncClient()
+        async with client:
             for _ in range(20):
                 await client.post(f"{base}/v1/x", content=b"{}")
             control(f"/__reset?delay_ms={delay_ms}", "POST")
@@ -65,13 +90,7 @@ def main() -> None:
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
             seconds = time.perf_counter() - started
-        stats = control("/__stats")
-        print(
-            f"{library} {mode} c={CONCURRENCY} upstream {delay_ms} ms: "
-            f"{total / seconds:.0f} req/s, "
-            f"connections accepted {stats['accepted']}, used {stats['used']}, "
-            f"requests {stats['requests']}"
-        )
+        report(total, delay_ms, seconds)
 
     try:
         asyncio.run(run(3000, 0))

@@ -242,9 +242,9 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def http(method: str, port: int, path: str, body: str = "") -> tuple[int, bytes, str]:
-    import httpx
+    import httpx2
 
-    with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as client:
+    with httpx2.Client(base_url=f"http://{HOST}:{port}", timeout=10) as client:
         headers = {"Content-Type": "application/json"} if body else {}
         r = client.request(method, path, content=body or None, headers=headers)
         return r.status_code, r.content, r.headers.get("content-type", "")

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-import httpx
+import httpx2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -120,7 +120,7 @@ def main() -> None:
         (folder / "functions" / "tools.py").write_text(TOOLS)
         process, url = start_navai(fake, folder, args.wsgi, args.log)
         try:
-            with httpx.Client(base_url=url, timeout=30) as http:
+            with httpx2.Client(base_url=url, timeout=30) as http:
                 http.get("/health")
                 time.sleep(0.5)
                 before = rss_kb(process.pid)

@@ -42,7 +42,7 @@ BODY_TIMEOUT = 30.0
 #: Seconds an idle keep-alive connection is kept open.
 IDLE_TIMEOUT = 5.0
 #: File descriptors kept free for everything but client connections (upstream connection
-#: lanes, Redis, log files, the functions' own files).
+#: pool, Redis, log files, the functions' own files).
 FD_RESERVE = 256
 _FD_CEILING = 65536
 

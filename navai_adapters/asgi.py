@@ -5,7 +5,7 @@
     Starlette(routes=[*routes(navai), ...])   # or its routes in your own router
 
 Every request goes to :meth:`navai_core.Navai.ahandle`; this module only translates. Sync
-backend functions run in a worker thread (the core does that); the async httpx client is
+backend functions run in a worker thread (the core does that); the async httpx2 client is
 opened at start-up and closed at shutdown by the lifespan.
 """
 
@@ -86,15 +86,15 @@ def routes(navai: Navai) -> list[BaseRoute]:
     """One Starlette route per navai route, for your own ``Starlette(routes=...)`` or FastAPI
     app (``app.router.routes.extend(routes(navai))``).
 
-    Your app's lifespan should then run :func:`lifespan` (it closes the httpx client).
+    Your app's lifespan should then run :func:`lifespan` (it closes the httpx2 client).
     """
     endpoint = NavaiEndpoint(navai)
     return [StarletteRoute(r.path, endpoint, name=f"navai_{r.name}") for r in navai.routes]
 
 
 def lifespan(navai: Navai, *, load_functions_at_startup: bool = True) -> Lifespan:
-    """A lifespan for Starlette/FastAPI: open navai's async httpx client and log the
-    start-up report; at shutdown, close navai's httpx clients.
+    """A lifespan for Starlette/FastAPI: open navai's async httpx2 client and log the
+    start-up report; at shutdown, close navai's httpx2 clients.
 
     With ``load_functions_at_startup`` the function registry is built (in a worker thread)
     and every warning logged before the first request; otherwise the registry is built on

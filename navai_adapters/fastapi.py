@@ -11,7 +11,7 @@ only translates: it hands the raw body and a :class:`~navai_core.RequestContext`
 validation, errors) is the core's. Other methods on the same paths (``OPTIONS`` preflights,
 405s) reach the core through a hidden route that runs no dependency, as a browser's preflight
 carries no credentials. The router's lifespan (merged into the app's by ``include_router``)
-builds the function registry at start-up and closes navai's httpx clients at shutdown.
+builds the function registry at start-up and closes navai's httpx2 clients at shutdown.
 """
 
 from __future__ import annotations

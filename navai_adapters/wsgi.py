@@ -47,7 +47,7 @@ class NavaiWSGIApp:
     """A WSGI app that answers every request with ``navai.handle``.
 
     Paths navai does not know answer 404 JSON. ``navai`` is the instance served;
-    ``close()`` releases its httpx client (call it when your server stops).
+    ``close()`` releases its httpx2 client (call it when your server stops).
     """
 
     def __init__(self, navai: Navai) -> None:

@@ -1,6 +1,6 @@
 """navai_core: the framework-free core of navai.
 
-Everything here is pure Python over attrs and httpx: no web framework is imported, so the
+Everything here is pure Python over attrs and httpx2: no web framework is imported, so the
 core can be used from any server and its rules unit-tested directly.
 """
 

@@ -1,4 +1,4 @@
-"""The facade: configuration + function registry + pooled httpx clients + HTTP handling.
+"""The facade: configuration + function registry + pooled httpx2 clients + HTTP handling.
 
 ``Navai.handle`` (sync) and ``Navai.ahandle`` (async) answer any navai route given a
 framework-neutral :class:`RequestContext` and the raw body. Both walk the matched route's
@@ -12,12 +12,11 @@ import asyncio
 import importlib.metadata
 import ipaddress
 import threading
-import urllib.request
 from types import TracebackType
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 
 from ._body import (
     AsyncBodySource,
@@ -53,7 +52,7 @@ from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
 from ._threads import FunctionThreads
-from ._upstream import AsyncLaneTransport, BackgroundClient, LaneTransport, asend, send
+from ._upstream import BackgroundClient, asend, check_client, new_async_client, new_client, send
 
 __all__ = ["Navai", "Route"]
 
@@ -67,9 +66,12 @@ class Navai:
     >>> navai = Navai(NavaiConfig(openai_api_key="sk-..."))
     >>> reply = navai.handle(RequestContext("POST", "/navai/realtime/client-secret"), b"{}")
 
-    The httpx clients are created on first use and reused (connection pooling); pass your
-    own to share them. ``close()`` / ``aclose()`` (or ``with`` / ``async with``) release
-    what navai created.
+    The upstream clients are created on first use and reused (connection pooling). To share
+    your own, pass ``http_client=httpx2.Client(...)`` and/or
+    ``async_http_client=httpx2.AsyncClient(...)``: navai runs on httpx2 (installed
+    with navai, ``import httpx2``), and a client of another library, an ``httpx.Client``
+    included, is refused with a ``TypeError``. ``close()`` / ``aclose()`` (or ``with`` /
+    ``async with``) release what navai created; a client you passed in stays open.
     """
 
     def __init__(
@@ -77,9 +79,11 @@ class Navai:
         config: NavaiConfig | None = None,
         *,
         functions: FunctionRegistry | None = None,
-        http_client: httpx.Client | None = None,
-        async_http_client: httpx.AsyncClient | None = None,
+        http_client: httpx2.Client | None = None,
+        async_http_client: httpx2.AsyncClient | None = None,
     ) -> None:
+        check_client("http_client", http_client, httpx2.Client)
+        check_client("async_http_client", async_http_client, httpx2.AsyncClient)
         self.config = NavaiConfig.from_env() if config is None else config
         c = self.config
         secret_filter.add(
@@ -120,7 +124,7 @@ class Navai:
 
     def evolve(self, **changes: Any) -> Navai:
         """A new instance with configuration ``changes`` (``attrs.evolve`` of the config),
-        the same code-registered functions and the same httpx clients you passed in."""
+        the same code-registered functions and the same httpx2 clients you passed in."""
         return Navai(
             attrs.evolve(self.config, **changes),
             functions=self._code_functions,
@@ -355,28 +359,22 @@ class Navai:
             listed = self._listed = (*key, Reply(200, body, encoded=dumps(body)))
         return listed[2]
 
-    # ----- httpx clients ------------------------------------------------------------
+    # ----- httpx2 clients -----------------------------------------------------------
 
-    def http_client(self) -> httpx.Client:
+    def http_client(self) -> httpx2.Client:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    transport = None if urllib.request.getproxies() else LaneTransport()
-                    self._client = httpx.Client(
-                        timeout=self.config.upstream_timeout_seconds, transport=transport
-                    )
+                    self._client = new_client(self.config.upstream_timeout_seconds)
         return self._client
 
-    def async_http_client(self) -> httpx.AsyncClient:
+    def async_http_client(self) -> httpx2.AsyncClient:
         if self._aclient is None:
             self._aclient = self._new_async_client()
         return self._aclient
 
-    def _new_async_client(self) -> httpx.AsyncClient:
-        # With a proxy in the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY; NO_PROXY),
-        # httpx's own transports honour it; a transport= would make httpx ignore it.
-        transport = None if urllib.request.getproxies() else AsyncLaneTransport()
-        return httpx.AsyncClient(timeout=self.config.upstream_timeout_seconds, transport=transport)
+    def _new_async_client(self) -> httpx2.AsyncClient:
+        return new_async_client(self.config.upstream_timeout_seconds)
 
     def send_upstream(self, request: UpstreamRequest) -> UpstreamReply:
         """Send from sync code: with your own sync client, or through navai's loop."""
@@ -385,7 +383,7 @@ class Navai:
         return self._loop_client.send(request, self.retry_policy)
 
     def close(self) -> None:
-        """Hang up the calls held on navai's background loop, then close the sync httpx
+        """Hang up the calls held on navai's background loop, then close the sync httpx2
         client navai created (a passed-in client stays open)."""
         self.calls.close()
         if self._client is not None and self._owns_client:
@@ -394,7 +392,7 @@ class Navai:
         self._loop_client.close()
 
     async def aclose(self) -> None:
-        """Hang up the calls this process holds, then close both httpx clients navai created."""
+        """Hang up the calls this process holds, then close both httpx2 clients navai created."""
         await self.calls.aclose()
         if self._aclient is not None and self._owns_aclient:
             await self._aclient.aclose()

@@ -1,4 +1,4 @@
-"""Sending an :class:`UpstreamRequest` with httpx: one sync and one async driver.
+"""Sending an :class:`UpstreamRequest` with httpx2: one sync and one async driver.
 
 Every decision (retry or not, how long to wait, when to give up) is made by the pure
 ``attempts`` generator of ``_retry``; these drivers only perform its steps. Transport
@@ -10,15 +10,11 @@ upstream that trickles its reply byte by byte.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
-import ssl
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
-import httpx
+import httpx2
 
 from . import _background
 from ._client_secret import UpstreamReply, UpstreamRequest
@@ -67,9 +63,9 @@ class _Driver:
     def failed(self, exc: Exception) -> Outcome:
         """The outcome of an attempt that raised ``exc`` (re-raised when it is not transport)."""
         label = self.request.label
-        if isinstance(exc, (httpx.TimeoutException, _TooSlow, asyncio.TimeoutError)):
+        if isinstance(exc, (httpx2.TimeoutException, _TooSlow, asyncio.TimeoutError)):
             return Outcome(error=UpstreamTimeout(f"{label} timed out."))
-        if isinstance(exc, httpx.HTTPError):
+        if isinstance(exc, httpx2.HTTPError):
             # Only the class is shown: nothing of the request (headers, key) can leak.
             return Outcome(
                 error=UpstreamUnavailable(f"{label} could not be reached ({type(exc).__name__}).")
@@ -78,9 +74,9 @@ class _Driver:
 
 
 def _build(
-    client: httpx.Client | httpx.AsyncClient, r: UpstreamRequest, step: Send
-) -> httpx.Request:
-    timeout = httpx.Timeout(max(step.timeout, 0.001), connect=max(step.connect_timeout, 0.001))
+    client: httpx2.Client | httpx2.AsyncClient, r: UpstreamRequest, step: Send
+) -> httpx2.Request:
+    timeout = httpx2.Timeout(max(step.timeout, 0.001), connect=max(step.connect_timeout, 0.001))
     return client.build_request(
         r.method, r.url, headers=r.headers, content=r.content, timeout=timeout
     )
@@ -97,7 +93,7 @@ def _until(deadline: float, chunks: Iterator[bytes], request: UpstreamRequest) -
             raise _TooSlow
 
 
-def _fetch(client: httpx.Client, request: UpstreamRequest, step: Send) -> Outcome:
+def _fetch(client: httpx2.Client, request: UpstreamRequest, step: Send) -> Outcome:
     deadline = time.monotonic() + step.timeout
     response = client.send(_build(client, request, step), stream=True)
     try:
@@ -107,7 +103,7 @@ def _fetch(client: httpx.Client, request: UpstreamRequest, step: Send) -> Outcom
     return Outcome(UpstreamReply(response.status_code, response.headers, content))
 
 
-async def _afetch(client: httpx.AsyncClient, request: UpstreamRequest, step: Send) -> Outcome:
+async def _afetch(client: httpx2.AsyncClient, request: UpstreamRequest, step: Send) -> Outcome:
     response = await client.send(_build(client, request, step), stream=True)
     try:
         chunks, size = [], 0
@@ -122,7 +118,7 @@ async def _afetch(client: httpx.AsyncClient, request: UpstreamRequest, step: Sen
     return Outcome(UpstreamReply(response.status_code, response.headers, content))
 
 
-def send(client: httpx.Client, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
+def send(client: httpx2.Client, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
     """Send ``request`` with retries per ``policy``; return the final reply or raise."""
     driver = _Driver(request, policy)
     while (step := driver.next()) is not None:
@@ -137,7 +133,7 @@ def send(client: httpx.Client, request: UpstreamRequest, policy: RetryPolicy) ->
 
 
 async def asend(
-    client: httpx.AsyncClient, request: UpstreamRequest, policy: RetryPolicy
+    client: httpx2.AsyncClient, request: UpstreamRequest, policy: RetryPolicy
 ) -> UpstreamReply:
     """Like :func:`send` on an event loop; each attempt is cut off exactly at the deadline."""
     driver = _Driver(request, policy)
@@ -156,17 +152,17 @@ async def asend(
 
 
 class BackgroundClient:
-    """An async httpx client on navai's background loop, for sync callers (WSGI).
+    """An async httpx2 client on navai's background loop, for sync callers (WSGI).
 
-    A sync httpx client can only bound each read of a reply, so an upstream that trickles
+    A sync httpx2 client can only bound each read of a reply, so an upstream that trickles
     its headers byte by byte could hold a sync caller for ever; through this client a sync
     caller gets exactly the async deadline (``asend``). The client is made on first use by
     ``make``, on the loop, and made again if the loop was restarted.
     """
 
-    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+    def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
         self._make = make
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx2.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
@@ -186,181 +182,33 @@ class BackgroundClient:
             _background.run(client.aclose())
 
 
-# ----- connection lanes --------------------------------------------------------------------
+# ----- the clients -------------------------------------------------------------------------
 
-MAX_UPSTREAM_CONNECTIONS = 100
-UPSTREAM_KEEPALIVE_SECONDS = 5.0
-
-
-def _one_connection() -> httpx.Limits:
-    return httpx.Limits(
-        max_connections=1, max_keepalive_connections=1, keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS
-    )
+#: The pool of each client navai creates: up to 100 upstream connections, all kept alive while
+#: idle (for 5 s), so N concurrent mints keep N warm connections (httpcore2's pool reuses them:
+#: benchmarks/bench_upstream_pool.py).
+UPSTREAM_LIMITS = httpx2.Limits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=5.0
+)
 
 
-def _pool_timeout(request: httpx.Request) -> float | None:
-    timeout = request.extensions.get("timeout", {})
-    value = timeout.get("pool") if isinstance(timeout, dict) else None
-    return float(value) if value is not None else None
+def new_client(timeout: float) -> httpx2.Client:
+    """A sync client as navai creates it (HTTPS_PROXY / NO_PROXY from the environment apply)."""
+    return httpx2.Client(timeout=timeout, limits=UPSTREAM_LIMITS)
 
 
-class _Releasing(httpx.SyncByteStream):
-    def __init__(self, stream: httpx.SyncByteStream, release: Callable[[], None]) -> None:
-        self._stream, self._release = stream, release
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
-
-    def close(self) -> None:
-        release, self._release = self._release, _nothing
-        try:
-            self._stream.close()
-        finally:
-            release()
+def new_async_client(timeout: float) -> httpx2.AsyncClient:
+    """An async client as navai creates it (HTTPS_PROXY / NO_PROXY from the environment apply)."""
+    return httpx2.AsyncClient(timeout=timeout, limits=UPSTREAM_LIMITS)
 
 
-class _AsyncReleasing(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
-        self._stream, self._release = stream, release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        release, self._release = self._release, _nothing
-        try:
-            await self._stream.aclose()
-        finally:
-            release()
-
-
-def _nothing() -> None:
-    pass
-
-
-class LaneTransport(httpx.BaseTransport):
-    """An httpx transport that keeps one upstream connection alive per concurrent request.
-
-    httpcore's pool rescans every connection it holds on each request (quadratically, with
-    system calls for idle ones) and closes idle connections as soon as it holds more than
-    ``max_keepalive_connections``: at a few dozen concurrent mints it reconnects for almost
-    every request, or, with a larger keep-alive limit, spends its time scanning. Here each
-    lane is an httpx transport of exactly one connection. A request takes the most recently
-    freed lane (its connection is warm) or opens a new one, up to ``max_lanes``; beyond that
-    it waits for a free lane (at most the request's pool timeout).
-    """
-
-    def __init__(self, max_lanes: int = MAX_UPSTREAM_CONNECTIONS) -> None:
-        self._max = max_lanes
-        self._free: list[httpx.HTTPTransport] = []
-        self._lanes: list[httpx.HTTPTransport] = []
-        self._ready = threading.Condition()
-        self._ssl: ssl.SSLContext | None = None
-
-    def _take(self, timeout: float | None) -> httpx.HTTPTransport:
-        with self._ready:
-            if not self._ready.wait_for(
-                lambda: self._free or len(self._lanes) < self._max, timeout
-            ):
-                raise httpx.PoolTimeout("No upstream connection became free in time.")
-            if self._free:
-                return self._free.pop()
-            if self._ssl is None:
-                self._ssl = httpx.create_ssl_context()
-            lane = httpx.HTTPTransport(verify=self._ssl, limits=_one_connection())
-            self._lanes.append(lane)
-            return lane
-
-    def _give_back(self, lane: httpx.HTTPTransport) -> None:
-        with self._ready:
-            if lane in self._lanes:
-                self._free.append(lane)
-                self._ready.notify()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        lane = self._take(_pool_timeout(request))
-        try:
-            response = lane.handle_request(request)
-        except BaseException:
-            self._give_back(lane)
-            raise
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_Releasing(response.stream, lambda: self._give_back(lane)),
-            extensions=response.extensions,
+def check_client(name: str, client: object, expected: type[object]) -> None:
+    """Refuse a client that is not an ``httpx2`` one (an ``httpx`` client, say) up front,
+    naming what was passed and what is needed, rather than failing on the first request."""
+    if client is not None and not isinstance(client, expected):
+        kind = type(client)
+        raise TypeError(
+            f"{name} must be an httpx2.{expected.__qualname__}, not "
+            f"{kind.__module__}.{kind.__qualname__}: navai runs on httpx2 "
+            f"(`import httpx2`, `httpx2.{expected.__qualname__}(...)`)."
         )
-
-    def close(self) -> None:
-        with self._ready:
-            lanes, self._lanes, self._free = self._lanes, [], []
-        for lane in lanes:
-            lane.close()
-
-
-class AsyncLaneTransport(httpx.AsyncBaseTransport):
-    """:class:`LaneTransport` for an asyncio event loop."""
-
-    def __init__(self, max_lanes: int = MAX_UPSTREAM_CONNECTIONS) -> None:
-        self._max = max_lanes
-        self._free: list[httpx.AsyncHTTPTransport] = []
-        self._lanes: list[httpx.AsyncHTTPTransport] = []
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._ssl: ssl.SSLContext | None = None
-
-    async def _take(self, timeout: float | None) -> httpx.AsyncHTTPTransport:
-        while not self._free and len(self._lanes) >= self._max:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                raise httpx.PoolTimeout("No upstream connection became free in time.") from None
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # we were woken but leave: pass the lane on
-                raise
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-        if self._free:
-            return self._free.pop()
-        if self._ssl is None:
-            self._ssl = httpx.create_ssl_context()
-        lane = httpx.AsyncHTTPTransport(verify=self._ssl, limits=_one_connection())
-        self._lanes.append(lane)
-        return lane
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _give_back(self, lane: httpx.AsyncHTTPTransport) -> None:
-        if lane in self._lanes:
-            self._free.append(lane)
-            self._wake_one()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        lane = await self._take(_pool_timeout(request))
-        try:
-            response = await lane.handle_async_request(request)
-        except BaseException:
-            self._give_back(lane)
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_AsyncReleasing(response.stream, lambda: self._give_back(lane)),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        lanes, self._lanes, self._free = self._lanes, [], []
-        for lane in lanes:
-            await lane.aclose()

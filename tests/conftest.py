@@ -1,5 +1,5 @@
 """Shared fixtures: a fake OpenAI upstream, a folder of backend functions, and navai served
-four ways — in-process ASGI (Starlette's TestClient), in-process WSGI (httpx's WSGITransport
+four ways — in-process ASGI (Starlette's TestClient), in-process WSGI (httpx2's WSGITransport
 over ``wsgiref.validate``), and real ``navai serve`` / ``navai serve --wsgi`` subprocesses on
 loopback ports. Contract tests take a ``client`` (or ``alt_client``, ...) fixture and run once
 per way.
@@ -20,22 +20,18 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 import wsgiref.validate
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import jsonschema
 import pytest
-
-with warnings.catch_warnings():  # Starlette >= 1.x nudges towards httpx2; httpx is what we have
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-
 from fake_upstream import FakeUpstream
+from mock_upstream import upstream_mock  # noqa: F401  (the fixture, for every test file)
+from starlette.testclient import TestClient
 
 from navai_adapters import asgi, wsgi
 from navai_core import Navai, NavaiConfig
@@ -410,10 +406,10 @@ class NavaiProcess:
                 url = found.group(1) if found else None
             if url is not None:
                 try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
                         self.url = url
                         return url
-                except httpx.TransportError:
+                except httpx2.TransportError:
                     pass
             time.sleep(0.05)
         raise AssertionError(f"{self.name} did not start in {timeout}s\n{self.describe()}")
@@ -482,10 +478,10 @@ class LogCapture(logging.Handler):
 
 @dataclass
 class Target:
-    """navai served one way: an httpx client to talk to it, and its server-side log."""
+    """navai served one way: an httpx2 client to talk to it, and its server-side log."""
 
     kind: str  # one of KINDS
-    http: httpx.Client
+    http: httpx2.Client
     client_host: str
     log_text: Callable[[], str]
     process: NavaiProcess | None = None
@@ -508,19 +504,19 @@ class Target:
 @contextlib.contextmanager
 def in_process(
     navai: Navai | None, kind: str, base_url: str = "http://testserver", **app_options: Any
-) -> Iterator[httpx.Client]:
+) -> Iterator[httpx2.Client]:
     """``navai`` (or the one ``create_app`` builds from ``app_options``) served in-process by
-    one adapter, with an httpx client to talk to it: ``asgi``, Starlette's TestClient (the
-    lifespan runs); ``wsgi``, httpx's WSGITransport through wsgiref's validator (the app is
+    one adapter, with an httpx2 client to talk to it: ``asgi``, Starlette's TestClient (the
+    lifespan runs); ``wsgi``, httpx2's WSGITransport through wsgiref's validator (the app is
     closed at the end)."""
     if kind == "asgi":
         with TestClient(asgi.create_app(navai, **app_options), base_url=base_url) as http:
             yield http
         return
     app = wsgi.create_app(navai, **app_options)
-    transport = httpx.WSGITransport(app=wsgiref.validate.validator(app))
+    transport = httpx2.WSGITransport(app=wsgiref.validate.validator(app))
     try:
-        with httpx.Client(transport=transport, base_url=base_url) as http:
+        with httpx2.Client(transport=transport, base_url=base_url) as http:
             yield http
     finally:
         app.close()
@@ -567,7 +563,7 @@ class Targets:
             return Target(kind, http, client_host, self.capture.text)
         self._start_all_servers()
         process = self._processes[(setup.name, kind)]
-        http = httpx.Client(base_url=process.wait_ready(), timeout=10)
+        http = httpx2.Client(base_url=process.wait_ready(), timeout=10)
         self._closers.append(http.close)
         return Target(kind, http, "127.0.0.1", process.stderr, process)
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from conftest import TestClient
 
@@ -90,23 +90,23 @@ def test_a_navai_and_a_config_together_are_refused():
 
 # ----- both adapters, in-process -----------------------------------------------------------------
 
-Make = Callable[..., httpx.Client]
+Make = Callable[..., httpx2.Client]
 
 
 @pytest.fixture(params=["asgi", "wsgi"])
 def make(request: pytest.FixtureRequest) -> Iterator[Make]:
-    """``make(navai, **create_app_kwargs)`` -> an httpx client on that adapter's app."""
+    """``make(navai, **create_app_kwargs)`` -> an httpx2 client on that adapter's app."""
     closers: list[Callable[[], Any]] = []
 
-    def build(navai: Navai, **kwargs: Any) -> httpx.Client:
+    def build(navai: Navai, **kwargs: Any) -> httpx2.Client:
         if request.param == "asgi":
             client = TestClient(asgi.create_app(navai, **kwargs))
             client.__enter__()
             closers.append(lambda: client.__exit__(None, None, None))
             return client
         app = wsgi.create_app(navai, **kwargs)
-        transport = httpx.WSGITransport(app=wsgiref.validate.validator(app))
-        http = httpx.Client(transport=transport, base_url="http://testserver")
+        transport = httpx2.WSGITransport(app=wsgiref.validate.validator(app))
+        http = httpx2.Client(transport=transport, base_url="http://testserver")
         closers.extend([http.close, app.close])
         return http
 
@@ -149,7 +149,7 @@ def test_the_registry_is_built_once_when_the_first_requests_arrive_together(
     http = make(navai, load_functions_at_startup=False)
     assert not imports.exists()  # lazy: nothing imported at start-up
 
-    def first_request(i: int) -> httpx.Response:
+    def first_request(i: int) -> httpx2.Response:
         if i % 2:
             return http.get("/navai/functions")
         return http.post("/navai/functions/execute", json={"function_name": "ping"})
@@ -280,7 +280,7 @@ def test_async_functions_under_wsgi_run_on_one_loop_from_many_threads():
         return [id(asyncio.get_running_loop()), threading.current_thread().name]
 
     app = wsgi.create_app(Navai(NavaiConfig(functions_folders="none"), functions=tools))
-    http = httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://t")
+    http = httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url="http://t")
 
     def run(_: int) -> tuple[Any, ...]:
         reply = http.post("/navai/functions/execute", json={"function_name": "where"})

@@ -254,7 +254,7 @@ def test_max_seconds(short_target: Target, fake_realtime: FakeRealtime) -> None:
 def test_server_stop_hangs_up_and_exits_cleanly(
     kind: str, functions_dir: Path, fake_realtime: FakeRealtime, tmp_path: Path
 ) -> None:
-    import httpx
+    import httpx2
     from conftest import start_server
 
     fake_realtime.reset()
@@ -262,7 +262,7 @@ def test_server_stop_hangs_up_and_exits_cleanly(
     process = start_server(setup, kind == "wsgi-server", tmp_path)
     try:
         url = process.wait_ready()
-        answer = httpx.post(
+        answer = httpx2.post(
             f"{url}/navai/realtime/calls",
             content=OFFER,
             headers={"Content-Type": "application/sdp"},
@@ -506,7 +506,7 @@ def test_calls_through_the_fastapi_router_and_the_flask_extension(
 ) -> None:
     """The framework integrations match the hangup route's {call_id} and pass the SDP through."""
     import flask
-    import httpx
+    import httpx2
     from conftest import TestClient
     from fastapi import FastAPI
 
@@ -524,7 +524,7 @@ def test_calls_through_the_fastapi_router_and_the_flask_extension(
     fastapi_app.include_router(navai_router(Navai(config)), prefix="/voice")
     flask_app = flask.Flask(__name__)
     NavaiFlask(flask_app, Navai(config), url_prefix="/voice")
-    wsgi = httpx.Client(transport=httpx.WSGITransport(app=flask_app), base_url="http://localhost")
+    wsgi = httpx2.Client(transport=httpx2.WSGITransport(app=flask_app), base_url="http://localhost")
     with TestClient(fastapi_app) as asgi, wsgi:
         for http in (asgi, wsgi):
             fake_realtime.reset()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
-import httpx
+import httpx2
 import jsonschema
 import pytest
-import respx
 
 from navai_core import (
     BadRequest,
@@ -355,7 +355,7 @@ def test_non_error_status_is_a_bad_gateway():
     assert info.value.status_code == 502
 
 
-# ----- sending: sync and async, through respx ----------------------------------------------
+# ----- sending: sync and async, through a mocked upstream -----------------------------------
 
 
 def _navai(**config):
@@ -364,9 +364,8 @@ def _navai(**config):
     return Navai(NavaiConfig(**config))
 
 
-@respx.mock
-def test_sync_mint_sends_the_request_and_returns_the_secret():
-    route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK_REPLY))
+def test_sync_mint_sends_the_request_and_returns_the_secret(upstream_mock):
+    route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
     with _navai() as navai:
         secret = navai.create_client_secret({"voice": "ash"})
     assert (secret.value, secret.expires_at) == (MINTED, 1730000000)
@@ -378,9 +377,8 @@ def test_sync_mint_sends_the_request_and_returns_the_secret():
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_async_mint_sends_the_same_request():
-    route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK_REPLY))
+async def test_async_mint_sends_the_same_request(upstream_mock):
+    route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
     async with _navai() as navai:
         secret = await navai.acreate_client_secret({"voice": "ash"})
     assert secret.value == MINTED
@@ -390,9 +388,8 @@ async def test_async_mint_sends_the_same_request():
     assert route.calls.last.request.content == sync_request.content
 
 
-@respx.mock
-def test_request_key_is_sent_only_when_allowed():
-    route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK_REPLY))
+def test_request_key_is_sent_only_when_allowed(upstream_mock):
+    route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
     with _navai(openai_api_key=None, allow_api_key_from_request=True) as navai:
         navai.create_client_secret({"apiKey": REQUEST_KEY})
     assert route.calls.last.request.headers["authorization"] == f"Bearer {REQUEST_KEY}"
@@ -401,9 +398,8 @@ def test_request_key_is_sent_only_when_allowed():
     assert route.call_count == 1
 
 
-@respx.mock
-def test_client_is_reused_across_calls():
-    respx.post(URL).mock(return_value=httpx.Response(200, json=OK_REPLY))
+def test_client_is_reused_across_calls(upstream_mock):
+    upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
     with _navai() as navai:
         navai.create_client_secret()
         first = navai.http_client()
@@ -417,9 +413,9 @@ def test_a_client_passed_in_is_used_and_left_open():
 
     def handler(request):
         seen.append(request)
-        return httpx.Response(200, json=OK_REPLY)
+        return httpx2.Response(200, json=OK_REPLY)
 
-    client = httpx.Client(transport=httpx.MockTransport(handler))
+    client = httpx2.Client(transport=httpx2.MockTransport(handler))
     config = NavaiConfig(openai_api_key=SERVER_KEY)
     with Navai(config, http_client=client) as navai:
         navai.create_client_secret()
@@ -428,9 +424,34 @@ def test_a_client_passed_in_is_used_and_left_open():
     client.close()
 
 
-@respx.mock
-def test_timeout_setting_reaches_httpx():
-    route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK_REPLY))
+def test_a_client_of_another_type_is_refused_naming_the_type_needed():
+    import requests
+
+    # A stand-in for httpx's client (httpx is not installed beside httpx2): a class whose
+    # module and name are httpx's, unrelated to httpx2's classes.
+    legacy = type("Client", (), {"__module__": "httpx"})()
+    sync, session = httpx2.Client(), requests.Session()
+    aclient = httpx2.AsyncClient()
+    cases = [
+        ({"http_client": legacy}, "http_client must be an httpx2.Client, not httpx.Client:"),
+        ({"http_client": aclient}, "http_client must be an httpx2.Client, not httpx2.AsyncClient:"),
+        ({"async_http_client": sync}, "async_http_client must be an httpx2.AsyncClient, not "),
+        ({"async_http_client": session}, "not requests.sessions.Session: navai runs on httpx2"),
+    ]
+    for clients, message in cases:
+        with pytest.raises(TypeError) as info:
+            Navai(NavaiConfig(openai_api_key=SERVER_KEY), **clients)
+        assert message in str(info.value)
+    with Navai(NavaiConfig(), http_client=sync, async_http_client=aclient) as navai:
+        assert navai.http_client() is sync
+        assert navai.async_http_client() is aclient
+    sync.close()
+    session.close()
+    asyncio.run(aclient.aclose())
+
+
+def test_timeout_setting_reaches_httpx(upstream_mock):
+    route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
     with _navai(upstream_timeout_seconds=3.5, upstream_connect_timeout_seconds=1.5) as navai:
         navai.create_client_secret()
     timeout = route.calls.last.request.extensions["timeout"]
@@ -440,9 +461,8 @@ def test_timeout_setting_reaches_httpx():
     assert 3.0 < timeout["pool"] <= 3.5
 
 
-@respx.mock
-def test_upstream_timeout_is_504():
-    respx.post(URL).mock(side_effect=httpx.ReadTimeout("slow"))
+def test_upstream_timeout_is_504(upstream_mock):
+    upstream_mock.post(URL).mock(side_effect=httpx2.ReadTimeout("slow"))
     with _navai(upstream_timeout_seconds=2) as navai, pytest.raises(UpstreamTimeout) as info:
         navai.create_client_secret()
     assert info.value.to_reply().status == 504
@@ -450,9 +470,8 @@ def test_upstream_timeout_is_504():
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_upstream_unreachable_is_502_async():
-    respx.post(URL).mock(side_effect=httpx.ConnectError("refused"))
+async def test_upstream_unreachable_is_502_async(upstream_mock):
+    upstream_mock.post(URL).mock(side_effect=httpx2.ConnectError("refused"))
     async with _navai() as navai:
         with pytest.raises(UpstreamUnavailable) as info:
             await navai.acreate_client_secret()
@@ -462,9 +481,8 @@ async def test_upstream_unreachable_is_502_async():
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_upstream_5xx_passthrough_async():
-    respx.post(URL).mock(return_value=httpx.Response(503, text="overloaded"))
+async def test_upstream_5xx_passthrough_async(upstream_mock):
+    upstream_mock.post(URL).mock(return_value=httpx2.Response(503, text="overloaded"))
     async with _navai() as navai:
         with pytest.raises(UpstreamError) as info:
             await navai.acreate_client_secret()
@@ -475,8 +493,7 @@ async def test_upstream_5xx_passthrough_async():
 # ----- no key in any error text or log record ----------------------------------------------
 
 
-@respx.mock
-def test_keys_never_appear_in_errors_or_logs(caplog):
+def test_keys_never_appear_in_errors_or_logs(caplog, upstream_mock):
     """Every failure path, with the upstream echoing whatever keys it was sent."""
     caplog.set_level(logging.DEBUG)
     texts = []
@@ -494,12 +511,12 @@ def test_keys_never_appear_in_errors_or_logs(caplog):
         return fail
 
     outcomes = [
-        echoing(lambda text: httpx.Response(401, text=text)),
-        echoing(lambda text: httpx.Response(500, text=text)),
-        echoing(lambda text: httpx.Response(200, text=f"not json {text}")),
-        echoing(lambda text: httpx.Response(200, json={"expires_at": text})),
-        echoing(raising(httpx.ConnectError)),
-        echoing(raising(httpx.ReadTimeout)),
+        echoing(lambda text: httpx2.Response(401, text=text)),
+        echoing(lambda text: httpx2.Response(500, text=text)),
+        echoing(lambda text: httpx2.Response(200, text=f"not json {text}")),
+        echoing(lambda text: httpx2.Response(200, json={"expires_at": text})),
+        echoing(raising(httpx2.ConnectError)),
+        echoing(raising(httpx2.ReadTimeout)),
     ]
     configs = [
         {"openai_api_key": SERVER_KEY},
@@ -509,7 +526,7 @@ def test_keys_never_appear_in_errors_or_logs(caplog):
         {"openai_api_key": SERVER_KEY, "client_secret_ttl_seconds": 1},
     ]
     for outcome in outcomes:
-        respx.post(URL).mock(side_effect=outcome)
+        upstream_mock.post(URL).mock(side_effect=outcome)
         for config in configs:
             with _navai(**config) as navai:
                 try:

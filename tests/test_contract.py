@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from conftest import (
     BROKEN_WARNING,
@@ -49,25 +49,25 @@ DEFAULT_SESSION = {
 _NO_PAYLOAD = object()
 
 
-def mint(target: Target, body: Any = None, **kwargs: Any) -> httpx.Response:
+def mint(target: Target, body: Any = None, **kwargs: Any) -> httpx2.Response:
     return target.http.post(SECRET, json={} if body is None else body, **kwargs)
 
 
-def call(target: Target, name: Any, payload: Any = _NO_PAYLOAD, **kwargs: Any) -> httpx.Response:
+def call(target: Target, name: Any, payload: Any = _NO_PAYLOAD, **kwargs: Any) -> httpx2.Response:
     body: dict[str, Any] = {"function_name": name}
     if payload is not _NO_PAYLOAD:
         body["payload"] = payload
     return target.http.post(EXECUTE, json=body, **kwargs)
 
 
-def result(response: httpx.Response) -> Any:
+def result(response: httpx2.Response) -> Any:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["ok"] is True
     return body["result"]
 
 
-def json_error(response: httpx.Response, status: int) -> dict[str, Any]:
+def json_error(response: httpx2.Response, status: int) -> dict[str, Any]:
     """Assert a JSON error answer with ``status``; return its body."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
@@ -142,7 +142,7 @@ def test_mint_with_an_empty_body_uses_the_defaults(
 
 def test_the_fake_upstream_answers_like_openai(fake_upstream: FakeUpstream):
     fake_upstream.reset()
-    with httpx.Client() as http:
+    with httpx2.Client() as http:
         reply = http.post(
             f"{fake_upstream.base_url}/realtime/client_secrets",
             json={"session": {"type": "realtime", "model": "gpt-realtime"}},

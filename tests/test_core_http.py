@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-import httpx
+import httpx2
 import pytest
-import respx
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
@@ -49,9 +48,8 @@ def navai(**config):
     return Navai(NavaiConfig(**config))
 
 
-@respx.mock
-def test_mint_success_has_no_store_and_speech(call):
-    respx.post(URL).mock(return_value=httpx.Response(200, json={**OK, "session": {}}))
+def test_mint_success_has_no_store_and_speech(call, upstream_mock):
+    upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json={**OK, "session": {}}))
     reply = call(navai(), ctx(content_type="application/json"), b'{"voice": "ash"}')
     assert reply.status == 200
     assert reply.body == {**OK, "speech": {"provider": "openai"}}
@@ -59,14 +57,12 @@ def test_mint_success_has_no_store_and_speech(call):
     assert json.loads(reply.content) == reply.body
 
 
-@respx.mock
 @pytest.mark.parametrize("body", [b"", b"{}", b"  \n"])
-def test_empty_body_is_valid(call, body):
-    respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
+def test_empty_body_is_valid(call, body, upstream_mock):
+    upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK))
     assert call(navai(), ctx(), body).status == 200
 
 
-@respx.mock
 @pytest.mark.parametrize(
     ("body", "status", "error"),
     [
@@ -81,25 +77,23 @@ def test_empty_body_is_valid(call, body):
         (b'{"voiceTone": {"a": 1}}', 400, 'Field "voiceTone" must be a string.'),
     ],
 )
-def test_bad_bodies_are_400_and_never_reach_upstream(call, body, status, error):
-    route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
+def test_bad_bodies_are_400_and_never_reach_upstream(call, body, status, error, upstream_mock):
+    route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK))
     reply = call(navai(), ctx(), body)
     assert (reply.status, reply.body) == (status, {"error": error})
     assert route.call_count == 0
 
 
-@respx.mock
-def test_oversized_body_is_413(call):
-    route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
+def test_oversized_body_is_413(call, upstream_mock):
+    route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK))
     reply = call(navai(max_body_bytes=100), ctx(), b'{"instructions": "' + b"x" * 200 + b'"}')
     assert reply.status == 413
     assert "100 bytes" in reply.body["error"]
     assert route.call_count == 0
 
 
-@respx.mock
-def test_non_json_content_type_is_415(call):
-    route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
+def test_non_json_content_type_is_415(call, upstream_mock):
+    route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK))
     reply = call(navai(), ctx(content_type="text/plain"), b"{}")
     assert reply.status == 415
     assert reply.body == {"error": "Content-Type must be application/json."}
@@ -128,9 +122,8 @@ def test_function_routes_can_be_switched_off(call):
     assert call(n, ctx("POST", "/navai/functions/execute"), b"{}").status == 404
 
 
-@respx.mock
-def test_custom_paths_and_trailing_slash(call):
-    respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
+def test_custom_paths_and_trailing_slash(call, upstream_mock):
+    upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK))
     n = navai(client_secret_path="/voice/token", health_path="/health")
     assert call(n, ctx(path="/voice/token/")).status == 200
     assert call(n, ctx(path=SECRET_PATH)).status == 404
@@ -152,7 +145,6 @@ def test_missing_key_is_401(call, message, status):
 # ----- CORS ------------------------------------------------------------------------------
 
 
-@respx.mock
 @pytest.mark.parametrize(
     ("origins", "origin", "allowed"),
     [
@@ -165,8 +157,8 @@ def test_missing_key_is_401(call, message, status):
         (("*",), "https://anything.example", True),
     ],
 )
-def test_cors_on_answers(call, origins, origin, allowed):
-    respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
+def test_cors_on_answers(call, origins, origin, allowed, upstream_mock):
+    upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK))
     reply = call(navai(cors_origins=origins), ctx(origin=origin), b"{}")
     assert reply.status == 200
     headers = dict(reply.headers)
@@ -218,9 +210,8 @@ def test_options_without_origin_lists_methods(call):
 # ----- unexpected failures -------------------------------------------------------------------
 
 
-@respx.mock
-def test_unexpected_exception_is_generic_500_logged_once(call, caplog):
-    respx.post(URL).mock(side_effect=RuntimeError("boom with sk-http-test-key inside"))
+def test_unexpected_exception_is_generic_500_logged_once(call, caplog, upstream_mock):
+    upstream_mock.post(URL).mock(side_effect=RuntimeError("boom with sk-http-test-key inside"))
     with caplog.at_level(logging.ERROR, logger="navai"):
         reply = call(navai(), ctx(), b"{}")
     assert (reply.status, reply.body) == (500, {"error": "Internal server error."})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import anyio
 import anyio.from_thread
-import httpx
+import httpx2
 import pytest
-import respx
+from mock_upstream import MockUpstream
 
 from navai_core import Forbidden, Navai, NavaiConfig, RequestContext, Unauthorized
 from tests.redis_server import RedisServer
@@ -29,8 +29,8 @@ def call(request):
 
 @pytest.fixture
 def upstream():
-    with respx.mock:
-        yield respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
+    with MockUpstream() as mock:
+        yield mock.post(URL).mock(return_value=httpx2.Response(200, json=OK))
 
 
 def make(**config):

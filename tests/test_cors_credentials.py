@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from conftest import REPO, hermetic_env
 
@@ -211,7 +211,7 @@ def test_a_page_on_another_origin_sends_its_session_cookie(tmp_path, allow_crede
         process, navai_url = start_uvicorn(env, tmp_path / "uvicorn.log")
         try:
             assert navai_url.rsplit(":", 1)[1] != page.origin.rsplit(":", 1)[1]
-            login = httpx.post(f"{navai_url}/login", timeout=10)
+            login = httpx2.post(f"{navai_url}/login", timeout=10)
             page.cookie = login.headers["set-cookie"].split(";")[0]  # the signed session
             page.page = (PAGE % {"navai": navai_url}).encode()
             shown = browse(browser, f"{page.origin}/", tmp_path / "profile")

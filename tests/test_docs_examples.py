@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from conftest import NAVAI_VARIABLES, REPO, SERVER_KEY, TestClient, hermetic_env
 from fake_upstream import FakeUpstream
@@ -81,11 +81,11 @@ def load(
     return load_example
 
 
-def wsgi_client(app: Any) -> httpx.Client:
-    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://localhost")
+def wsgi_client(app: Any) -> httpx2.Client:
+    return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url="http://localhost")
 
 
-def check_mint(http: httpx.Client, prefix: str, upstream: FakeUpstream) -> None:
+def check_mint(http: httpx2.Client, prefix: str, upstream: FakeUpstream) -> None:
     minted = http.post(f"{prefix}{SECRET}", json={"language": "Spanish"})
     assert minted.status_code == 200, minted.text
     assert minted.json()["value"].startswith("ek_fake_")
@@ -94,7 +94,7 @@ def check_mint(http: httpx.Client, prefix: str, upstream: FakeUpstream) -> None:
     assert "Always reply in Spanish." in request.json()["session"]["instructions"]
 
 
-def execute(http: httpx.Client, prefix: str, name: str, payload: Any = None) -> httpx.Response:
+def execute(http: httpx2.Client, prefix: str, name: str, payload: Any = None) -> httpx2.Response:
     return http.post(f"{prefix}{EXECUTE}", json={"function_name": name, "payload": payload or {}})
 
 
@@ -290,22 +290,22 @@ def test_the_documented_factory_commands_serve_navai(factory_servers, prefix: st
     assert url, log.read_text()
     while True:  # with --workers the URL is printed before a worker listens
         try:
-            answer = httpx.post(f"{url}{SECRET}", json={}, timeout=10)
+            answer = httpx2.post(f"{url}{SECRET}", json={}, timeout=10)
             break
-        except httpx.ConnectError:
+        except httpx2.ConnectError:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
     assert answer.status_code == 401  # configured from the (empty) environment
-    assert httpx.get(f"{url}/navai/functions", timeout=10).json()["items"] == []
+    assert httpx2.get(f"{url}/navai/functions", timeout=10).json()["items"] == []
 
 
 DJANGO_CALL = """
 import json, sys, time
-import httpx
+import httpx2
 sys.path.insert(0, {repo!r})
 from docs.examples import django_app
 
-http = httpx.Client(transport=httpx.WSGITransport(app=django_app.application),
+http = httpx2.Client(transport=httpx2.WSGITransport(app=django_app.application),
                     base_url="http://localhost")
 answer = http.post("/voice/navai/realtime/calls", content={offer!r},
                    headers={{"Content-Type": "application/sdp"}})

@@ -4,7 +4,7 @@ context and error handlers apply to them, while the core still answers."""
 from __future__ import annotations
 
 import flask
-import httpx
+import httpx2
 import pytest
 
 from navai_adapters.flask import NavaiFlask, navai_blueprint
@@ -34,8 +34,8 @@ def make_navai(tmp_path, **config: object) -> Navai:
     return Navai(NavaiConfig(functions_base_dir=str(tmp_path), **config), functions=tools)  # type: ignore[arg-type]
 
 
-def client(app: flask.Flask) -> httpx.Client:
-    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://localhost")
+def client(app: flask.Flask) -> httpx2.Client:
+    return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url="http://localhost")
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def app(tmp_path, seen) -> flask.Flask:
     return app
 
 
-def execute(http: httpx.Client, name: str, **headers: str) -> httpx.Response:
+def execute(http: httpx2.Client, name: str, **headers: str) -> httpx2.Response:
     return http.post(
         "/voice/navai/functions/execute", json={"function_name": name}, headers=headers
     )

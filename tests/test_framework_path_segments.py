@@ -4,7 +4,7 @@ integration: the framework matches the segment and navai sees the path the reque
 from __future__ import annotations
 
 import flask
-import httpx
+import httpx2
 from conftest import TestClient
 from fastapi import FastAPI
 
@@ -30,7 +30,7 @@ def make_navai(tmp_path) -> Navai:
     return Navai(config, functions=tools)
 
 
-def check(http: httpx.Client | TestClient, prefix: str) -> None:
+def check(http: httpx2.Client | TestClient, prefix: str) -> None:
     answer = http.post(f"{prefix}/tenants/acme/execute", json={"function_name": "where"})
     assert answer.json()["result"] == "/tenants/acme/execute"
     listed = http.get(f"{prefix}/tenants/acme/functions").json()["items"]
@@ -49,7 +49,9 @@ def test_fastapi(tmp_path):
 def test_flask(tmp_path):
     app = flask.Flask(__name__)
     NavaiFlask(app, make_navai(tmp_path), url_prefix="/voice")
-    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://localhost") as http:
+    with httpx2.Client(
+        transport=httpx2.WSGITransport(app=app), base_url="http://localhost"
+    ) as http:
         check(http, "/voice")
 
 

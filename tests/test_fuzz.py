@@ -150,7 +150,7 @@ FUZZ = settings(
 
 
 def post_json(client, method, path, body):
-    """``body`` as ASCII JSON (httpx's ``json=`` cannot encode a lone surrogate)."""
+    """``body`` as ASCII JSON (httpx2's ``json=`` cannot encode a lone surrogate)."""
     headers = {"content-type": "application/json"}
     return client.request(method, path, content=json.dumps(body), headers=headers)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from conftest import REPO, SERVER_KEY, hermetic_env
 from fake_upstream import FakeUpstream
@@ -104,14 +104,14 @@ def url_of(process: subprocess.Popen[bytes], log: Path) -> str:
     raise AssertionError(f"no URL in time\n{log.read_text()}")
 
 
-def execute(http: httpx.Client, name: str, payload: dict[str, object]) -> httpx.Response:
+def execute(http: httpx2.Client, name: str, payload: dict[str, object]) -> httpx2.Response:
     return http.post(EXECUTE, json={"function_name": name, "payload": payload})
 
 
 @pytest.mark.parametrize(("example", "command"), COMMANDS)
 def test_the_guide_command_serves_navai(servers, fake_upstream, example: str, command: str):
     process, log = servers[command]
-    with httpx.Client(base_url=url_of(process, log), timeout=10) as http:
+    with httpx2.Client(base_url=url_of(process, log), timeout=10) as http:
         if example == "fastapi_app.py":
             assert http.post(SECRET, json={}).status_code in (401, 403)  # the dependency
             http.headers["Authorization"] = "Bearer demo-token"
@@ -160,13 +160,13 @@ def test_the_factory_forms_serve_health_and_openapi_from_the_environment(tmp_pat
             stderr=subprocess.STDOUT,
         )
     try:
-        with httpx.Client(base_url=url_of(process, log), timeout=10) as http:
+        with httpx2.Client(base_url=url_of(process, log), timeout=10) as http:
             deadline = time.monotonic() + 30
             while True:
                 try:
                     health = http.get("/health")
                     break
-                except httpx.ConnectError:
+                except httpx2.ConnectError:
                     assert time.monotonic() < deadline, log.read_text()
                     time.sleep(0.05)
             assert health.json() == {"ok": True}

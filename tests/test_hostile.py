@@ -11,7 +11,7 @@ import socket
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from conftest import SERVER_KEY, Setup, Target, records, start_server
 from fake_upstream import FakeUpstream
@@ -137,10 +137,10 @@ def test_start_up_warnings_name_the_python_settings(tmp_path, fake_upstream, wsg
     try:
         url = server.wait_ready()
         # On the wire the contract's texts stay.
-        minted = httpx.post(url + SECRET, json={}, timeout=10)
+        minted = httpx2.post(url + SECRET, json={}, timeout=10)
         assert minted.json()["error"].startswith("clientSecretTtlSeconds must be between 10")
         for _ in range(3):
-            refused = httpx.options(
+            refused = httpx2.options(
                 url + SECRET,
                 headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
                 timeout=10,
@@ -319,7 +319,7 @@ def test_a_declared_length_over_the_limit_is_413_before_reading(request_with, pa
 @pytest.mark.parametrize("kind", ["asgi-server", "wsgi-server"])
 def test_expect_100_continue_with_a_length_over_the_limit_gets_no_100(targets, kind):
     """A real ``navai serve``: the 413 comes before the server is asked for the body."""
-    url = httpx.URL(targets.get("main", kind).process.wait_ready())
+    url = httpx2.URL(targets.get("main", kind).process.wait_ready())
     with socket.create_connection((url.host, url.port), timeout=10) as sock:
         sock.sendall(
             b"POST /navai/functions/execute HTTP/1.1\r\nHost: x\r\n"

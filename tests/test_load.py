@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from conftest import NavaiProcess, hermetic_env
 from fake_upstream import Answer, FakeUpstream
@@ -94,9 +94,9 @@ async def run(url: str, jobs: list[tuple]) -> Counter:
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    limits = httpx2.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: httpx2.AsyncClient) -> None:
         while not queue.empty():
             job = queue.get_nowait()
             kind = job[0]
@@ -128,7 +128,7 @@ async def run(url: str, jobs: list[tuple]) -> Counter:
                     assert int(r.headers["retry-after"]) >= 1
             outcomes[(kind, r.status_code)] += 1
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         await asyncio.wait_for(
             asyncio.gather(*(worker(client) for _ in range(CONCURRENCY))), timeout=120
         )

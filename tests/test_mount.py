@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 from conftest import SERVER_KEY, TestClient
 from fake_upstream import FakeUpstream
@@ -46,7 +46,7 @@ def upstream(fake_upstream: FakeUpstream) -> FakeUpstream:
     return fake_upstream
 
 
-def check_navai_under(http: httpx.Client, prefix: str, upstream: FakeUpstream) -> None:
+def check_navai_under(http: httpx2.Client, prefix: str, upstream: FakeUpstream) -> None:
     minted = http.post(f"{prefix}/navai/realtime/client-secret", json={"voice": "cedar"})
     assert minted.status_code == 200, minted.text
     assert minted.json()["value"].startswith("ek_fake_")
@@ -138,8 +138,8 @@ def test_mounted_under_a_prefix_in_flask(upstream: FakeUpstream):
 
     navai_app = wsgi.create_app(navai)
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/voice": navai_app})  # type: ignore[method-assign]
-    with httpx.Client(
-        transport=httpx.WSGITransport(app=app), base_url="http://testserver"
+    with httpx2.Client(
+        transport=httpx2.WSGITransport(app=app), base_url="http://testserver"
     ) as client:
         check_navai_under(client, "/voice", upstream)
         assert client.get("/hello").json() == {"hello": "world"}

@@ -8,7 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -43,8 +43,8 @@ def test_fastapi_session_hook(monkeypatch):
 @pytest.mark.parametrize("signed_in", [False, True])
 def test_flask_session_hook(monkeypatch, signed_in):
     module = load("auth_flask", monkeypatch)
-    transport = httpx.WSGITransport(app=module.app)
-    with httpx.Client(transport=transport, base_url="http://127.0.0.1") as client:
+    transport = httpx2.WSGITransport(app=module.app)
+    with httpx2.Client(transport=transport, base_url="http://127.0.0.1") as client:
         if signed_in:
             assert client.post("/login").status_code == 200
         listed = client.get("/voice/navai/functions")

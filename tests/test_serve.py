@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from conftest import (
     BROKEN_WARNING,
@@ -77,10 +77,10 @@ def test_a_fresh_clone_serves_the_example_functions(targets: Targets, kind: str)
     assert re.search(r"serving on http://127\.0\.0\.1:\d+", out)  # PORT=0 picked a port
     names = set(re.findall(r"^  (\w+)  \(examples/functions/", out, re.M))
     assert names == EXAMPLE_FUNCTIONS
-    listed = httpx.get(f"{process.url}/navai/functions").json()
+    listed = httpx2.get(f"{process.url}/navai/functions").json()
     assert {item["name"] for item in listed["items"]} == EXAMPLE_FUNCTIONS
     assert listed["warnings"] == []
-    weather = httpx.post(
+    weather = httpx2.post(
         f"{process.url}/navai/functions/execute",
         json={"function_name": "get_weather", "payload": {"city": "Bogota"}},
     )
@@ -240,13 +240,13 @@ def test_a_signal_stops_the_server_cleanly_after_the_running_request(
 ):
     process = stoppable[(kind, sig)]
     url = process.wait_ready()
-    answers: list[httpx.Response] = []
+    answers: list[httpx2.Response] = []
 
     note = f"stop-{kind}-{sig}"
 
     def slow_request() -> None:
         answers.append(
-            httpx.post(
+            httpx2.post(
                 f"{url}/navai/functions/execute",
                 json={"function_name": "slow", "payload": {"seconds": 0.6, "note": note}},
                 timeout=10,
@@ -268,8 +268,8 @@ def test_a_signal_stops_the_server_cleanly_after_the_running_request(
     assert "Traceback" not in process.stderr()
     if kind == "asgi-server":
         assert "Application shutdown complete." in process.stderr()  # the lifespan ran
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{url}/health", timeout=2)
+    with pytest.raises(httpx2.TransportError):
+        httpx2.get(f"{url}/health", timeout=2)
 
 
 # ----- bodies on the wire ----------------------------------------------------------------------
@@ -358,22 +358,22 @@ def test_reload_restarts_the_server_when_a_function_file_changes(tmp_path: Path)
             url = _wait_url(out, proc)
             execute = f"{url}/navai/functions/execute"
             body = {"function_name": "greet", "payload": {}}
-            assert _retry(lambda: httpx.post(execute, json=body).json()["result"]) == "one"
+            assert _retry(lambda: httpx2.post(execute, json=body).json()["result"]) == "one"
             time.sleep(0.5)  # an mtime that differs from the first one
             (functions / "tools.py").write_text('def greet() -> str:\n    return "two"\n')
             deadline = time.monotonic() + 20
             result = None
             while time.monotonic() < deadline and result != "two":
                 time.sleep(0.2)
-                with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-                    result = httpx.post(execute, json=body, timeout=2).json()["result"]
+                with contextlib.suppress(httpx2.HTTPError, KeyError, ValueError):
+                    result = httpx2.post(execute, json=body, timeout=2).json()["result"]
             assert result == "two", out.read_text()
             assert "changed, restarting" in out.read_text()
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(20) == 0, out.read_text()
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{url}/health", timeout=2)
+    with pytest.raises(httpx2.TransportError):
+        httpx2.get(f"{url}/health", timeout=2)
 
 
 def _wait_url(out: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
@@ -392,7 +392,7 @@ def _retry(call, timeout: float = 10):
     while True:
         try:
             return call()
-        except (httpx.HTTPError, KeyError, ValueError):
+        except (httpx2.HTTPError, KeyError, ValueError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
@@ -410,7 +410,7 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path, wsgi: bool):
         try:
             url = _wait_url(out, proc)
             assert "2 workers" in out.read_text()
-            codes = {_retry(lambda: httpx.get(f"{url}/health").status_code) for _ in range(10)}
+            codes = {_retry(lambda: httpx2.get(f"{url}/health").status_code) for _ in range(10)}
             assert codes == {200}
             workers = [
                 int(p)

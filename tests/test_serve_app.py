@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-import httpx
+import httpx2
 import pytest
 import schemathesis
 from conftest import NavaiProcess, hermetic_env
@@ -84,7 +84,7 @@ def app_server(request, upstream, app_dir):
 
 
 def test_app_functions_are_served(app_server):
-    with httpx.Client(base_url=app_server.url) as client:
+    with httpx2.Client(base_url=app_server.url) as client:
         names = [item["name"] for item in client.get("/navai/functions").json()["items"]]
         assert names == ["greet", "add"]
         r = client.post(
@@ -96,7 +96,7 @@ def test_app_functions_are_served(app_server):
 
 def test_authorisation_hook_over_real_sockets(app_server, upstream):
     before = len(upstream.received)
-    with httpx.Client(base_url=app_server.url) as client:
+    with httpx2.Client(base_url=app_server.url) as client:
         denied = client.post("/navai/realtime/client-secret", json={})
         assert (denied.status_code, denied.json()) == (401, {"error": "Sign in first."})
         wrong = client.post(
@@ -114,7 +114,7 @@ def test_authorisation_hook_over_real_sockets(app_server, upstream):
 
 
 def test_openapi_document_is_served(app_server):
-    document = httpx.get(f"{app_server.url}/openapi.json").json()
+    document = httpx2.get(f"{app_server.url}/openapi.json").json()
     assert document["openapi"] == "3.1.0"
     assert "/navai/functions/execute" in document["paths"]
 
@@ -149,7 +149,7 @@ def test_two_servers_share_a_redis_budget(upstream, app_dir, tmp_path):
         statuses = []
         for i in range(8):
             url = servers[i % 2].url
-            statuses.append(httpx.post(f"{url}/navai/realtime/client-secret", json={}).status_code)
+            statuses.append(httpx2.post(f"{url}/navai/realtime/client-secret", json={}).status_code)
         assert statuses == [200] * 4 + [429] * 4
         assert len(upstream.received) - before == 4
     finally:

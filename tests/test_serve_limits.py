@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from conftest import NAVAI_BIN, NavaiProcess, Targets, hermetic_env, start_server
 
@@ -57,7 +57,7 @@ def _health_times(url: str, count: int = 5) -> list[float]:
     times = []
     for _ in range(count):
         start = time.monotonic()
-        with httpx.Client(timeout=5) as client:
+        with httpx2.Client(timeout=5) as client:
             assert client.get(f"{url}/health").status_code == 200
             assert client.get(f"{url}/navai/functions").status_code == 200
         times.append(time.monotonic() - start)
@@ -138,7 +138,7 @@ def test_slow_functions_do_not_stall_health_or_cheap_routes(serve, kind: str):
 
     def slow() -> int:
         payload = {"function_name": "slow", "payload": {"seconds": 3}}
-        return httpx.post(f"{url}/navai/functions/execute", json=payload, timeout=15).status_code
+        return httpx2.post(f"{url}/navai/functions/execute", json=payload, timeout=15).status_code
 
     with ThreadPoolExecutor(8) as pool:
         calls = [pool.submit(slow) for _ in range(8)]
@@ -181,9 +181,9 @@ def test_more_connections_than_the_file_limit_allows(targets: Targets, tmp_path:
             port = int(url.rsplit(":", 1)[1])
             for _ in range(100):
                 try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
                         break
-                except httpx.TransportError:
+                except httpx2.TransportError:
                     time.sleep(0.1)
             sockets = []
             try:
@@ -234,7 +234,7 @@ def test_forwarded_for_is_trusted_only_when_told(serve, kind: str, trusted: bool
     url = f"{process.url}/navai/functions/execute"
     body = {"function_name": "add", "payload": {"a": 1, "b": 2}}
     codes = [
-        httpx.post(url, json=body, headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
+        httpx2.post(url, json=body, headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
         for i in range(4)
     ]
     assert codes == ([200] * 4 if trusted else [200, 200, 429, 429])
@@ -248,7 +248,7 @@ def test_forwarded_ips_come_from_the_environment_too(serve):
     url = f"{process.url}/navai/functions/execute"
     body = {"function_name": "add", "payload": {"a": 1, "b": 2}}
     codes = [
-        httpx.post(url, json=body, headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code
+        httpx2.post(url, json=body, headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code
         for i in range(3)
     ]
     assert codes == [200, 200, 200]

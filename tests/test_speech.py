@@ -9,7 +9,7 @@ import base64
 import json
 import math
 
-import httpx
+import httpx2
 import pytest
 
 from navai_core import (
@@ -197,8 +197,8 @@ def test_output_format_sets_query_and_accept(settings, body, fmt, accept):
 def test_voice_id_is_one_url_encoded_path_segment(settings, body, path):
     request = build({"text": "Hi", **body}, **settings)
     assert request.url == f"{BASE}{path}?output_format=mp3_44100_128"
-    # httpx sends the path exactly as built (no decoding of %2F).
-    raw = httpx.Request("POST", request.url).url.raw_path
+    # httpx2 sends the path exactly as built (no decoding of %2F).
+    raw = httpx2.Request("POST", request.url).url.raw_path
     assert raw == f"/v1/text-to-speech/{path}?output_format=mp3_44100_128".encode()
 
 
@@ -473,7 +473,7 @@ def test_audio_bytes_round_trip_as_base64():
         ({"Content-Type": "audio/wav"}, "audio/wav"),
         ({"content-type": "Audio/MPEG; charset=binary"}, "audio/mpeg"),
         ({"CONTENT-TYPE": " audio/ogg ;codecs=opus"}, "audio/ogg"),
-        (httpx.Headers({"content-type": "audio/pcm;rate=16000"}), "audio/pcm"),
+        (httpx2.Headers({"content-type": "audio/pcm;rate=16000"}), "audio/pcm"),
         ({"Content-Type": "application/octet-stream"}, "application/octet-stream"),
     ],
 )

@@ -1,7 +1,7 @@
 """Contract tests of POST /navai/speech/synthesize over both adapters, end to end.
 
 navai is served in-process by the ASGI adapter (Starlette's TestClient) and the WSGI adapter
-(httpx's WSGITransport through wsgiref's validator); it calls a fake ElevenLabs, a real HTTP
+(httpx2's WSGITransport through wsgiref's validator); it calls a fake ElevenLabs, a real HTTP
 server on 127.0.0.1 started by these tests, found through ``ELEVENLABS_BASE_URL``.
 """
 
@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import pytest
 from conftest import in_process
 from fake_upstream import Behaviour, FakeUpstream, Recorded
@@ -90,10 +90,10 @@ def environment(eleven: FakeElevenLabs, openai: FakeUpstream, **extra: str) -> d
 
 @pytest.fixture(params=["asgi", "wsgi"])
 def serve(request, eleven, openai):
-    """``serve(**env)``: an httpx-style client talking to navai served by one adapter."""
+    """``serve(**env)``: an httpx2 client talking to navai served by one adapter."""
     stack: list[Any] = []
 
-    def start(**extra: str) -> httpx.Client:
+    def start(**extra: str) -> httpx2.Client:
         config = NavaiConfig.from_env(environment(eleven, openai, **extra))
         served = contextlib.ExitStack()
         http = served.enter_context(

@@ -1,4 +1,5 @@
-"""The speech route through Navai.handle / Navai.ahandle, with respx standing in for ElevenLabs.
+"""The speech route through Navai.handle / Navai.ahandle, with httpx2's MockTransport
+standing in for ElevenLabs.
 
 Every test runs twice: once through the sync tail (``handle``, in a worker thread as a WSGI
 server would) and once through the async tail (``ahandle``).
@@ -13,9 +14,9 @@ import os
 from pathlib import Path
 
 import anyio.to_thread
-import httpx
+import httpx2
 import pytest
-import respx
+from mock_upstream import MockUpstream
 
 from navai_core import Navai, NavaiConfig, Reply, RequestContext, RetryPolicy
 from navai_core._functions import FunctionRegistry
@@ -73,7 +74,7 @@ def payload(value) -> bytes:
 
 def audio_reply(content=AUDIO, content_type="audio/mpeg"):
     headers = {"content-type": content_type} if content_type else {}
-    return httpx.Response(200, content=content, headers=headers)
+    return httpx2.Response(200, content=content, headers=headers)
 
 
 # ----- success -------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def audio_reply(content=AUDIO, content_type="audio/mpeg"):
 @pytest.mark.anyio
 async def test_synthesize_returns_the_audio_as_base64(answer):
     async with make() as navai:
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             route = mock.post(url__startswith=TTS).mock(return_value=audio_reply())
             reply = await answer(navai, ctx(), payload({"text": "  Hello!  "}))
     assert reply.status == 200
@@ -157,7 +158,7 @@ async def test_synthesize_returns_the_audio_as_base64(answer):
 )
 async def test_the_request_on_the_wire(answer, settings, body, raw_path, sent_body, accept):
     async with make(**settings) as navai:
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             route = mock.post(url__startswith=TTS).mock(return_value=audio_reply())
             reply = await answer(navai, ctx(), payload(body))
     assert reply.status == 200
@@ -179,7 +180,7 @@ async def test_the_request_on_the_wire(answer, settings, body, raw_path, sent_bo
 )
 async def test_mime_type_of_the_answer(answer, fmt, content_type, mime):
     async with make(elevenlabs_output_format=fmt) as navai:
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             mock.post(url__startswith=TTS).mock(return_value=audio_reply(b"\x00\x01", content_type))
             reply = await answer(navai, ctx(), payload({"text": "Hi"}))
     assert reply.body["mimeType"] == mime
@@ -240,7 +241,7 @@ async def test_mime_type_of_the_answer(answer, fmt, content_type, mime):
 )
 async def test_errors_answer_json_without_calling_elevenlabs(answer, settings, body, status, error):
     async with make(**settings) as navai:
-        with respx.mock(assert_all_called=False) as mock:
+        with MockUpstream(assert_all_called=False) as mock:
             route = mock.post(url__startswith=TTS).mock(return_value=audio_reply())
             reply = await answer(navai, ctx(), body)
     assert (reply.status, reply.body) == (status, {"error": error})
@@ -250,7 +251,7 @@ async def test_errors_answer_json_without_calling_elevenlabs(answer, settings, b
 
 @pytest.mark.anyio
 async def test_a_non_json_content_type_is_refused(answer):
-    async with make() as navai, respx.mock(assert_all_called=False) as mock:
+    async with make() as navai, MockUpstream(assert_all_called=False) as mock:
         route = mock.post(url__startswith=TTS)
         reply = await answer(navai, ctx(content_type="text/plain"), payload({"text": "Hi"}))
     assert (reply.status, reply.body) == (415, {"error": "Content-Type must be application/json."})
@@ -280,7 +281,7 @@ async def test_other_methods_are_405_and_preflight_works(answer):
 @pytest.mark.anyio
 async def test_the_path_is_configurable(answer):
     async with make(speech_path="/voice/tts") as navai:
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             mock.post(url__startswith=TTS).mock(return_value=audio_reply())
             moved = await answer(navai, ctx(path="/voice/tts"), payload({"text": "Hi"}))
         old = await answer(navai, ctx(), payload({"text": "Hi"}))
@@ -296,8 +297,8 @@ async def test_upstream_error_keeps_its_status_and_hides_the_key(answer, caplog)
     caplog.set_level(logging.DEBUG)
     upstream = f'{{"detail": {{"status": "invalid_api_key", "message": "Invalid key {KEY}"}}}}'
     async with make() as navai:
-        with respx.mock(assert_all_called=True) as mock:
-            mock.post(url__startswith=TTS).mock(return_value=httpx.Response(401, text=upstream))
+        with MockUpstream(assert_all_called=True) as mock:
+            mock.post(url__startswith=TTS).mock(return_value=httpx2.Response(401, text=upstream))
             reply = await answer(navai, ctx(), payload({"text": "Hi"}))
     assert reply.status == 401
     expected = upstream.replace(KEY, "[redacted]")
@@ -312,17 +313,17 @@ async def test_upstream_error_keeps_its_status_and_hides_the_key(answer, caplog)
     ("error", "status", "message"),
     [
         (
-            httpx.ConnectError("refused"),
+            httpx2.ConnectError("refused"),
             502,
             "ElevenLabs synthesize could not be reached (ConnectError).",
         ),
-        (httpx.ReadTimeout("slow"), 504, "ElevenLabs synthesize timed out."),
+        (httpx2.ReadTimeout("slow"), 504, "ElevenLabs synthesize timed out."),
     ],
 )
 async def test_transport_failures(answer, caplog, error, status, message):
     caplog.set_level(logging.DEBUG)
     async with make() as navai:
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             mock.post(url__startswith=TTS).mock(side_effect=error)
             reply = await answer(navai, ctx(), payload({"text": "Hi"}))
     assert (reply.status, reply.body) == (status, {"error": message})
@@ -335,14 +336,14 @@ async def test_retries_are_shared_with_the_openai_call(answer, caplog):
     async with make(upstream_max_retries=2) as navai:
         assert navai.retry_policy.max_retries == 2
         navai.retry_policy = RetryPolicy(max_retries=2, initial_delay=0.01)  # fast backoff
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             route = mock.post(url__startswith=TTS).mock(
-                side_effect=[httpx.Response(503, text="busy"), audio_reply()]
+                side_effect=[httpx2.Response(503, text="busy"), audio_reply()]
             )
             ok = await answer(navai, ctx(), payload({"text": "Hi"}))
             assert route.call_count == 2
             route.side_effect = None
-            route.return_value = httpx.Response(422, json={"detail": "bad voice"})
+            route.return_value = httpx2.Response(422, json={"detail": "bad voice"})
             refused = await answer(navai, ctx(), payload({"text": "Hi"}))
             assert route.call_count == 3  # a 4xx other than 408/409/429 is never retried
     assert ok.status == 200
@@ -364,7 +365,7 @@ async def test_the_client_secret_authorisation_hook_guards_speech(answer):
         return False
 
     async with make(authorize_client_secret=deny) as navai:
-        with respx.mock(assert_all_called=False) as mock:
+        with MockUpstream(assert_all_called=False) as mock:
             route = mock.post(url__startswith=TTS).mock(return_value=audio_reply())
             reply = await answer(navai, ctx(), payload({"text": "Hi"}))
     assert reply.status == 403
@@ -375,7 +376,7 @@ async def test_the_client_secret_authorisation_hook_guards_speech(answer):
 @pytest.mark.anyio
 async def test_speech_has_its_own_rate_limit(answer):
     async with make(rate_limit_speech="2/minute") as navai:
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             route = mock.post(url__startswith=TTS).mock(return_value=audio_reply())
             statuses = [
                 (await answer(navai, ctx(), payload({"text": "Hi"}))).status for _ in range(3)
@@ -405,9 +406,9 @@ async def test_with_the_provider_unset_everything_else_behaves_as_before(answer)
     )
     assert config.tts_provider == "openai"
     async with Navai(config, functions=registry()) as navai:
-        with respx.mock(assert_all_called=False) as mock:
+        with MockUpstream(assert_all_called=False) as mock:
             openai = mock.post(OPENAI_URL).mock(
-                return_value=httpx.Response(200, json={"value": "ek_1", "expires_at": 1730000000})
+                return_value=httpx2.Response(200, json={"value": "ek_1", "expires_at": 1730000000})
             )
             eleven = mock.post(url__startswith="https://api.elevenlabs.io")
             secret = await answer(navai, ctx(path="/navai/realtime/client-secret"), b"{}")
@@ -438,9 +439,9 @@ async def test_with_the_provider_unset_everything_else_behaves_as_before(answer)
 @pytest.mark.anyio
 async def test_with_elevenlabs_the_client_secret_is_text_only(answer):
     async with make() as navai:
-        with respx.mock(assert_all_called=True) as mock:
+        with MockUpstream(assert_all_called=True) as mock:
             openai = mock.post(OPENAI_URL).mock(
-                return_value=httpx.Response(200, json={"value": "ek_2", "expires_at": 1730000001})
+                return_value=httpx2.Response(200, json={"value": "ek_2", "expires_at": 1730000001})
             )
             secret = await answer(
                 navai, ctx(path="/navai/realtime/client-secret"), payload({"voice": "ash"})
@@ -482,7 +483,7 @@ def test_the_python_example_of_the_docs_runs(monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     namespace: dict = {}
-    with respx.mock(assert_all_called=True) as mock:
+    with MockUpstream(assert_all_called=True) as mock:
         route = mock.post(TTS + "voice123?output_format=mp3_44100_128").mock(
             return_value=audio_reply()
         )

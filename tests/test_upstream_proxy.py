@@ -1,4 +1,4 @@
-"""Mints honour HTTP_PROXY / HTTPS_PROXY / NO_PROXY from the environment, like a plain httpx
+"""Mints honour HTTP_PROXY / HTTPS_PROXY / NO_PROXY from the environment, like a plain httpx2
 client: behind an egress proxy, no request bypasses it (both adapters)."""
 
 from __future__ import annotations
