@@ -47,6 +47,7 @@ from ._policy import resolve_api_key, validate_ttl
 from ._retry import RetryPolicy
 from ._routes import Route
 from ._sideband import ToolLoop
+from ._sip import AcceptCall, IncomingCall, ReferCall, RejectCall
 from ._speech import (
     SpeechOptions,
     build_speech_request,
@@ -55,8 +56,10 @@ from ._speech import (
     speech_mime_type,
 )
 from ._upstream import asend, send
+from ._webhooks import InvalidWebhook, sign_webhook, verify_webhook, webhook_headers
 
 __all__ = [
+    "AcceptCall",
     "BadRequest",
     "CallAnswer",
     "CallManager",
@@ -70,6 +73,8 @@ __all__ = [
     "FunctionEntry",
     "FunctionError",
     "FunctionRegistry",
+    "IncomingCall",
+    "InvalidWebhook",
     "LiveCall",
     "MethodNotAllowed",
     "Navai",
@@ -78,6 +83,8 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PreparedCall",
+    "ReferCall",
+    "RejectCall",
     "Reply",
     "RequestContext",
     "RetryPolicy",
@@ -109,6 +116,9 @@ __all__ = [
     "prepare_call",
     "resolve_api_key",
     "send",
+    "sign_webhook",
     "speech_mime_type",
     "validate_ttl",
+    "verify_webhook",
+    "webhook_headers",
 ]

@@ -23,6 +23,7 @@ from ._policy import clean as _clean
 from ._protect import limit_problem, parse_limit
 from ._session_template import session_problems
 from ._threads import DEFAULT_FUNCTION_THREADS
+from ._webhooks import webhook_secret_problem
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
 DEFAULT_VOICE = "marin"
@@ -325,6 +326,13 @@ class NavaiConfig:
         DEFAULT_SPEECH_MAX_TEXT_CHARS, "NAVAI_SPEECH_MAX_TEXT_CHARS", _EnvReader.integer
     )
 
+    # --- phone calls (CONTRACT section 9, docs/phone-calls.md) ---
+    # The whsec_... secret of the OpenAI webhook endpoint; unset: no webhook route.
+    openai_webhook_secret: str | None = setting(None, "OPENAI_WEBHOOK_SECRET", secret=True)
+    webhook_path: str | None = "/navai/realtime/webhook"
+    # on_incoming_call(IncomingCall) -> AcceptCall | RejectCall | ReferCall | None; sync or async.
+    on_incoming_call: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+
     # Settings that could not be read from the environment: (variable, message).
     env_errors: tuple[tuple[str, str], ...] = ()
 
@@ -384,6 +392,8 @@ class NavaiConfig:
             self.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
         )
         found += elevenlabs_problems(self)
+        if problem := webhook_secret_problem(self.openai_webhook_secret):
+            found.append(problem)
         return found
 
     def model_notices(self) -> list[str]:

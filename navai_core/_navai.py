@@ -29,13 +29,16 @@ from ._body import (
     too_large,
 )
 from ._call_manager import CallManager
+from ._calls import call_session
 from ._client_secret import (
     ClientSecret,
+    ClientSecretOptions,
     UpstreamReply,
     UpstreamRequest,
     build_client_secret_request,
     parse_client_secret_body,
     parse_client_secret_response,
+    realtime_target,
 )
 from ._config import NavaiConfig, rate_limit
 from ._cors import Cors
@@ -48,6 +51,7 @@ from ._json import dumps
 from ._logging import logger, secret_filter
 from ._models import ModelNotices, models_logger
 from ._openapi import openapi_document
+from ._phone import PhoneCalls
 from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
@@ -89,7 +93,12 @@ class Navai:
         secret_filter.add(
             *(
                 k
-                for k in (c.openai_api_key, c.azure_api_key, c.elevenlabs_api_key)
+                for k in (
+                    c.openai_api_key,
+                    c.azure_api_key,
+                    c.elevenlabs_api_key,
+                    c.openai_webhook_secret,
+                )
                 if isinstance(k, str)
             )
         )
@@ -118,6 +127,8 @@ class Navai:
         )
         # The live calls of this process (server-controlled calls, see docs/calls.md).
         self.calls = CallManager(self)
+        # Incoming phone calls (docs/phone-calls.md), created on the first webhook.
+        self._phone: PhoneCalls | None = None
 
     def __repr__(self) -> str:
         return f"Navai({self.config!r})"
@@ -359,6 +370,30 @@ class Navai:
             listed = self._listed = (*key, Reply(200, body, encoded=dumps(body)))
         return listed[2]
 
+    # ----- phone calls ---------------------------------------------------------------
+
+    def phone_calls(self) -> PhoneCalls:
+        """The incoming phone calls of this instance (webhook deliveries seen, calls being
+        answered)."""
+        if self._phone is None:
+            with self._lock:
+                if self._phone is None:
+                    self._phone = PhoneCalls(
+                        target=lambda: realtime_target(self.config),
+                        session=self._phone_session,
+                        client=self.async_http_client,
+                        retry_policy=self.retry_policy,
+                        hook=self.config.on_incoming_call,
+                        # Like a WebRTC call: a control connection when functions are on.
+                        attach=self.calls.attach if self.config.call_sideband else None,
+                        check_budget=self.calls.budgets.acheck,
+                    )
+        return self._phone
+
+    async def _phone_session(self) -> dict[str, Any]:
+        registry = await self.afunctions() if self.config.functions_enabled else None
+        return call_session(self.config, ClientSecretOptions(), registry)
+
     # ----- httpx2 clients -----------------------------------------------------------
 
     def http_client(self) -> httpx2.Client:
@@ -385,6 +420,8 @@ class Navai:
     def close(self) -> None:
         """Hang up the calls held on navai's background loop, then close the sync httpx2
         client navai created (a passed-in client stays open)."""
+        if self._phone is not None:
+            self._phone.close()
         self.calls.close()
         if self._client is not None and self._owns_client:
             self._client.close()
@@ -393,6 +430,8 @@ class Navai:
 
     async def aclose(self) -> None:
         """Hang up the calls this process holds, then close both httpx2 clients navai created."""
+        if self._phone is not None:
+            await self._phone.aclose()
         await self.calls.aclose()
         if self._aclient is not None and self._owns_aclient:
             await self._aclient.aclose()

@@ -48,6 +48,7 @@ from ._dispatch import PreparedCall, aexecute, execute, prepare_call
 from ._errors import NavaiError, NotFound
 from ._hooks import AuthHook
 from ._http import Reply, RequestContext
+from ._phone import plan_webhook
 from ._protect import client_key
 from ._speech import build_speech_request, parse_speech_response
 from ._upstream import asend
@@ -152,7 +153,7 @@ class RouteRow:
     raw_body: bool = False  # the plan gets the bytes (it reads the media type itself)
     # True, or a boolean setting that decides whether the plan needs the registry.
     needs_functions: bool | str = False
-    # Boolean settings that must all be true for the route to exist.
+    # Settings that must all be true (or set, for a secret) for the route to exist.
     enabled: tuple[str, ...] = attrs.field(default=(), converter=_setting_names)
     suffix: str = ""  # appended to the setting's path (``/{call_id}/hangup``)
     guard: Guard | None = attrs.field(default=None, repr=False)
@@ -475,6 +476,16 @@ ROUTES: tuple[RouteRow, ...] = (
         authorize="authorize_client_secret",
         limit="rate_limit_calls",
         suffix="/{call_id}/hangup",
+    ),
+    # OpenAI's signed webhooks (phone calls): the signature is the authorisation, and it
+    # covers the body's bytes exactly as received.
+    RouteRow(
+        "webhook",
+        "webhook_path",
+        ("POST",),
+        plan_webhook,
+        raw_body=True,
+        enabled="openai_webhook_secret",
     ),
     RouteRow("health", "health_path", ("GET",), _health),
     RouteRow("openapi", "openapi_path", ("GET",), _openapi),

@@ -332,3 +332,14 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str, byte
         assert name not in found, f"duplicate part {name}"
         found[name] = (fields["Content-Type"], data)
     return found
+
+
+def fn_call(call_id: str, name: str, arguments: dict[str, Any], response: str = "resp_1") -> dict:
+    """The server event of a function call whose arguments are complete."""
+    return {
+        "type": "response.function_call_arguments.done",
+        "response_id": response,
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(arguments),
+    }

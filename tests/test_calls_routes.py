@@ -20,7 +20,7 @@ from conftest import (
     Target,
     Targets,
 )
-from fake_realtime import ANSWER_SDP, FakeRealtime, parse_multipart
+from fake_realtime import ANSWER_SDP, FakeRealtime, fn_call, parse_multipart
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
@@ -100,16 +100,6 @@ def start_call(target: Target, **kwargs) -> tuple[str, object]:
     answer = target.http.post("/navai/realtime/calls", **kwargs)
     assert answer.status_code == 201, answer.text
     return answer.headers["location"].rsplit("/", 1)[1], answer
-
-
-def fn_call(call_id: str, name: str, arguments: dict, response: str = "resp_1") -> dict:
-    return {
-        "type": "response.function_call_arguments.done",
-        "response_id": response,
-        "call_id": call_id,
-        "name": name,
-        "arguments": json.dumps(arguments),
-    }
 
 
 def response_done(response: str, *call_ids: str) -> dict:

@@ -32,6 +32,7 @@ PAGES = {
     "django.md": ["django_app.py"],
     "asgi-wsgi.md": ["asgi_app.py", "wsgi_app.py"],
     "security.md": ["auth_fastapi.py", "auth_flask.py"],
+    "phone-calls.md": ["phone_calls.py"],  # run by tests/test_phone_calls.py
 }
 SECRET = "/navai/realtime/client-secret"
 EXECUTE = "/navai/functions/execute"

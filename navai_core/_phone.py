@@ -1,0 +1,326 @@
+"""Phone calls (SIP), the I/O around the pure rules of ``_sip`` (CONTRACT.md section 9).
+
+The webhook route answers OpenAI at once (200) and hands the call to :class:`PhoneCalls`,
+which, in the background, asks the ``on_incoming_call`` hook, sends ``/accept``, ``/reject``
+or ``/refer`` and, on accept, attaches the call's control connection like a WebRTC call's.
+The background is the server's event loop under ASGI (a task) and navai's background loop
+under WSGI, so OpenAI never waits on the hook or on its own API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._background import submit as submit_background
+from ._client_secret import (
+    RealtimeTarget,
+    upstream_failure,
+)
+from ._errors import NavaiError
+from ._http import Reply, RequestContext
+from ._retry import RetryPolicy
+from ._sip import (
+    INCOMING_CALL,
+    AcceptCall,
+    CallVerdict,
+    IncomingCall,
+    RejectCall,
+    budget_key,
+    build_verdict_request,
+    check_verdict,
+    parse_incoming_call,
+    parse_webhook_event,
+)
+from ._upstream import asend
+from ._webhooks import InvalidWebhook, verify_webhook
+
+if TYPE_CHECKING:
+    from ._navai import Navai
+
+logger = logging.getLogger("navai")
+
+# Webhook ids remembered to answer a repeated delivery once (per process).
+SEEN_WEBHOOKS = 4096
+# Incoming calls being answered at once (hook + upstream request); past it, a delivery is
+# answered 503 so that OpenAI delivers it again later.
+MAX_PENDING_CALLS = 256
+# The longest the on_incoming_call hook may take; past it the call is rejected (603).
+HOOK_TIMEOUT_SECONDS = 10.0
+# The SIP status of a call whose budget key has no call time left: the caller hears busy.
+BUDGET_SPENT_STATUS = 486
+BUSY = "Too many incoming calls being answered; deliver again later."
+# The answer to a delivery whose call is answered in the background.
+ACCEPTED = Reply(200, {"ok": True})
+
+IncomingCallHook = Callable[[IncomingCall], "CallVerdict | Awaitable[CallVerdict | None] | None"]
+
+
+# attach(call_id, *, api_key, rate_key, transport): CallManager.attach.
+Attach = Callable[..., object]
+# Raises (a 429 NavaiError) when a budget key has no call time left: Budgets.acheck.
+BudgetCheck = Callable[[str], Awaitable[None]]
+
+
+class SeenWebhooks:
+    """The last ``size`` webhook ids seen (thread-safe): ``first(id)`` is True once."""
+
+    def __init__(self, size: int = SEEN_WEBHOOKS) -> None:
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def first(self, webhook_id: str) -> bool:
+        with self._lock:
+            if webhook_id in self._ids:
+                self._ids.move_to_end(webhook_id)
+                return False
+            self._ids[webhook_id] = None
+            if len(self._ids) > self._size:
+                self._ids.popitem(last=False)
+            return True
+
+    def forget(self, webhook_id: str) -> None:
+        """Let a later delivery of ``webhook_id`` be handled (this one could not be)."""
+        with self._lock:
+            self._ids.pop(webhook_id, None)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+async def ask_hook(hook: IncomingCallHook | None, call: IncomingCall) -> CallVerdict:
+    """The hook's checked verdict (sync hooks run in a worker thread). A hook that raises,
+    returns something else or outlasts ``HOOK_TIMEOUT_SECONDS`` rejects the call (603)."""
+    if hook is None:
+        return AcceptCall()
+    try:
+        result = await asyncio.wait_for(_run_hook(hook, call), HOOK_TIMEOUT_SECONDS)
+        return check_verdict(result)
+    except TimeoutError:
+        logger.error(
+            "on_incoming_call took more than %ss for call %s; rejecting it",
+            HOOK_TIMEOUT_SECONDS,
+            call.call_id,
+        )
+    except ValueError as exc:
+        logger.error("on_incoming_call for call %s: %s; rejecting it", call.call_id, exc)
+    except Exception:
+        logger.exception("on_incoming_call failed for call %s; rejecting it", call.call_id)
+    return RejectCall()
+
+
+async def _run_hook(hook: IncomingCallHook, call: IncomingCall) -> object:
+    if inspect.iscoroutinefunction(hook):
+        return await hook(call)
+    result = await asyncio.to_thread(hook, call)
+    if inspect.isawaitable(result):  # a callable object with an async __call__
+        result = await result
+    return result
+
+
+class PhoneCalls:
+    """The incoming calls of one navai instance: duplicate deliveries, the background work
+    and its shutdown."""
+
+    def __init__(
+        self,
+        *,
+        target: Callable[[], RealtimeTarget],
+        session: Callable[[], Awaitable[dict[str, Any]]],
+        client: Callable[[], Any],
+        retry_policy: RetryPolicy,
+        hook: IncomingCallHook | None,
+        attach: Attach | None = None,
+        check_budget: BudgetCheck | None = None,
+    ) -> None:
+        self._target = target
+        self._session = session
+        self._client = client
+        self._retry = retry_policy
+        self._hook = hook
+        self._attach = attach
+        self._check_budget = check_budget
+        self.seen = SeenWebhooks()
+        self._pending: set[asyncio.Future[None] | concurrent.futures.Future[None]] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Incoming calls still being answered (hook, upstream request, attach)."""
+        return len(self._pending)
+
+    def has_room(self) -> bool:
+        return len(self._pending) < MAX_PENDING_CALLS
+
+    # ----- the webhook delivery ------------------------------------------------------------
+
+    def plan(self, secret: str, context: RequestContext, body: bytes) -> Reply | IncomingCall:
+        """The answer to a webhook delivery, or the incoming call to answer in the background
+        (the route then answers 200).
+
+        A delivery whose signature does not check out raises :class:`InvalidWebhook` (400;
+        logged here without the body); a repeated ``webhook-id`` and other event types
+        answer 200 and are ignored; with too many calls being answered, 503 (OpenAI delivers
+        the event again later).
+        """
+        try:
+            checked = verify_webhook(secret, context.headers, body)
+        except InvalidWebhook as exc:
+            logger.warning(
+                "webhook refused from %s: %s (webhook-id %.80r)",
+                context.client or "unknown",
+                exc.message,
+                context.header("webhook-id"),
+            )
+            raise
+        event = parse_webhook_event(body)
+        if event.type != INCOMING_CALL:
+            logger.debug("webhook %s (%s) ignored", checked.webhook_id, event.type[:100])
+            return ACCEPTED
+        call = parse_incoming_call(event, checked.webhook_id)
+        if not self.seen.first(checked.webhook_id):
+            logger.info(
+                "webhook %s for call %s delivered again; ignored",
+                checked.webhook_id,
+                call.call_id,
+            )
+            return ACCEPTED
+        if not self.has_room():
+            self.seen.forget(checked.webhook_id)
+            logger.warning(
+                "%s incoming calls being answered; call %s answered 503",
+                self.pending,
+                call.call_id,
+            )
+            return Reply(503, {"error": BUSY}, (("Retry-After", "1"),))
+        return call
+
+    # ----- starting the background work --------------------------------------------------
+
+    def start(self, call: IncomingCall) -> None:
+        """Answer ``call`` on the running event loop (async servers), without waiting."""
+        task = asyncio.get_running_loop().create_task(self.answer(call))
+        self._track(task)
+
+    def start_background(self, call: IncomingCall) -> None:
+        """Answer ``call`` on navai's background loop (sync servers), without waiting."""
+        self._track(submit_background(self.answer(call)))
+
+    def _track(self, future: asyncio.Future[None] | concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._pending.add(future)
+
+        def done(f: Any) -> None:
+            with self._lock:
+                self._pending.discard(future)
+
+        future.add_done_callback(done)
+
+    async def aclose(self) -> None:
+        """Cancel the incoming calls still being answered (server shutdown)."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
+        tasks = [f for f in pending if isinstance(f, asyncio.Future)]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
+
+    # ----- the work itself -----------------------------------------------------------------
+
+    async def answer(self, call: IncomingCall) -> None:
+        """Ask the hook, send the verdict upstream and, on accept, attach the sideband.
+
+        Never raises: every failure is logged (the call then rings out or is dropped by
+        OpenAI)."""
+        try:
+            await self._answer(call)
+        except asyncio.CancelledError:
+            raise
+        except NavaiError as exc:
+            logger.error("phone call %s: %s", call.call_id, exc.message[:500])
+        except Exception:
+            logger.exception("phone call %s failed", call.call_id)
+
+    async def _answer(self, call: IncomingCall) -> None:
+        verdict = await ask_hook(self._hook, call)
+        rate_key = budget_key(call, verdict) if isinstance(verdict, AcceptCall) else None
+        if rate_key is not None and self._check_budget is not None:
+            try:
+                await self._check_budget(rate_key)
+            except NavaiError as exc:
+                logger.info(
+                    "phone call %s: %s; rejecting it (%s)",
+                    call.call_id,
+                    exc.message,
+                    BUDGET_SPENT_STATUS,
+                )
+                verdict, rate_key = RejectCall(BUDGET_SPENT_STATUS), None
+        target = self._target()
+        session = await self._session() if isinstance(verdict, AcceptCall) else None
+        request = build_verdict_request(target, call, verdict, session)
+        reply = await asend(self._client(), request, self._retry)
+        if not 200 <= reply.status <= 299:
+            failure = upstream_failure(request, reply.status, reply.content, reply.headers)
+            logger.warning("phone call %s: %s", call.call_id, failure.message[:500])
+            return
+        _log_verdict(call, verdict)
+        if rate_key is not None and self._attach is not None:
+            # The key that accepted the call holds its control connection (realtime_target
+            # lists the key it resolved first).
+            self._attach(
+                call.call_id, api_key=target.secrets[0], rate_key=rate_key, transport="sip"
+            )
+
+
+def _log_verdict(call: IncomingCall, verdict: CallVerdict) -> None:
+    if isinstance(verdict, AcceptCall):
+        logger.info("phone call %s accepted", call.call_id)
+    elif isinstance(verdict, RejectCall):
+        logger.info("phone call %s rejected (%s)", call.call_id, verdict.status_code)
+    else:
+        logger.info("phone call %s referred", call.call_id)
+
+
+# ----- the webhook route ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class AnswerCall:
+    """The step a delivery of ``realtime.call.incoming`` leaves: start answering the call in
+    the background (the server's loop, or navai's background loop for sync servers) and
+    answer OpenAI 200 at once."""
+
+    call: IncomingCall
+
+    def run(self, navai: Navai) -> Reply:
+        navai.phone_calls().start_background(self.call)
+        return ACCEPTED
+
+    async def arun(self, navai: Navai) -> Reply:
+        navai.phone_calls().start(self.call)
+        return ACCEPTED
+
+
+def plan_webhook(navai: Navai, context: RequestContext, body: bytes) -> Reply | AnswerCall:
+    """The plan of ``POST <webhook path>`` (a ``raw_body`` row: ``body`` is the bytes as
+    received, within ``max_body_bytes``, since the signature covers exactly them)."""
+    config = navai.config
+    assert config.openai_webhook_secret is not None  # the route exists only with a secret
+    planned = navai.phone_calls().plan(config.openai_webhook_secret, context, body)
+    return AnswerCall(planned) if isinstance(planned, IncomingCall) else planned
