@@ -69,6 +69,13 @@ def navai_router(
     paths = navai.openapi()["paths"]
     for route in navai.routes:
         endpoint = _endpoint(navai, route)
+        if route.signed:
+            # OpenAI's webhook: its signature is its authorisation; the app's dependencies
+            # (a user's session, a bearer token) would refuse every delivery.
+            router.routes.append(
+                StarletteRoute(route.path, _AnyMethod(endpoint), include_in_schema=False)
+            )
+            continue
         for method in route.methods:
             # The core's operation for this method (a route it does not document gets none).
             operation = paths.get(route.path, {}).get(method.lower(), {})

@@ -99,6 +99,10 @@ class Route:
     # The rate-limit counter: routes sharing a budget share one (default: the name).
     bucket: str = attrs.field(default="", eq=False, repr=False)
     guard: Guard | None = attrs.field(default=None, eq=False, repr=False)
+    # Its caller is a service that signs each request (OpenAI's webhooks), not a browser:
+    # framework integrations run none of the app's auth dependencies for it and list it in
+    # no OpenAPI document.
+    signed: bool = attrs.field(default=False, eq=False, repr=False)
 
     @property
     def allowed(self) -> tuple[str, ...]:
@@ -157,6 +161,7 @@ class RouteRow:
     enabled: tuple[str, ...] = attrs.field(default=(), converter=_setting_names)
     suffix: str = ""  # appended to the setting's path (``/{call_id}/hangup``)
     guard: Guard | None = attrs.field(default=None, repr=False)
+    signed: bool = False  # called by a service that signs its requests (see Route)
 
     def place(self, config: NavaiConfig) -> Route | None:
         path = getattr(config, self.path)
@@ -176,6 +181,7 @@ class RouteRow:
             needs_functions=bool(getattr(config, needs) if isinstance(needs, str) else needs),
             bucket=self.bucket or self.name,
             guard=self.guard,
+            signed=self.signed,
         )
 
 
@@ -486,6 +492,7 @@ ROUTES: tuple[RouteRow, ...] = (
         plan_webhook,
         raw_body=True,
         enabled="openai_webhook_secret",
+        signed=True,
     ),
     RouteRow("health", "health_path", ("GET",), _health),
     RouteRow("openapi", "openapi_path", ("GET",), _openapi),

@@ -627,3 +627,33 @@ def test_the_guides_example_routes_callers(realtime, functions_dir, monkeypatch)
     assert json.loads(reject.body) == {"status_code": 603}
     assert json.loads(refer.body) == {"target_uri": "sip:sales@pbx.example.com"}
     assert json.loads(accept.body)["instructions"].startswith("You answer the phone")
+
+
+def test_fastapi_router_dependencies_do_not_refuse_openais_deliveries(realtime, functions_dir):
+    # A FastAPI app whose navai routes sit behind a sign-in dependency: OpenAI has no session,
+    # so the webhook runs no dependency and is not in the app's OpenAPI document.
+    from fastapi import Depends, FastAPI, HTTPException
+    from starlette.testclient import TestClient
+
+    from navai_adapters.fastapi import navai_router
+
+    def signed_in() -> None:
+        raise HTTPException(status_code=401, detail="Sign in first.")
+
+    env = {**phone_env(realtime, functions_dir), "OPENAI_API_KEY": SERVER_KEY}
+    app = FastAPI()
+    router = navai_router(Navai(NavaiConfig.from_env(env)))
+    app.include_router(router, prefix="/voice", dependencies=[Depends(signed_in)])
+    assert "/voice" + WEBHOOK_PATH not in app.openapi()["paths"]
+    call = realtime.open_call()
+    body = incoming_event(call.call_id)
+    with TestClient(app) as http:
+        assert http.post("/voice/navai/realtime/client-secret", json={}).status_code == 401
+        assert http.post("/voice" + WEBHOOK_PATH, content=body).status_code == 400  # unsigned
+        signed = webhook_headers(WEBHOOK_SECRET, "wh_" + uuid.uuid4().hex, body)
+        response = http.post("/voice" + WEBHOOK_PATH, content=body, headers=signed)
+        assert (response.status_code, response.json()) == (200, {"ok": True})
+        (accept,) = wait_control(realtime, call.call_id)
+        assert accept.path.endswith("/accept")
+        call.wait_for(lambda c: c.connections == 1)
+        call.end()
