@@ -6,23 +6,22 @@ accept (tools, budget key, summary), duplicate deliveries, and the hook."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
 import threading
 import time
 import uuid
-import wsgiref.validate
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import KINDS, SERVER_KEY, LogCapture, Setup, start_server
+from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server
 from fake_realtime import FakeRealtime, fn_call
 
-from navai_adapters import asgi, wsgi
 from navai_core import Navai, NavaiConfig, _phone
 from navai_core._call_manager import CallSummary
 from navai_core._sip import AcceptCall, IncomingCall, ReferCall, RejectCall
@@ -131,33 +130,16 @@ class Phone:
 
 
 class Server:
-    """One Navai on one adapter, in process."""
+    """One Navai on one adapter, in process (the ASGI lifespan's end hangs up held calls)."""
 
     def __init__(self, kind: str, navai: Navai) -> None:
         self.kind = kind
         self.navai = navai
-        self.closed = False
-        if kind == "asgi":
-            from starlette.testclient import TestClient
-
-            self._test_client = TestClient(asgi.create_app(navai))
-            self.http: httpx.Client = self._test_client.__enter__()
-        else:
-            self._app = wsgi.create_app(navai)
-            self.http = httpx.Client(
-                transport=httpx.WSGITransport(app=wsgiref.validate.validator(self._app)),
-                base_url="http://testserver",
-            )
+        self._stack = contextlib.ExitStack()
+        self.http: httpx.Client = self._stack.enter_context(in_process(navai, kind))
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.kind == "asgi":
-            self._test_client.__exit__(None, None, None)  # the lifespan ends held calls
-        else:
-            self.http.close()
-            self._app.close()
+        self._stack.close()  # a second call does nothing
 
 
 @pytest.fixture(scope="module")
