@@ -387,6 +387,7 @@ class Navai:
                         # Like a WebRTC call: a control connection when functions are on.
                         attach=self.calls.attach if self.config.call_sideband else None,
                         check_budget=self.calls.budgets.acheck,
+                        check_room=self.calls.check_room,
                     )
         return self._phone
 

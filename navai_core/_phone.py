@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._background import submit as submit_background
+from ._call_manager import CallsFull
+from ._calls import build_hangup_request
 from ._client_secret import (
     RealtimeTarget,
     upstream_failure,
@@ -55,7 +57,8 @@ SEEN_WEBHOOKS = 4096
 MAX_PENDING_CALLS = 256
 # The longest the on_incoming_call hook may take; past it the call is rejected (603).
 HOOK_TIMEOUT_SECONDS = 10.0
-# The SIP status of a call whose budget key has no call time left: the caller hears busy.
+# The SIP status of a call navai cannot take (its budget key has no call time left, or this
+# process holds call_max_live calls): the caller hears busy.
 BUDGET_SPENT_STATUS = 486
 BUSY = "Too many incoming calls being answered; deliver again later."
 # The answer to a delivery whose call is answered in the background.
@@ -68,6 +71,8 @@ IncomingCallHook = Callable[[IncomingCall], "CallVerdict | Awaitable[CallVerdict
 Attach = Callable[..., object]
 # Raises (a 429 NavaiError) when a budget key has no call time left: Budgets.acheck.
 BudgetCheck = Callable[[str], Awaitable[None]]
+# Raises (CallsFull, 503) when this process holds call_max_live calls: CallManager.check_room.
+RoomCheck = Callable[[], None]
 
 
 class SeenWebhooks:
@@ -141,6 +146,7 @@ class PhoneCalls:
         hook: IncomingCallHook | None,
         attach: Attach | None = None,
         check_budget: BudgetCheck | None = None,
+        check_room: RoomCheck | None = None,
     ) -> None:
         self._target = target
         self._session = session
@@ -149,6 +155,7 @@ class PhoneCalls:
         self._hook = hook
         self._attach = attach
         self._check_budget = check_budget
+        self._check_room = check_room
         self.seen = SeenWebhooks()
         self._pending: set[asyncio.Future[None] | concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
@@ -260,9 +267,12 @@ class PhoneCalls:
     async def _answer(self, call: IncomingCall) -> None:
         verdict = await ask_hook(self._hook, call)
         rate_key = budget_key(call, verdict) if isinstance(verdict, AcceptCall) else None
-        if rate_key is not None and self._check_budget is not None:
+        if rate_key is not None:
             try:
-                await self._check_budget(rate_key)
+                if self._attach is not None and self._check_room is not None:
+                    self._check_room()
+                if self._check_budget is not None:
+                    await self._check_budget(rate_key)
             except NavaiError as exc:
                 logger.info(
                     "phone call %s: %s; rejecting it (%s)",
@@ -283,9 +293,15 @@ class PhoneCalls:
         if rate_key is not None and self._attach is not None:
             # The key that accepted the call holds its control connection (realtime_target
             # lists the key it resolved first).
-            self._attach(
-                call.call_id, api_key=target.secrets[0], rate_key=rate_key, transport="sip"
-            )
+            try:
+                self._attach(
+                    call.call_id, api_key=target.secrets[0], rate_key=rate_key, transport="sip"
+                )
+            except CallsFull as exc:
+                # Another call took the last place since the check: no call runs unheld.
+                logger.warning("phone call %s: %s; hanging it up", call.call_id, exc.message)
+                hangup = build_hangup_request(target, call.call_id)
+                await asend(self._client(), hangup, self._retry)
 
 
 def _log_verdict(call: IncomingCall, verdict: CallVerdict) -> None:

@@ -453,6 +453,41 @@ def test_spent_budget_rejects_the_call_as_busy(serve, realtime):
     assert accept.path.endswith("/accept")
 
 
+def test_a_full_process_rejects_the_call_as_busy(serve, realtime):
+    server = serve(call_max_live=1)
+    held = realtime.open_call()
+    deliver(server.http, incoming_event(held.call_id))
+    wait_control(realtime, held.call_id)
+    held.wait_for(lambda c: c.connections == 1)
+    call = realtime.open_call()
+    deliver(server.http, incoming_event(call.call_id, from_header="<sip:+15550003333@x>"))
+    (reject,) = wait_control(realtime, call.call_id)
+    assert reject.path.endswith("/reject")
+    assert json.loads(reject.body) == {"status_code": 486}
+    assert [c.call_id for c in server.navai.calls.live()] == [held.call_id]
+
+
+def test_a_call_accepted_as_the_process_fills_up_is_hung_up(serve, realtime, caplog):
+    server = serve(call_max_live=1)
+    # Two calls passing the room check together: the second is accepted, then cannot be held.
+    server.navai.calls.check_room = lambda: None
+    held = realtime.open_call()
+    deliver(server.http, incoming_event(held.call_id))
+    wait_control(realtime, held.call_id)
+    held.wait_for(lambda c: c.connections == 1)
+    call = realtime.open_call()
+    with caplog.at_level("WARNING", logger="navai"):
+        deliver(server.http, incoming_event(call.call_id, from_header="<sip:+15550004444@x>"))
+        accept, hangup = wait_control(realtime, call.call_id, count=2)
+    assert (accept.path, hangup.path) == (
+        f"/v1/realtime/calls/{call.call_id}/accept",
+        f"/v1/realtime/calls/{call.call_id}/hangup",
+    )
+    assert f"phone call {call.call_id}: Too many calls in progress" in caplog.text
+    assert call.connections == 0
+    assert [c.call_id for c in server.navai.calls.live()] == [held.call_id]
+
+
 @pytest.mark.parametrize("failure", ["raises", "bad-value"])
 def test_failing_hook_rejects_with_603(serve, realtime, failure, caplog):
     def on_incoming_call(call: IncomingCall):
