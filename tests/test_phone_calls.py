@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server
 from fake_realtime import FakeRealtime, fn_call
@@ -52,7 +52,7 @@ def incoming_event(call_id: str, *, from_header: str = FROM) -> bytes:
     ).encode()
 
 
-def deliver(http: httpx.Client, body: bytes, *, webhook_id: str | None = None) -> httpx.Response:
+def deliver(http: httpx2.Client, body: bytes, *, webhook_id: str | None = None) -> httpx2.Response:
     signed = webhook_headers(WEBHOOK_SECRET, webhook_id or "wh_" + uuid.uuid4().hex, body)
     return http.post(
         WEBHOOK_PATH, content=body, headers={**signed, "Content-Type": "application/json"}
@@ -109,7 +109,7 @@ class Phone:
     """navai served one way, with phone calls on."""
 
     kind: str
-    http: httpx.Client
+    http: httpx2.Client
     log_text: Callable[[], str]
     navai: Navai | None = None  # in process only
 
@@ -136,7 +136,7 @@ class Server:
         self.kind = kind
         self.navai = navai
         self._stack = contextlib.ExitStack()
-        self.http: httpx.Client = self._stack.enter_context(in_process(navai, kind))
+        self.http: httpx2.Client = self._stack.enter_context(in_process(navai, kind))
 
     def close(self) -> None:
         self._stack.close()  # a second call does nothing
@@ -167,7 +167,7 @@ def phones(realtime, functions_dir, capture, tmp_path_factory) -> Iterator[dict[
     found = {s.kind: Phone(s.kind, s.http, capture.text, s.navai) for s in servers}
     try:
         for kind, process in processes.items():
-            http = httpx.Client(base_url=process.wait_ready(), timeout=10)
+            http = httpx2.Client(base_url=process.wait_ready(), timeout=10)
             found[kind] = Phone(kind, http, process.stderr)
         yield found
     finally:
