@@ -350,6 +350,16 @@ def setups(base: Path, upstream: FakeUpstream) -> dict[str, Setup]:
     }
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """Stop a server a test started: SIGTERM, then SIGKILL if it is still there."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def hermetic_env(extra: dict[str, str]) -> dict[str, str]:
     prefixes = ("NAVAI_", "OPENAI_", "ELEVENLABS_", "AZURE_OPENAI_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}

@@ -4,6 +4,7 @@ hang-ups, limits, and nothing secret or left over."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -274,9 +275,8 @@ def test_server_stop_hangs_up_and_exits_cleanly(
     assert fake_realtime.live_sidebands() == 0
 
 
-def test_budget_refuses_new_calls_in_process(fake_realtime: FakeRealtime) -> None:
-    import asyncio
-
+def spent_budget_navai(fake_realtime: FakeRealtime) -> Navai:
+    """A navai with a 1 minute an hour call budget that client 10.0.0.1 has spent."""
     navai = Navai(
         NavaiConfig(
             openai_api_key=SERVER_KEY,
@@ -286,6 +286,11 @@ def test_budget_refuses_new_calls_in_process(fake_realtime: FakeRealtime) -> Non
         )
     )
     asyncio.run(navai.calls.budgets.acharge("10.0.0.1", 60))
+    return navai
+
+
+def test_budget_refuses_new_calls_in_process(fake_realtime: FakeRealtime) -> None:
+    navai = spent_budget_navai(fake_realtime)
     context = RequestContext(
         "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.1"
     )
@@ -422,17 +427,7 @@ def test_a_held_call_is_hung_up_by_anyone_the_hook_allows(fake_realtime: FakeRea
 def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
     fake_realtime: FakeRealtime,
 ) -> None:
-    import asyncio
-
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            call_budget="1/hour",
-            functions_enabled=False,
-        )
-    )
-    asyncio.run(navai.calls.budgets.acharge("10.0.0.1", 60))
+    navai = spent_budget_navai(fake_realtime)
     context = RequestContext(
         "POST", "/navai/realtime/calls", {"content-type": "application/json"}, client="10.0.0.1"
     )
@@ -540,7 +535,6 @@ def test_sync_handle_inside_a_short_lived_loop_keeps_the_call(
 ) -> None:
     """Django under WSGI runs its async view in a per-request ``asyncio.run`` loop: a call
     started through the sync ``handle()`` there lives on navai's own loop, not that one."""
-    import asyncio
 
     navai = Navai(
         NavaiConfig(
@@ -572,7 +566,6 @@ def test_sync_handle_inside_a_short_lived_loop_keeps_the_call(
 
 def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime) -> None:
     """A call whose loop stopped (not closed): ``hangup()`` answers within its wait."""
-    import asyncio
     import threading
 
     navai = Navai(

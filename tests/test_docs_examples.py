@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import NAVAI_VARIABLES, REPO, SERVER_KEY, TestClient, hermetic_env
+from conftest import NAVAI_VARIABLES, REPO, SERVER_KEY, TestClient, hermetic_env, stop_process
 from fake_upstream import FakeUpstream
 
 DOCS = REPO / "docs"
@@ -270,12 +270,7 @@ def factory_servers(
         servers[prefix] = (process, log)
     yield servers
     for process, _ in servers.values():
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop_process(process)
 
 
 @pytest.mark.parametrize("prefix", LOCAL)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from conftest import REPO, SERVER_KEY, hermetic_env
+from conftest import REPO, SERVER_KEY, hermetic_env, stop_process
 from fake_upstream import FakeUpstream
 
 EXAMPLES = REPO / "docs" / "examples"
@@ -85,12 +85,7 @@ def servers(
             )
     yield started
     for process, _ in started.values():
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop_process(process)
 
 
 def url_of(process: subprocess.Popen[bytes], log: Path) -> str:

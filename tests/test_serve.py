@@ -296,13 +296,8 @@ def test_chunked_bodies_are_read_and_limited(targets: Targets, fake_upstream, ki
     assert fake_upstream.requests == []
 
 
-@pytest.mark.parametrize(("blocked", "args"), [("waitress", ["--wsgi"]), ("uvicorn", [])])
-def test_a_missing_server_package_is_a_clear_error(tmp_path: Path, blocked: str, args: list[str]):
-    code = (
-        f"import sys; sys.modules[{blocked!r}] = None\n"
-        "from navai_adapters.cli import main\n"
-        f"sys.exit(main(['serve', '--port', '0', *{args!r}]))\n"
-    )
+def _serve_in(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (which starts ``navai serve`` with a package hidden); it must exit 1."""
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -311,7 +306,18 @@ def test_a_missing_server_package_is_a_clear_error(tmp_path: Path, blocked: str,
         text=True,
         timeout=30,
     )
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stdout + done.stderr
+    return done
+
+
+@pytest.mark.parametrize(("blocked", "args"), [("waitress", ["--wsgi"]), ("uvicorn", [])])
+def test_a_missing_server_package_is_a_clear_error(tmp_path: Path, blocked: str, args: list[str]):
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from navai_adapters.cli import main\n"
+        f"sys.exit(main(['serve', '--port', '0', *{args!r}]))\n"
+    )
+    done = _serve_in(tmp_path, code)
     assert f"navai: serve needs the {blocked} package: pip install 'navai[serve]'" in done.stderr
     assert "Traceback" not in done.stderr
     assert "serving on" not in done.stdout  # checked before the banner
@@ -325,15 +331,7 @@ def test_a_missing_httptools_is_said_before_serving(tmp_path: Path):
         "from navai_adapters.cli import main\n"
         "sys.exit(main(['serve', '--port', '0']))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=hermetic_env({}),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 1
+    done = _serve_in(tmp_path, code)
     assert "navai: serve needs the httptools package: pip install 'navai[serve]'" in done.stderr
     assert "serving on" not in done.stdout
 
