@@ -59,7 +59,7 @@ def rss_kb(pid: int) -> int:
 
 
 def start_navai(
-    fake: FakeRealtime, folder: Path, wsgi: bool, log: Path | None
+    fake: FakeRealtime, folder: Path, wsgi: bool, log: Path | None, gc_mode: str = "tuned"
 ) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NAVAI_", "OPENAI_"))}
     env.update(
@@ -71,7 +71,7 @@ def start_navai(
         NAVAI_UPSTREAM_MAX_RETRIES="0",
         PYTHONUNBUFFERED="1",
     )
-    args = [str(NAVAI), "serve", "--port", "0", *(["--wsgi"] if wsgi else [])]
+    args = [str(NAVAI), "serve", "--port", "0", "--gc", gc_mode, *(["--wsgi"] if wsgi else [])]
     process = subprocess.Popen(
         args,
         env=env,
@@ -108,6 +108,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--wsgi", action="store_true")
+    parser.add_argument(
+        "--gc",
+        choices=("tuned", "python"),
+        default="tuned",
+        help="navai serve's --gc: its garbage collector set-up (default %(default)s)",
+    )
     parser.add_argument("--log", type=Path, help="write navai's log (stderr) to this file")
     parser.add_argument(
         "--samples", type=Path, help="write each turnaround (sent at, ms) to this CSV file"
@@ -118,7 +124,7 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "functions").mkdir()
         (folder / "functions" / "tools.py").write_text(TOOLS)
-        process, url = start_navai(fake, folder, args.wsgi, args.log)
+        process, url = start_navai(fake, folder, args.wsgi, args.log, args.gc)
         try:
             with httpx2.Client(base_url=url, timeout=30) as http:
                 http.get("/health")
@@ -205,10 +211,14 @@ def main() -> None:
                 for k in call.sent_at
                 if k in call.output_at
             )
-            args.samples.write_text("".join(f"{t:.4f},{ms:.3f}\n" for t, ms in rows))
+            # The origin is time.perf_counter() (the system's monotonic clock on Linux), so
+            # that other probes' timestamps can be lined up with the samples.
+            lines = [f"# origin {first:.6f}\n", *(f"{t:.4f},{ms:.3f}\n" for t, ms in rows)]
+            args.samples.write_text("".join(lines))
         creates = sum(len(call.of_type("response.create")) for call in calls)
         hung_up = sum(1 for call in calls if call.hangups == 1)
-        print(f"server: {'WSGI on waitress' if args.wsgi else 'ASGI on uvicorn'}, exit {code}")
+        server = "WSGI on waitress" if args.wsgi else "ASGI on uvicorn"
+        print(f"server: {server}, --gc {args.gc}, exit {code}")
         print(f"calls: {len(calls)} created and attached in {setup:.1f} s")
         print(
             f"memory: {before / 1024:.1f} MB before, {idle / 1024:.1f} MB with the calls idle "

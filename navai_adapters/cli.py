@@ -2,7 +2,7 @@
 
     navai serve [--host 127.0.0.1] [--port 3000] [--wsgi] [--env-file .env] [--app MOD:ATTR]
                 [--workers 1] [--threads 64] [--max-connections 1000]
-                [--forwarded-allow-ips IPS] [--reload]
+                [--forwarded-allow-ips IPS] [--gc tuned|python] [--reload]
 
 The ASGI app runs on uvicorn (httptools, and uvloop where it is installed); with ``--wsgi``
 the WSGI app runs on waitress (pure Python, multi-threaded, production-grade on every OS).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -63,6 +64,12 @@ _SERVE_EXTRA = frozenset(
 )
 #: The environment variable that ``--forwarded-allow-ips`` defaults to.
 FORWARDED_ENV = "NAVAI_FORWARDED_ALLOW_IPS"
+#: The environment variable that ``--gc`` defaults to.
+GC_ENV = "NAVAI_SERVE_GC"
+GC_MODES = ("tuned", "python")
+#: With ``--gc tuned``: new objects the youngest generation holds before it is collected
+#: (Python's default is 700). See docs/performance.md, "Server-controlled calls".
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restart when a .py or .env file under the working directory changes (development)",
     )
+    serve.add_argument(
+        "--gc",
+        choices=GC_MODES,
+        default=None,
+        help="tuned: freeze the start-up objects and collect the youngest generation every "
+        f"{GC_YOUNG_THRESHOLD:,} new objects (shorter, rarer pauses with many live calls); "
+        f"python: Python's own settings (default: ${GC_ENV}, else tuned)",
+    )
     serve.add_argument("--inherit-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -149,6 +164,10 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--workers above 1 needs a POSIX system (use one process on Windows)")
     if args.reload and args.workers > 1:
         parser.error("--reload runs one worker; drop --workers")
+    if args.gc is None:
+        args.gc = os.environ.get(GC_ENV, "").strip().lower() or "tuned"
+        if args.gc not in GC_MODES:
+            parser.error(f"{GC_ENV} must be one of {', '.join(GC_MODES)}")
     environ = dict(os.environ)  # before .env: a --reload child reads the file again
     env_file = _load_env_file(parser, args.env_file)
     port = _port(parser, args.port)
@@ -175,7 +194,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         _warn_exposure(navai, args.host)
         if args.workers > 1:
             return _run_workers(parser, args, navai, sock, limits)
-        _run(navai, sock, limits, wsgi=args.wsgi)
+        _run(navai, sock, limits, wsgi=args.wsgi, gc_mode=args.gc)
     finally:
         sock.close()
     _say("navai: stopped.")
@@ -207,17 +226,53 @@ def _limits(args: argparse.Namespace, max_body: int) -> _servers.Limits:
     )
 
 
-def _run(navai: Navai, sock: socket.socket, limits: _servers.Limits, *, wsgi: bool) -> None:
+def _run(
+    navai: Navai,
+    sock: socket.socket,
+    limits: _servers.Limits,
+    *,
+    wsgi: bool,
+    gc_mode: str = "tuned",
+) -> None:
     if wsgi:
         from .wsgi import create_app as create_wsgi_app
 
         wsgi_app = create_wsgi_app(navai)  # logs the start-up warnings
+        _tune_gc(gc_mode)
         _servers.run_wsgi(wsgi_app, sock, limits, wsgi_app.close)
     else:
         from .asgi import create_app as create_asgi_app
 
         # The lifespan logs the start-up warnings and closes the clients.
-        _servers.run_asgi(create_asgi_app(navai), sock, limits)
+        app = create_asgi_app(navai)
+        _tune_gc(gc_mode)
+        _servers.run_asgi(app, sock, limits)
+
+
+def _tune_gc(mode: str) -> None:
+    """With ``tuned``, set the garbage collector up for a long-running server, once the
+    modules and the app are loaded (just before serving).
+
+    Python's full collections stop the whole process for a time proportional to every
+    object it tracks: with a thousand live calls, some 130 ms on a slow core, a pause every
+    call's function calls wait through. Two changes shorten and thin them out:
+
+    - ``gc.freeze()`` moves the start-up objects (imported modules, classes, the app: some
+      60,000) out of the collector's sight for good; they are never garbage, and objects
+      freed by reference counting are still freed. It happens once, so it cannot grow.
+    - the youngest generation is collected every ``GC_YOUNG_THRESHOLD`` new objects instead
+      of 700: objects that live about a second (a call's wait for its next event) die before
+      they are promoted, so the older generations fill, and are fully collected, less often.
+      Cyclic garbage waits at most that many allocations longer to be freed.
+
+    ``python`` leaves Python's settings as they are.
+    """
+    if mode != "tuned":
+        return
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _run_workers(
@@ -234,7 +289,7 @@ def _run_workers(
         if pid == 0:  # a worker: its own Navai (clients, counters, threads), built after fork
             code = 0
             try:
-                _run(_navai(parser, args.app), sock, limits, wsgi=args.wsgi)
+                _run(_navai(parser, args.app), sock, limits, wsgi=args.wsgi, gc_mode=args.gc)
             except KeyboardInterrupt:
                 pass
             except BaseException:
