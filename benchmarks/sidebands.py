@@ -15,12 +15,20 @@ backend function. It then:
    (both instants taken in the fake's thread): p50, p99, max;
 3. stops navai with SIGTERM (it hangs every call up) and checks every call was hung up.
 
+It also prints the CPU navai and this process (the fake and the load) used during the load,
+and the machine's load average at the start: the two processes share the machine's cores.
+During the load this process's own garbage collector is off (after ``gc.freeze()``): the
+fake keeps every event it receives, and its collections (up to 250 ms in a 60 s run) would
+stop it between taking a send instant and reading the answer, adding its own pauses to
+navai's turnaround. ``--fake-gc`` leaves it on.
+
 Everything binds 127.0.0.1; the server is killed if it does not stop in 60 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -98,6 +106,12 @@ def _drain(stream: IO[str]) -> None:
         pass
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -114,12 +128,18 @@ def main() -> None:
         default="tuned",
         help="navai serve's --gc: its garbage collector set-up (default %(default)s)",
     )
+    parser.add_argument(
+        "--fake-gc",
+        action="store_true",
+        help="leave this process's garbage collector on during the load (see above)",
+    )
     parser.add_argument("--log", type=Path, help="write navai's log (stderr) to this file")
     parser.add_argument(
         "--samples", type=Path, help="write each turnaround (sent at, ms) to this CSV file"
     )
     args = parser.parse_args()
 
+    load_average = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, FakeRealtime(key=KEY) as fake:
         folder = Path(tmp)
         (folder / "functions").mkdir()
@@ -153,6 +173,11 @@ def main() -> None:
                 # One function call a second per call, spread over the second.
                 gap = 1.0 / len(calls)
                 sent = 0
+                if not args.fake_gc:
+                    gc.collect()
+                    gc.freeze()
+                    gc.disable()
+                navai_cpu, own_cpu = cpu_seconds(process.pid), time.process_time()
                 t0 = time.monotonic()
                 tick = 0
                 while time.monotonic() - t0 < args.seconds:
@@ -189,6 +214,10 @@ def main() -> None:
                         sent += 1
                     tick += 1
                 time.sleep(2.0)
+                elapsed = time.monotonic() - t0
+                navai_cpu = cpu_seconds(process.pid) - navai_cpu
+                own_cpu = time.process_time() - own_cpu
+                gc.enable()
                 loaded = rss_kb(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -225,6 +254,11 @@ def main() -> None:
             f"({(idle - before) / len(calls):.1f} KB per call), {loaded / 1024:.1f} MB after load"
         )
         print(f"function calls: {sent} sent, {len(turnaround)} answered, {creates} response.create")
+        print(
+            f"CPU during the load: navai {100 * navai_cpu / elapsed:.0f}% of a core, the fake "
+            f"and the load {100 * own_cpu / elapsed:.0f}%; load average at the start "
+            f"{load_average[0]:.2f} (this process's gc {'on' if args.fake_gc else 'off'})"
+        )
         if turnaround:
             print(
                 f"turnaround ms: p50 {statistics.median(turnaround):.2f}, "
