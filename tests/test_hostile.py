@@ -475,8 +475,14 @@ def test_a_long_upstream_error_is_echoed_shortened(client: Target, fake_upstream
 # ----- smaller ones ------------------------------------------------------------------------------
 
 
-def test_the_transcription_route_shares_the_mints_budget():
-    navai = guarded_navai(rate_limit_client_secret="2/minute", openai_api_key="sk-x" * 3)
+def test_the_transcription_route_shares_the_mints_budget(upstream_mock):
+    # OpenAI refuses at once (no retries): the budget is the point, not the upstream.
+    refused = upstream_mock.post(url__startswith="https://api.openai.com/").mock(
+        side_effect=httpx2.ConnectError("refused")
+    )
+    navai = guarded_navai(
+        rate_limit_client_secret="2/minute", openai_api_key="sk-x" * 3, upstream_max_retries=0
+    )
     headers = {"content-type": "application/json", "content-length": "2"}
     for request_with in (asgi_request, wsgi_request):
         navai.rate_limiter.reset()
@@ -485,6 +491,7 @@ def test_the_transcription_route_shares_the_mints_budget():
             for path in (SECRET, TRANSCRIPTION, TRANSCRIPTION, SECRET)
         ]
         assert statuses[2:] == [429, 429], statuses
+    assert refused.call_count == 4  # the refused requests never went upstream
 
 
 def test_transcription_models_can_be_allow_listed():
