@@ -6,7 +6,7 @@ headers, a delay before answering (a hang), a body trickled byte by byte, or a d
 connection. Behaviours can be queued one per request (``answer``) or set for every request
 (``behave`` or ``default``). The default answer to ``POST /v1/realtime/client_secrets`` is a
 reply that validates against OpenAI's schema. Delays and trickles end at ``stop()``, which
-returns at once (a 50 ms poll).
+returns at once (a 10 ms poll).
 
     with FakeUpstream() as fake:
         config = NavaiConfig(openai_base_url=fake.base_url, ...)
@@ -88,7 +88,7 @@ class FakeUpstream:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
 
     @property

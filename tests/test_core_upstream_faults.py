@@ -1,6 +1,8 @@
 """Upstream faults against a real scripted server on loopback, sync and async.
 
 Every case answers with the right status and JSON, and within the configured total deadline.
+Retries wait a short backoff here (the backoff's lengths are test_core_retry's), and the cases
+that wait a deadline out use a short one.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import json
 import time
 
 import anyio
+import attrs
 import pytest
 from conftest import in_process
 from fake_upstream import Answer, FakeUpstream, refused_port
@@ -19,8 +22,10 @@ KEY = "sk-fault-test-key"
 OK = {"value": "ek_fault_ok", "expires_at": 1730000000}
 PATH = "/navai/realtime/client-secret"
 JSON = {"Content-Type": "application/json"}
-DEADLINE = 1.2
+DEADLINE = 1.2  # room for the answers that must arrive, retries included
+CUT_OFF = 0.6  # the deadline of the cases that wait it out (a hang, a trickle)
 SLACK = 0.6
+BACKOFF = 0.05  # instead of the default 0.5 s before the first retry
 
 
 @pytest.fixture
@@ -45,6 +50,7 @@ def mint(request):
             **config,
         }
         navai = Navai(NavaiConfig(**config))
+        navai.retry_policy = attrs.evolve(navai.retry_policy, initial_delay=BACKOFF)
         start = time.monotonic()
         status, body = MINTERS[request.param](navai)
         return status, body, time.monotonic() - start
@@ -92,17 +98,19 @@ def test_refused_connection_is_502(mint):
 
 def test_hang_longer_than_deadline_is_504_within_deadline(mint, upstream):
     upstream.answer(Answer.json(200, OK, delay=30), Answer.json(200, OK, delay=30))
-    status, body, took = mint(upstream.base_url)
+    status, body, took = mint(upstream.base_url, upstream_timeout_seconds=CUT_OFF)
     assert (status, body) == (504, {"error": "OpenAI client_secrets timed out."})
-    assert took < DEADLINE + SLACK
+    assert took < CUT_OFF + SLACK
 
 
 def test_slow_trickle_is_cut_off_at_the_deadline(mint, upstream):
     body = json.dumps({**OK, "padding": "x" * 200}).encode()
     upstream.answer(Answer(200, body, {"Content-Type": "application/json"}, trickle=0.05))
-    status, body, took = mint(upstream.base_url, upstream_max_retries=0)
+    status, body, took = mint(
+        upstream.base_url, upstream_max_retries=0, upstream_timeout_seconds=CUT_OFF
+    )
     assert status == 504
-    assert took < DEADLINE + SLACK
+    assert took < CUT_OFF + SLACK
 
 
 def test_429_with_retry_after_is_retried_after_the_wait(mint, upstream):
