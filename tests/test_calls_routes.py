@@ -53,7 +53,7 @@ def call_setups(base: Path, fake: FakeRealtime) -> dict[str, Setup]:
     return {
         "calls": Setup("calls", common, {"OPENAI_API_KEY": SERVER_KEY}),
         "short": Setup(
-            "short", {**common, "NAVAI_CALL_MAX_SECONDS": "1"}, {"OPENAI_API_KEY": SERVER_KEY}
+            "short", {**common, "NAVAI_CALL_MAX_SECONDS": "0.3"}, {"OPENAI_API_KEY": SERVER_KEY}
         ),
     }
 
