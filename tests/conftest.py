@@ -429,18 +429,28 @@ class NavaiProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
         """Stop with ``sig`` and return the exit code (None if it had to be killed)."""
-        code: int | None = self.process.poll()
+        return stop_all([self], sig, timeout)[0]
+
+
+def stop_all(
+    processes: list[NavaiProcess], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT
+) -> list[int | None]:
+    """Stop several servers at once (each gets ``sig`` before any is waited for) and return
+    their exit codes, in order (None for one that had to be killed)."""
+    codes: list[int | None] = [p.process.poll() for p in processes]
+    for process, code in zip(processes, codes, strict=True):
         if code is None:
-            self.process.send_signal(sig)
+            process.process.send_signal(sig)
+    for i, process in enumerate(processes):
+        if codes[i] is None:
             try:
-                code = self.process.wait(timeout=timeout)
+                codes[i] = process.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-                code = None
-        self._out.close()
-        self._err.close()
-        return code
+                process.process.kill()
+                process.process.wait(timeout=timeout)
+        process._out.close()
+        process._err.close()
+    return codes
 
 
 def start_server(
@@ -581,8 +591,8 @@ class Targets:
         problems = []
         for closer in reversed(self._closers):
             closer()
-        for process in self._processes.values():
-            code = process.stop()
+        processes = list(self._processes.values())
+        for process, code in zip(processes, stop_all(processes), strict=True):
             if code != 0:
                 problems.append(f"{process.name} exit code {code}\n{process.describe()}")
         logging.getLogger("navai").removeHandler(self.capture)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server
+from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server, stop_all
 from fake_realtime import FakeRealtime, fn_call
 
 from navai_core import Navai, NavaiConfig, _phone
@@ -173,7 +173,7 @@ def phones(realtime, functions_dir, capture, tmp_path_factory) -> Iterator[dict[
     finally:
         for server in servers:
             server.close()
-        codes = {kind: process.stop() for kind, process in processes.items()}
+        codes = dict(zip(processes, stop_all(list(processes.values())), strict=True))
         for phone in found.values():
             if phone.navai is None:
                 phone.http.close()
