@@ -642,7 +642,9 @@ SLOW_MODULES = frozenset(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark as ``slow`` every test of a slow module and every test against a real server
-    (a ``*-server`` parameter), so ``pytest -m "not slow"`` runs the rest in seconds."""
+    (a ``*-server`` parameter); other tests that start a process (Redis, a browser, a
+    documented server command) carry ``@pytest.mark.slow`` themselves. ``pytest -m "not
+    slow"`` runs the rest (docs/architecture.md gives its time)."""
     for item in items:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
         if module in SLOW_MODULES or "-server" in item.nodeid:

@@ -196,6 +196,7 @@ def redis_url(tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow  # starts real processes
 def test_two_instances_share_one_budget_in_redis(call, upstream, redis_url):
     config = {"rate_limit_client_secret": "5/minute", "rate_limit_storage": redis_url}
     one, two = make(**config), make(**config)

@@ -198,6 +198,7 @@ def browse(browser: str, url: str, profile: Path) -> str:
     return html.unescape(found.group(1))
 
 
+@pytest.mark.slow  # starts real processes
 @pytest.mark.parametrize("allow_credentials", [True, False])
 def test_a_page_on_another_origin_sends_its_session_cookie(tmp_path, allow_credentials):
     browser = chromium()

@@ -273,6 +273,7 @@ def factory_servers(
         stop_process(process)
 
 
+@pytest.mark.slow  # starts real processes
 @pytest.mark.parametrize("prefix", LOCAL)
 def test_the_documented_factory_commands_serve_navai(factory_servers, prefix: str):
     process, log = factory_servers[prefix]
@@ -314,6 +315,7 @@ django_app.navai.close()
 """
 
 
+@pytest.mark.slow  # starts real processes
 def test_django_under_wsgi_keeps_a_call_after_the_request(tmp_path: Path):
     """Under WSGI Django runs navai's async view in a short-lived ``asyncio.run`` loop; the
     call the calls route starts there must outlive it (held on navai's own loop)."""

@@ -103,6 +103,7 @@ def execute(http: httpx2.Client, name: str, payload: dict[str, object]) -> httpx
     return http.post(EXECUTE, json={"function_name": name, "payload": payload})
 
 
+@pytest.mark.slow  # starts real processes
 @pytest.mark.parametrize(("example", "command"), COMMANDS)
 def test_the_guide_command_serves_navai(servers, fake_upstream, example: str, command: str):
     process, log = servers[command]
@@ -140,6 +141,7 @@ def factory_commands() -> list[tuple[dict[str, str], list[str]]]:
     ]
 
 
+@pytest.mark.slow  # starts real processes
 @pytest.mark.parametrize("index", [0, 1], ids=["uvicorn --factory", "waitress-serve --call"])
 def test_the_factory_forms_serve_health_and_openapi_from_the_environment(tmp_path, index):
     env, command = factory_commands()[index]

@@ -53,6 +53,7 @@ def outage_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "rate-limit storage" in r.getMessage()]
 
 
+@pytest.mark.slow  # starts real processes
 def test_hung_redis_answers_503_quickly_logs_once_and_recovers(
     make: Make,  # noqa: F811
     redis: RedisServer,
@@ -91,6 +92,7 @@ def test_hung_redis_answers_503_quickly_logs_once_and_recovers(
     assert len(lines) == 2 and "answers again" in lines[1], lines
 
 
+@pytest.mark.slow  # starts real processes
 def test_redis_down_answers_503_at_once(make: Make, redis: RedisServer, tmp_path):  # noqa: F811
     client = make(navai_on(redis, tmp_path))
     assert client.get(LIST).status_code == 200
@@ -102,6 +104,7 @@ def test_redis_down_answers_503_at_once(make: Make, redis: RedisServer, tmp_path
         assert took < 1.2
 
 
+@pytest.mark.slow  # starts real processes
 def test_fail_open_lets_requests_through_while_redis_is_hung(
     make: Make,  # noqa: F811
     redis: RedisServer,
@@ -156,6 +159,7 @@ def post_offer(client):
     return client.post(CALLS, content=OFFER, headers={"Content-Type": "application/sdp"})
 
 
+@pytest.mark.slow  # starts real processes
 def test_call_budget_with_redis_down_answers_503(
     make: Make,  # noqa: F811
     redis: RedisServer,
@@ -177,6 +181,7 @@ def test_call_budget_with_redis_down_answers_503(
     assert "Traceback" not in caplog.text and str(redis.port) not in caplog.text
 
 
+@pytest.mark.slow  # starts real processes
 def test_call_budget_fails_open_and_charges_quietly_while_redis_is_down(
     make: Make,  # noqa: F811
     redis: RedisServer,

@@ -38,6 +38,7 @@ def test_the_walk_through_covers_every_route():
     assert shown == served
 
 
+@pytest.mark.slow  # starts real processes
 def test_readme_curl_walk_through(tmp_path, fake_upstream: FakeUpstream):
     if shutil.which("curl") is None:
         # .ci/run installs curl, so CI always runs this walk-through; a developer's machine
