@@ -626,16 +626,14 @@ fresh_client = _target_fixture("fresh")
 
 # ----- markers -------------------------------------------------------------------------------
 
-# Modules whose tests start processes or run load, fuzz or benchmark loops.
+# Modules whose tests start processes or run load, fuzz or benchmark loops; every
+# test_serve* module runs navai serve.
 SLOW_MODULES = frozenset(
     {
         "test_benchmarks_smoke",
         "test_fresh_clone",
         "test_fuzz",
         "test_load",
-        "test_serve",
-        "test_serve_app",
-        "test_serve_limits",
     }
 )
 
@@ -647,5 +645,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     slow"`` runs the rest (docs/architecture.md gives its time)."""
     for item in items:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if module in SLOW_MODULES or "-server" in item.nodeid:
+        if module in SLOW_MODULES or module.startswith("test_serve") or "-server" in item.nodeid:
             item.add_marker(pytest.mark.slow)
