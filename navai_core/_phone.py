@@ -42,6 +42,7 @@ from ._sip import (
     parse_incoming_call,
     parse_webhook_event,
 )
+from ._threads import Busy, FunctionThreads
 from ._upstream import asend
 from ._webhooks import InvalidWebhook, verify_webhook
 
@@ -57,6 +58,12 @@ SEEN_WEBHOOKS = 4096
 MAX_PENDING_CALLS = 256
 # The longest the on_incoming_call hook may take; past it the call is rejected (603).
 HOOK_TIMEOUT_SECONDS = 10.0
+# Sync on_incoming_call hooks running at once (calls past their time limit included). They
+# run on daemon threads of a bounded budget (FunctionThreads): a hung hook is left behind
+# at its time limit and at shutdown, holds neither the loop's end nor the process's exit,
+# and hung hooks cannot grow threads without bound; a call that finds no thread is rejected.
+HOOK_THREADS = 16
+HOOK = "on_incoming_call"
 # The SIP status of a call navai cannot take (its budget key has no call time left, or this
 # process holds call_max_live calls): the caller hears busy.
 BUDGET_SPENT_STATUS = 486
@@ -102,14 +109,21 @@ class SeenWebhooks:
         return len(self._ids)
 
 
-async def ask_hook(hook: IncomingCallHook | None, call: IncomingCall) -> CallVerdict:
-    """The hook's checked verdict (sync hooks run in a worker thread). A hook that raises,
-    returns something else or outlasts ``HOOK_TIMEOUT_SECONDS`` rejects the call (603)."""
+async def ask_hook(
+    hook: IncomingCallHook | None, call: IncomingCall, threads: FunctionThreads
+) -> CallVerdict:
+    """The hook's checked verdict (a sync hook runs on one of ``threads``). A hook that
+    raises, returns something else or outlasts ``HOOK_TIMEOUT_SECONDS`` rejects the call (603),
+    as does a sync hook that finds no free thread in that time."""
     if hook is None:
         return AcceptCall()
     try:
-        result = await asyncio.wait_for(_run_hook(hook, call), HOOK_TIMEOUT_SECONDS)
+        result = await asyncio.wait_for(_run_hook(hook, call, threads), HOOK_TIMEOUT_SECONDS)
         return check_verdict(result)
+    except Busy:
+        logger.error(
+            "%s sync %s hooks are running; rejecting call %s", threads.busy, HOOK, call.call_id
+        )
     except TimeoutError:
         logger.error(
             "on_incoming_call took more than %ss for call %s; rejecting it",
@@ -123,10 +137,11 @@ async def ask_hook(hook: IncomingCallHook | None, call: IncomingCall) -> CallVer
     return RejectCall()
 
 
-async def _run_hook(hook: IncomingCallHook, call: IncomingCall) -> object:
+async def _run_hook(hook: IncomingCallHook, call: IncomingCall, threads: FunctionThreads) -> object:
     if inspect.iscoroutinefunction(hook):
         return await hook(call)
-    result = await asyncio.to_thread(hook, call)
+    await threads.aacquire(HOOK, HOOK_TIMEOUT_SECONDS)
+    result = await asyncio.wrap_future(threads.start(HOOK, lambda: hook(call)))
     if inspect.isawaitable(result):  # a callable object with an async __call__
         result = await result
     return result
@@ -153,6 +168,8 @@ class PhoneCalls:
         self._client = client
         self._retry = retry_policy
         self._hook = hook
+        # (One function may hold half of a budget: the hook gets HOOK_THREADS threads.)
+        self._hook_threads = FunctionThreads(2 * HOOK_THREADS)
         self._attach = attach
         self._check_budget = check_budget
         self._check_room = check_room
@@ -265,7 +282,7 @@ class PhoneCalls:
             logger.exception("phone call %s failed", call.call_id)
 
     async def _answer(self, call: IncomingCall) -> None:
-        verdict = await ask_hook(self._hook, call)
+        verdict = await ask_hook(self._hook, call, self._hook_threads)
         rate_key = budget_key(call, verdict) if isinstance(verdict, AcceptCall) else None
         if rate_key is not None:
             try:

@@ -539,6 +539,31 @@ def test_slow_hook_rejects_at_its_time_limit(serve, realtime, monkeypatch):
     assert json.loads(reject.body) == {"status_code": 603}
 
 
+def test_hung_sync_hooks_hold_at_most_their_thread_budget(serve, realtime, monkeypatch):
+    monkeypatch.setattr(_phone, "HOOK_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(_phone, "HOOK_THREADS", 1)
+    release = threading.Event()
+    entered: list[str] = []
+
+    def on_incoming_call(call: IncomingCall):
+        entered.append(call.call_id)
+        release.wait(10)
+
+    server = serve(on_incoming_call=on_incoming_call)
+    hung, next_call = realtime.open_call(), realtime.open_call()
+    try:
+        deliver(server.http, incoming_event(hung.call_id))
+        (timed_out,) = wait_control(realtime, hung.call_id)  # at its limit; still running
+        assert json.loads(timed_out.body) == {"status_code": 603}
+        deliver(server.http, incoming_event(next_call.call_id))
+        (refused,) = wait_control(realtime, next_call.call_id)
+        # The one thread is still held: the next call is rejected without its hook running.
+        assert entered == [hung.call_id]
+        assert json.loads(refused.body) == {"status_code": 603}
+    finally:
+        release.set()
+
+
 def test_upstream_failure_is_logged(serve, realtime, caplog):
     server = serve()
     call_id = "rtc_" + uuid.uuid4().hex  # a call the fake does not know: 404
@@ -626,6 +651,35 @@ def test_shutdown_hangs_up_accepted_calls_and_cancels_pending_answers(serve, rea
     assert server.navai.calls.live() == []
     held.wait_for(lambda c: c.ended)
     assert control_requests(realtime, waiting.call_id) == []  # cancelled: never answered
+
+
+def test_shutdown_does_not_wait_for_a_hung_sync_hook(serve, realtime):
+    # A sync hook cannot be stopped; past its answer's cancellation it is left behind, and
+    # neither the loop's end nor the process's exit waits for it.
+    release = threading.Event()
+    daemon: list[bool] = []
+
+    def on_incoming_call(call: IncomingCall):
+        daemon.append(threading.current_thread().daemon)  # the process's exit won't wait
+        release.wait(30)
+
+    server = serve(on_incoming_call=on_incoming_call)
+    call = realtime.open_call()
+    deliver(server.http, incoming_event(call.call_id))
+    deadline = time.monotonic() + 5
+    while not daemon and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.navai.phone_calls().pending == 1
+    started = time.monotonic()
+    try:
+        server.close()
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert took < 5, took
+    assert server.navai.phone_calls().pending == 0
+    assert daemon == [True]
+    assert control_requests(realtime, call.call_id) == []  # cancelled: never answered
 
 
 # ----- the guide's example -----------------------------------------------------------------------
