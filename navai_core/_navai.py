@@ -56,7 +56,7 @@ from ._protect import RateLimiter, client_key
 from ._retry import RetryPolicy
 from ._routes import Route, Step, routes_for
 from ._threads import FunctionThreads
-from ._upstream import BackgroundClient, asend, check_client, new_async_client, new_client, send
+from ._upstream import asend, check_client, new_async_client, new_client, send
 
 __all__ = ["Navai", "Route"]
 
@@ -110,8 +110,6 @@ class Navai:
         self._owns_client = http_client is None
         self._aclient = async_http_client
         self._owns_aclient = async_http_client is None
-        # Sync callers send through an async client on navai's loop (the same deadline).
-        self._loop_client = BackgroundClient(self._new_async_client)
         self._routes = routes_for(self.config)
         self.model_notices = ModelNotices()
         self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
@@ -406,17 +404,12 @@ class Navai:
 
     def async_http_client(self) -> httpx2.AsyncClient:
         if self._aclient is None:
-            self._aclient = self._new_async_client()
+            self._aclient = new_async_client(self.config.upstream_timeout_seconds)
         return self._aclient
 
-    def _new_async_client(self) -> httpx2.AsyncClient:
-        return new_async_client(self.config.upstream_timeout_seconds)
-
     def send_upstream(self, request: UpstreamRequest) -> UpstreamReply:
-        """Send from sync code: with your own sync client, or through navai's loop."""
-        if not self._owns_client and self._client is not None:
-            return send(self._client, request, self.retry_policy)
-        return self._loop_client.send(request, self.retry_policy)
+        """Send from sync code, with the sync client (navai's keeps the total deadline)."""
+        return send(self.http_client(), request, self.retry_policy)
 
     def close(self) -> None:
         """Hang up the calls held on navai's background loop, then close the sync httpx2
@@ -427,7 +420,6 @@ class Navai:
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
-        self._loop_client.close()
 
     async def aclose(self) -> None:
         """Hang up the calls this process holds, then close both httpx2 clients navai created."""

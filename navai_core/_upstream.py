@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+import httpcore2
 import httpx2
+from httpcore2 import SOCKET_OPTION
 
-from . import _background
 from ._client_secret import UpstreamReply, UpstreamRequest
 from ._errors import UpstreamTimeout, UpstreamUnavailable
 from ._retry import Outcome, RetryPolicy, Send, Sleep, Step, attempts
 
 logger = logging.getLogger("navai")
+
+CertTypes = str | tuple[str, str] | tuple[str, str, str]  # (httpx2's, not exported)
 
 
 class _TooSlow(Exception):
@@ -94,12 +100,17 @@ def _until(deadline: float, chunks: Iterator[bytes], request: UpstreamRequest) -
 
 
 def _fetch(client: httpx2.Client, request: UpstreamRequest, step: Send) -> Outcome:
-    deadline = time.monotonic() + step.timeout
-    response = client.send(_build(client, request, step), stream=True)
+    # The deadline of this attempt, for a DeadlineClient's sockets (any other client
+    # ignores it and is only checked between chunks of the body).
+    deadline = _local.deadline = time.monotonic() + step.timeout
     try:
-        content = b"".join(_until(deadline, response.iter_bytes(), request))
+        response = client.send(_build(client, request, step), stream=True)
+        try:
+            content = b"".join(_until(deadline, response.iter_bytes(), request))
+        finally:
+            response.close()
     finally:
-        response.close()
+        _local.deadline = None
     return Outcome(UpstreamReply(response.status_code, response.headers, content))
 
 
@@ -148,42 +159,6 @@ async def asend(
     return driver.result()
 
 
-# ----- sync callers, async client -----------------------------------------------------------
-
-
-class BackgroundClient:
-    """An async httpx2 client on navai's background loop, for sync callers (WSGI).
-
-    A sync httpx2 client can only bound each read of a reply, so an upstream that trickles
-    its headers byte by byte could hold a sync caller for ever; through this client a sync
-    caller gets exactly the async deadline (``asend``). The client is made on first use by
-    ``make``, on the loop, and made again if the loop was restarted.
-    """
-
-    def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
-        self._make = make
-        self._client: httpx2.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def send(self, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
-        return _background.run(self._asend(request, policy))
-
-    async def _asend(self, request: UpstreamRequest, policy: RetryPolicy) -> UpstreamReply:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client, self._loop = self._make(), loop  # (a dead loop's client is dropped)
-        return await asend(self._client, request, policy)
-
-    def close(self) -> None:
-        client, loop, self._client, self._loop = self._client, self._loop, None, None
-        if client is None or not _background.running() or _background.inside():
-            return
-        if loop is _background.loop():  # (a client of a closed loop is only dropped)
-            _background.run(client.aclose())
-
-
-# ----- the clients -------------------------------------------------------------------------
-
 #: The pool of each client navai creates: up to 100 upstream connections, all kept alive while
 #: idle (for 5 s), so N concurrent mints keep N warm connections (httpcore2's pool reuses them:
 #: benchmarks/bench_upstream_pool.py).
@@ -192,9 +167,163 @@ UPSTREAM_LIMITS = httpx2.Limits(
 )
 
 
+# ----- sync callers: a total deadline without an event loop ---------------------------------
+#
+# A sync httpx2 client bounds each read, not the reply: an upstream that trickles its headers
+# byte by byte resets the read timeout with every byte. navai's own sync client carries the
+# deadline down to the sockets instead: ``_fetch`` sets the current thread's deadline, and the
+# client's httpcore2 network backend clamps every connect, TLS handshake, read and write to
+# the time left before it (and fails at once when none is left). One blocking sync request
+# runs on one thread from start to end, so a thread-local deadline is the request's own.
+#
+# What httpx2 offers no public hook for, and tests/test_upstream_deadline.py pins:
+# ``httpx2.Client`` builds its transports with ``_init_transport`` / ``_init_proxy_transport``
+# (so the proxies of the environment get the deadline transport too), and
+# ``httpx2.HTTPTransport`` sends through the httpcore2 pool it keeps in ``_pool``.
+
+_local = threading.local()
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout`` clamped to the time left before this thread's deadline, if one is set."""
+    deadline: float | None = getattr(_local, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the upstream deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    def __init__(self, stream: httpcore2.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.NetworkStream:
+        left = _left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    """httpcore2's sync backend, every timeout clamped to the thread's deadline."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore2.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SOCKET_OPTION] | None = None,
+    ) -> httpcore2.NetworkStream:
+        left = _left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(
+            self._backend.connect_tcp(host, port, left, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SOCKET_OPTION] | None = None,
+    ) -> httpcore2.NetworkStream:
+        left = _left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx2.HTTPTransport):
+    """``httpx2.HTTPTransport`` on a pool whose network backend is ``_DeadlineBackend``."""
+
+    def __init__(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: CertTypes | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx2.Limits = UPSTREAM_LIMITS,
+        proxy: httpx2.Proxy | None = None,
+    ) -> None:
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=httpx2.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env),
+            proxy=None
+            if proxy is None
+            else httpcore2.Proxy(
+                url=str(proxy.url),
+                auth=proxy.raw_auth,
+                headers=proxy.headers.raw,
+                ssl_context=proxy.ssl_context,
+            ),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=http1,
+            http2=http2,
+            network_backend=_DeadlineBackend(),
+        )
+
+
+class DeadlineClient(httpx2.Client):
+    """The sync client navai creates: ``send`` keeps its total deadline on it, headers
+    included, without an event loop. Built like any ``httpx2.Client``: the proxies of the
+    environment (HTTPS_PROXY, NO_PROXY, ...) apply, through deadline transports too."""
+
+    def _init_transport(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: CertTypes | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx2.Limits = UPSTREAM_LIMITS,
+        transport: httpx2.BaseTransport | None = None,
+    ) -> httpx2.BaseTransport:
+        if transport is not None:
+            return transport
+        return _DeadlineTransport(verify, cert, trust_env, http1, http2, limits)
+
+    def _init_proxy_transport(
+        self,
+        proxy: httpx2.Proxy,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: CertTypes | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx2.Limits = UPSTREAM_LIMITS,
+    ) -> httpx2.BaseTransport:
+        return _DeadlineTransport(verify, cert, trust_env, http1, http2, limits, proxy)
+
+
+# ----- the clients -------------------------------------------------------------------------
+
+
 def new_client(timeout: float) -> httpx2.Client:
-    """A sync client as navai creates it (HTTPS_PROXY / NO_PROXY from the environment apply)."""
-    return httpx2.Client(timeout=timeout, limits=UPSTREAM_LIMITS)
+    """A sync client as navai creates it (HTTPS_PROXY / NO_PROXY from the environment apply),
+    on which ``send`` keeps its total deadline (``DeadlineClient``)."""
+    return DeadlineClient(timeout=timeout, limits=UPSTREAM_LIMITS)
 
 
 def new_async_client(timeout: float) -> httpx2.AsyncClient:

@@ -65,3 +65,41 @@ def test_trickling_headers_are_cut_off_at_the_deadline(mint, trickling):  # noqa
     )
     assert (status, body) == (504, {"error": "OpenAI client_secrets timed out."})
     assert took < CUT_OFF + SLACK
+
+
+def test_a_trickling_proxy_of_the_environment_is_cut_off_at_the_deadline(
+    mint,  # noqa: F811
+    trickling,
+    monkeypatch,
+):
+    # The proxies of the environment get the deadline too (sync: a proxy transport of its own).
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", trickling.base_url.removesuffix("/v1"))
+    # A host only the proxy can reach (.invalid never resolves).
+    status, body, took = mint(
+        "http://api.openai.invalid/v1", upstream_max_retries=0, upstream_timeout_seconds=CUT_OFF
+    )
+    assert (status, body) == (504, {"error": "OpenAI client_secrets timed out."})
+    assert took < CUT_OFF + SLACK
+
+
+def test_the_httpx2_hooks_the_sync_deadline_relies_on():
+    # httpx2 has no public way to give a Client's transports (its proxy ones included) a
+    # network backend; navai's DeadlineClient overrides these two builders and fills
+    # HTTPTransport's pool itself. If httpx2 changes them, this says where.
+    import inspect
+
+    import httpx2
+
+    from navai_core._upstream import DeadlineClient, _DeadlineTransport
+
+    for hook in ("_init_transport", "_init_proxy_transport"):
+        ours = inspect.signature(getattr(DeadlineClient, hook)).parameters
+        theirs = inspect.signature(getattr(httpx2.Client, hook)).parameters
+        assert list(ours) == list(theirs), hook
+    assert set(vars(httpx2.HTTPTransport())) == {"_pool"}
+    with DeadlineClient() as client:
+        assert set(vars(client._transport)) == {"_pool"}
+        assert isinstance(client._transport, _DeadlineTransport)
