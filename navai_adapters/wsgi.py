@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from werkzeug.wrappers import Request, Response
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Request
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
-from ._common import get_navai, internal_error, merge_headers, read_limited, response_parts
+from ._common import get_navai, internal_error, read_limited, response_parts
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -27,20 +28,38 @@ if TYPE_CHECKING:
 __all__ = ["NavaiWSGIApp", "create_app", "request_context"]
 
 
-class _Response(Response):
-    default_mimetype = None  # the Content-Type comes from the reply (none on a 204)
-
-
 def request_context(request: Request) -> RequestContext:
     """The framework-neutral view of a Werkzeug request (path relative to ``SCRIPT_NAME``)."""
+    environ = request.environ
     return RequestContext(
         method=request.method,
         path=request.path,
-        headers=merge_headers(request.headers.items()),
+        headers=_headers(environ),
         client=request.remote_addr,
-        query_string=request.environ.get("QUERY_STRING", ""),
+        query_string=environ.get("QUERY_STRING", ""),
         raw=request,
     )
+
+
+def _headers(environ: WSGIEnvironment) -> dict[str, str]:
+    """The request headers of ``environ``, lower-case (as Werkzeug's ``EnvironHeaders``
+    reads them, without building that object: the server already joined repeated ones)."""
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            if key != "HTTP_CONTENT_TYPE" and key != "HTTP_CONTENT_LENGTH":
+                headers[key[5:].replace("_", "-").lower()] = value
+        elif (key == "CONTENT_TYPE" or key == "CONTENT_LENGTH") and value:
+            headers[key.replace("_", "-").lower()] = value
+    return headers
+
+
+def _status_line(status: int) -> str:
+    """The WSGI status line Werkzeug writes for ``status`` (``404 NOT FOUND``)."""
+    return _STATUS_LINES.get(status) or f"{status} UNKNOWN"
+
+
+_STATUS_LINES = {code: f"{code} {reason.upper()}" for code, reason in HTTP_STATUS_CODES.items()}
 
 
 class NavaiWSGIApp:
@@ -62,8 +81,14 @@ class NavaiWSGIApp:
             status, headers, content = response_parts(reply)
         except Exception:
             status, headers, content = internal_error()
-        response = _Response(content, status=status, headers=headers)
-        return response(environ, start_response)
+        # Written directly, as Werkzeug's Response would: a Content-Length, and no body for
+        # a 204 or a HEAD request.
+        if status == 204:
+            start_response(_status_line(status), headers)
+            return []
+        headers.append(("Content-Length", str(len(content))))
+        start_response(_status_line(status), headers)
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [content]
 
     def close(self) -> None:
         self.navai.close()
