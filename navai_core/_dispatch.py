@@ -37,7 +37,7 @@ from ._hooks import DENIED, aallowed, allowed
 from ._http import Reply, RequestContext
 from ._json import JsonValue
 from ._schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
-from ._threads import Busy, FunctionThreads
+from ._threads import Busy, FunctionThreads, Overran
 
 logger = logging.getLogger("navai")
 T = TypeVar("T")
@@ -247,15 +247,9 @@ def execute(
             result = _run_on_loop(prepared.start(), limit)
         else:
             pool = threads or _default_threads()
-            name = prepared.entry.name
-            pool.acquire(name, limit)
-            started = time.monotonic()
-            running = pool.start(name, prepared.start)
             try:
-                result = running.result(limit)
-            except TimeoutError:
-                if running.done():
-                    raise  # the function's own TimeoutError
+                result, started = pool.run(prepared.entry.name, prepared.start, limit)
+            except Overran:
                 raise _TimedOut from None
             if inspect.isawaitable(result):
                 result = _run_on_loop(result, max(started + limit - time.monotonic(), 0.0))

@@ -13,6 +13,12 @@ keeps its thread. So threads are a budget, not a pool to grow:
 
 Idle threads are reused and end after ``IDLE_SECONDS``.
 
+Sync callers (WSGI) use :meth:`FunctionThreads.run`: a call that has to wait leaves its
+function in the queue of waiting calls, and the thread that frees up runs it at once, so the
+caller is woken once, when its function is done (not once for the thread, then again for the
+result); its outcome is a lock, lighter than a future. Async callers reserve a thread
+(:meth:`aacquire`), then :meth:`start` the function and await its future.
+
 anyio's ``to_thread.run_sync(..., abandon_on_cancel=True)`` cannot give this: an abandoned
 call gives its capacity token back while its thread runs on, so hung calls grow threads
 without bound (measured: 1,928 threads after 2,000 calls of a hung function).
@@ -27,8 +33,9 @@ import contextlib
 import contextvars
 import queue
 import threading
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -47,6 +54,36 @@ class Busy(Exception):
         self.name = name
 
 
+class Overran(Exception):
+    """A function ran past its time limit (never raised by a function itself)."""
+
+
+class _Call(Generic[T]):
+    """One call of a sync caller: the function, then its outcome (``done`` is released)."""
+
+    __slots__ = ("context", "done", "error", "fn", "started", "value")
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.fn = fn
+        self.context = contextvars.copy_context()
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.started: float | None = None  # (set under the budget's lock)
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> None:
+        try:
+            self.value = self.context.run(self.fn)
+        except BaseException as exc:  # handed to the caller, who decides
+            self.error = exc
+        finally:
+            self.done.release()
+
+
+_Waiter = concurrent.futures.Future[None] | _Call[Any]
+
+
 class FunctionThreads:
     """A budget of daemon threads for sync functions (see the module's docstring)."""
 
@@ -59,9 +96,7 @@ class FunctionThreads:
         self._lock = threading.Lock()
         self._busy = 0
         self._held: dict[str, int] = {}
-        self._waiters: collections.deque[tuple[str, concurrent.futures.Future[None]]] = (
-            collections.deque()
-        )
+        self._waiters: collections.deque[tuple[str, _Waiter]] = collections.deque()
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._idle = 0
 
@@ -131,34 +166,75 @@ class FunctionThreads:
 
     def _release(self, name: str) -> None:
         with self._lock:
-            self._give_back(name)
+            spawn = self._give_back(name)
+        self._spawn(spawn)
 
-    def _give_back(self, name: str) -> None:
-        """(Lock held.) Free ``name``'s thread and hand free threads to waiting calls."""
+    def _give_back(self, name: str) -> list[_Job]:
+        """(Lock held.) Free ``name``'s thread and hand free threads to waiting calls;
+        returns the jobs that need a new thread (started by the caller, lock released)."""
         self._busy -= 1
         left = self._held[name] - 1
         if left:
             self._held[name] = left
         else:
             del self._held[name]
+        spawn: list[_Job] = []
         if not self._waiters:
-            return
-        still: collections.deque[tuple[str, concurrent.futures.Future[None]]] = collections.deque()
+            return spawn
+        still: collections.deque[tuple[str, _Waiter]] = collections.deque()
         while self._waiters and self._busy < self.max_threads:
             waiter, granted = self._waiters.popleft()
             if self._held.get(waiter, 0) >= self.per_function:
                 still.append((waiter, granted))
+            elif isinstance(granted, _Call):
+                self._take(waiter)
+                granted.started = time.monotonic()
+                if not self._queue((waiter, granted)):
+                    spawn.append((waiter, granted))
             elif granted.set_running_or_notify_cancel():
                 self._take(waiter)
                 granted.set_result(None)
         still.extend(self._waiters)
         self._waiters = still
+        return spawn
 
     # ----- running a function ------------------------------------------------------------
 
+    def run(self, name: str, fn: Callable[[], T], limit: float) -> tuple[T, float]:
+        """Call ``fn`` on a thread from sync code and wait for it: at most ``limit`` seconds
+        for a thread (then :class:`Busy`), then ``limit`` seconds from its start (then
+        :class:`Overran`; the function runs on, holding its thread). Returns its value and
+        when it started (``time.monotonic()``); re-raises what it raised."""
+        call: _Call[T] = _Call(fn)
+        with self._lock:
+            waits = not self._room(name)
+            if not waits:
+                self._take(name)
+                call.started = time.monotonic()
+                queued = self._queue((name, call))
+            elif len(self._waiters) >= self.max_waiting:
+                raise Busy(name)
+            else:
+                self._waiters.append((name, call))
+        if not waits and not queued:
+            self._spawn([(name, call)])
+        if not call.done.acquire(timeout=limit):
+            with self._lock:
+                started = call.started
+                if started is None:  # still waiting for a thread
+                    self._waiters.remove((name, call))
+                    raise Busy(name)
+            if not call.done.acquire(timeout=max(started + limit - time.monotonic(), 0.0)):
+                raise Overran(name)
+        assert call.started is not None
+        if call.error is not None:
+            raise call.error
+        return call.value, call.started  # type: ignore[return-value]
+
     def start(self, name: str, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Run ``fn`` on the thread reserved for ``name`` (by :meth:`acquire`); the thread is
-        given back when ``fn`` returns, whether anyone still waits for it or not. A future
+        """Run ``fn`` on the thread reserved for ``name`` (by :meth:`acquire` or
+        :meth:`aacquire`); the thread
+        is given back when ``fn`` returns, whether anyone still waits for it or not. A future
         cancelled before ``fn`` started cancels the call."""
         outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
         context = contextvars.copy_context()
@@ -174,16 +250,24 @@ class FunctionThreads:
                 outcome.set_result(value)
 
         with self._lock:
-            reuse = self._idle > 0
-            if reuse:
-                self._idle -= 1  # claimed: that thread takes the next job from the queue
-        if reuse:
-            self._jobs.put((name, job))
-        else:
-            threading.Thread(
-                target=self._work, args=((name, job),), name="navai-function", daemon=True
-            ).start()
+            queued = self._queue((name, job))
+        if not queued:
+            self._spawn([(name, job)])
         return outcome
+
+    def _queue(self, job: _Job) -> bool:
+        """(Lock held.) Hand ``job`` to an idle thread; False when there is none."""
+        if self._idle <= 0:
+            return False
+        self._idle -= 1  # claimed: that thread takes the next job from the queue
+        self._jobs.put(job)
+        return True
+
+    def _spawn(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            threading.Thread(
+                target=self._work, args=(job,), name="navai-function", daemon=True
+            ).start()
 
     def _work(self, job: _Job) -> None:
         while True:
@@ -193,7 +277,8 @@ class FunctionThreads:
             finally:
                 with self._lock:
                     self._idle += 1
-                    self._give_back(name)
+                    spawn = self._give_back(name)
+                self._spawn(spawn)
             while True:
                 try:
                     job = self._jobs.get(timeout=self.IDLE_SECONDS)
