@@ -496,6 +496,7 @@ def measure(
     warmup: float,
     duration: float,
     profile: Path | None = None,
+    profile_gil: bool = False,
 ) -> Measure:
     upstream(up_port, s.upstream_ms)
     load.run(server.port, s, warmup)
@@ -507,6 +508,8 @@ def measure(
         out = profile / f"{s.key}-{server.stack}.txt"
         argv = [PROFILER, "record", "-p", str(pid), "-d", str(max(1, int(duration))), "-r", "250"]
         argv += ["--nonblocking", "-f", "raw", "-o", str(out)]
+        if profile_gil:
+            argv.append("--gil")  # only the thread holding the GIL: where the CPU goes
         spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     result = load.run(server.port, s, duration)
@@ -646,6 +649,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="record py-spy profiles (raw stacks) of the navai servers into this folder",
     )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (threads waiting on a "
+        "lock or a socket otherwise show up as busy under a threaded server)",
+    )
     parser.add_argument("--stacks", default="asgi,wsgi", help="navai servers to measure")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -724,7 +733,16 @@ def main(argv: list[str] | None = None) -> int:
                 measured = []
                 for stack in args.stacks.split(","):
                     pair = {srv.app: srv for srv in servers if srv.stack == stack}
-                    navai = measure(load, pair["navai"], s, up_port, warmup, duration, args.profile)
+                    navai = measure(
+                        load,
+                        pair["navai"],
+                        s,
+                        up_port,
+                        warmup,
+                        duration,
+                        args.profile,
+                        args.profile_gil,
+                    )
                     bare = measure(load, pair["bare"], s, up_port, warmup, duration)
                     measured.append(Row(s, stack, navai, bare))
                 node_measure = measure(load, node, s, up_port, warmup, duration) if node else None
