@@ -77,8 +77,8 @@ class _Call(Generic[T]):
             self.value = self.context.run(self.fn)
         except BaseException as exc:  # handed to the caller, who decides
             self.error = exc
-        finally:
-            self.done.release()
+        # ``done`` is released by the thread once it gave its place back: the caller, woken
+        # then, does not wait for the GIL while the thread does its bookkeeping.
 
 
 _Waiter = concurrent.futures.Future[None] | _Call[Any]
@@ -279,6 +279,8 @@ class FunctionThreads:
                     self._idle += 1
                     spawn = self._give_back(name)
                 self._spawn(spawn)
+                if type(run) is _Call:
+                    run.done.release()
             while True:
                 try:
                     job = self._jobs.get(timeout=self.IDLE_SECONDS)
