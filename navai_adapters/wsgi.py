@@ -46,12 +46,28 @@ def _headers(environ: WSGIEnvironment) -> dict[str, str]:
     reads them, without building that object: the server already joined repeated ones)."""
     headers: dict[str, str] = {}
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            if key != "HTTP_CONTENT_TYPE" and key != "HTTP_CONTENT_LENGTH":
-                headers[key[5:].replace("_", "-").lower()] = value
-        elif (key == "CONTENT_TYPE" or key == "CONTENT_LENGTH") and value:
-            headers[key.replace("_", "-").lower()] = value
+        name = _HEADER_NAMES.get(key)
+        if name is None:
+            name = _header_name(key)
+            if len(_HEADER_NAMES) < _HEADER_NAMES_KEPT:
+                _HEADER_NAMES[key] = name
+        if name and (value or key[0] == "H"):  # (an empty CONTENT_TYPE/_LENGTH is none)
+            headers[name] = value
     return headers
+
+
+def _header_name(key: str) -> str:
+    """The header an environ key holds (``HTTP_X_API_KEY`` -> ``x-api-key``), else ``""``."""
+    if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+        return key[5:].replace("_", "-").lower()
+    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        return key.replace("_", "-").lower()
+    return ""
+
+
+# Environ keys seen, and the header each holds: a bounded cache (clients choose the names).
+_HEADER_NAMES: dict[str, str] = {}
+_HEADER_NAMES_KEPT = 512
 
 
 def _status_line(status: int) -> str:
