@@ -121,7 +121,9 @@ def main() -> None:
                 functions_enabled=False,
             )
         )
-        mint_context = RequestContext("POST", "/navai/realtime/client-secret")
+        mint_context = RequestContext(
+            "POST", "/navai/realtime/client-secret", {"Content-Type": "application/json"}
+        )
         with navai:
             assert navai.handle(mint_context, b"{}").status == 200
             mints = max(n // 3, 200)
