@@ -233,9 +233,8 @@ class FunctionThreads:
 
     def start(self, name: str, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``fn`` on the thread reserved for ``name`` (by :meth:`acquire` or
-        :meth:`aacquire`); the thread
-        is given back when ``fn`` returns, whether anyone still waits for it or not. A future
-        cancelled before ``fn`` started cancels the call."""
+        :meth:`aacquire`); the thread is given back when ``fn`` returns, whether anyone still
+        waits for it or not. A future cancelled before ``fn`` started cancels the call."""
         outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
         context = contextvars.copy_context()
 
@@ -275,12 +274,14 @@ class FunctionThreads:
             try:
                 run()
             finally:
-                with self._lock:
-                    self._idle += 1
-                    spawn = self._give_back(name)
-                self._spawn(spawn)
-                if type(run) is _Call:
-                    run.done.release()
+                try:
+                    with self._lock:
+                        self._idle += 1
+                        spawn = self._give_back(name)
+                    self._spawn(spawn)
+                finally:
+                    if type(run) is _Call:
+                        run.done.release()
             while True:
                 try:
                     job = self._jobs.get(timeout=self.IDLE_SECONDS)

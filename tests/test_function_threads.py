@@ -229,3 +229,44 @@ def _try(pool: FunctionThreads, name: str, wait: float) -> str:
     except Busy:
         return "busy"
     return "got"
+
+
+def test_a_sync_call_that_waits_is_run_by_the_thread_that_frees_up():
+    pool = FunctionThreads(2)  # one thread per function
+    release = threading.Event()
+    threads: list[int] = []
+
+    def first() -> str:
+        threads.append(threading.get_ident())
+        release.wait(5)
+        return "first"
+
+    def second() -> str:
+        threads.append(threading.get_ident())
+        return "second"
+
+    with ThreadPoolExecutor(2) as executor:
+        running = executor.submit(pool.run, "a", first, 5)
+        time.sleep(0.05)
+        waiting = executor.submit(pool.run, "a", second, 5)
+        time.sleep(0.05)
+        assert len(pool._waiters) == 1 and not waiting.done()
+        release.set()
+        assert running.result(5)[0] == "first"
+        value, started = waiting.result(5)
+    assert value == "second" and started <= time.monotonic()
+    assert threads[0] == threads[1]  # the thread that freed up
+    assert pool.busy == 0 and not pool._waiters
+
+
+def test_a_sync_call_that_finds_no_thread_in_time_is_busy_and_withdrawn():
+    pool = FunctionThreads(2)
+    release = threading.Event()
+    with ThreadPoolExecutor(1) as executor:
+        holder = executor.submit(pool.run, "a", lambda: release.wait(5), 5)
+        time.sleep(0.05)
+        with pytest.raises(Busy):
+            pool.run("a", lambda: "never", 0.1)
+        assert not pool._waiters
+        release.set()
+        holder.result(5)
