@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -221,6 +222,16 @@ class _DeadlineStream(httpcore2.NetworkStream):
         return self._stream.get_extra_info(info)
 
 
+def _addresses(host: str, port: int) -> list[str]:
+    """The IP addresses ``host`` resolves to, in the resolver's order (DNS is not bounded by
+    the deadline: see docs/providers.md)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise httpcore2.ConnectError(str(exc)) from exc
+    return [str(sockaddr[0]) for *_, sockaddr in found]
+
+
 class _DeadlineBackend(httpcore2.NetworkBackend):
     """httpcore2's sync backend, every timeout clamped to the thread's deadline."""
 
@@ -235,10 +246,21 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SOCKET_OPTION] | None = None,
     ) -> httpcore2.NetworkStream:
-        left = _left(timeout, httpcore2.ConnectTimeout)
-        return _DeadlineStream(
-            self._backend.connect_tcp(host, port, left, local_address, socket_options)
-        )
+        # socket.create_connection would give each address of ``host`` the whole timeout:
+        # the addresses are tried here one by one, each with only the time left.
+        failure: httpcore2.ConnectError | httpcore2.ConnectTimeout | None = None
+        for address in _addresses(host, port):
+            left = _left(timeout, httpcore2.ConnectTimeout)
+            try:
+                stream = self._backend.connect_tcp(
+                    address, port, left, local_address, socket_options
+                )
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                failure = exc
+                continue
+            return _DeadlineStream(stream)
+        assert failure is not None  # (getaddrinfo gives at least one address or raises)
+        raise failure
 
     def connect_unix_socket(
         self,

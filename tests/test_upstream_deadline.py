@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -80,6 +82,49 @@ def test_a_trickling_proxy_of_the_environment_is_cut_off_at_the_deadline(
     # A host only the proxy can reach (.invalid never resolves).
     status, body, took = mint(
         "http://api.openai.invalid/v1", upstream_max_retries=0, upstream_timeout_seconds=CUT_OFF
+    )
+    assert (status, body) == (504, {"error": "OpenAI client_secrets timed out."})
+    assert took < CUT_OFF + SLACK
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a new connect to it hangs (SYN dropped)."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    yield port
+    for filler in fillers:
+        filler.close()
+    server.close()
+
+
+def test_a_host_of_several_silent_addresses_is_cut_off_at_the_deadline(
+    mint,  # noqa: F811
+    silent_port,
+    monkeypatch,
+):
+    # socket.create_connection gives each address of a name the whole timeout it is given;
+    # the deadline is the whole attempt's, however many addresses the name has.
+    real = socket.getaddrinfo
+
+    def three_addresses(host, port, *args, **kwargs):
+        if host in ("several.invalid", b"several.invalid"):
+            return real("127.0.0.1", silent_port, *args, **kwargs) * 3
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", three_addresses)
+    status, body, took = mint(
+        f"http://several.invalid:{silent_port}/v1",
+        upstream_max_retries=0,
+        upstream_timeout_seconds=CUT_OFF,
     )
     assert (status, body) == (504, {"error": "OpenAI client_secrets timed out."})
     assert took < CUT_OFF + SLACK
