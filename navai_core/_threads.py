@@ -263,10 +263,25 @@ class FunctionThreads:
         return True
 
     def _spawn(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            threading.Thread(
-                target=self._work, args=(job,), name="navai-function", daemon=True
-            ).start()
+        """Start a thread for each job (its place taken). When the system refuses a thread,
+        the job's place is given back, a sync caller's call fails with that error, and the
+        first such error is raised here once every job is dealt with."""
+        failure: BaseException | None = None
+        while jobs:
+            name, job = jobs.pop()
+            try:
+                threading.Thread(
+                    target=self._work, args=((name, job),), name="navai-function", daemon=True
+                ).start()
+            except BaseException as exc:  # (RuntimeError: can't start new thread)
+                failure = failure or exc
+                with self._lock:
+                    jobs.extend(self._give_back(name))
+                if type(job) is _Call:
+                    job.error = exc
+                    job.done.release()
+        if failure is not None:
+            raise failure
 
     def _work(self, job: _Job) -> None:
         while True:
@@ -278,7 +293,8 @@ class FunctionThreads:
                     with self._lock:
                         self._idle += 1
                         spawn = self._give_back(name)
-                    self._spawn(spawn)
+                    with contextlib.suppress(Exception):  # (each caller told: _spawn)
+                        self._spawn(spawn)
                 finally:
                     if type(run) is _Call:
                         run.done.release()

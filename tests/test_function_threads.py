@@ -270,3 +270,38 @@ def test_a_sync_call_that_finds_no_thread_in_time_is_busy_and_withdrawn():
         assert not pool._waiters
         release.set()
         holder.result(5)
+
+
+@pytest.fixture
+def refused_threads(monkeypatch):
+    """``threading.Thread.start`` of navai's function threads fails while ``refusals`` > 0
+    (as when the system has no thread left to give)."""
+    refusals = [0]
+    start = threading.Thread.start
+
+    def refusing(thread: threading.Thread) -> None:
+        if thread.name == "navai-function" and refusals[0] > 0:
+            refusals[0] -= 1
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing)
+    return refusals
+
+
+def test_a_thread_the_system_refuses_gives_its_place_back(refused_threads):
+    pool = FunctionThreads(2)  # one thread per function
+    refused_threads[0] = 1
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        pool.run("x", lambda: "never", 1)
+    assert pool.busy == 0 and not pool._held
+    assert pool.run("x", lambda: "x", 1)[0] == "x"  # the place is there again
+
+
+def test_a_thread_the_system_refuses_to_a_reserved_call_gives_its_place_back(refused_threads):
+    pool = FunctionThreads(2)
+    asyncio.run(pool.aacquire("x", 1))  # as the async callers do, then start
+    refused_threads[0] = 1
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        pool.start("x", lambda: "never")
+    assert pool.busy == 0 and not pool._held
