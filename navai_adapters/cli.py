@@ -164,12 +164,12 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--workers above 1 needs a POSIX system (use one process on Windows)")
     if args.reload and args.workers > 1:
         parser.error("--reload runs one worker; drop --workers")
-    if args.gc is None:
+    environ = dict(os.environ)  # before .env: a --reload child reads the file again
+    env_file = _load_env_file(parser, args.env_file)
+    if args.gc is None:  # (after .env, which may set it)
         args.gc = os.environ.get(GC_ENV, "").strip().lower() or "tuned"
         if args.gc not in GC_MODES:
             parser.error(f"{GC_ENV} must be one of {', '.join(GC_MODES)}")
-    environ = dict(os.environ)  # before .env: a --reload child reads the file again
-    env_file = _load_env_file(parser, args.env_file)
     port = _port(parser, args.port)
     _configure_logging()
     missing = _servers.required_packages(args.wsgi)

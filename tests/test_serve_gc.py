@@ -97,3 +97,10 @@ def test_a_bad_gc_setting_is_a_clear_error(folder):
     )
     assert done.returncode == 2
     assert "NAVAI_SERVE_GC must be one of tuned, python" in done.stderr
+
+
+def test_the_setting_is_read_from_the_env_file_too(folder, tmp_path):
+    env_file = tmp_path / "gc.env"
+    env_file.write_text("NAVAI_SERVE_GC=python\n")
+    state = gc_state(folder, ["--env-file", str(env_file)], {}, "env-file")
+    assert state == {"frozen": 0, "threshold": list(map(int, PYTHON_THRESHOLD))}
