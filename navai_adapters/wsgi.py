@@ -98,8 +98,9 @@ class NavaiWSGIApp:
         except Exception:
             status, headers, content = internal_error()
         # Written directly, as Werkzeug's Response would: a Content-Length, and no body for
-        # a 204 or a HEAD request.
-        if status == 204:
+        # a 204 or 304 answer (nor their Content-Type) or a HEAD request.
+        if status in (204, 304):
+            headers = [h for h in headers if h[0].lower() != "content-type"]
             start_response(_status_line(status), headers)
             return []
         headers.append(("Content-Length", str(len(content))))

@@ -100,8 +100,9 @@ def _werkzeug(reply: Reply, method: str) -> tuple[str, list[tuple[str, str]], by
             content_type="application/sdp",
         ),
         Reply(599, {"error": "odd"}),
+        Reply(304, {"error": "from a hook"}),
     ],
-    ids=["200", "404", "204", "201-sdp", "unknown-status"],
+    ids=["200", "404", "204", "201-sdp", "unknown-status", "304"],
 )
 def test_answers_are_those_werkzeug_would_send(reply: Reply, method: str):
     status, headers, content = _served(reply, method)
