@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -275,47 +276,41 @@ def test_server_stop_hangs_up_and_exits_cleanly(
     assert fake_realtime.live_sidebands() == 0
 
 
+def calls_navai(fake: FakeRealtime, **changes: Any) -> Navai:
+    """A Navai in process with the server's key, calling ``fake``."""
+    return Navai(NavaiConfig(openai_api_key=SERVER_KEY, openai_base_url=fake.base_url, **changes))
+
+
+def start_context(client: str | None = None) -> RequestContext:
+    """A browser's request to start a call (its offer is the body)."""
+    return RequestContext(
+        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client=client
+    )
+
+
 def spent_budget_navai(fake_realtime: FakeRealtime) -> Navai:
     """A navai with a 1 minute an hour call budget that client 10.0.0.1 has spent."""
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            call_budget="1/hour",
-            functions_enabled=False,
-        )
-    )
+    navai = calls_navai(fake_realtime, call_budget="1/hour", functions_enabled=False)
     asyncio.run(navai.calls.budgets.acharge("10.0.0.1", 60))
     return navai
 
 
 def test_budget_refuses_new_calls_in_process(fake_realtime: FakeRealtime) -> None:
     navai = spent_budget_navai(fake_realtime)
-    context = RequestContext(
-        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.1"
-    )
+    context = start_context("10.0.0.1")
     reply = navai.handle(context, OFFER.encode())
     assert reply.status == 429
     assert dict(reply.headers)["Retry-After"].isdigit()
     assert reply.body["error"].startswith("Call-time budget spent.")  # type: ignore[index]
-    other = RequestContext(
-        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.2"
-    )
+    other = start_context("10.0.0.2")
     fake_realtime.reset()
     assert navai.handle(other, OFFER.encode()).status == 201
     navai.close()
 
 
 def test_rate_limit_calls_in_process(fake_realtime: FakeRealtime) -> None:
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            rate_limit_calls="1/minute",
-            call_sideband=False,
-        )
-    )
-    context = RequestContext("POST", "/navai/realtime/calls", {"content-type": "application/sdp"})
+    navai = calls_navai(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
+    context = start_context()
     fake_realtime.reset()
     assert navai.handle(context, OFFER.encode()).status == 201
     assert navai.handle(context, OFFER.encode()).status == 429
@@ -347,14 +342,7 @@ def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
         seen.append(context.path)
         return context.header("authorization") == "Bearer operator"
 
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            call_sideband=False,
-            authorize_client_secret=operator,
-        )
-    )
+    navai = calls_navai(fake_realtime, call_sideband=False, authorize_client_secret=operator)
     fake_realtime.reset()
     call = fake_realtime.open_call()
     path = f"/navai/realtime/calls/{call.call_id}/hangup"
@@ -377,17 +365,9 @@ def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
 def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeRealtime) -> None:
     """Whoever learns a call id cannot end someone else's call: another rate-limit key gets
     404 (as for an unknown id) and the call goes on; its own key ends it."""
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            functions_enabled=False,
-        )
-    )
+    navai = calls_navai(fake_realtime, functions_enabled=False)
     fake_realtime.reset()
-    start = RequestContext(
-        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.7"
-    )
+    start = start_context("10.0.0.7")
     created = navai.handle(start, OFFER.encode())
     assert created.status == 201
     call_id = dict(created.headers)["Location"].rsplit("/", 1)[1]
@@ -403,18 +383,13 @@ def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeRealtime)
 
 
 def test_a_held_call_is_hung_up_by_anyone_the_hook_allows(fake_realtime: FakeRealtime) -> None:
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            functions_enabled=False,
-            authorize_client_secret=lambda context: True,
-        )
+    navai = calls_navai(
+        fake_realtime,
+        functions_enabled=False,
+        authorize_client_secret=lambda context: True,
     )
     fake_realtime.reset()
-    start = RequestContext(
-        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.7"
-    )
+    start = start_context("10.0.0.7")
     created = navai.handle(start, OFFER.encode())
     call_id = dict(created.headers)["Location"].rsplit("/", 1)[1]
     path = f"/navai/realtime/calls/{call_id}/hangup"
@@ -433,9 +408,7 @@ def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
     )
     refused = navai.handle(context, b"not json")
     assert refused.status == 429 and "Retry-After" in dict(refused.headers)
-    other = RequestContext(
-        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.2"
-    )
+    other = start_context("10.0.0.2")
     fake_realtime.reset()
     assert navai.handle(other, OFFER.encode()).status == 201
     session = json.loads(
@@ -451,20 +424,13 @@ def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
 
 
 def test_hangups_have_their_own_rate_limit_counter(fake_realtime: FakeRealtime) -> None:
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            rate_limit_calls="1/minute",
-            call_sideband=False,
-        )
-    )
+    navai = calls_navai(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
     fake_realtime.reset()
     hangup = RequestContext("POST", "/navai/realtime/calls/rtc_nobody/hangup")
     assert navai.handle(hangup).status == 404
     limited = navai.handle(hangup)
     assert limited.status == 429 and "Retry-After" in dict(limited.headers)
-    calls = RequestContext("POST", "/navai/realtime/calls", {"content-type": "application/sdp"})
+    calls = start_context()
     assert navai.handle(calls, OFFER.encode()).status == 201  # a counter of its own
     assert [r.path for r in fake_realtime.requests] == ["/v1/realtime/calls"]
     navai.close()
@@ -536,17 +502,9 @@ def test_sync_handle_inside_a_short_lived_loop_keeps_the_call(
     """Django under WSGI runs its async view in a per-request ``asyncio.run`` loop: a call
     started through the sync ``handle()`` there lives on navai's own loop, not that one."""
 
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            functions_enabled=False,
-        )
-    )
+    navai = calls_navai(fake_realtime, functions_enabled=False)
     fake_realtime.reset()
-    context = RequestContext(
-        "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client="10.0.0.3"
-    )
+    context = start_context("10.0.0.3")
 
     async def request() -> object:
         return navai.handle(context, OFFER.encode())
@@ -568,13 +526,7 @@ def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime
     """A call whose loop stopped (not closed): ``hangup()`` answers within its wait."""
     import threading
 
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            functions_enabled=False,
-        )
-    )
+    navai = calls_navai(fake_realtime, functions_enabled=False)
     call = fake_realtime.open_call()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -611,20 +563,11 @@ def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime
 def test_live_calls_are_capped_per_process(fake_realtime: FakeRealtime) -> None:
     """Past NAVAI_CALL_MAX_LIVE held calls, a new call answers 503 with Retry-After before
     anything reaches OpenAI; once a call ends there is room again."""
-    navai = Navai(
-        NavaiConfig(
-            openai_api_key=SERVER_KEY,
-            openai_base_url=fake_realtime.base_url,
-            functions_enabled=False,
-            call_max_live=1,
-        )
-    )
+    navai = calls_navai(fake_realtime, functions_enabled=False, call_max_live=1)
     fake_realtime.reset()
 
     def offer(client: str) -> object:
-        context = RequestContext(
-            "POST", "/navai/realtime/calls", {"content-type": "application/sdp"}, client=client
-        )
+        context = start_context(client)
         return navai.handle(context, OFFER.encode())
 
     first = offer("10.0.0.1")
