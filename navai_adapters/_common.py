@@ -80,10 +80,15 @@ async def aread_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes:
     return b"".join(parts)[: limit + 1]
 
 
+#: Answers that carry no body (nor a Content-Type, nor a Content-Length).
+NO_BODY = frozenset({204, 304})
+
+
 def response_parts(reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Status, headers and body bytes of a reply (a 204 has no body and no Content-Type)."""
+    """Status, headers and body bytes of a reply (a 204 or 304 has no body and no
+    Content-Type)."""
     headers = list(reply.headers)
-    if reply.status == 204:
+    if reply.status in NO_BODY:
         return reply.status, headers, b""
     return reply.status, [("Content-Type", reply.content_type), *headers], reply.content
 

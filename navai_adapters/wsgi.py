@@ -18,7 +18,7 @@ from werkzeug.wrappers import Request
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
-from ._common import get_navai, internal_error, read_limited, response_parts
+from ._common import NO_BODY, get_navai, internal_error, read_limited, response_parts
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -99,8 +99,7 @@ class NavaiWSGIApp:
             status, headers, content = internal_error()
         # Written directly, as Werkzeug's Response would: a Content-Length, and no body for
         # a 204 or 304 answer (nor their Content-Type) or a HEAD request.
-        if status in (204, 304):
-            headers = [h for h in headers if h[0].lower() != "content-type"]
+        if status in NO_BODY:
             start_response(_status_line(status), headers)
             return []
         headers.append(("Content-Length", str(len(content))))

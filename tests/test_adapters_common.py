@@ -22,7 +22,7 @@ import pytest
 from conftest import TestClient
 
 from navai_adapters import _common, asgi, wsgi
-from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
+from navai_core import FunctionRegistry, Navai, NavaiConfig, NavaiError, RequestContext
 
 # ----- framework-free helpers ----------------------------------------------------------------
 
@@ -326,3 +326,14 @@ def test_each_adapter_module_declares_its_public_api(module: Any):
         if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
     }
     assert defined_here == set(module.__all__)
+
+
+def test_a_hooks_304_has_no_body_on_either_adapter(make: Make):  # a hook chooses its answer
+    def not_modified(context: RequestContext) -> None:
+        raise NavaiError("Not modified.", status_code=304)
+
+    client = make(Navai(NavaiConfig(authorize_functions=not_modified)))
+    response = client.get("/navai/functions")
+    assert response.status_code == 304
+    assert response.content == b""
+    assert "content-type" not in response.headers
