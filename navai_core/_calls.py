@@ -14,6 +14,7 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
+from typing import TypeGuard
 from urllib.parse import quote
 
 import attrs
@@ -42,7 +43,7 @@ SDP_CONTENT_TYPE = "application/sdp"
 
 # Call ids OpenAI hands out look like ``rtc_...``; anything else is refused before it is put
 # in a URL or a log line.
-_CALL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
+_CALL_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 
 
 @attrs.frozen(kw_only=True)
@@ -69,8 +70,8 @@ class CallAnswer:
     sdp: str = attrs.field(repr=False)
 
 
-def valid_call_id(call_id: object) -> bool:
-    return isinstance(call_id, str) and _CALL_ID.match(call_id) is not None
+def valid_call_id(call_id: object) -> TypeGuard[str]:
+    return isinstance(call_id, str) and _CALL_ID.fullmatch(call_id) is not None
 
 
 # ----- the request body ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import attrs
 
-from ._calls import build_call_control_request
+from ._calls import build_call_control_request, valid_call_id
 from ._client_secret import RealtimeTarget, UpstreamRequest, deep_merge
 from ._errors import BadRequest
 from ._json import JsonObject
@@ -37,7 +37,6 @@ MAX_SIP_HEADER_CHARS = 4096
 MAX_TARGET_URI_CHARS = 2048
 MAX_BUDGET_KEY_CHARS = 200
 
-_CALL_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 # What a caller's user part may hold to become a budget key (phone numbers, extensions).
 _CALLER = re.compile(r"[A-Za-z0-9+*#._\-]{1,64}")
 _PHONE_VISUAL = re.compile(r"[\s\-.()]")
@@ -147,7 +146,7 @@ def parse_incoming_call(event: WebhookEvent, webhook_id: str | None = None) -> I
     ``MAX_SIP_HEADERS`` are kept, each value cut to ``MAX_SIP_HEADER_CHARS``.
     """
     call_id = event.data.get("call_id")
-    if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
+    if not valid_call_id(call_id):
         raise BadRequest(BAD_INCOMING_CALL)
     raw = event.data.get("sip_headers")
     headers: list[tuple[str, str]] = []

@@ -20,6 +20,7 @@ from navai_core._calls import (
     parse_call_response,
     plan_call,
     sideband_url,
+    valid_call_id,
 )
 from navai_core._client_secret import (
     ClientSecretOptions,
@@ -465,3 +466,12 @@ def test_event_hooks_run_by_the_hook_rules(caplog: pytest.LogCaptureFixture) -> 
     assert seen[0][0] != loop_thread and seen[0][1] == 1
     assert seen[1:] == [(loop_thread, 2), ("async", 3), ("object", 4)]
     assert "the hook broken raised" in caplog.text
+
+
+@pytest.mark.parametrize("call_id", ["rtc_1\n", "rtc_1\r", "rtc 1", "", "a" * 201, None, 7])
+def test_only_plain_call_ids_are_valid(call_id: object) -> None:
+    assert not valid_call_id(call_id)  # (a trailing newline once passed)
+
+
+def test_plain_call_ids_are_valid() -> None:
+    assert valid_call_id("rtc_0123-abc_XYZ") and valid_call_id("a" * 200)
