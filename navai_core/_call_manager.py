@@ -315,11 +315,15 @@ class CallManager:
         return True
 
     def hangup(self, call_id: str, *, wait: float = 5.0) -> bool:
-        """:meth:`ahangup` from sync code (waits at most about ``wait`` seconds)."""
+        """:meth:`ahangup` from sync code (waits at most about ``wait`` seconds). On the
+        call's own loop (a sync hook there) it cannot wait: the call is ended, not awaited."""
         with self._lock:
             call = self._calls.get(call_id)
         if call is None or not call.loop.is_running():
             return False
+        if _running_loop() is call.loop:
+            self._finish(call, HANGUP)
+            return True
         future = asyncio.run_coroutine_threadsafe(self.ahangup(call_id, wait=wait), call.loop)
         try:
             return future.result(wait + 1.0)

@@ -560,6 +560,43 @@ def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime
     navai.close()
 
 
+def test_sync_hangup_on_the_calls_own_loop_ends_it_without_blocking(
+    fake_realtime: FakeRealtime,
+) -> None:
+    """A sync hook on the call's loop (``on_call_event`` runs there) may call ``hangup()``:
+    it cannot wait on the loop it blocks, so it ends the call and returns at once."""
+    import threading
+
+    navai = calls_navai(fake_realtime, functions_enabled=False)
+    call = fake_realtime.open_call()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def attach() -> None:
+        navai.calls.attach(call.call_id, api_key=SERVER_KEY, rate_key="k")
+
+    asyncio.run_coroutine_threadsafe(attach(), loop).result(5)
+    call.wait_for(lambda c: c.connections == 1)
+
+    async def hang_up_from_the_loop() -> tuple[bool, float]:
+        started = time.monotonic()
+        return navai.calls.hangup(call.call_id), time.monotonic() - started
+
+    ended, took = asyncio.run_coroutine_threadsafe(hang_up_from_the_loop(), loop).result(15)
+    assert ended is True
+    assert took < 0.5
+    call.wait_for(lambda c: c.hangups == 1)
+    deadline = time.monotonic() + 5
+    while navai.calls.live() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert navai.calls.live() == []
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+    navai.close()
+
+
 def test_live_calls_are_capped_per_process(fake_realtime: FakeRealtime) -> None:
     """Past NAVAI_CALL_MAX_LIVE held calls, a new call answers 503 with Retry-After before
     anything reaches OpenAI; once a call ends there is room again."""
