@@ -308,12 +308,8 @@ class PhoneCalls:
             return
         _log_verdict(call, verdict)
         if rate_key is not None and self._attach is not None:
-            # The key that accepted the call holds its control connection (realtime_target
-            # lists the key it resolved first).
-            try:
-                self._attach(
-                    call.call_id, api_key=target.secrets[0], rate_key=rate_key, transport="sip"
-                )
+            try:  # the key that accepted the call holds its control connection
+                self._attach(call.call_id, api_key=target.key, rate_key=rate_key, transport="sip")
             except CallsFull as exc:
                 # Another call took the last place since the check: no call runs unheld.
                 logger.warning("phone call %s: %s; hanging it up", call.call_id, exc.message)

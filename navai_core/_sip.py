@@ -11,7 +11,6 @@ hook, sending the request and attaching the call's control connection happen in
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, TypeAlias
@@ -22,7 +21,7 @@ import attrs
 from ._calls import build_call_control_request, valid_call_id
 from ._client_secret import RealtimeTarget, UpstreamRequest, deep_merge
 from ._errors import BadRequest
-from ._json import JsonObject
+from ._json import JsonObject, dumps, loads
 
 INCOMING_CALL = "realtime.call.incoming"
 DEFAULT_REJECT_STATUS = 603  # SIP "Decline"
@@ -125,7 +124,7 @@ def parse_webhook_event(body: bytes) -> WebhookEvent:
     """The event of a (verified) webhook body; 400 when it is not a JSON object with a
     string ``type``."""
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (ValueError, RecursionError):
         raise BadRequest(NOT_AN_EVENT) from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
@@ -209,8 +208,8 @@ def check_verdict(value: object) -> CallVerdict:
             if not isinstance(value.session, Mapping):
                 raise ValueError("AcceptCall.session must be a mapping of session fields.")
             try:
-                json.dumps(dict(value.session), allow_nan=False)
-            except (TypeError, ValueError):
+                dumps(dict(value.session))
+            except (TypeError, ValueError):  # (a lone surrogate is a UnicodeEncodeError)
                 raise ValueError(
                     "AcceptCall.session must be JSON (str keys, JSON values)."
                 ) from None

@@ -89,7 +89,16 @@ def test_untrusted_headers_are_bounded_and_malformed_ones_skipped():
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b"[]", b'{"data": {}}', b'{"type": 5}', b'{"type": "x", "data": NaN'],
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"data": {}}',
+        b'{"type": 5}',
+        b'{"type": "x", "data": NaN',
+        b'{"type": "x", "data": NaN}',
+        b'{"type": "\\ud800"}',
+    ],
 )
 def test_not_an_event(body):
     with pytest.raises(BadRequest, match=NOT_AN_EVENT):
@@ -177,6 +186,7 @@ def test_check_verdict_defaults_and_accepts_valid_verdicts():
         ReferCall("sip:" + "a" * 3000),
         AcceptCall(session={"x": object()}),
         AcceptCall(session={"x": float("nan")}),
+        AcceptCall(session={"x": "\ud800"}),  # a lone surrogate: never encodable
         AcceptCall(session=["instructions"]),  # type: ignore[arg-type]
         AcceptCall(budget_key=" "),
         AcceptCall(budget_key="k" * 201),
