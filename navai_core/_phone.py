@@ -168,8 +168,7 @@ class PhoneCalls:
         self._client = client
         self._retry = retry_policy
         self._hook = hook
-        # (One function may hold half of a budget: the hook gets HOOK_THREADS threads.)
-        self._hook_threads = FunctionThreads(2 * HOOK_THREADS)
+        self._hook_threads = FunctionThreads(HOOK_THREADS, per_function=HOOK_THREADS)
         self._attach = attach
         self._check_budget = check_budget
         self._check_room = check_room

@@ -89,9 +89,13 @@ class FunctionThreads:
 
     IDLE_SECONDS = 60.0
 
-    def __init__(self, max_threads: int = DEFAULT_FUNCTION_THREADS) -> None:
+    def __init__(
+        self, max_threads: int = DEFAULT_FUNCTION_THREADS, per_function: int | None = None
+    ) -> None:
         self.max_threads = max(1, max_threads)
-        self.per_function = max(1, self.max_threads // 2)
+        # (Default: half the budget, so one hung function leaves the rest to the others.)
+        share = self.max_threads // 2 if per_function is None else per_function
+        self.per_function = min(max(1, share), self.max_threads)
         self.max_waiting = WAITING_PER_THREAD * self.max_threads
         self._lock = threading.Lock()
         self._busy = 0

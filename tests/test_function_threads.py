@@ -305,3 +305,10 @@ def test_a_thread_the_system_refuses_to_a_reserved_call_gives_its_place_back(ref
     with pytest.raises(RuntimeError, match="can't start new thread"):
         pool.start("x", lambda: "never")
     assert pool.busy == 0 and not pool._held
+
+
+def test_one_functions_share_is_half_unless_given():
+    assert FunctionThreads(40).per_function == 20
+    assert FunctionThreads(1).per_function == 1
+    assert FunctionThreads(16, per_function=16).per_function == 16  # a budget for one name
+    assert FunctionThreads(4, per_function=9).per_function == 4  # never more than the budget
