@@ -212,7 +212,7 @@ class Navai:
 
     async def acreate_client_secret(self, body: object = None) -> ClientSecret:
         request = self.client_secret_request(body)
-        reply = await asend(self.async_http_client(), request, self.retry_policy)
+        reply = await self.asend_upstream(request)
         return parse_client_secret_response(request, reply.status, reply.content, reply.headers)
 
     def client_secret_request(self, body: object) -> UpstreamRequest:
@@ -410,6 +410,10 @@ class Navai:
     def send_upstream(self, request: UpstreamRequest) -> UpstreamReply:
         """Send from sync code, with the sync client (navai's keeps the total deadline)."""
         return send(self.http_client(), request, self.retry_policy)
+
+    async def asend_upstream(self, request: UpstreamRequest) -> UpstreamReply:
+        """Send from async code, with the async client."""
+        return await asend(self.async_http_client(), request, self.retry_policy)
 
     def close(self) -> None:
         """Hang up the calls held on navai's background loop, then close the sync httpx2

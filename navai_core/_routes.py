@@ -51,7 +51,6 @@ from ._http import Reply, RequestContext
 from ._phone import plan_webhook
 from ._protect import client_key
 from ._speech import build_speech_request, parse_speech_response
-from ._upstream import asend
 
 if TYPE_CHECKING:
     from ._navai import Navai
@@ -199,7 +198,7 @@ class Upstream:
         return self.finish(navai.send_upstream(self.request))
 
     async def arun(self, navai: Navai) -> Reply:
-        reply = await asend(navai.async_http_client(), self.request, navai.retry_policy)
+        reply = await navai.asend_upstream(self.request)
         return self.finish(reply)
 
 
@@ -254,14 +253,14 @@ class StartCall:
         return self._reply(navai, answer)
 
     async def arun(self, navai: Navai) -> Reply:
-        reply = await asend(navai.async_http_client(), self.request, navai.retry_policy)
+        reply = await navai.asend_upstream(self.request)
         answer = self._parse(reply)
         try:
             self._hold(navai, answer, asyncio.get_running_loop())
         except CallsFull:
             hangup = build_hangup_request(self.target, answer.call_id)
             with contextlib.suppress(Exception):
-                await asend(navai.async_http_client(), hangup, navai.retry_policy)
+                await navai.asend_upstream(hangup)
             raise
         return self._reply(navai, answer)
 
