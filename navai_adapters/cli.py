@@ -1,8 +1,8 @@
 """``navai serve``: run a navai server for development or a simple deployment.
 
     navai serve [--host 127.0.0.1] [--port 3000] [--wsgi] [--env-file .env] [--app MOD:ATTR]
-                [--workers 1] [--threads 64] [--max-connections 1000]
-                [--forwarded-allow-ips IPS] [--gc tuned|python] [--reload]
+                [--workers 1] [--threads 64] [--max-connections 1000] [--head-timeout S]
+                [--forwarded-allow-ips IPS] [--access-log] [--gc tuned|python] [--reload]
 
 The ASGI app runs on uvicorn (httptools, and uvloop where it is installed); with ``--wsgi``
 the WSGI app runs on waitress (pure Python, multi-threaded, production-grade on every OS).
@@ -135,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
         f"default: ${FORWARDED_ENV}, else trust no one",
     )
     serve.add_argument(
-        "--access-log", action="store_true", help="log every request (off by default)"
+        "--access-log",
+        action="store_true",
+        help="log every request (uvicorn's access log; not with --wsgi; off by default)",
     )
     serve.add_argument(
         "--reload",
