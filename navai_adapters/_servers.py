@@ -20,13 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import json
 import logging
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from navai_core import NavaiError
+from navai_core._body import too_large
+
+from ._common import response_parts
 
 logger = logging.getLogger("navai")
 
@@ -218,8 +222,6 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
 
     full = _Throttled("%d open connections (the cap): closing idle ones to let new clients in")
 
-    too_large = f"Request body is larger than {limits.max_body_bytes} bytes."
-
     class JSONError(Error):  # type: ignore[misc]
         """waitress's own refusals (413 body, 400/431 head), answered like navai's errors."""
 
@@ -228,10 +230,13 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
             self.code, self.reason = error.code, error.reason
 
         def to_response(self, ident: str | None = None) -> tuple[str, list[Any], bytes]:
-            message = too_large if self.code == 413 else f"{self.reason}."
-            headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
-            body = json.dumps({"error": message}, separators=(",", ":")).encode()
-            return f"{self.code} {self.reason}", headers, body
+            error = (
+                too_large(limits.max_body_bytes)
+                if self.code == 413
+                else NavaiError(f"{self.reason}.", status_code=self.code)
+            )
+            _, headers, body = response_parts(error.to_reply())
+            return f"{self.code} {self.reason}", [*headers, ("Cache-Control", "no-store")], body
 
     class Parser(HTTPRequestParser):  # type: ignore[misc]
         def received(self, data: bytes) -> int:
