@@ -195,7 +195,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         _banner(navai, url, _server_name(args), env_file)
         _warn_exposure(navai, args.host)
         if args.workers > 1:
-            return _run_workers(parser, args, navai, sock, limits)
+            return _run_workers(parser, args, sock, limits)
         _run(navai, sock, limits, wsgi=args.wsgi, gc_mode=args.gc)
     finally:
         sock.close()
@@ -280,7 +280,6 @@ def _tune_gc(mode: str) -> None:
 def _run_workers(
     parser: argparse.ArgumentParser,
     args: argparse.Namespace,
-    navai: Navai,
     sock: socket.socket,
     limits: _servers.Limits,
 ) -> int:
@@ -300,7 +299,6 @@ def _run_workers(
             finally:
                 os._exit(code)
         pids.append(pid)
-    del navai  # the parent only printed the banner with it
     failed = False
     try:
         while pids:

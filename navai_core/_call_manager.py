@@ -496,7 +496,7 @@ class CallManager:
                 if 400 <= exc.response.status_code <= 499:  # the call is gone
                     self._finish(call, ENDED)
                     return
-            except (TimeoutError, OSError, Exception) as exc:  # dropped: reconnect
+            except Exception as exc:  # dropped (a timeout, a socket error, ...): reconnect
                 call.socket = None
                 logger.info("call %s control connection lost: %s", call.call_id, exc)
             if failures >= len(self.reconnect_delays):

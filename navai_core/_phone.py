@@ -105,9 +105,6 @@ class SeenWebhooks:
         with self._lock:
             self._ids.pop(webhook_id, None)
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
 
 async def ask_hook(
     hook: IncomingCallHook | None, call: IncomingCall, threads: FunctionThreads
@@ -181,9 +178,6 @@ class PhoneCalls:
         """Incoming calls still being answered (hook, upstream request, attach)."""
         return len(self._pending)
 
-    def has_room(self) -> bool:
-        return len(self._pending) < MAX_PENDING_CALLS
-
     # ----- the webhook delivery ------------------------------------------------------------
 
     def plan(self, secret: str, context: RequestContext, body: bytes) -> Reply | IncomingCall:
@@ -217,7 +211,7 @@ class PhoneCalls:
                 call.call_id,
             )
             return ACCEPTED
-        if not self.has_room():
+        if len(self._pending) >= MAX_PENDING_CALLS:
             self.seen.forget(checked.webhook_id)
             logger.warning(
                 "%s incoming calls being answered; call %s answered 503",
@@ -273,8 +267,6 @@ class PhoneCalls:
         OpenAI)."""
         try:
             await self._answer(call)
-        except asyncio.CancelledError:
-            raise
         except NavaiError as exc:
             logger.error("phone call %s: %s", call.call_id, exc.message[:500])
         except Exception:
