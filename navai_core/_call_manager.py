@@ -332,7 +332,9 @@ class CallManager:
             return False
 
     async def aclose(self, *, wait: float = 10.0) -> None:
-        """Hang up every call (reason ``shutdown``) and wait until each has ended."""
+        """Hang up every call (reason ``shutdown``) and wait, ``wait`` seconds in all, until
+        each has ended."""
+        deadline = time.monotonic() + wait
         with self._lock:
             calls = list(self._calls.values())
         here = _running_loop()
@@ -346,19 +348,19 @@ class CallManager:
                 call.loop.call_soon_threadsafe(self._finish, call, SHUTDOWN)
         if waits:
             await asyncio.wait(waits, timeout=wait)
-        for call in calls:
-            if call.loop is not here:
-                await asyncio.to_thread(call.done.wait, wait)
+        elsewhere = [call for call in calls if call.loop is not here]
+        if elsewhere:
+            await asyncio.to_thread(_wait_ended, elsewhere, deadline)
 
     def close(self, *, wait: float = 10.0) -> None:
         """:meth:`aclose` from sync code (not from a loop that holds calls)."""
+        deadline = time.monotonic() + wait
         with self._lock:
             calls = list(self._calls.values())
         for call in calls:
             if not call.loop.is_closed():
                 call.loop.call_soon_threadsafe(self._finish, call, SHUTDOWN)
-        for call in calls:
-            call.done.wait(wait)
+        _wait_ended(calls, deadline)
 
     # ----- one call ---------------------------------------------------------------------------
 
@@ -598,6 +600,12 @@ class CallManager:
             client=call.key,
             raw=call.live(),
         )
+
+
+def _wait_ended(calls: list[_Call], deadline: float) -> None:
+    """Wait until each call has ended, or until ``deadline`` (one for them all)."""
+    for call in calls:
+        call.done.wait(max(deadline - time.monotonic(), 0.0))
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

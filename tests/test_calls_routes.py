@@ -597,6 +597,40 @@ def test_sync_hangup_on_the_calls_own_loop_ends_it_without_blocking(
     navai.close()
 
 
+def test_close_waits_its_wait_once_for_every_call_not_once_per_call(
+    fake_realtime: FakeRealtime,
+) -> None:
+    """Calls whose loop stopped never end; ``close(wait=...)`` gives up after that wait in
+    all, however many such calls there are."""
+    import threading
+
+    navai = calls_navai(fake_realtime, functions_enabled=False)
+    calls = [fake_realtime.open_call() for _ in range(3)]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def attach(call_id: str) -> None:
+        navai.calls.attach(call_id, api_key=SERVER_KEY, rate_key="k")
+
+    for call in calls:
+        asyncio.run_coroutine_threadsafe(attach(call.call_id), loop).result(5)
+        call.wait_for(lambda c: c.connections == 1)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    started = time.monotonic()
+    navai.calls.close(wait=0.5)
+    assert time.monotonic() - started < 1.2  # (three waits of 0.5 s would be 1.5 s)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()  # the loop runs again: the shutdown it was told of ends the calls
+    for call in calls:
+        call.wait_for(lambda c: c.ended)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+    navai.close()
+
+
 def test_live_calls_are_capped_per_process(fake_realtime: FakeRealtime) -> None:
     """Past NAVAI_CALL_MAX_LIVE held calls, a new call answers 503 with Retry-After before
     anything reaches OpenAI; once a call ends there is room again."""
