@@ -254,7 +254,7 @@ class CallManager:
         if loop is None:
             loop = here or background_loop()
         if loop is here:
-            call = self._register(call_id, target, rate_key, transport, loop)
+            call = self._register(_Call(call_id, target, rate_key, transport, loop))
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
         if not loop.is_running():
@@ -364,21 +364,13 @@ class CallManager:
 
     # ----- one call ---------------------------------------------------------------------------
 
-    def _register(
-        self,
-        call_id: str,
-        target: RealtimeTarget,
-        key: str,
-        transport: str,
-        loop: asyncio.AbstractEventLoop,
-    ) -> _Call:
-        call = _Call(call_id, target, key, transport, loop)
+    def _register(self, call: _Call) -> _Call:
         with self._lock:
-            if call_id in self._calls:
-                raise ValueError(f"call {call_id} is already held")
+            if call.call_id in self._calls:
+                raise ValueError(f"call {call.call_id} is already held")
             if len(self._calls) >= self.max_live:
                 raise _calls_full()
-            self._calls[call_id] = call
+            self._calls[call.call_id] = call
         return call
 
     def _finish(self, call: _Call, reason: str) -> None:
