@@ -145,14 +145,14 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def _check_template(config: NavaiConfig, template: object, name: str, kind: str) -> None:
+def _check_template(template: object, name: str, kind: str) -> None:
     if problems := session_problems(template, name, kind):
         raise ConfigurationError("Invalid session template: " + " ".join(problems), status_code=500)
 
 
 def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObject:
     """The Realtime session: the configured template with the request's choices on top."""
-    _check_template(config, config.session, "NAVAI_SESSION_JSON", "realtime")
+    _check_template(config.session, "NAVAI_SESSION_JSON", "realtime")
     instructions = build_instructions(
         _pick(options.instructions, config.instructions),
         options.language if clean(options.language) else config.language,
@@ -227,18 +227,18 @@ def target_for_key(config: NavaiConfig, key: str) -> RealtimeTarget:
 
 
 def _upstream_request(
-    config: NavaiConfig, options_key: str | None, body: JsonObject, label: str
+    config: NavaiConfig, options_key: str | None, session: JsonObject
 ) -> UpstreamRequest:
-    """POST ``body`` to ``<base>/realtime/client_secrets`` of the configured provider."""
+    """POST ``session`` to ``<base>/realtime/client_secrets`` of the configured provider."""
     ttl = validate_ttl(config)
-    body = {"expires_after": {"anchor": "created_at", "seconds": ttl}, **body}
+    body = {"expires_after": {"anchor": "created_at", "seconds": ttl}, "session": session}
     target = realtime_target(config, options_key)
     return UpstreamRequest(
         method="POST",
         url=target.base_url + "/realtime/client_secrets",
         headers=(*target.headers, ("Content-Type", "application/json")),
         content=dumps(body),
-        label=label,
+        label="OpenAI client_secrets",
         secrets=target.secrets,
     )
 
@@ -263,7 +263,7 @@ def build_client_secret_request(
     API key policy, 500 for a bad template.
     """
     session = build_realtime_session(config, options)
-    return _upstream_request(config, options.api_key, {"session": session}, "OpenAI client_secrets")
+    return _upstream_request(config, options.api_key, session)
 
 
 TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "apiKey")
@@ -276,7 +276,7 @@ def build_transcription_request(config: NavaiConfig, body: object) -> UpstreamRe
     (ISO-639-1), ``prompt``, ``apiKey`` (same policy as the realtime route).
     """
     _check_template(
-        config, config.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
+        config.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
     )
     fields = read_string_fields(body, TRANSCRIPTION_FIELDS)
     check_transcription_choices(config, fields["model"], fields["language"], fields["prompt"])
@@ -291,9 +291,7 @@ def build_transcription_request(config: NavaiConfig, body: object) -> UpstreamRe
         "audio": {"input": {"transcription": transcription}},
     }
     session = deep_merge(config.transcription_session or {}, chosen)
-    return _upstream_request(
-        config, fields["apiKey"], {"session": session}, "OpenAI client_secrets"
-    )
+    return _upstream_request(config, fields["apiKey"], session)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
