@@ -66,20 +66,29 @@ class NavaiEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        try:
-            reply = await self.navai.ahandle(
-                request_context(request), lambda limit: aread_limited(request.stream(), limit)
-            )
-            status, headers, content = response_parts(reply)
-        except ClientDisconnect:
-            return  # nobody is left to answer
-        except Exception:
-            status, headers, content = internal_error()
-        response = Response(content, status_code=status)
-        response.raw_headers.extend(
-            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
-        )
-        await response(scope, receive, send)
+        response = await _navai_response(self.navai, request, lambda: request_context(request))
+        if response is not None:  # (None: nobody is left to answer)
+            await response(scope, receive, send)
+
+
+async def _navai_response(
+    navai: Navai, request: Request, context: Callable[[], RequestContext]
+) -> Response | None:
+    """navai's answer to ``request`` (seen as ``context()``) as a Starlette response, its
+    body read by the core once hooks and rate limits have passed; None when the client
+    left. Whatever fails here answers navai's generic 500."""
+    try:
+        reply = await navai.ahandle(context(), lambda limit: aread_limited(request.stream(), limit))
+        status, headers, content = response_parts(reply)
+    except ClientDisconnect:
+        return None
+    except Exception:
+        status, headers, content = internal_error()
+    response = Response(content, status_code=status)
+    response.raw_headers.extend(
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+    )
+    return response
 
 
 def routes(navai: Navai) -> list[BaseRoute]:

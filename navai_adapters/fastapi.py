@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING
 import attrs
 from fastapi import APIRouter
 from fastapi.params import Depends
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
-from navai_core import Navai, NavaiConfig
+from navai_core import Navai, NavaiConfig, RequestContext
 
-from ._common import aread_limited, filled_path, get_navai, internal_error, response_parts
-from .asgi import lifespan, request_context
+from ._common import filled_path, get_navai
+from .asgi import _navai_response, lifespan, request_context
 
 if TYPE_CHECKING:
     from navai_core._functions import FunctionRegistry
@@ -109,24 +109,14 @@ class _AnyMethod:
 def _endpoint(navai: Navai, route: Route) -> Endpoint:
     """The endpoint of one navai route: the context's path is the route's own (no prefix)."""
 
+    def context(request: Request) -> RequestContext:
+        path = filled_path(route.path, request.path_params)
+        return attrs.evolve(request_context(request), path=path)
+
     async def navai_endpoint(request: Request) -> Response:
-        try:
-            path = filled_path(route.path, request.path_params)
-            context = attrs.evolve(request_context(request), path=path)
-            # The body is read by the core once hooks and rate limits have passed.
-            reply = await navai.ahandle(
-                context, lambda limit: aread_limited(request.stream(), limit)
-            )
-            status, headers, content = response_parts(reply)
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody is left to read it
-        except Exception:
-            status, headers, content = internal_error()
-        response = Response(content, status_code=status)
-        response.raw_headers.extend(
-            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
-        )
-        return response
+        response = await _navai_response(navai, request, lambda: context(request))
+        # (FastAPI needs a response even when nobody is left to read it.)
+        return Response(status_code=400) if response is None else response
 
     navai_endpoint.__name__ = f"navai_{route.name}"
     return navai_endpoint
