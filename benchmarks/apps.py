@@ -16,7 +16,7 @@ endpoint must do: read the body, decode the JSON, call the function (the sync on
 worker thread under ASGI, as Starlette does for sync endpoints; the async one on a
 per-thread event loop under WSGI), or forward the mint to the upstream with one shared,
 keep-alive httpx2 client and re-encode ``value``/``expires_at``. That client has the pool
-limits of navai's own clients (``navai_core._upstream.UPSTREAM_LIMITS``, the only navai code
+limits of navai's own clients (``navai_core.upstream.send.UPSTREAM_LIMITS``, the only navai code
 in a ceiling). The driver checks that each
 pair answers byte-identical bodies before it measures anything.
 """
@@ -123,7 +123,7 @@ def _minted(upstream_body: bytes) -> bytes:
 def _limits() -> Any:
     """The ceilings' upstream pool: the limits navai gives its own clients, so that the
     ratio measures what navai itself adds."""
-    from navai_core._upstream import UPSTREAM_LIMITS
+    from navai_core.upstream.send import UPSTREAM_LIMITS
 
     return UPSTREAM_LIMITS
 

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from navai_core import Navai, NavaiConfig  # noqa: E402
-from navai_core._dispatch import aexecute, execute, prepare_call  # noqa: E402
-from navai_core._functions import FunctionRegistry  # noqa: E402
 from navai_core._http import RequestContext  # noqa: E402
+from navai_core.functions.dispatch import aexecute, execute, prepare_call  # noqa: E402
+from navai_core.functions.registry import FunctionRegistry  # noqa: E402
 
 LIMIT = 30.0
 

@@ -24,11 +24,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from navai_core._background import close_background_loop
-from navai_core._discovery import load_functions
-from navai_core._dispatch import aexecute, execute, prepare_call
-from navai_core._functions import FunctionRegistry
 from navai_core._http import RequestContext
+from navai_core.concurrency.background import close_background_loop
+from navai_core.functions.discovery import load_functions
+from navai_core.functions.dispatch import aexecute, execute, prepare_call
+from navai_core.functions.registry import FunctionRegistry
 
 MODULE_TEMPLATE = '''\
 """Generated module {index}."""

@@ -4,7 +4,7 @@
 
 64 concurrent workers post to ``fake_openai.py`` (0 ms, then 50 ms added latency) after 20
 warm-up requests; prints requests per second and the TCP connections the fake accepted and
-used. ``navai``: the async client as navai creates it (``navai_core._upstream``, its pool
+used. ``navai``: the async client as navai creates it (``navai_core.upstream.send``, its pool
 limits); ``plain``: ``AsyncClient()`` of ``library`` (httpx2 by default; ``httpx`` in an
 environment that has it, for comparison); ``navai-sync``: navai's sync client shared by 64
 threads. A measurement script, not a test; figures in docs/performance.md.
@@ -32,7 +32,7 @@ def main() -> None:
     library = sys.argv[2] if len(sys.argv) > 2 else "httpx2"
     http: Any = importlib.import_module(library)
     sys.path.insert(0, str(HERE.parent))
-    from navai_core._upstream import new_async_client, new_client
+    from navai_core.upstream.send import new_async_client, new_client
     fake = subprocess.Popen(
         [sys.executable, str(HERE / "fake_openai.py"), "--max-seconds", "120"],
         stdout=subprocess.PIPE,

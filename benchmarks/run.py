@@ -542,7 +542,7 @@ def discovery(files: int, per_file: int, budget: float) -> dict[str, float]:
         """
         import sys, time, json
         sys.path.insert(0, sys.argv[2])
-        from navai_core._discovery import load_functions
+        from navai_core.functions.discovery import load_functions
         start = time.perf_counter()
         registry = load_functions(base_dir=sys.argv[1], folders=None)
         loaded = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from navai_core import Navai, NavaiConfig, Reply
 
 if TYPE_CHECKING:
-    from navai_core._functions import FunctionRegistry
+    from navai_core.functions.registry import FunctionRegistry
 
 logger = logging.getLogger("navai")
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from navai_core import NavaiError
-from navai_core._body import too_large
+from navai_core.routes.body import too_large
 
 from ._common import response_parts
 

@@ -30,7 +30,7 @@ from ._common import aread_limited, get_navai, internal_error, merge_headers, re
 from ._common import route_path as _route_path
 
 if TYPE_CHECKING:
-    from navai_core._functions import FunctionRegistry
+    from navai_core.functions.registry import FunctionRegistry
 
 __all__ = ["NavaiEndpoint", "create_app", "lifespan", "request_context", "routes"]
 

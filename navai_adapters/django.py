@@ -35,8 +35,8 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from navai_core._functions import FunctionRegistry
     from navai_core._navai import Route
+    from navai_core.functions.registry import FunctionRegistry
 
 __all__ = ["navai_urls", "request_context"]
 

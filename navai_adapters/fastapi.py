@@ -35,8 +35,8 @@ from ._common import filled_path, get_navai
 from .asgi import _navai_response, lifespan, request_context
 
 if TYPE_CHECKING:
-    from navai_core._functions import FunctionRegistry
     from navai_core._navai import Route
+    from navai_core.functions.registry import FunctionRegistry
 
 __all__ = ["navai_router"]
 

@@ -32,8 +32,8 @@ from .wsgi import request_context
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from navai_core._functions import FunctionRegistry
     from navai_core._navai import Route
+    from navai_core.functions.registry import FunctionRegistry
 
 __all__ = ["NavaiFlask", "navai_blueprint"]
 

@@ -23,7 +23,7 @@ from ._common import NO_BODY, get_navai, internal_error, read_limited, response_
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from navai_core._functions import FunctionRegistry
+    from navai_core.functions.registry import FunctionRegistry
 
 __all__ = ["NavaiWSGIApp", "create_app", "request_context"]
 

@@ -4,29 +4,7 @@ Everything here is pure Python over attrs and httpx2: no web framework is import
 core can be used from any server and its rules unit-tested directly.
 """
 
-from ._background import close_background_loop
-from ._call_manager import CallManager, CallSummary, LiveCall
-from ._calls import (
-    CallAnswer,
-    CallOptions,
-    build_call_request,
-    parse_call_body,
-    parse_call_response,
-)
-from ._client_secret import (
-    ClientSecret,
-    ClientSecretOptions,
-    UpstreamReply,
-    UpstreamRequest,
-    build_client_secret_request,
-    build_instructions,
-    build_transcription_request,
-    parse_client_secret_body,
-    parse_client_secret_response,
-)
 from ._config import NavaiConfig
-from ._discovery import load_functions
-from ._dispatch import PreparedCall, aexecute, execute, prepare_call
 from ._errors import (
     BadRequest,
     ConfigurationError,
@@ -40,23 +18,45 @@ from ._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ._functions import FunctionAuthHook, FunctionEntry, FunctionError, FunctionRegistry
 from ._http import Reply, RequestContext
 from ._navai import Navai
 from ._policy import resolve_api_key, validate_ttl
-from ._retry import RetryPolicy
-from ._routes import Route
-from ._sideband import ToolLoop
-from ._sip import AcceptCall, IncomingCall, ReferCall, RejectCall
-from ._speech import (
+from .calls.manager import CallManager, CallSummary, LiveCall
+from .calls.plans import (
+    CallAnswer,
+    CallOptions,
+    build_call_request,
+    parse_call_body,
+    parse_call_response,
+)
+from .calls.sideband import ToolLoop
+from .calls.sip import AcceptCall, IncomingCall, ReferCall, RejectCall
+from .calls.webhooks import InvalidWebhook, sign_webhook, verify_webhook, webhook_headers
+from .concurrency.background import close_background_loop
+from .functions.discovery import load_functions
+from .functions.dispatch import PreparedCall, aexecute, execute, prepare_call
+from .functions.registry import FunctionAuthHook, FunctionEntry, FunctionError, FunctionRegistry
+from .routes.table import Route
+from .sessions.client_secret import (
+    ClientSecret,
+    ClientSecretOptions,
+    UpstreamReply,
+    UpstreamRequest,
+    build_client_secret_request,
+    build_instructions,
+    build_transcription_request,
+    parse_client_secret_body,
+    parse_client_secret_response,
+)
+from .sessions.speech import (
     SpeechOptions,
     build_speech_request,
     parse_speech_body,
     parse_speech_response,
     speech_mime_type,
 )
-from ._upstream import asend, send
-from ._webhooks import InvalidWebhook, sign_webhook, verify_webhook, webhook_headers
+from .upstream.retry import RetryPolicy
+from .upstream.send import asend, send
 
 __all__ = [
     "AcceptCall",

@@ -10,7 +10,6 @@ from typing import Any, Literal, TypeAlias, TypeVar
 import attrs
 from limits import RateLimitItem
 
-from ._cors import cors_problems
 from ._models import deprecation_notices
 from ._policy import (
     KeySource,
@@ -20,10 +19,11 @@ from ._policy import (
     ttl_problem,
 )
 from ._policy import clean as _clean
-from ._protect import limit_problem, parse_limit
-from ._session_template import session_problems
-from ._threads import DEFAULT_FUNCTION_THREADS
-from ._webhooks import webhook_secret_problem
+from .calls.webhooks import webhook_secret_problem
+from .concurrency.threads import DEFAULT_FUNCTION_THREADS
+from .limits.rate import limit_problem, parse_limit
+from .routes.cors import cors_problems
+from .sessions.template import session_problems
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
 DEFAULT_VOICE = "marin"

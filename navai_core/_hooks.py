@@ -21,9 +21,9 @@ from typing import Any, TypeAlias
 
 import anyio.to_thread
 
-from . import _background
 from ._errors import Forbidden
 from ._http import RequestContext
+from .concurrency import background as _background
 
 logger = logging.getLogger("navai")
 

@@ -18,7 +18,21 @@ from typing import Any
 import attrs
 import httpx2
 
-from ._body import (
+from ._config import NavaiConfig, rate_limit
+from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
+from ._hooks import aauthorize, authorize
+from ._http import Reply, RequestContext
+from ._json import dumps
+from ._logging import logger, secret_filter
+from ._models import ModelNotices, models_logger
+from .calls.manager import CallManager
+from .calls.phone import PhoneCalls
+from .calls.plans import call_session
+from .concurrency.threads import FunctionThreads
+from .functions.discovery import load_functions
+from .functions.registry import FunctionRegistry
+from .limits.rate import RateLimiter, client_key
+from .routes.body import (
     AsyncBodySource,
     BodySource,
     ReadFailed,
@@ -28,9 +42,10 @@ from ._body import (
     read,
     too_large,
 )
-from ._call_manager import CallManager
-from ._calls import call_session
-from ._client_secret import (
+from .routes.cors import Cors
+from .routes.openapi import openapi_document
+from .routes.table import Route, Step, routes_for
+from .sessions.client_secret import (
     ClientSecret,
     ClientSecretOptions,
     UpstreamReply,
@@ -40,23 +55,8 @@ from ._client_secret import (
     parse_client_secret_response,
     realtime_target,
 )
-from ._config import NavaiConfig, rate_limit
-from ._cors import Cors
-from ._discovery import load_functions
-from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
-from ._functions import FunctionRegistry
-from ._hooks import aauthorize, authorize
-from ._http import Reply, RequestContext
-from ._json import dumps
-from ._logging import logger, secret_filter
-from ._models import ModelNotices, models_logger
-from ._openapi import openapi_document
-from ._phone import PhoneCalls
-from ._protect import RateLimiter, client_key
-from ._retry import RetryPolicy
-from ._routes import Route, Step, routes_for
-from ._threads import FunctionThreads
-from ._upstream import asend, check_client, new_async_client, new_client, send
+from .upstream.retry import RetryPolicy
+from .upstream.send import asend, check_client, new_async_client, new_client, send
 
 __all__ = ["Navai", "Route"]
 

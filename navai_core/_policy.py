@@ -16,8 +16,8 @@ from ._errors import BadRequest, ConfigurationError, Forbidden, Unauthorized
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._client_secret import ClientSecretOptions
     from ._config import NavaiConfig
+    from .sessions.client_secret import ClientSecretOptions
 
 KeySource: TypeAlias = "str | Callable[[], str] | None"
 

@@ -69,7 +69,7 @@ def test_smoke_run_prints_every_row_and_no_request_fails(tmp_path: Path) -> None
             assert row["navai"]["upstream"]["used"] <= row["navai"]["upstream"]["requests"]
 
 
-# ----- the upstream pool of the clients navai creates (navai_core._upstream) ----------------
+# ----- the upstream pool of the clients navai creates (navai_core.upstream.send) ----------------
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_navai_sync_client_keeps_one_connection_per_concurrent_request(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from navai_core._upstream import new_client
+    from navai_core.upstream.send import new_client
 
     with new_client(5.0) as client:
         for _ in range(10):
@@ -117,7 +117,7 @@ def test_navai_sync_client_keeps_one_connection_per_concurrent_request(
 def test_navai_async_client_reuses_and_bounds_connections(fake_upstream: str) -> None:
     import asyncio
 
-    from navai_core._upstream import new_async_client
+    from navai_core.upstream.send import new_async_client
 
     async def main() -> list[int]:
         async with new_async_client(5.0) as client:

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from navai_core import FunctionRegistry, NavaiConfig
-from navai_core._calls import (
+from navai_core._errors import BadRequest, ConfigurationError, Forbidden, NavaiError, Unauthorized
+from navai_core.calls.plans import (
     SDP_REQUIRED,
     CallBudget,
     CallOptions,
@@ -22,13 +23,12 @@ from navai_core._calls import (
     sideband_url,
     valid_call_id,
 )
-from navai_core._client_secret import (
+from navai_core.calls.sideband import RunFunction, SendEvent, ToolLoop, add_usage, execute_body
+from navai_core.sessions.client_secret import (
     ClientSecretOptions,
     build_client_secret_request,
     target_for_key,
 )
-from navai_core._errors import BadRequest, ConfigurationError, Forbidden, NavaiError, Unauthorized
-from navai_core._sideband import RunFunction, SendEvent, ToolLoop, add_usage, execute_body
 
 KEY = "sk-backend-key-0123456789"
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"

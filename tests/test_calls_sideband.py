@@ -14,7 +14,7 @@ import pytest
 from fake_realtime import FakeCall, FakeRealtime
 
 from navai_core import FunctionError, FunctionRegistry, Navai, NavaiConfig
-from navai_core._call_manager import CallSummary
+from navai_core.calls.manager import CallSummary
 
 KEY = "sk-sideband-key-0123456789"
 
@@ -332,7 +332,7 @@ def test_attach_on_a_running_loop(fake, recorder) -> None:
 def test_pending_function_calls_are_bounded(navai, fake, recorder, monkeypatch) -> None:
     """Past the bound of pending function calls of one call, a function call gets an error
     output at once, without a task; those already pending still run."""
-    from navai_core import _call_manager
+    from navai_core.calls import manager as _call_manager
 
     monkeypatch.setattr(_call_manager, "MAX_PENDING_FUNCTIONS", 3)
     call = attach(navai, fake)
@@ -353,8 +353,8 @@ def test_pending_function_calls_are_bounded(navai, fake, recorder, monkeypatch) 
 def test_events_kept_while_reconnecting_are_bounded(fake, recorder, caplog) -> None:
     """Events waiting for the control connection to come back are capped: past the cap they
     are dropped (logged once), so a call whose connection stays down holds bounded memory."""
-    from navai_core import _call_manager
-    from navai_core._client_secret import target_for_key
+    from navai_core.calls import manager as _call_manager
+    from navai_core.sessions.client_secret import target_for_key
 
     navai = make_navai(fake, recorder)
     manager = navai.calls

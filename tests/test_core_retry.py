@@ -9,7 +9,7 @@ import pytest
 
 from navai_core import RetryPolicy, UpstreamReply
 from navai_core._errors import UpstreamTimeout, UpstreamUnavailable
-from navai_core._retry import Outcome, Send, Sleep, attempts, retry_after_seconds
+from navai_core.upstream.retry import Outcome, Send, Sleep, attempts, retry_after_seconds
 
 
 class Clock:

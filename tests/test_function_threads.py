@@ -15,8 +15,8 @@ import pytest
 from test_adapters_common import Make, make  # noqa: F401  (the both-adapters fixture)
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
-from navai_core._dispatch import aexecute, execute, prepare_call
-from navai_core._threads import Busy, FunctionThreads
+from navai_core.concurrency.threads import Busy, FunctionThreads
+from navai_core.functions.dispatch import aexecute, execute, prepare_call
 
 CONTEXT = RequestContext("POST", "/navai/functions/execute", {}, "127.0.0.1")
 

@@ -6,8 +6,8 @@ import os
 import sys
 import textwrap
 
-from navai_core._discovery import DEFAULT_FOLDERS, find_function_files, load_functions
-from navai_core._functions import FunctionRegistry
+from navai_core.functions.discovery import DEFAULT_FOLDERS, find_function_files, load_functions
+from navai_core.functions.registry import FunctionRegistry
 
 FALLBACK = (
     'NAVAI_FUNCTIONS_FOLDERS did not match any module: "{}". '

@@ -10,17 +10,17 @@ import time
 import anyio
 import pytest
 
-from navai_core import _background
-from navai_core._background import close_background_loop
-from navai_core._dispatch import (
+from navai_core._errors import BadRequest, NavaiError, NotFound
+from navai_core._http import RequestContext
+from navai_core.concurrency import background as _background
+from navai_core.concurrency.background import close_background_loop
+from navai_core.functions.dispatch import (
     aexecute,
     execute,
     payload_arguments,
     prepare_call,
 )
-from navai_core._errors import BadRequest, NavaiError, NotFound
-from navai_core._functions import FunctionError, FunctionRegistry
-from navai_core._http import RequestContext
+from navai_core.functions.registry import FunctionError, FunctionRegistry
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_parameters_named_like_the_rule_keys_are_keywords():
 
 
 def test_payload_arguments_directly():
-    from navai_core._schema import CallSpec
+    from navai_core.functions.schema import CallSpec
 
     spec = CallSpec(greet, title="greet")
     assert payload_arguments({"args": [1]}, spec) == ((1,), {})

@@ -16,16 +16,16 @@ from navai_core import (
     NavaiConfig,
     RequestContext,
     Unauthorized,
-    _background,
 )
-from navai_core._dispatch import (
+from navai_core._errors import BadRequest
+from navai_core.concurrency import background as _background
+from navai_core.concurrency.threads import FunctionThreads
+from navai_core.functions.dispatch import (
     aexecute,
     execute,
     prepare_call,
     time_limit,
 )
-from navai_core._errors import BadRequest
-from navai_core._threads import FunctionThreads
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import types
 import attrs
 import pytest
 
-from navai_core._functions import FunctionEntry, FunctionRegistry, normalize_name
+from navai_core.functions.registry import FunctionEntry, FunctionRegistry, normalize_name
 
 
 @pytest.mark.parametrize(

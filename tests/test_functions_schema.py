@@ -17,10 +17,10 @@ import pydantic
 import pytest
 import typing_extensions
 
-from navai_core._discovery import load_functions
-from navai_core._functions import FunctionRegistry
 from navai_core._http import RequestContext
-from navai_core._schema import (
+from navai_core.functions.discovery import load_functions
+from navai_core.functions.registry import FunctionRegistry
+from navai_core.functions.schema import (
     CallSpec,
     InvalidArguments,
     UnconvertibleResult,

@@ -566,7 +566,7 @@ def test_no_log_message_repeats_the_logger_name():
     levels = {"debug", "info", "warning", "error", "exception", "critical", "warn"}
     found = []
     for package in ("navai_core", "navai_adapters"):
-        for path in sorted((Path(__file__).resolve().parents[1] / package).glob("*.py")):
+        for path in sorted((Path(__file__).resolve().parents[1] / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
                 if not isinstance(node, ast.Call) or not node.args:
                     continue

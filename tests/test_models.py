@@ -13,7 +13,7 @@ from conftest import SCHEMA, Target, Targets, validate_upstream_request
 
 from navai_core import ClientSecretOptions, Navai, NavaiConfig, build_client_secret_request
 from navai_core._models import DEPRECATED_MODELS, ModelNotices, deprecation
-from navai_core._session_template import REASONING_EFFORTS, session_problems
+from navai_core.sessions.template import REASONING_EFFORTS, session_problems
 
 KEY = "sk-test-models-0123456789"
 KINDS = ("asgi-server", "wsgi-server")

@@ -22,10 +22,11 @@ import pytest
 from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server, stop_all
 from fake_realtime import FakeRealtime, fn_call
 
-from navai_core import Navai, NavaiConfig, _phone
-from navai_core._call_manager import CallSummary
-from navai_core._sip import AcceptCall, IncomingCall, ReferCall, RejectCall
-from navai_core._webhooks import webhook_headers
+from navai_core import Navai, NavaiConfig
+from navai_core.calls import phone as _phone
+from navai_core.calls.manager import CallSummary
+from navai_core.calls.sip import AcceptCall, IncomingCall, ReferCall, RejectCall
+from navai_core.calls.webhooks import webhook_headers
 
 WEBHOOK_SECRET = "whsec_bmF2YWktdGVzdC13ZWJob29rLXNlY3JldC0zMmJ5dGU="
 WEBHOOK_PATH = "/navai/realtime/webhook"

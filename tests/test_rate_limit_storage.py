@@ -11,7 +11,8 @@ import time
 import pytest
 from test_adapters_common import Make, make  # noqa: F401  (the both-adapters fixture)
 
-from navai_core import FunctionRegistry, Navai, NavaiConfig, _protect
+from navai_core import FunctionRegistry, Navai, NavaiConfig
+from navai_core.limits import rate as _protect
 from tests.redis_server import RedisServer
 
 LIST = "/navai/functions"

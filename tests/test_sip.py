@@ -8,9 +8,8 @@ import json
 import pytest
 
 from navai_core import NavaiConfig
-from navai_core._client_secret import realtime_target
 from navai_core._errors import BadRequest
-from navai_core._sip import (
+from navai_core.calls.sip import (
     BAD_INCOMING_CALL,
     MAX_SIP_HEADERS,
     NOT_AN_EVENT,
@@ -27,6 +26,7 @@ from navai_core._sip import (
     parse_webhook_event,
     sip_user,
 )
+from navai_core.sessions.client_secret import realtime_target
 
 # The shape OpenAI documents for the event (openai-python's RealtimeCallIncomingWebhookEvent).
 EVENT = {

@@ -24,7 +24,7 @@ from navai_core import (
     parse_speech_response,
     speech_mime_type,
 )
-from navai_core._speech import format_mime_type, round_half_up
+from navai_core.sessions.speech import format_mime_type, round_half_up
 
 KEY = "xi-test-key-1234567890"
 VOICE = "voice123"

@@ -19,7 +19,7 @@ import pytest
 from mock_upstream import MockUpstream
 
 from navai_core import Navai, NavaiConfig, Reply, RequestContext, RetryPolicy
-from navai_core._functions import FunctionRegistry
+from navai_core.functions.registry import FunctionRegistry
 
 KEY = "xi-http-secret-key-0987"
 OPENAI_KEY = "sk-openai-http-key"

@@ -138,7 +138,7 @@ def test_the_httpx2_hooks_the_sync_deadline_relies_on():
 
     import httpx2
 
-    from navai_core._upstream import DeadlineClient, _DeadlineTransport
+    from navai_core.upstream.send import DeadlineClient, _DeadlineTransport
 
     for hook in ("_init_transport", "_init_proxy_transport"):
         ours = inspect.signature(getattr(DeadlineClient, hook)).parameters

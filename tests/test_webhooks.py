@@ -10,7 +10,7 @@ import pytest
 from openai import InvalidWebhookSignatureError, OpenAI
 
 from navai_core._errors import ConfigurationError
-from navai_core._webhooks import (
+from navai_core.calls.webhooks import (
     BAD_TIMESTAMP,
     MISSING_HEADERS,
     NO_MATCH,

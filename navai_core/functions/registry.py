@@ -20,9 +20,9 @@ from typing import Any, TypeAlias, TypeVar, overload
 
 import attrs
 
-from ._http import RequestContext
-from ._json import JsonValue
-from ._schema import CallSpec, first_paragraph
+from .._http import RequestContext
+from .._json import JsonValue
+from .schema import CallSpec, first_paragraph
 
 F = TypeVar("F")
 

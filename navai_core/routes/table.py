@@ -21,10 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import attrs
 from limits import RateLimitItem
 
-from . import _background
-from ._body import parse_json_body
-from ._call_manager import CallsFull
-from ._calls import (
+from .._config import NavaiConfig, rate_limit
+from .._errors import NavaiError, NotFound
+from .._hooks import AuthHook
+from .._http import Reply, RequestContext
+from ..calls.manager import CallsFull
+from ..calls.phone import plan_webhook
+from ..calls.plans import (
     SDP_CONTENT_TYPE,
     CallAnswer,
     build_hangup_request,
@@ -34,7 +37,10 @@ from ._calls import (
     plan_call,
     valid_call_id,
 )
-from ._client_secret import (
+from ..concurrency import background as _background
+from ..functions.dispatch import PreparedCall, aexecute, execute, prepare_call
+from ..limits.rate import client_key
+from ..sessions.client_secret import (
     RealtimeTarget,
     UpstreamReply,
     UpstreamRequest,
@@ -43,17 +49,11 @@ from ._client_secret import (
     realtime_target,
     upstream_failure,
 )
-from ._config import NavaiConfig, rate_limit
-from ._dispatch import PreparedCall, aexecute, execute, prepare_call
-from ._errors import NavaiError, NotFound
-from ._hooks import AuthHook
-from ._http import Reply, RequestContext
-from ._phone import plan_webhook
-from ._protect import client_key
-from ._speech import build_speech_request, parse_speech_response
+from ..sessions.speech import build_speech_request, parse_speech_response
+from .body import parse_json_body
 
 if TYPE_CHECKING:
-    from ._navai import Navai
+    from .._navai import Navai
 
 
 class Step(Protocol):

@@ -20,8 +20,13 @@ from urllib.parse import quote
 import attrs
 from limits import RateLimitItem
 
-from ._body import read_string_fields
-from ._client_secret import (
+from .._config import NavaiConfig
+from .._errors import BadRequest, UpstreamError
+from .._json import JsonObject, JsonValue, dumps
+from ..functions.registry import FunctionRegistry
+from ..limits.rate import TooManyRequests, parse_limit
+from ..routes.body import read_string_fields
+from ..sessions.client_secret import (
     CLIENT_SECRET_FIELDS,
     ClientSecretOptions,
     RealtimeTarget,
@@ -30,11 +35,6 @@ from ._client_secret import (
     realtime_target,
     upstream_failure,
 )
-from ._config import NavaiConfig
-from ._errors import BadRequest, UpstreamError
-from ._functions import FunctionRegistry
-from ._json import JsonObject, JsonValue, dumps
-from ._protect import TooManyRequests, parse_limit
 
 SDP_REQUIRED = "sdp is required."
 CALLS_LABEL = "OpenAI calls"

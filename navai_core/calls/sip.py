@@ -18,10 +18,10 @@ from urllib.parse import unquote
 
 import attrs
 
-from ._calls import build_call_control_request, valid_call_id
-from ._client_secret import RealtimeTarget, UpstreamRequest, deep_merge
-from ._errors import BadRequest
-from ._json import JsonObject, dumps, loads
+from .._errors import BadRequest
+from .._json import JsonObject, dumps, loads
+from ..sessions.client_secret import RealtimeTarget, UpstreamRequest, deep_merge
+from .plans import build_call_control_request, valid_call_id
 
 INCOMING_CALL = "realtime.call.incoming"
 DEFAULT_REJECT_STATUS = 603  # SIP "Decline"

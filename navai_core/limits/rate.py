@@ -21,8 +21,8 @@ import limits.aio.strategies
 import limits.storage
 import limits.strategies
 
-from ._errors import NavaiError
-from ._http import RequestContext
+from .._errors import NavaiError
+from .._http import RequestContext
 
 logger = logging.getLogger("navai")
 

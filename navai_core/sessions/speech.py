@@ -17,21 +17,21 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import attrs
 
-from ._body import read_string_fields
-from ._client_secret import (
-    UpstreamReply,
-    UpstreamRequest,
-    upstream_failure,
-)
-from ._config import (
+from .._config import (
     DEFAULT_ELEVENLABS_BASE_URL,
     DEFAULT_ELEVENLABS_OUTPUT_FORMAT,
     NavaiConfig,
 )
-from ._errors import BadRequest, ConfigurationError, UpstreamError
-from ._json import JsonObject, dumps
-from ._policy import check_length, elevenlabs_key
-from ._policy import clean as _clean
+from .._errors import BadRequest, ConfigurationError, UpstreamError
+from .._json import JsonObject, dumps
+from .._policy import check_length, elevenlabs_key
+from .._policy import clean as _clean
+from ..routes.body import read_string_fields
+from .client_secret import (
+    UpstreamReply,
+    UpstreamRequest,
+    upstream_failure,
+)
 
 SPEECH_DISABLED = (
     'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'

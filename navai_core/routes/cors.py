@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from ._http import Reply, RequestContext
+from .._http import Reply, RequestContext
 
 logger = logging.getLogger("navai")
 

@@ -15,8 +15,8 @@ from typing import TypeAlias
 
 import attrs
 
-from ._client_secret import UpstreamReply
-from ._errors import NavaiError
+from .._errors import NavaiError
+from ..sessions.client_secret import UpstreamReply
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 

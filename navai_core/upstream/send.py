@@ -22,9 +22,9 @@ import httpcore2
 import httpx2
 from httpcore2 import SOCKET_OPTION
 
-from ._client_secret import UpstreamReply, UpstreamRequest
-from ._errors import UpstreamTimeout, UpstreamUnavailable
-from ._retry import Outcome, RetryPolicy, Send, Sleep, Step, attempts
+from .._errors import UpstreamTimeout, UpstreamUnavailable
+from ..sessions.client_secret import UpstreamReply, UpstreamRequest
+from .retry import Outcome, RetryPolicy, Send, Sleep, Step, attempts
 
 logger = logging.getLogger("navai")
 

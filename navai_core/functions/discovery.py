@@ -20,7 +20,7 @@ from types import ModuleType
 
 import attrs
 
-from ._functions import FunctionRegistry
+from .registry import FunctionRegistry
 
 DEFAULT_FOLDERS = "src/ai/functions-modules"
 

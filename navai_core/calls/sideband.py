@@ -24,8 +24,8 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ._errors import BadRequest
-from ._json import JsonObject, JsonValue, loads_text
+from .._errors import BadRequest
+from .._json import JsonObject, JsonValue, loads_text
 
 COMPLETED = "completed"
 # Responses remembered after they closed, so a repeated response.done is recognised.

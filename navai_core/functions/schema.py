@@ -26,7 +26,7 @@ import typing_extensions
 from pydantic.json_schema import PydanticJsonSchemaWarning
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from ._json import JsonValue
+from .._json import JsonValue
 
 logger = logging.getLogger("navai")
 

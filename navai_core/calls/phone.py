@@ -20,17 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._background import submit as submit_background
-from ._call_manager import CallsFull
-from ._calls import build_hangup_request
-from ._client_secret import (
+from .._errors import NavaiError
+from .._http import Reply, RequestContext
+from ..concurrency.background import submit as submit_background
+from ..concurrency.threads import Busy, FunctionThreads
+from ..sessions.client_secret import (
     RealtimeTarget,
     upstream_failure,
 )
-from ._errors import NavaiError
-from ._http import Reply, RequestContext
-from ._retry import RetryPolicy
-from ._sip import (
+from ..upstream.retry import RetryPolicy
+from ..upstream.send import asend
+from .manager import CallsFull
+from .plans import build_hangup_request
+from .sip import (
     INCOMING_CALL,
     AcceptCall,
     CallVerdict,
@@ -42,12 +44,10 @@ from ._sip import (
     parse_incoming_call,
     parse_webhook_event,
 )
-from ._threads import Busy, FunctionThreads
-from ._upstream import asend
-from ._webhooks import InvalidWebhook, verify_webhook
+from .webhooks import InvalidWebhook, verify_webhook
 
 if TYPE_CHECKING:
-    from ._navai import Navai
+    from .._navai import Navai
 
 logger = logging.getLogger("navai")
 

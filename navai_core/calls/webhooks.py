@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ._errors import BadRequest, ConfigurationError
+from .._errors import BadRequest, ConfigurationError
 
 SECRET_PREFIX = "whsec_"
 # How far (seconds) a delivery's timestamp may be from the receiver's clock, either way.

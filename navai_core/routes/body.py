@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
 
-from ._errors import BadRequest, NavaiError, PayloadTooLarge
-from ._http import RequestContext
-from ._json import loads
+from .._errors import BadRequest, NavaiError, PayloadTooLarge
+from .._http import RequestContext
+from .._json import loads
 
 NOT_JSON = "Request body is not valid JSON."
 NOT_AN_OBJECT = "Request body must be a JSON object."

@@ -28,16 +28,16 @@ from typing import Any, TypeVar
 
 import attrs
 
-from . import _background
-from ._background import BackgroundTimeout
-from ._body import require_object
-from ._errors import BadRequest, NavaiError, NotFound
-from ._functions import FunctionEntry, FunctionError, FunctionRegistry
-from ._hooks import DENIED, aallowed, allowed
-from ._http import Reply, RequestContext
-from ._json import JsonValue
-from ._schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
-from ._threads import Busy, FunctionThreads, Overran
+from .._errors import BadRequest, NavaiError, NotFound
+from .._hooks import DENIED, aallowed, allowed
+from .._http import Reply, RequestContext
+from .._json import JsonValue
+from ..concurrency import background as _background
+from ..concurrency.background import BackgroundTimeout
+from ..concurrency.threads import Busy, FunctionThreads, Overran
+from ..routes.body import require_object
+from .registry import FunctionEntry, FunctionError, FunctionRegistry
+from .schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
 
 logger = logging.getLogger("navai")
 T = TypeVar("T")

@@ -31,21 +31,21 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._background import loop as background_loop
-from ._calls import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
-from ._client_secret import RealtimeTarget, target_for_key
-from ._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS
-from ._dispatch import aexecute, prepare_call
-from ._errors import NavaiError
-from ._hooks import anotify
-from ._http import Reply, RequestContext
-from ._json import JsonValue, dumps
-from ._protect import RateLimiter
-from ._sideband import RunFunction, SendEvent, ToolLoop, execute_body
-from ._upstream import asend
+from .._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS
+from .._errors import NavaiError
+from .._hooks import anotify
+from .._http import Reply, RequestContext
+from .._json import JsonValue, dumps
+from ..concurrency.background import loop as background_loop
+from ..functions.dispatch import aexecute, prepare_call
+from ..limits.rate import RateLimiter
+from ..sessions.client_secret import RealtimeTarget, target_for_key
+from ..upstream.send import asend
+from .plans import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
+from .sideband import RunFunction, SendEvent, ToolLoop, execute_body
 
 if TYPE_CHECKING:
-    from ._navai import Navai
+    from .._navai import Navai
 
 logger = logging.getLogger("navai")
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import attrs
 
-from ._body import read_string_fields
-from ._config import NavaiConfig
-from ._errors import ConfigurationError, NavaiError, UpstreamError
-from ._json import JsonObject, JsonValue, dumps
-from ._policy import (
+from .._config import NavaiConfig
+from .._errors import ConfigurationError, NavaiError, UpstreamError
+from .._json import JsonObject, JsonValue, dumps
+from .._policy import (
     check_client_choices,
     check_transcription_choices,
     clean,
@@ -28,7 +27,8 @@ from ._policy import (
     uses_azure_token,
     validate_ttl,
 )
-from ._session_template import session_problems
+from ..routes.body import read_string_fields
+from .template import session_problems
 
 # What of an upstream reply navai reads and echoes at most (a larger reply is a 502; a longer
 # error body is cut): a faulty or hostile upstream cannot make an answer, or memory, balloon.

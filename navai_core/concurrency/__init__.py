@@ -1,0 +1,1 @@
+"""Where navai runs code: its background event loop and its bounded threads."""

@@ -1,0 +1,1 @@
+"""Backend functions: the registry, discovery, parameter schemas and running one call."""

@@ -1,0 +1,1 @@
+"""How much a client may use: rate limits and the call-time budget."""

@@ -1,0 +1,2 @@
+"""What navai asks OpenAI for: the voice session, the client-secret mint, session templates
+and ElevenLabs speech."""

@@ -1,0 +1,1 @@
+"""Sending requests to OpenAI, Azure OpenAI and ElevenLabs: retries and deadlines."""
