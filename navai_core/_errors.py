@@ -1,4 +1,8 @@
-"""Errors that know the HTTP status and JSON body a server should answer with."""
+"""Errors that know the HTTP status and JSON body a server should answer with.
+
+Every :class:`NavaiError` subclass navai raises lives here, with its status (as werkzeug's
+``exceptions``): the module that raises one builds its message, this one knows its answer.
+"""
 
 from __future__ import annotations
 
@@ -66,14 +70,45 @@ class MethodNotAllowed(NavaiError):
         super().__init__(f"Method not allowed. Allowed: {allow}.", headers=[("Allow", allow)])
 
 
+class InvalidWebhook(BadRequest):
+    """A delivery whose signature headers do not check out (answered 400)."""
+
+
 class PayloadTooLarge(NavaiError):
     status_code = 413
+
+
+class UnsupportedMediaType(NavaiError):
+    """A body whose ``Content-Type`` the route does not read; the text names what it reads."""
+
+    status_code = 415
+
+    def __init__(self, accepted: Iterable[str] = ("application/json",)) -> None:
+        super().__init__(f"Content-Type must be {' or '.join(accepted)}.")
+
+
+class TooManyRequests(NavaiError):
+    """A rate limit or a call-time budget is spent (with ``Retry-After``)."""
+
+    status_code = 429
 
 
 class ConfigurationError(NavaiError):
     """The server's configuration is wrong (answered per request; the server still boots)."""
 
     status_code = 400
+
+
+class RateLimitUnavailable(NavaiError):
+    """The shared rate-limit store (Redis) does not answer and the limits fail closed."""
+
+    status_code = 503
+
+
+class CallsFull(NavaiError):
+    """This process holds ``call_max_live`` calls: a new one waits (503, ``Retry-After``)."""
+
+    status_code = 503
 
 
 class UpstreamError(NavaiError):

@@ -9,13 +9,12 @@ import time
 import pytest
 from openai import InvalidWebhookSignatureError, OpenAI
 
-from navai_core._errors import ConfigurationError
+from navai_core._errors import ConfigurationError, InvalidWebhook
 from navai_core.calls.webhooks import (
     BAD_TIMESTAMP,
     MISSING_HEADERS,
     NO_MATCH,
     STALE_TIMESTAMP,
-    InvalidWebhook,
     decode_webhook_secret,
     sign_webhook,
     verify_webhook,

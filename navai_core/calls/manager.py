@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS
-from .._errors import NavaiError
+from .._errors import CallsFull, NavaiError
 from .._hooks import anotify
 from .._http import Reply, RequestContext
 from .._json import JsonValue, dumps
@@ -62,12 +62,6 @@ TOO_MANY_DETAILS = "This call has {n} function calls pending; try again when the
 
 FULL = "Too many calls in progress. Try again in {seconds} seconds."
 FULL_RETRY_SECONDS = 10
-
-
-class CallsFull(NavaiError):
-    """This process holds ``call_max_live`` calls: a new one waits (503, ``Retry-After``)."""
-
-    status_code = 503
 
 
 def _calls_full() -> CallsFull:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._errors import NavaiError
+from .._errors import CallsFull, InvalidWebhook, NavaiError
 from .._http import Reply, RequestContext
 from ..concurrency.background import submit as submit_background
 from ..concurrency.threads import Busy, FunctionThreads
@@ -30,7 +30,6 @@ from ..sessions.client_secret import (
 )
 from ..upstream.retry import RetryPolicy
 from ..upstream.send import asend
-from .manager import CallsFull
 from .plans import build_hangup_request
 from .sip import (
     INCOMING_CALL,
@@ -44,7 +43,7 @@ from .sip import (
     parse_incoming_call,
     parse_webhook_event,
 )
-from .webhooks import InvalidWebhook, verify_webhook
+from .webhooks import verify_webhook
 
 if TYPE_CHECKING:
     from .._navai import Navai

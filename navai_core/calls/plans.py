@@ -21,10 +21,10 @@ import attrs
 from limits import RateLimitItem
 
 from .._config import NavaiConfig
-from .._errors import BadRequest, UpstreamError
+from .._errors import BadRequest, TooManyRequests, UpstreamError
 from .._json import JsonObject, JsonValue, dumps
 from ..functions.registry import FunctionRegistry
-from ..limits.rate import TooManyRequests, parse_limit
+from ..limits.rate import parse_limit
 from ..routes.body import read_string_fields
 from ..sessions.client_secret import (
     CLIENT_SECRET_FIELDS,

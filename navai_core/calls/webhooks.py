@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from .._errors import BadRequest, ConfigurationError
+from .._errors import ConfigurationError, InvalidWebhook
 
 SECRET_PREFIX = "whsec_"
 # How far (seconds) a delivery's timestamp may be from the receiver's clock, either way.
@@ -36,10 +36,6 @@ STALE_TIMESTAMP = "Webhook timestamp is too far from the current time."
 NO_MATCH = "No matching webhook signature."
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-
-
-class InvalidWebhook(BadRequest):
-    """A delivery whose signature headers do not check out (answered 400)."""
 
 
 @attrs.frozen

@@ -21,16 +21,12 @@ import limits.aio.strategies
 import limits.storage
 import limits.strategies
 
-from .._errors import NavaiError
+from .._errors import RateLimitUnavailable, TooManyRequests
 from .._http import RequestContext
 
 logger = logging.getLogger("navai")
 
 KeyHook: TypeAlias = "Callable[[RequestContext], str | None]"
-
-
-class TooManyRequests(NavaiError):
-    status_code = 429
 
 
 def parse_limit(text: str | None) -> limits.RateLimitItem | None:
@@ -54,10 +50,6 @@ STORAGE_TIMEOUT_SECONDS = 0.5
 # tried again by the next request: an outage costs no request more than one timeout.
 STORAGE_RETRY_SECONDS = 5.0
 UNAVAILABLE = "Rate limiting is unavailable. Try again in {seconds} seconds."
-
-
-class RateLimitUnavailable(NavaiError):
-    status_code = 503
 
 
 class StorageOutage:

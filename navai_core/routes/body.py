@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
 
-from .._errors import BadRequest, NavaiError, PayloadTooLarge
+from .._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .._http import RequestContext
 from .._json import loads
 
 NOT_JSON = "Request body is not valid JSON."
 NOT_AN_OBJECT = "Request body must be a JSON object."
-NOT_DECLARED_JSON = "Content-Type must be application/json."
+JSON_MEDIA_TYPE = "application/json"
 
 
 #: A body as bytes, or a reader the core calls (with the size limit) once the request has
@@ -60,15 +60,23 @@ async def aread(body: AsyncBodySource, limit: int) -> bytes:
         raise ReadFailed(exc) from exc
 
 
-def parse_json_body(context: RequestContext, body: bytes, limit: int) -> dict[str, Any] | None:
-    """The JSON object a request carries (``None`` for an empty body), or the error to answer."""
+def parse_json_body(
+    context: RequestContext,
+    body: bytes,
+    limit: int,
+    accepted: tuple[str, ...] = (JSON_MEDIA_TYPE,),
+) -> dict[str, Any] | None:
+    """The JSON object a request carries (``None`` for an empty body), or the error to answer.
+
+    ``accepted``: every media type the route reads, named by the 415 a body of another type
+    gets (a route that also reads SDP names both)."""
     if len(body) > limit:
         raise too_large(limit)
     # Declared JSON, even when empty: a page can send any other type (or none, from a
     # ``no-cors`` fetch) to another site without a CORS preflight, JSON it cannot.
     content_type = (context.header("content-type") or "").split(";")[0].strip().lower()
-    if not (content_type == "application/json" or content_type.endswith("+json")):
-        raise NavaiError(NOT_DECLARED_JSON, status_code=415)
+    if not (content_type == JSON_MEDIA_TYPE or content_type.endswith("+json")):
+        raise UnsupportedMediaType(accepted)
     if not body.strip():
         return None
     try:

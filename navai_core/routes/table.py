@@ -22,10 +22,9 @@ import attrs
 from limits import RateLimitItem
 
 from .._config import NavaiConfig, rate_limit
-from .._errors import NavaiError, NotFound
+from .._errors import CallsFull, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
-from ..calls.manager import CallsFull
 from ..calls.phone import plan_webhook
 from ..calls.plans import (
     SDP_CONTENT_TYPE,
@@ -50,7 +49,7 @@ from ..sessions.client_secret import (
     upstream_failure,
 )
 from ..sessions.speech import build_speech_request, parse_speech_response
-from .body import parse_json_body
+from .body import JSON_MEDIA_TYPE, parse_json_body
 
 if TYPE_CHECKING:
     from .._navai import Navai
@@ -356,9 +355,6 @@ def _openapi(navai: Navai, context: RequestContext, body: Any) -> Reply:
     return Reply(200, navai.openapi())
 
 
-CALL_MEDIA_TYPES = "Content-Type must be application/sdp or application/json."
-
-
 def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
     """Relay the SDP offer (raw ``application/sdp`` or JSON) to OpenAI's ``/realtime/calls``;
     on success hold the call (its sideband) and answer 201 with the SDP answer."""
@@ -367,12 +363,8 @@ def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
     if media_type == SDP_CONTENT_TYPE:
         options = parse_call_offer(body)
     else:
-        try:
-            parsed = parse_json_body(context, body, c.max_body_bytes)
-        except NavaiError as exc:
-            if exc.status_code == 415:
-                raise NavaiError(CALL_MEDIA_TYPES, status_code=415) from None
-            raise
+        accepted = (SDP_CONTENT_TYPE, JSON_MEDIA_TYPE)
+        parsed = parse_json_body(context, body, c.max_body_bytes, accepted)
         options = parse_call_body(parsed)
     plan = plan_call(c, options, navai.functions() if c.functions_enabled else None)
     navai.model_notices.requested(options.session.model)
