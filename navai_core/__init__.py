@@ -41,8 +41,6 @@ from .routes.table import Route
 from .sessions.client_secret import (
     ClientSecret,
     ClientSecretOptions,
-    UpstreamReply,
-    UpstreamRequest,
     build_client_secret_request,
     build_instructions,
     build_transcription_request,
@@ -56,6 +54,7 @@ from .sessions.speech import (
     parse_speech_response,
     speech_mime_type,
 )
+from .upstream.messages import UpstreamReply, UpstreamRequest
 from .upstream.retry import RetryPolicy
 from .upstream.send import asend, send
 

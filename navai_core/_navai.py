@@ -48,13 +48,12 @@ from .routes.table import Route, Step, routes_for
 from .sessions.client_secret import (
     ClientSecret,
     ClientSecretOptions,
-    UpstreamReply,
-    UpstreamRequest,
     build_client_secret_request,
     parse_client_secret_body,
     parse_client_secret_response,
     realtime_target,
 )
+from .upstream.messages import UpstreamReply, UpstreamRequest
 from .upstream.retry import RetryPolicy
 from .upstream.send import asend, check_client, new_async_client, new_client, send
 

@@ -30,11 +30,10 @@ from ..sessions.client_secret import (
     CLIENT_SECRET_FIELDS,
     ClientSecretOptions,
     RealtimeTarget,
-    UpstreamRequest,
     build_realtime_session,
     realtime_target,
-    upstream_failure,
 )
+from ..upstream.messages import UpstreamRequest, upstream_failure
 
 SDP_REQUIRED = "sdp is required."
 CALLS_LABEL = "OpenAI calls"

@@ -20,7 +20,8 @@ import attrs
 
 from .._errors import BadRequest
 from .._json import JsonObject, dumps, loads
-from ..sessions.client_secret import RealtimeTarget, UpstreamRequest, deep_merge
+from ..sessions.client_secret import RealtimeTarget, deep_merge
+from ..upstream.messages import UpstreamRequest
 from .plans import build_call_control_request, valid_call_id
 
 INCOMING_CALL = "realtime.call.incoming"

@@ -41,14 +41,12 @@ from ..functions.dispatch import PreparedCall, aexecute, execute, prepare_call
 from ..limits.rate import client_key
 from ..sessions.client_secret import (
     RealtimeTarget,
-    UpstreamReply,
-    UpstreamRequest,
     build_transcription_request,
     parse_client_secret_response,
     realtime_target,
-    upstream_failure,
 )
 from ..sessions.speech import build_speech_request, parse_speech_response
+from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
 from .body import JSON_MEDIA_TYPE, parse_json_body
 
 if TYPE_CHECKING:

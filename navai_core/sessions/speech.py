@@ -27,11 +27,7 @@ from .._json import JsonObject, dumps
 from .._policy import check_length, elevenlabs_key
 from .._policy import clean as _clean
 from ..routes.body import read_string_fields
-from .client_secret import (
-    UpstreamReply,
-    UpstreamRequest,
-    upstream_failure,
-)
+from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
 
 SPEECH_DISABLED = (
     'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'

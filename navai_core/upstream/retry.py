@@ -16,7 +16,7 @@ from typing import TypeAlias
 import attrs
 
 from .._errors import NavaiError
-from ..sessions.client_secret import UpstreamReply
+from .messages import UpstreamReply
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 

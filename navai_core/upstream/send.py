@@ -23,7 +23,7 @@ import httpx2
 from httpcore2 import SOCKET_OPTION
 
 from .._errors import UpstreamTimeout, UpstreamUnavailable
-from ..sessions.client_secret import UpstreamReply, UpstreamRequest
+from .messages import UpstreamReply, UpstreamRequest
 from .retry import Outcome, RetryPolicy, Send, Sleep, Step, attempts
 
 logger = logging.getLogger("navai")
