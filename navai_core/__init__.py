@@ -21,7 +21,7 @@ from ._errors import (
 )
 from ._http import Reply, RequestContext
 from ._navai import Navai
-from ._policy import resolve_api_key, validate_ttl
+from ._policy import resolve_api_key
 from .calls.manager import CallManager, CallSummary, LiveCall
 from .calls.plans import (
     CallAnswer,
@@ -46,6 +46,7 @@ from .sessions.client_secret import (
     build_transcription_request,
     parse_client_secret_body,
     parse_client_secret_response,
+    validate_ttl,
 )
 from .sessions.speech import (
     SpeechOptions,

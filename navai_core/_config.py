@@ -5,19 +5,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 from limits import RateLimitItem
 
 from ._models import deprecation_notices
-from ._policy import (
-    KeySource,
-    backend_key_source,
-    elevenlabs_problems,
-    key_problem,
-    ttl_problem,
-)
+from ._policy import KeySource, elevenlabs_problems, key_problem, ttl_problem
 from ._policy import clean as _clean
 from .calls.webhooks import webhook_secret_problem
 from .concurrency.threads import DEFAULT_FUNCTION_THREADS
@@ -383,7 +378,16 @@ class NavaiConfig:
         live = self.call_max_live
         if not (isinstance(live, int) and not isinstance(live, bool) and live >= 1):
             found.append(f"NAVAI_CALL_MAX_LIVE must be at least 1. Received: {live!r}")
-        found += [p for p in (ttl_problem(self), key_problem(self)) if p is not None]
+        key_variable = environment_variables()[_KEY_SETTINGS.get(self.provider, "openai_api_key")]
+        configured = self.backend_key_source() is not None or self.azure_token_provider is not None
+        found += [
+            p
+            for p in (
+                ttl_problem(self.client_secret_ttl_seconds, self.env_errors),
+                key_problem(key_variable, configured, self.allow_api_key_from_request),
+            )
+            if p is not None
+        ]
         found += cors_problems(self.cors_origins, self.cors_allow_credentials)
         if self.provider == "azure" and not _clean(self.azure_endpoint):
             found.append("NAVAI_PROVIDER is azure but AZURE_OPENAI_ENDPOINT is not set.")
@@ -391,7 +395,9 @@ class NavaiConfig:
         found += session_problems(
             self.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
         )
-        found += elevenlabs_problems(self)
+        found += elevenlabs_problems(
+            {env: getattr(self, name) for name, env in environment_variables().items()}
+        )
         if problem := webhook_secret_problem(self.openai_webhook_secret):
             found.append(problem)
         return found
@@ -419,7 +425,14 @@ class NavaiConfig:
 
     def backend_key_source(self) -> KeySource:
         """The server's key for the configured provider (a string or a callable), if any."""
-        return backend_key_source(self)
+        source: KeySource = getattr(self, _KEY_SETTINGS.get(self.provider, "openai_api_key"))
+        return _clean(source) if isinstance(source, str) else source
+
+
+# The setting that holds each provider's key (upstream/providers.py knows the rest of them).
+_KEY_SETTINGS: Mapping[str, str] = MappingProxyType(
+    {"openai": "openai_api_key", "azure": "azure_api_key"}
+)
 
 
 def rate_limit(config: NavaiConfig, name: str) -> RateLimitItem | None:

@@ -51,9 +51,9 @@ from .sessions.client_secret import (
     build_client_secret_request,
     parse_client_secret_body,
     parse_client_secret_response,
-    realtime_target,
 )
 from .upstream.messages import UpstreamReply, UpstreamRequest
+from .upstream.providers import realtime_target
 from .upstream.retry import RetryPolicy
 from .upstream.send import asend, check_client, new_async_client, new_client, send
 

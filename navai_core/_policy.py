@@ -1,23 +1,19 @@
 """The server's rules about what a request may do, each in one place: the secret's lifetime
-(TTL), the API key policy, what a browser may choose for its session, and the ElevenLabs
-key. Each rule gives the text a client gets on the wire (the contract's) and the start-up
-warning an operator reads (naming the environment variable), from one check.
+(TTL), the API key policy, the checks of what a browser may choose, and the ElevenLabs key.
+Each rule gives the text a client gets on the wire (the contract's) and the start-up warning
+an operator reads (naming the environment variable), from one check.
+
+The rules read values, not the configuration: ``NavaiConfig.problems()`` asks them for its
+warnings, and the request builders (``sessions/``) hand them the settings they apply to.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, TypeAlias
-
-import attrs
+from collections.abc import Callable, Mapping
+from typing import TypeAlias
 
 from ._errors import BadRequest, ConfigurationError, Forbidden, Unauthorized
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from ._config import NavaiConfig
-    from .sessions.client_secret import ClientSecretOptions
 
 KeySource: TypeAlias = "str | Callable[[], str] | None"
 
@@ -41,13 +37,13 @@ def _ttl_ok(ttl: object) -> bool:
     return isinstance(ttl, int) and not isinstance(ttl, bool) and TTL_MIN <= ttl <= TTL_MAX
 
 
-def validate_ttl(config: NavaiConfig) -> int:
+def check_ttl(ttl: int, env_errors: tuple[tuple[str, str], ...]) -> int:
     """The configured TTL, or the 400 every mint answers when it is not an integer in
-    10..7200 (the contract's text, naming ``clientSecretTtlSeconds``)."""
-    for name, message in config.env_errors:
+    10..7200 (the contract's text, naming ``clientSecretTtlSeconds``); ``env_errors`` are the
+    settings the environment reader could not read."""
+    for name, message in env_errors:
         if name == TTL_ENV:
             raise ConfigurationError(message)
-    ttl = config.client_secret_ttl_seconds
     if not _ttl_ok(ttl):
         raise ConfigurationError(
             f"clientSecretTtlSeconds must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}"
@@ -55,11 +51,10 @@ def validate_ttl(config: NavaiConfig) -> int:
     return ttl
 
 
-def ttl_problem(config: NavaiConfig) -> str | None:
+def ttl_problem(ttl: object, env_errors: tuple[tuple[str, str], ...]) -> str | None:
     """The same rule as a start-up warning, naming the variable (an unreadable value is
     already reported by the environment reader)."""
-    ttl = config.client_secret_ttl_seconds
-    if any(name == TTL_ENV for name, _ in config.env_errors) or _ttl_ok(ttl):
+    if any(name == TTL_ENV for name, _ in env_errors) or _ttl_ok(ttl):
         return None
     return f"{TTL_ENV} must be between {TTL_MIN} and {TTL_MAX}. Received: {ttl}"
 
@@ -88,23 +83,13 @@ def current_key(source: KeySource) -> str | None:
     return clean(source() if callable(source) else source)
 
 
-def backend_key_source(config: NavaiConfig) -> KeySource:
-    """The server's key for the configured provider (a string or a callable), if any."""
-    source = config.azure_api_key if config.provider == "azure" else config.openai_api_key
-    return clean(source) if isinstance(source, str) else source
-
-
-def uses_azure_token(config: NavaiConfig) -> bool:
-    """Azure with an Entra ID token provider and no API key: bearer tokens."""
-    return config.azure_token_provider is not None and not current_key(config.azure_api_key)
-
-
-def key_problem(config: NavaiConfig) -> str | None:
-    """The key policy as a start-up warning: what every mint will answer without a key."""
-    if backend_key_source(config) is not None or config.azure_token_provider is not None:
+def key_problem(name: str, configured: bool, allow_request: bool) -> str | None:
+    """The key policy as a start-up warning: what every mint will answer without a key.
+    ``name``: the variable of the provider's key; ``configured``: a key or token source is
+    set."""
+    if configured:
         return None
-    name = "AZURE_OPENAI_API_KEY" if config.provider == "azure" else "OPENAI_API_KEY"
-    if config.allow_api_key_from_request:
+    if allow_request:
         return f"{name} is not set: each request must send apiKey."
     return (
         f"{name} is not set and NAVAI_ALLOW_FRONTEND_API_KEY is off: "
@@ -135,48 +120,15 @@ def check_length(field: str, value: str | None, limit: int) -> None:
         raise BadRequest(f'Field "{field}" is longer than {limit} characters.')
 
 
-def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> ClientSecretOptions:
-    """Apply what the server lets a browser choose: allow-lists, lengths, one-line fields,
-    the instructions switch. Returns the options to use (client instructions dropped when
-    they are not allowed)."""
-    check_allowed("model", options.model, config.allowed_models)
-    check_allowed("voice", options.voice, config.allowed_voices)
-    if not config.allow_client_instructions:
-        options = attrs.evolve(options, instructions=None)
-    check_length("instructions", options.instructions, config.max_instructions_chars)
-    for field, value in (
-        ("language", options.language),
-        ("voiceAccent", options.voice_accent),
-        ("voiceTone", options.voice_tone),
-        ("model", options.model),
-        ("voice", options.voice),
-    ):
-        check_length(field, value, config.max_option_chars)
-        check_one_line(field, value)
-    return options
-
-
-def check_transcription_choices(
-    config: NavaiConfig, model: str | None, language: str | None, prompt: str | None
-) -> None:
-    """The same rules for a transcription secret's ``model``, ``language`` and ``prompt``."""
-    check_length("model", model, config.max_option_chars)
-    check_length("language", language, config.max_option_chars)
-    check_length("prompt", prompt, config.max_instructions_chars)
-    check_one_line("model", model)
-    check_one_line("language", language)
-    check_allowed("model", model, config.allowed_transcription_models)
-
-
 # ----- the ElevenLabs key (CONTRACT section 7) ----------------------------------------------------
 
 MISSING_ELEVENLABS_KEY = "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set."
 
 
-def elevenlabs_key(config: NavaiConfig) -> str:
+def elevenlabs_key(configured: str | None) -> str:
     """The ElevenLabs key, or the error every request that needs it answers: a text-only
     session with nothing to speak it would be a silent agent."""
-    key = clean(config.elevenlabs_api_key)
+    key = clean(configured)
     if key is None:
         raise ConfigurationError(MISSING_ELEVENLABS_KEY)
     return key
@@ -185,29 +137,34 @@ def elevenlabs_key(config: NavaiConfig) -> str:
 # ElevenLabs settings and the range ElevenLabs accepts (values outside are only warned about:
 # ElevenLabs decides, and its ranges may widen).
 _SPEECH_RANGES = (
-    ("elevenlabs_stability", "ELEVENLABS_STABILITY", 0.0, 1.0),
-    ("elevenlabs_similarity_boost", "ELEVENLABS_SIMILARITY_BOOST", 0.0, 1.0),
-    ("elevenlabs_style", "ELEVENLABS_STYLE", 0.0, 1.0),
-    ("elevenlabs_optimize_streaming_latency", "ELEVENLABS_OPTIMIZE_STREAMING_LATENCY", 0.0, 4.0),
+    ("ELEVENLABS_STABILITY", 0.0, 1.0),
+    ("ELEVENLABS_SIMILARITY_BOOST", 0.0, 1.0),
+    ("ELEVENLABS_STYLE", 0.0, 1.0),
+    ("ELEVENLABS_OPTIMIZE_STREAMING_LATENCY", 0.0, 4.0),
 )
 
 
-def elevenlabs_problems(config: NavaiConfig) -> list[str]:
-    """Start-up warnings of the ElevenLabs settings (none unless it is the provider)."""
-    if config.tts_provider != "elevenlabs":
+def elevenlabs_problems(settings: Mapping[str, object]) -> list[str]:
+    """Start-up warnings of the ElevenLabs settings (none unless it is the provider);
+    ``settings``: each setting's value by its environment variable."""
+    if settings.get("NAVAI_TTS_PROVIDER") != "elevenlabs":
         return []
     found = []
-    if clean(config.elevenlabs_api_key) is None:
+    if not _text(settings.get("ELEVENLABS_API_KEY")):
         found.append(MISSING_ELEVENLABS_KEY)
-    if clean(config.elevenlabs_voice_id) is None:
+    if not _text(settings.get("ELEVENLABS_VOICE_ID")):
         found.append("NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_VOICE_ID is not set.")
-    for attr, env_name, low, high in _SPEECH_RANGES:
-        value = getattr(config, attr)
+    for env_name, low, high in _SPEECH_RANGES:
+        value = settings.get(env_name)
         if value is not None and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
         ):
             found.append(f"{env_name} should be between {low:g} and {high:g}. Received: {value!r}")
-    limit = config.speech_max_text_chars
+    limit = settings.get("NAVAI_SPEECH_MAX_TEXT_CHARS")
     if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1):
         found.append(f"NAVAI_SPEECH_MAX_TEXT_CHARS must be at least 1. Received: {limit!r}")
     return found
+
+
+def _text(value: object) -> str | None:
+    return clean(value) if isinstance(value, str) else None

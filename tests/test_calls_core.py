@@ -24,11 +24,8 @@ from navai_core.calls.plans import (
     valid_call_id,
 )
 from navai_core.calls.sideband import RunFunction, SendEvent, ToolLoop, add_usage, execute_body
-from navai_core.sessions.client_secret import (
-    ClientSecretOptions,
-    build_client_secret_request,
-    target_for_key,
-)
+from navai_core.sessions.client_secret import ClientSecretOptions, build_client_secret_request
+from navai_core.upstream.providers import target_for_key
 
 KEY = "sk-backend-key-0123456789"
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"

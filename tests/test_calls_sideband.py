@@ -354,7 +354,7 @@ def test_events_kept_while_reconnecting_are_bounded(fake, recorder, caplog) -> N
     """Events waiting for the control connection to come back are capped: past the cap they
     are dropped (logged once), so a call whose connection stays down holds bounded memory."""
     from navai_core.calls import manager as _call_manager
-    from navai_core.sessions.client_secret import target_for_key
+    from navai_core.upstream.providers import target_for_key
 
     navai = make_navai(fake, recorder)
     manager = navai.calls

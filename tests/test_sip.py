@@ -26,7 +26,7 @@ from navai_core.calls.sip import (
     parse_webhook_event,
     sip_user,
 )
-from navai_core.sessions.client_secret import realtime_target
+from navai_core.upstream.providers import realtime_target
 
 # The shape OpenAI documents for the event (openai-python's RealtimeCallIncomingWebhookEvent).
 EVENT = {

@@ -39,7 +39,7 @@ from .._json import JsonValue, dumps
 from ..concurrency.background import loop as background_loop
 from ..functions.dispatch import aexecute, prepare_call
 from ..limits.rate import RateLimiter
-from ..sessions.client_secret import RealtimeTarget, target_for_key
+from ..upstream.providers import RealtimeTarget, target_for_key
 from ..upstream.send import asend
 from .plans import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
 from .sideband import RunFunction, SendEvent, ToolLoop, execute_body

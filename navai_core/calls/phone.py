@@ -24,8 +24,8 @@ from .._errors import CallsFull, InvalidWebhook, NavaiError
 from .._http import Reply, RequestContext
 from ..concurrency.background import submit as submit_background
 from ..concurrency.threads import Busy, FunctionThreads
-from ..sessions.client_secret import RealtimeTarget
 from ..upstream.messages import upstream_failure
+from ..upstream.providers import RealtimeTarget
 from ..upstream.retry import RetryPolicy
 from ..upstream.send import asend
 from .plans import build_hangup_request

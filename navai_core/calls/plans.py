@@ -15,7 +15,6 @@ import re
 import secrets
 from collections.abc import Mapping
 from typing import TypeGuard
-from urllib.parse import quote
 
 import attrs
 from limits import RateLimitItem
@@ -29,11 +28,10 @@ from ..routes.body import read_string_fields
 from ..sessions.client_secret import (
     CLIENT_SECRET_FIELDS,
     ClientSecretOptions,
-    RealtimeTarget,
     build_realtime_session,
-    realtime_target,
 )
 from ..upstream.messages import UpstreamRequest, upstream_failure
+from ..upstream.providers import RealtimeTarget, realtime_target
 
 SDP_REQUIRED = "sdp is required."
 CALLS_LABEL = "OpenAI calls"
@@ -148,7 +146,7 @@ def plan_call(
     )
     request = UpstreamRequest(
         method="POST",
-        url=target.base_url + "/realtime/calls",
+        url=target.calls_url(),
         headers=(
             *target.headers,
             ("Accept", SDP_CONTENT_TYPE),
@@ -227,7 +225,7 @@ def build_call_control_request(
         headers = (*headers, ("Content-Type", "application/json"))
     return UpstreamRequest(
         method="POST",
-        url=f"{target.base_url}/realtime/calls/{quote(call_id)}/{action}",
+        url=target.call_url(call_id, action),
         headers=headers,
         content=b"" if body is None else dumps(body),
         label=f"OpenAI calls {action}",
@@ -242,12 +240,7 @@ def build_hangup_request(target: RealtimeTarget, call_id: str) -> UpstreamReques
 def sideband_url(target: RealtimeTarget, call_id: str) -> str:
     """``<base, http→ws, https→wss>/realtime?call_id=<call_id>``: the call's control
     WebSocket."""
-    base = target.base_url
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://") :]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://") :]
-    return f"{base}/realtime?call_id={quote(call_id, safe='')}"
+    return target.sideband_url(call_id)
 
 
 # ----- call-time budget ------------------------------------------------------------------------

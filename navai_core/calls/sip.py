@@ -20,8 +20,9 @@ import attrs
 
 from .._errors import BadRequest
 from .._json import JsonObject, dumps, loads
-from ..sessions.client_secret import RealtimeTarget, deep_merge
+from ..sessions.client_secret import deep_merge
 from ..upstream.messages import UpstreamRequest
+from ..upstream.providers import RealtimeTarget
 from .plans import build_call_control_request, valid_call_id
 
 INCOMING_CALL = "realtime.call.incoming"

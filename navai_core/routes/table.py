@@ -40,13 +40,12 @@ from ..concurrency import background as _background
 from ..functions.dispatch import PreparedCall, aexecute, execute, prepare_call
 from ..limits.rate import client_key
 from ..sessions.client_secret import (
-    RealtimeTarget,
     build_transcription_request,
     parse_client_secret_response,
-    realtime_target,
 )
 from ..sessions.speech import build_speech_request, parse_speech_response
 from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
+from ..upstream.providers import RealtimeTarget, realtime_target
 from .body import JSON_MEDIA_TYPE, parse_json_body
 
 if TYPE_CHECKING:

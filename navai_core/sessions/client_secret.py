@@ -16,17 +16,16 @@ from .._config import NavaiConfig
 from .._errors import ConfigurationError, UpstreamError
 from .._json import JsonObject, dumps
 from .._policy import (
-    check_client_choices,
-    check_transcription_choices,
+    check_allowed,
+    check_length,
+    check_one_line,
+    check_ttl,
     clean,
-    current_key,
     elevenlabs_key,
-    resolve_api_key,
-    uses_azure_token,
-    validate_ttl,
 )
 from ..routes.body import read_string_fields
 from ..upstream.messages import UpstreamRequest, parse_json_reply, upstream_failure
+from ..upstream.providers import provider_for, realtime_target
 from .template import session_problems
 
 # Request field name -> attribute of ClientSecretOptions.
@@ -123,9 +122,7 @@ def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObje
         options.voice_accent if clean(options.voice_accent) else config.voice_accent,
         options.voice_tone if clean(options.voice_tone) else config.voice_tone,
     )
-    default_model = config.model
-    if config.provider == "azure" and (deployment := clean(config.azure_deployment)):
-        default_model = deployment
+    default_model = provider_for(config).default_model(config)
     chosen: JsonObject = {
         "type": "realtime",
         "model": _pick(options.model, default_model),
@@ -144,52 +141,6 @@ def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObje
     return session
 
 
-@attrs.frozen
-class RealtimeTarget:
-    """Where and as whom to call the Realtime API: the base URL (``.../v1``) and the
-    authentication headers, resolved once by the key policy. Hidden from repr."""
-
-    base_url: str
-    headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
-    # Values that must never appear in an error text or a log line.
-    secrets: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
-    # The key the headers carry (a call's later requests use the key that created it).
-    key: str = attrs.field(default="", repr=False, eq=False)
-
-
-def realtime_target(config: NavaiConfig, request_key: str | None = None) -> RealtimeTarget:
-    """The configured provider's Realtime base URL and auth headers, per the key policy
-    (the backend key always wins; 401/403 otherwise)."""
-    allow = config.allow_api_key_from_request
-    if config.provider == "azure" and uses_azure_token(config):
-        assert config.azure_token_provider is not None
-        key = resolve_api_key(config.azure_token_provider(), None, allow)
-    else:
-        key = resolve_api_key(current_key(config.backend_key_source()), request_key, allow)
-    target = target_for_key(config, key)
-    secrets = tuple(k for k in (key, clean(request_key)) if k)
-    return attrs.evolve(target, secrets=secrets)
-
-
-def target_for_key(config: NavaiConfig, key: str) -> RealtimeTarget:
-    """The Realtime base URL and the headers that authenticate ``key`` with the configured
-    provider (a key that already passed the policy, e.g. the one that created a call)."""
-    headers: list[tuple[str, str]] = []
-    if config.provider == "azure":
-        base = (config.azure_endpoint or "").rstrip("/") + "/openai/v1"
-        headers.append(
-            ("Authorization", f"Bearer {key}") if uses_azure_token(config) else ("api-key", key)
-        )
-    else:
-        base = config.openai_base_url.rstrip("/")
-        headers.append(("Authorization", f"Bearer {key}"))
-        if org := clean(config.openai_organization):
-            headers.append(("OpenAI-Organization", org))
-        if project := clean(config.openai_project):
-            headers.append(("OpenAI-Project", project))
-    return RealtimeTarget(base, tuple(headers), (key,), key=key)
-
-
 def _upstream_request(
     config: NavaiConfig, options_key: str | None, session: JsonObject
 ) -> UpstreamRequest:
@@ -199,12 +150,51 @@ def _upstream_request(
     target = realtime_target(config, options_key)
     return UpstreamRequest(
         method="POST",
-        url=target.base_url + "/realtime/client_secrets",
+        url=target.client_secrets_url(),
         headers=(*target.headers, ("Content-Type", "application/json")),
         content=dumps(body),
         label="OpenAI client_secrets",
         secrets=target.secrets,
     )
+
+
+def validate_ttl(config: NavaiConfig) -> int:
+    """The configured TTL, or the 400 every mint answers when it is not an integer in
+    10..7200 (the contract's text, naming ``clientSecretTtlSeconds``)."""
+    return check_ttl(config.client_secret_ttl_seconds, config.env_errors)
+
+
+def check_client_choices(config: NavaiConfig, options: ClientSecretOptions) -> ClientSecretOptions:
+    """Apply what the server lets a browser choose: allow-lists, lengths, one-line fields,
+    the instructions switch. Returns the options to use (client instructions dropped when
+    they are not allowed)."""
+    check_allowed("model", options.model, config.allowed_models)
+    check_allowed("voice", options.voice, config.allowed_voices)
+    if not config.allow_client_instructions:
+        options = attrs.evolve(options, instructions=None)
+    check_length("instructions", options.instructions, config.max_instructions_chars)
+    for field, value in (
+        ("language", options.language),
+        ("voiceAccent", options.voice_accent),
+        ("voiceTone", options.voice_tone),
+        ("model", options.model),
+        ("voice", options.voice),
+    ):
+        check_length(field, value, config.max_option_chars)
+        check_one_line(field, value)
+    return options
+
+
+def check_transcription_choices(
+    config: NavaiConfig, model: str | None, language: str | None, prompt: str | None
+) -> None:
+    """The same rules for a transcription secret's ``model``, ``language`` and ``prompt``."""
+    check_length("model", model, config.max_option_chars)
+    check_length("language", language, config.max_option_chars)
+    check_length("prompt", prompt, config.max_instructions_chars)
+    check_one_line("model", model)
+    check_one_line("language", language)
+    check_allowed("model", model, config.allowed_transcription_models)
 
 
 def build_realtime_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObject:
@@ -214,7 +204,7 @@ def build_realtime_session(config: NavaiConfig, options: ClientSecretOptions) ->
     Shared by the client-secret request and the server-controlled call request.
     """
     if config.tts_provider == "elevenlabs":
-        elevenlabs_key(config)
+        elevenlabs_key(config.elevenlabs_api_key)
     return build_session(config, check_client_choices(config, options))
 
 

@@ -13,21 +13,18 @@ import base64
 import math
 from collections.abc import Mapping
 from typing import TypeGuard
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-from .._config import (
-    DEFAULT_ELEVENLABS_BASE_URL,
-    DEFAULT_ELEVENLABS_OUTPUT_FORMAT,
-    NavaiConfig,
-)
+from .._config import DEFAULT_ELEVENLABS_OUTPUT_FORMAT, NavaiConfig
 from .._errors import BadRequest, ConfigurationError, UpstreamError
 from .._json import JsonObject, dumps
 from .._policy import check_length, elevenlabs_key
 from .._policy import clean as _clean
 from ..routes.body import read_string_fields
 from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
+from ..upstream.providers import speech_headers, speech_url
 
 SPEECH_DISABLED = (
     'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'
@@ -166,7 +163,7 @@ def _check_speech_config(config: NavaiConfig) -> str:
     for name, message in config.env_errors:
         if name.startswith("ELEVENLABS_") or name == SPEECH_MAX_TEXT_ENV:
             raise ConfigurationError(message)
-    return elevenlabs_key(config)
+    return elevenlabs_key(config.elevenlabs_api_key)
 
 
 def _voice_settings(config: NavaiConfig, options: SpeechOptions) -> JsonObject:
@@ -240,8 +237,7 @@ def build_speech_request(config: NavaiConfig, body: object) -> UpstreamRequest:
     query: list[tuple[str, str]] = [("output_format", output_format)]
     if latency is not None:
         query.append(("optimize_streaming_latency", str(round_half_up(latency))))
-    base = (_clean(config.elevenlabs_base_url) or DEFAULT_ELEVENLABS_BASE_URL).rstrip("/")
-    url = f"{base}/v1/text-to-speech/{quote(voice_id, safe='')}?{urlencode(query)}"
+    url = speech_url(config, voice_id, query)
 
     payload: JsonObject = {"text": text}
     if model_id is not None:
@@ -252,7 +248,7 @@ def build_speech_request(config: NavaiConfig, body: object) -> UpstreamRequest:
         method="POST",
         url=url,
         headers=(
-            ("xi-api-key", key),
+            *speech_headers(key),
             ("Content-Type", "application/json"),
             ("Accept", format_mime_type(output_format)),
         ),

@@ -21,6 +21,7 @@ MAX_REPLY_BYTES = 1024 * 1024
 MAX_ECHOED_CHARS = 2000
 MAX_REQUEST_ID_CHARS = 200
 
+
 @attrs.frozen
 class UpstreamRequest:
     """One HTTP request to an upstream API, ready to send. Headers are hidden from repr."""
