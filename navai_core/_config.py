@@ -38,6 +38,11 @@ DEFAULT_FUNCTIONS_LIMIT = "120/minute"
 SpeechProvider = Literal["openai", "elevenlabs"]
 Provider = Literal["openai", "azure"]
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-live-transcribe"
+CallRuntime = Literal["realtime", "live"]
+CALL_RUNTIMES: tuple[CallRuntime, ...] = ("realtime", "live")
+DEFAULT_LIVE_MODEL = "gpt-live-1.1"
+# The Responses model OpenAI's GPT-Live WebRTC guide delegates to in its example.
+DEFAULT_LIVE_BACKEND_MODEL = "gpt-5.6-terra"
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -154,6 +159,18 @@ def _read_provider(reader: _EnvReader, name: str, default: Provider) -> Provider
     if explicit is not None:
         return "azure" if explicit.lower() == "azure" else "openai"
     return "azure" if reader.raw("AZURE_OPENAI_ENDPOINT") else default
+
+
+def _read_runtime(reader: _EnvReader, name: str, default: CallRuntime) -> CallRuntime:
+    """``realtime`` or ``live`` (any case); anything else is reported and gives the default."""
+    raw = reader.raw(name)
+    if raw is None:
+        return default
+    for runtime in CALL_RUNTIMES:
+        if raw.lower() == runtime:
+            return runtime
+    reader.errors.append((name, f"{name} must be realtime or live. Received: {raw!r}"))
+    return default
 
 
 def _read_tts_provider(reader: _EnvReader, name: str, default: SpeechProvider) -> SpeechProvider:
@@ -281,6 +298,14 @@ class NavaiConfig:
     on_call_end: Callable[..., Any] | None = attrs.field(default=None, repr=False)
     on_call_event: Callable[..., Any] | None = attrs.field(default=None, repr=False)
 
+    # --- GPT-Live calls (CONTRACT section 11) ---
+    # Which OpenAI voice runtime the calls route, the hangup route and phone calls use.
+    call_runtime: CallRuntime = setting("realtime", "NAVAI_CALL_RUNTIME", _read_runtime)
+    live_model: str = setting(DEFAULT_LIVE_MODEL, "NAVAI_LIVE_MODEL")
+    # The Responses model a Live session delegates its work (and navai's functions) to.
+    live_backend_model: str = setting(DEFAULT_LIVE_BACKEND_MODEL, "NAVAI_LIVE_BACKEND_MODEL")
+    live_backend_instructions: str | None = setting(None, "NAVAI_LIVE_BACKEND_INSTRUCTIONS")
+
     # --- HTTP ---
     cors_origins: tuple[str, ...] | None = setting(None, "NAVAI_CORS_ORIGIN", _EnvReader.origins)
     # Access-Control-Allow-Credentials for an allowed origin (never with "*").
@@ -378,6 +403,10 @@ class NavaiConfig:
         live = self.call_max_live
         if not (isinstance(live, int) and not isinstance(live, bool) and live >= 1):
             found.append(f"NAVAI_CALL_MAX_LIVE must be at least 1. Received: {live!r}")
+        if self.call_runtime not in CALL_RUNTIMES:
+            found.append(
+                f"NAVAI_CALL_RUNTIME must be realtime or live. Received: {self.call_runtime!r}"
+            )
         key_variable = environment_variables()[_KEY_SETTINGS.get(self.provider, "openai_api_key")]
         configured = self.backend_key_source() is not None or self.azure_token_provider is not None
         found += [

@@ -7,13 +7,14 @@ into a :class:`ClientSecret` or raises a :class:`NavaiError` that knows its HTTP
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from .._config import NavaiConfig
-from .._errors import ConfigurationError, UpstreamError
+from .._errors import BadRequest, ConfigurationError, UpstreamError
 from .._json import JsonObject, dumps
 from .._policy import (
     check_allowed,
@@ -113,25 +114,50 @@ def _check_template(template: object, name: str, kind: str) -> None:
         raise ConfigurationError("Invalid session template: " + " ".join(problems), status_code=500)
 
 
-def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObject:
-    """The Realtime session: the configured template with the request's choices on top."""
-    _check_template(config.session, "NAVAI_SESSION_JSON", "realtime")
+@attrs.frozen
+class SessionChoices:
+    """What the section 2 rules make of a client's choices, for either voice runtime
+    (Realtime, GPT-Live): the model asked for (``None``: the runtime's default), the voice
+    and the instruction text."""
+
+    model: str | None
+    voice: str
+    instructions: str
+
+
+def resolve_choices(config: NavaiConfig, options: ClientSecretOptions) -> SessionChoices:
+    """Request value first, then the configured default; the instruction lines joined.
+    ``options`` must already have passed :func:`check_client_choices`."""
     instructions = build_instructions(
         _pick(options.instructions, config.instructions),
         options.language if clean(options.language) else config.language,
         options.voice_accent if clean(options.voice_accent) else config.voice_accent,
         options.voice_tone if clean(options.voice_tone) else config.voice_tone,
     )
+    return SessionChoices(clean(options.model), _pick(options.voice, config.voice), instructions)
+
+
+def session_choices(config: NavaiConfig, options: ClientSecretOptions) -> SessionChoices:
+    """A client's choices checked (allow-lists, lengths, the instructions switch; 400 for a
+    choice the server does not allow) and resolved: the one copy of these rules that both
+    runtimes' sessions are built from."""
+    return resolve_choices(config, check_client_choices(config, options))
+
+
+def build_session(config: NavaiConfig, options: ClientSecretOptions) -> JsonObject:
+    """The Realtime session: the configured template with the request's choices on top."""
+    _check_template(config.session, "NAVAI_SESSION_JSON", "realtime")
+    choices = resolve_choices(config, options)
     default_model = provider_for(config).default_model(config)
     chosen: JsonObject = {
         "type": "realtime",
-        "model": _pick(options.model, default_model),
-        "instructions": instructions,
+        "model": choices.model or default_model,
+        "instructions": choices.instructions,
     }
     if config.tts_provider == "elevenlabs":
         chosen["output_modalities"] = ["text"]
     else:
-        chosen["audio"] = {"output": {"voice": _pick(options.voice, config.voice)}}
+        chosen["audio"] = {"output": {"voice": choices.voice}}
     session = deep_merge(config.session or {}, chosen)
     if config.tts_provider == "elevenlabs":
         # Text only: the browser speaks through ElevenLabs, so no output voice is sent.
@@ -201,11 +227,30 @@ def build_realtime_session(config: NavaiConfig, options: ClientSecretOptions) ->
     """The section 2 session for a client's choices: every rule in one place (speech
     provider, allow-lists, lengths, defaults, instruction lines, session template).
 
-    Shared by the client-secret request and the server-controlled call request.
+    Shared by the client-secret request and the server-controlled call request. A GPT-Live
+    model is a 400 (:data:`LIVE_MODEL_REFUSED`): Live sessions are built by ``calls.live``.
     """
     if config.tts_provider == "elevenlabs":
         elevenlabs_key(config.elevenlabs_api_key)
-    return build_session(config, check_client_choices(config, options))
+    session = build_session(config, check_client_choices(config, options))
+    model = session.get("model")
+    if isinstance(model, str) and is_live_model(model):
+        raise BadRequest(LIVE_MODEL_REFUSED.format(model=model))
+    return session
+
+
+# GPT-Live models (gpt-live-1, gpt-live-1.1, dated snapshots) are a separate protocol with no
+# browser client secrets; ``gpt-live-transcribe`` is a Realtime transcription model, not one.
+_LIVE_MODEL = re.compile(r"gpt-live-\d")
+LIVE_MODEL_REFUSED = (
+    "{model} is a GPT-Live model: it has no browser client secrets and no Realtime session. "
+    "Use the calls route with NAVAI_CALL_RUNTIME=live."
+)
+
+
+def is_live_model(model: str) -> bool:
+    """Whether ``model`` names a GPT-Live model (``gpt-live-1``, ``gpt-live-1.1``, ...)."""
+    return _LIVE_MODEL.match(model.strip().lower()) is not None
 
 
 def build_client_secret_request(
