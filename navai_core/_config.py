@@ -22,6 +22,7 @@ from ._policy import clean as _clean
 from .calls.webhooks import webhook_secret_problem
 from .concurrency.threads import DEFAULT_FUNCTION_THREADS
 from .limits.rate import limit_problem, parse_limit
+from .records.cost import read_prices_file
 from .routes.cors import cors_problems
 from .sessions.template import session_problems
 
@@ -286,6 +287,16 @@ class NavaiConfig:
     on_call_end: Callable[..., Any] | None = attrs.field(default=None, repr=False)
     on_call_event: Callable[..., Any] | None = attrs.field(default=None, repr=False)
 
+    # --- the call record (CONTRACT section 12, docs/security.md) ---
+    # False keeps no text of a call: its transcript and tool arguments stay empty.
+    call_transcripts: bool = setting(True, "NAVAI_CALL_TRANSCRIPTS", _EnvReader.flag)
+    # redact(text) -> text, run on every transcript and argument text before it is kept.
+    redact: Callable[[str], str] | None = attrs.field(default=None, repr=False)
+    # A JSON price table merged over navai's own (a model's entry replaces navai's).
+    prices_file: str | None = setting(None, "NAVAI_PRICES_FILE")
+    # A file that gets one JSON line per ended call.
+    call_log: str | None = setting(None, "NAVAI_CALL_LOG")
+
     # --- HTTP ---
     cors_origins: tuple[str, ...] | None = setting(None, "NAVAI_CORS_ORIGIN", _EnvReader.origins)
     # Access-Control-Allow-Credentials for an allowed origin (never with "*").
@@ -394,6 +405,11 @@ class NavaiConfig:
         found += elevenlabs_problems(self)
         if problem := webhook_secret_problem(self.openai_webhook_secret):
             found.append(problem)
+        if self.prices_file:
+            try:
+                read_prices_file(self.prices_file)
+            except ValueError as exc:
+                found.append(str(exc))
         return found
 
     def model_notices(self) -> list[str]:
