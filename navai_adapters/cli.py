@@ -34,7 +34,7 @@ from pathlib import Path
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig
 
-from . import _servers
+from . import _servers, calls_report
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -47,6 +47,8 @@ logger = logging.getLogger("navai")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "calls":
+        return calls_report.run(args)
     try:
         return _serve(parser, args)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server took over the signals
@@ -153,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         f"python: Python's own settings (default: ${GC_ENV}, else tuned)",
     )
     serve.add_argument("--inherit-fd", type=int, default=None, help=argparse.SUPPRESS)
+    calls_report.add_command(commands)
     return parser
 
 

@@ -17,6 +17,7 @@ from ._policy import clean as _clean
 from .calls.webhooks import webhook_secret_problem
 from .concurrency.threads import DEFAULT_FUNCTION_THREADS
 from .limits.rate import limit_problem, parse_limit
+from .records.cost import read_prices_file
 from .routes.cors import cors_problems
 from .sessions.template import session_problems
 
@@ -305,6 +306,15 @@ class NavaiConfig:
     # The Responses model a Live session delegates its work (and navai's functions) to.
     live_backend_model: str = setting(DEFAULT_LIVE_BACKEND_MODEL, "NAVAI_LIVE_BACKEND_MODEL")
     live_backend_instructions: str | None = setting(None, "NAVAI_LIVE_BACKEND_INSTRUCTIONS")
+    # --- the call record (CONTRACT section 12, docs/security.md) ---
+    # False keeps no text of a call: its transcript and tool arguments stay empty.
+    call_transcripts: bool = setting(True, "NAVAI_CALL_TRANSCRIPTS", _EnvReader.flag)
+    # redact(text) -> text, run on every transcript and argument text before it is kept.
+    redact: Callable[[str], str] | None = attrs.field(default=None, repr=False)
+    # A JSON price table merged over navai's own (a model's entry replaces navai's).
+    prices_file: str | None = setting(None, "NAVAI_PRICES_FILE")
+    # A file that gets one JSON line per ended call.
+    call_log: str | None = setting(None, "NAVAI_CALL_LOG")
 
     # --- HTTP ---
     cors_origins: tuple[str, ...] | None = setting(None, "NAVAI_CORS_ORIGIN", _EnvReader.origins)
@@ -429,6 +439,11 @@ class NavaiConfig:
         )
         if problem := webhook_secret_problem(self.openai_webhook_secret):
             found.append(problem)
+        if self.prices_file:
+            try:
+                read_prices_file(self.prices_file)
+            except ValueError as exc:
+                found.append(str(exc))
         return found
 
     def model_notices(self) -> list[str]:

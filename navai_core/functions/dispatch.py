@@ -35,6 +35,7 @@ from .._json import JsonValue
 from ..concurrency import background as _background
 from ..concurrency.background import BackgroundTimeout
 from ..concurrency.threads import Busy, FunctionThreads, Overran
+from ..records.tracing import atraced_run, traced_run
 from ..routes.body import require_object
 from .registry import FunctionEntry, FunctionError, FunctionRegistry
 from .schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
@@ -220,6 +221,7 @@ def _bind(
 # ----- the two tails -------------------------------------------------------------------------
 
 
+@traced_run
 def execute(
     prepared: PreparedCall,
     *,
@@ -262,6 +264,7 @@ def execute(
     return _success(prepared, result)
 
 
+@atraced_run
 async def aexecute(
     prepared: PreparedCall,
     *,

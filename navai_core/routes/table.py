@@ -39,6 +39,7 @@ from ..calls.plans import (
 from ..concurrency import background as _background
 from ..functions.dispatch import PreparedCall, aexecute, execute, prepare_call
 from ..limits.rate import client_key
+from ..records.tracing import CLIENT_SECRET_SPAN, traced_step
 from ..sessions.client_secret import (
     build_transcription_request,
     parse_client_secret_response,
@@ -319,7 +320,8 @@ def _secret(navai: Navai, request: UpstreamRequest) -> Upstream:
 
 
 def _client_secret(navai: Navai, context: RequestContext, body: Any) -> Step:
-    return _secret(navai, navai.client_secret_request(body))
+    step = _secret(navai, navai.client_secret_request(body))
+    return traced_step(CLIENT_SECRET_SPAN, step)  # type: ignore[no-any-return]
 
 
 def _transcription_secret(navai: Navai, context: RequestContext, body: Any) -> Step:
