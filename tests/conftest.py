@@ -29,8 +29,10 @@ from typing import Any
 import httpx2
 import jsonschema
 import pytest
-from fake_upstream import FakeUpstream
-from mock_upstream import upstream_mock  # noqa: F401  (the fixture, for every test file)
+from fakes import (
+    FakeOpenAI,
+    upstream_mock,  # noqa: F401  (the fixture, for every test file)
+)
 from starlette.testclient import TestClient
 
 from navai_adapters import asgi, wsgi
@@ -219,8 +221,8 @@ def records(base: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def fake_upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
+def fake_upstream() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
         yield fake
 
 
@@ -284,7 +286,7 @@ class Setup:
     port_env: bool = False
 
 
-def setups(base: Path, upstream: FakeUpstream) -> dict[str, Setup]:
+def setups(base: Path, upstream: FakeOpenAI) -> dict[str, Setup]:
     common = {
         "OPENAI_BASE_URL": upstream.base_url,
         "NAVAI_UPSTREAM_MAX_RETRIES": "0",
@@ -551,7 +553,7 @@ def in_process_navai(setup: Setup) -> Navai:
 class Targets:
     """Builds targets on first use and closes them at the end of the session."""
 
-    def __init__(self, base: Path, upstream: FakeUpstream, root: Path) -> None:
+    def __init__(self, base: Path, upstream: FakeOpenAI, root: Path) -> None:
         self.setups = setups(base, upstream)
         self.root = root
         self.capture = LogCapture()
@@ -601,7 +603,7 @@ class Targets:
 
 @pytest.fixture(scope="session")
 def targets(
-    functions_dir: Path, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+    functions_dir: Path, fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Targets]:
     found = Targets(functions_dir, fake_upstream, tmp_path_factory.mktemp("servers"))
     yield found
@@ -610,7 +612,7 @@ def targets(
 
 def _target_fixture(setup_name: str) -> Any:
     @pytest.fixture(params=KINDS)
-    def fixture(request: pytest.FixtureRequest, targets: Targets, fake_upstream: FakeUpstream):
+    def fixture(request: pytest.FixtureRequest, targets: Targets, fake_upstream: FakeOpenAI):
         fake_upstream.reset()
         return targets.get(setup_name, request.param)
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fake_realtime import FakeCall, FakeRealtime
+from fakes import FakeCall, FakeOpenAI
 
 from navai_core import FunctionError, FunctionRegistry, Navai, NavaiConfig
 from navai_core.calls.manager import CallSummary
@@ -57,8 +57,8 @@ def tools() -> FunctionRegistry:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeRealtime]:
-    with FakeRealtime(key=KEY) as server:
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(key=KEY) as server:
         yield server
 
 
@@ -92,7 +92,7 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-def make_navai(fake: FakeRealtime, recorder: Recorder, **changes: object) -> Navai:
+def make_navai(fake: FakeOpenAI, recorder: Recorder, **changes: object) -> Navai:
     config = NavaiConfig(
         openai_api_key=KEY,
         openai_base_url=fake.base_url,
@@ -105,7 +105,7 @@ def make_navai(fake: FakeRealtime, recorder: Recorder, **changes: object) -> Nav
 
 
 @pytest.fixture
-def navai(fake: FakeRealtime, recorder: Recorder) -> Iterator[Navai]:
+def navai(fake: FakeOpenAI, recorder: Recorder) -> Iterator[Navai]:
     instance = make_navai(fake, recorder)
     instance.calls.reconnect_delays = (0.05, 0.1, 0.2)
     yield instance
@@ -134,7 +134,7 @@ def done(response: str, *calls: tuple[str, str, object], status: str = "complete
     }
 
 
-def attach(navai: Navai, fake: FakeRealtime) -> FakeCall:
+def attach(navai: Navai, fake: FakeOpenAI) -> FakeCall:
     call = fake.open_call()
     live = navai.calls.attach(call.call_id, api_key=KEY, rate_key="user-1")
     assert live.call_id == call.call_id and live.key == "user-1"

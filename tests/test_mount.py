@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 from conftest import SERVER_KEY, TestClient
-from fake_upstream import FakeUpstream
+from fakes import FakeOpenAI
 from fastapi import FastAPI
 from flask import Flask
 from starlette.applications import Starlette
@@ -23,7 +23,7 @@ from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
 LOCAL = "http://localhost:5173"
 
 
-def make_navai(upstream: FakeUpstream) -> Navai:
+def make_navai(upstream: FakeOpenAI) -> Navai:
     tools = FunctionRegistry()
 
     @tools.function
@@ -41,12 +41,12 @@ def make_navai(upstream: FakeUpstream) -> Navai:
 
 
 @pytest.fixture
-def upstream(fake_upstream: FakeUpstream) -> FakeUpstream:
+def upstream(fake_upstream: FakeOpenAI) -> FakeOpenAI:
     fake_upstream.reset()
     return fake_upstream
 
 
-def check_navai_under(http: httpx2.Client, prefix: str, upstream: FakeUpstream) -> None:
+def check_navai_under(http: httpx2.Client, prefix: str, upstream: FakeOpenAI) -> None:
     minted = http.post(f"{prefix}/navai/realtime/client-secret", json={"voice": "cedar"})
     assert minted.status_code == 200, minted.text
     assert minted.json()["value"].startswith("ek_fake_")
@@ -80,13 +80,13 @@ def fastapi_app(navai: Navai) -> FastAPI:
 
 
 @pytest.fixture
-def fastapi_client(upstream: FakeUpstream) -> Iterator[tuple[TestClient, Navai]]:
+def fastapi_client(upstream: FakeOpenAI) -> Iterator[tuple[TestClient, Navai]]:
     navai = make_navai(upstream)
     with TestClient(fastapi_app(navai)) as client:
         yield client, navai
 
 
-def test_mounted_under_a_prefix_in_fastapi(fastapi_client, upstream: FakeUpstream):
+def test_mounted_under_a_prefix_in_fastapi(fastapi_client, upstream: FakeOpenAI):
     client, _ = fastapi_client
     check_navai_under(client, "/voice", upstream)
     assert client.get("/hello").json() == {"hello": "world"}
@@ -95,7 +95,7 @@ def test_mounted_under_a_prefix_in_fastapi(fastapi_client, upstream: FakeUpstrea
     assert client.get("/navai/functions").status_code == 404  # only under the prefix
 
 
-def test_the_parent_lifespan_closes_navais_client(upstream: FakeUpstream):
+def test_the_parent_lifespan_closes_navais_client(upstream: FakeOpenAI):
     navai = make_navai(upstream)
     with TestClient(fastapi_app(navai)) as client:
         assert client.post("/voice/navai/realtime/client-secret", json={}).status_code == 200
@@ -104,7 +104,7 @@ def test_the_parent_lifespan_closes_navais_client(upstream: FakeUpstream):
     assert http.is_closed
 
 
-def test_routes_in_a_starlette_router(upstream: FakeUpstream):
+def test_routes_in_a_starlette_router(upstream: FakeOpenAI):
     navai = make_navai(upstream)
 
     def home(request: Request) -> PlainTextResponse:
@@ -117,7 +117,7 @@ def test_routes_in_a_starlette_router(upstream: FakeUpstream):
         assert client.get("/navai/elsewhere").status_code == 404
 
 
-def test_routes_added_to_a_fastapi_app(upstream: FakeUpstream):
+def test_routes_added_to_a_fastapi_app(upstream: FakeOpenAI):
     navai = make_navai(upstream)
     app = FastAPI(lifespan=asgi.lifespan(navai))
     app.router.routes.extend(asgi.routes(navai))
@@ -128,7 +128,7 @@ def test_routes_added_to_a_fastapi_app(upstream: FakeUpstream):
 # ----- WSGI ------------------------------------------------------------------------------------
 
 
-def test_mounted_under_a_prefix_in_flask(upstream: FakeUpstream):
+def test_mounted_under_a_prefix_in_flask(upstream: FakeOpenAI):
     navai = make_navai(upstream)
     app = Flask(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server, stop_all
-from fake_realtime import FakeRealtime, fn_call
+from fakes import FakeOpenAI, fn_call
 
 from navai_core import Navai, NavaiConfig
 from navai_core.calls import phone as _phone
@@ -60,11 +60,11 @@ def deliver(http: httpx2.Client, body: bytes, *, webhook_id: str | None = None) 
     )
 
 
-def control_requests(fake: FakeRealtime, call_id: str) -> list:
+def control_requests(fake: FakeOpenAI, call_id: str) -> list:
     return [r for r in list(fake.requests) if r.path.startswith(f"/v1/realtime/calls/{call_id}/")]
 
 
-def wait_control(fake: FakeRealtime, call_id: str, count: int = 1, timeout: float = 10.0):
+def wait_control(fake: FakeOpenAI, call_id: str, count: int = 1, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = control_requests(fake, call_id)
@@ -89,12 +89,12 @@ def done(response: str, *calls: tuple[str, str, dict]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def realtime() -> Iterator[FakeRealtime]:
-    with FakeRealtime(key=SERVER_KEY) as fake:
+def realtime() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(key=SERVER_KEY) as fake:
         yield fake
 
 
-def phone_env(realtime: FakeRealtime, functions_dir) -> dict[str, str]:
+def phone_env(realtime: FakeOpenAI, functions_dir) -> dict[str, str]:
     return {
         "OPENAI_BASE_URL": realtime.base_url,
         "OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET,
