@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fakes import FakeCall, FakeOpenAI
+from fakes import FakeCall, FakeOpenAI, fn_call
+from fakes import response_done as done
 
 from navai_core import FunctionError, FunctionRegistry, Navai, NavaiConfig
 from navai_core.calls.manager import CallSummary
@@ -111,27 +112,6 @@ def navai(fake: FakeOpenAI, recorder: Recorder) -> Iterator[Navai]:
     yield instance
     instance.close()
     assert instance.calls.live() == []
-
-
-def fn_call(call_id: str, name: str, arguments: object, response: str = "resp_1") -> dict:
-    return {
-        "type": "response.function_call_arguments.done",
-        "response_id": response,
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-    }
-
-
-def done(response: str, *calls: tuple[str, str, object], status: str = "completed", usage=None):
-    output = [
-        {"type": "function_call", "call_id": c, "name": n, "arguments": json.dumps(a)}
-        for c, n, a in calls
-    ]
-    return {
-        "type": "response.done",
-        "response": {"id": response, "status": status, "output": output, "usage": usage or {}},
-    }
 
 
 def attach(navai: Navai, fake: FakeOpenAI) -> FakeCall:

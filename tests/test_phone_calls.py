@@ -21,6 +21,7 @@ import httpx2
 import pytest
 from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server, stop_all
 from fakes import FakeOpenAI, fn_call
+from fakes import response_done as done
 
 from navai_core import Navai, NavaiConfig
 from navai_core.calls import phone as _phone
@@ -72,17 +73,6 @@ def wait_control(fake: FakeOpenAI, call_id: str, count: int = 1, timeout: float 
             return found
         time.sleep(0.01)
     raise AssertionError(f"no upstream control request for {call_id}: {fake.requests!r}")
-
-
-def done(response: str, *calls: tuple[str, str, dict]) -> dict:
-    output = [
-        {"type": "function_call", "call_id": c, "name": n, "arguments": json.dumps(a)}
-        for c, n, a in calls
-    ]
-    return {
-        "type": "response.done",
-        "response": {"id": response, "status": "completed", "output": output, "usage": {}},
-    }
 
 
 # ----- navai served four ways, against one Realtime fake ----------------------------------------

@@ -7,6 +7,7 @@ raw-protocol upstream (``benchmarks/fake_openai.py``) all build their answers he
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -36,13 +37,22 @@ def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, A
 
 # ----- sideband (server events) -------------------------------------------------------------
 
+_events = itertools.count(1)
+
+
+def event_id() -> str:
+    return f"event_fake{next(_events)}"
+
 
 def fn_call(call_id: str, name: str, arguments: object, response: str = "resp_1") -> dict[str, Any]:
     """``response.function_call_arguments.done``: a function call whose arguments are complete
     (``arguments`` a JSON value, or already its text)."""
     return {
         "type": "response.function_call_arguments.done",
+        "event_id": event_id(),
         "response_id": response,
+        "item_id": f"item_{call_id}",
+        "output_index": 0,
         "call_id": call_id,
         "name": name,
         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
@@ -62,6 +72,7 @@ def response_done(
     ]
     return {
         "type": "response.done",
+        "event_id": event_id(),
         "response": {"id": response, "status": status, "output": output, "usage": usage or {}},
     }
 
