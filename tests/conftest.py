@@ -31,12 +31,13 @@ import jsonschema
 import pytest
 from fakes import (
     FakeOpenAI,
+    OpenAIState,
     upstream_mock,  # noqa: F401  (the fixture, for every test file)
 )
 from starlette.testclient import TestClient
 
 from navai_adapters import asgi, wsgi
-from navai_core import Navai, NavaiConfig
+from navai_core import FunctionRegistry, Navai, NavaiConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # OpenAI's schema, kept in the repository (tests/data/README.md says where it comes from).
@@ -229,6 +230,40 @@ def fake_upstream() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# ----- a Navai in process ----------------------------------------------------------------------
+
+
+def navai_for(
+    fake: OpenAIState | None = None,
+    /,
+    *,
+    functions: FunctionRegistry | None = None,
+    **config: Any,
+) -> Navai:
+    """The one way tests build a ``Navai`` in process: ``NavaiConfig(**config)``, pointed at
+    ``fake`` when given (its base URL, and its key or the server key, unless ``config`` names
+    them), with ``functions`` as its registry."""
+    if fake is not None:
+        config.setdefault("openai_base_url", getattr(fake, "base_url", None))
+        config.setdefault("openai_api_key", fake.key or SERVER_KEY)
+    return Navai(NavaiConfig(**config), functions=functions)
+
+
+@pytest.fixture
+def make_navai() -> Iterator[Callable[..., Navai]]:
+    """:func:`navai_for`, and every ``Navai`` it built closed when the test ends."""
+    built: list[Navai] = []
+
+    def make(*args: Any, **kwargs: Any) -> Navai:
+        navai = navai_for(*args, **kwargs)
+        built.append(navai)
+        return navai
+
+    yield make
+    for navai in built:
+        navai.close()
 
 
 # ----- configurations -----------------------------------------------------------------------

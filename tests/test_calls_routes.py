@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import (
@@ -21,6 +20,7 @@ from conftest import (
     Setup,
     Target,
     Targets,
+    navai_for,
 )
 from fakes import ANSWER_SDP, FakeOpenAI, fn_call, parse_multipart
 
@@ -276,11 +276,6 @@ def test_server_stop_hangs_up_and_exits_cleanly(
     assert fake_realtime.live_sidebands() == 0
 
 
-def calls_navai(fake: FakeOpenAI, **changes: Any) -> Navai:
-    """A Navai in process with the server's key, calling ``fake``."""
-    return Navai(NavaiConfig(openai_api_key=SERVER_KEY, openai_base_url=fake.base_url, **changes))
-
-
 def start_context(client: str | None = None) -> RequestContext:
     """A browser's request to start a call (its offer is the body)."""
     return RequestContext(
@@ -290,7 +285,7 @@ def start_context(client: str | None = None) -> RequestContext:
 
 def spent_budget_navai(fake_realtime: FakeOpenAI) -> Navai:
     """A navai with a 1 minute an hour call budget that client 10.0.0.1 has spent."""
-    navai = calls_navai(fake_realtime, call_budget="1/hour", functions_enabled=False)
+    navai = navai_for(fake_realtime, call_budget="1/hour", functions_enabled=False)
     asyncio.run(navai.calls.budgets.acharge("10.0.0.1", 60))
     return navai
 
@@ -309,7 +304,7 @@ def test_budget_refuses_new_calls_in_process(fake_realtime: FakeOpenAI) -> None:
 
 
 def test_rate_limit_calls_in_process(fake_realtime: FakeOpenAI) -> None:
-    navai = calls_navai(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
+    navai = navai_for(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
     context = start_context()
     fake_realtime.reset()
     assert navai.handle(context, OFFER.encode()).status == 201
@@ -342,7 +337,7 @@ def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
         seen.append(context.path)
         return context.header("authorization") == "Bearer operator"
 
-    navai = calls_navai(fake_realtime, call_sideband=False, authorize_client_secret=operator)
+    navai = navai_for(fake_realtime, call_sideband=False, authorize_client_secret=operator)
     fake_realtime.reset()
     call = fake_realtime.open_call()
     path = f"/navai/realtime/calls/{call.call_id}/hangup"
@@ -365,7 +360,7 @@ def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
 def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeOpenAI) -> None:
     """Whoever learns a call id cannot end someone else's call: another rate-limit key gets
     404 (as for an unknown id) and the call goes on; its own key ends it."""
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     fake_realtime.reset()
     start = start_context("10.0.0.7")
     created = navai.handle(start, OFFER.encode())
@@ -383,7 +378,7 @@ def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeOpenAI) -
 
 
 def test_a_held_call_is_hung_up_by_anyone_the_hook_allows(fake_realtime: FakeOpenAI) -> None:
-    navai = calls_navai(
+    navai = navai_for(
         fake_realtime,
         functions_enabled=False,
         authorize_client_secret=lambda context: True,
@@ -424,7 +419,7 @@ def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
 
 
 def test_hangups_have_their_own_rate_limit_counter(fake_realtime: FakeOpenAI) -> None:
-    navai = calls_navai(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
+    navai = navai_for(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
     fake_realtime.reset()
     hangup = RequestContext("POST", "/navai/realtime/calls/rtc_nobody/hangup")
     assert navai.handle(hangup).status == 404
@@ -502,7 +497,7 @@ def test_sync_handle_inside_a_short_lived_loop_keeps_the_call(
     """Django under WSGI runs its async view in a per-request ``asyncio.run`` loop: a call
     started through the sync ``handle()`` there lives on navai's own loop, not that one."""
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     fake_realtime.reset()
     context = start_context("10.0.0.3")
 
@@ -526,7 +521,7 @@ def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeOpenAI) 
     """A call whose loop stopped (not closed): ``hangup()`` answers within its wait."""
     import threading
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     call = fake_realtime.open_call()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -567,7 +562,7 @@ def test_sync_hangup_on_the_calls_own_loop_ends_it_without_blocking(
     it cannot wait on the loop it blocks, so it ends the call and returns at once."""
     import threading
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     call = fake_realtime.open_call()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -604,7 +599,7 @@ def test_close_waits_its_wait_once_for_every_call_not_once_per_call(
     all, however many such calls there are."""
     import threading
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     calls = [fake_realtime.open_call() for _ in range(3)]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -634,7 +629,7 @@ def test_close_waits_its_wait_once_for_every_call_not_once_per_call(
 def test_live_calls_are_capped_per_process(fake_realtime: FakeOpenAI) -> None:
     """Past NAVAI_CALL_MAX_LIVE held calls, a new call answers 503 with Retry-After before
     anything reaches OpenAI; once a call ends there is room again."""
-    navai = calls_navai(fake_realtime, functions_enabled=False, call_max_live=1)
+    navai = navai_for(fake_realtime, functions_enabled=False, call_max_live=1)
     fake_realtime.reset()
 
     def offer(client: str) -> object:
