@@ -12,7 +12,10 @@ counts the TCP connections it accepted. Control routes, for the benchmark driver
 - ``POST /__reset?delay_ms=N``: start a new count and set the added latency.
 
 It is a raw ``asyncio.Protocol`` (no web framework) so that it costs far less per request
-than any server under test. It stops by itself after ``--max-seconds`` (default 900).
+than any server under test: the tests' fake (``tests/fakes``, uvicorn and a route table)
+costs about as much per request as navai itself and would share the two cores with it. Its
+reply is built by the tests' fake's own shapes (``tests/fakes/shapes.py``). It stops by itself
+after ``--max-seconds`` (default 900).
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import asyncio
 import contextlib
 import json
 import sys
+from pathlib import Path
 from urllib.parse import parse_qs
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fakes.shapes import client_secret_reply
+
 REPLY_BODY = json.dumps(
-    {
-        "value": "ek_bench_0123456789abcdef",
-        "expires_at": 1730000000,
-        "session": {"type": "realtime", "model": "gpt-realtime-2.1"},
-    },
+    client_secret_reply({"session": {"type": "realtime", "model": "gpt-realtime-2.1"}}, 1),
     separators=(",", ":"),
 ).encode()
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/sidebands.py                      # 1,000 calls, 20 s of load
     .venv/bin/python benchmarks/sidebands.py --calls 50 --seconds 3   # a quick look
 
-It starts the fake Realtime server of the tests (``tests/fake_realtime.py``, in this process)
+It starts the fake OpenAI of the tests (``tests/fakes/``, in this process)
 and ``navai serve`` (ASGI on uvicorn; ``--wsgi`` for waitress) pointed at it, with one trivial
 backend function. It then:
 
@@ -47,7 +47,7 @@ import httpx2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fake_realtime import FakeRealtime  # noqa: E402
+from fakes import FakeOpenAI  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
 NAVAI = Path(sys.executable).with_name("navai")
@@ -67,7 +67,7 @@ def rss_kb(pid: int) -> int:
 
 
 def start_navai(
-    fake: FakeRealtime, folder: Path, wsgi: bool, log: Path | None, gc_mode: str = "tuned"
+    fake: FakeOpenAI, folder: Path, wsgi: bool, log: Path | None, gc_mode: str = "tuned"
 ) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NAVAI_", "OPENAI_"))}
     env.update(
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
 
     load_average = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp, FakeRealtime(key=KEY) as fake:
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(key=KEY) as fake:
         folder = Path(tmp)
         (folder / "functions").mkdir()
         (folder / "functions" / "tools.py").write_text(TOOLS)

@@ -29,12 +29,15 @@ from typing import Any
 import httpx2
 import jsonschema
 import pytest
-from fake_upstream import FakeUpstream
-from mock_upstream import upstream_mock  # noqa: F401  (the fixture, for every test file)
+from fakes import (
+    FakeOpenAI,
+    OpenAIState,
+    upstream_mock,  # noqa: F401  (the fixture, for every test file)
+)
 from starlette.testclient import TestClient
 
 from navai_adapters import asgi, wsgi
-from navai_core import Navai, NavaiConfig
+from navai_core import FunctionRegistry, Navai, NavaiConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # OpenAI's schema, kept in the repository (tests/data/README.md says where it comes from).
@@ -219,14 +222,48 @@ def records(base: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def fake_upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
+def fake_upstream() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
         yield fake
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# ----- a Navai in process ----------------------------------------------------------------------
+
+
+def navai_for(
+    fake: OpenAIState | None = None,
+    /,
+    *,
+    functions: FunctionRegistry | None = None,
+    **config: Any,
+) -> Navai:
+    """The one way tests build a ``Navai`` in process: ``NavaiConfig(**config)``, pointed at
+    ``fake`` when given (its base URL, and its key or the server key, unless ``config`` names
+    them), with ``functions`` as its registry."""
+    if fake is not None:
+        config.setdefault("openai_base_url", getattr(fake, "base_url", None))
+        config.setdefault("openai_api_key", fake.key or SERVER_KEY)
+    return Navai(NavaiConfig(**config), functions=functions)
+
+
+@pytest.fixture
+def make_navai() -> Iterator[Callable[..., Navai]]:
+    """:func:`navai_for`, and every ``Navai`` it built closed when the test ends."""
+    built: list[Navai] = []
+
+    def make(*args: Any, **kwargs: Any) -> Navai:
+        navai = navai_for(*args, **kwargs)
+        built.append(navai)
+        return navai
+
+    yield make
+    for navai in built:
+        navai.close()
 
 
 # ----- configurations -----------------------------------------------------------------------
@@ -284,7 +321,7 @@ class Setup:
     port_env: bool = False
 
 
-def setups(base: Path, upstream: FakeUpstream) -> dict[str, Setup]:
+def setups(base: Path, upstream: FakeOpenAI) -> dict[str, Setup]:
     common = {
         "OPENAI_BASE_URL": upstream.base_url,
         "NAVAI_UPSTREAM_MAX_RETRIES": "0",
@@ -551,7 +588,7 @@ def in_process_navai(setup: Setup) -> Navai:
 class Targets:
     """Builds targets on first use and closes them at the end of the session."""
 
-    def __init__(self, base: Path, upstream: FakeUpstream, root: Path) -> None:
+    def __init__(self, base: Path, upstream: FakeOpenAI, root: Path) -> None:
         self.setups = setups(base, upstream)
         self.root = root
         self.capture = LogCapture()
@@ -601,7 +638,7 @@ class Targets:
 
 @pytest.fixture(scope="session")
 def targets(
-    functions_dir: Path, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+    functions_dir: Path, fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Targets]:
     found = Targets(functions_dir, fake_upstream, tmp_path_factory.mktemp("servers"))
     yield found
@@ -610,7 +647,7 @@ def targets(
 
 def _target_fixture(setup_name: str) -> Any:
     @pytest.fixture(params=KINDS)
-    def fixture(request: pytest.FixtureRequest, targets: Targets, fake_upstream: FakeUpstream):
+    def fixture(request: pytest.FixtureRequest, targets: Targets, fake_upstream: FakeOpenAI):
         fake_upstream.reset()
         return targets.get(setup_name, request.param)
 

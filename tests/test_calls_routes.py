@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import (
@@ -21,8 +20,9 @@ from conftest import (
     Setup,
     Target,
     Targets,
+    navai_for,
 )
-from fake_realtime import ANSWER_SDP, FakeRealtime, fn_call, parse_multipart
+from fakes import ANSWER_SDP, FakeOpenAI, fn_call, parse_multipart
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
@@ -30,8 +30,8 @@ OFFER = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
 
 
 @pytest.fixture(scope="module")
-def fake_realtime() -> Iterator[FakeRealtime]:
-    with FakeRealtime(key=SERVER_KEY) as fake:
+def fake_realtime() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(key=SERVER_KEY) as fake:
         yield fake
 
 
@@ -41,7 +41,7 @@ def info_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="navai")
 
 
-def call_setups(base: Path, fake: FakeRealtime) -> dict[str, Setup]:
+def call_setups(base: Path, fake: FakeOpenAI) -> dict[str, Setup]:
     common = {
         "OPENAI_BASE_URL": fake.base_url,
         "NAVAI_UPSTREAM_MAX_RETRIES": "0",
@@ -63,7 +63,7 @@ def call_setups(base: Path, fake: FakeRealtime) -> dict[str, Setup]:
 def call_targets(
     functions_dir: Path,
     fake_upstream,
-    fake_realtime: FakeRealtime,
+    fake_realtime: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Targets]:
     found = Targets(functions_dir, fake_upstream, tmp_path_factory.mktemp("call-servers"))
@@ -119,7 +119,7 @@ def response_done(response: str, *call_ids: str) -> dict:
     }
 
 
-def test_call_runs_tools_on_the_server(target: Target, fake_realtime: FakeRealtime) -> None:
+def test_call_runs_tools_on_the_server(target: Target, fake_realtime: FakeOpenAI) -> None:
     mark = target.log_mark()
     call_id, answer = start_call(
         target, headers={"Content-Type": "application/sdp", "Origin": "http://localhost:5173"}
@@ -174,7 +174,7 @@ def test_call_runs_tools_on_the_server(target: Target, fake_realtime: FakeRealti
     assert SERVER_KEY not in answer.text + hung.text
 
 
-def test_caller_hangs_up(target: Target, fake_realtime: FakeRealtime) -> None:
+def test_caller_hangs_up(target: Target, fake_realtime: FakeOpenAI) -> None:
     mark = target.log_mark()
     call_id, _ = start_call(target, json={"sdp": OFFER, "voice": "cedar", "language": "Spanish"})
     session = json.loads(
@@ -191,7 +191,7 @@ def test_caller_hangs_up(target: Target, fake_realtime: FakeRealtime) -> None:
     assert target.http.post(f"/navai/realtime/calls/{call_id}/hangup").status_code == 404
 
 
-def test_errors(target: Target, fake_realtime: FakeRealtime) -> None:
+def test_errors(target: Target, fake_realtime: FakeOpenAI) -> None:
     for kwargs in (
         {"content": "  ", "headers": {"Content-Type": "application/sdp"}},
         {"json": {}},
@@ -234,7 +234,7 @@ def test_errors(target: Target, fake_realtime: FakeRealtime) -> None:
     assert target.http.get("/navai/realtime/calls").status_code == 405
 
 
-def test_max_seconds(short_target: Target, fake_realtime: FakeRealtime) -> None:
+def test_max_seconds(short_target: Target, fake_realtime: FakeOpenAI) -> None:
     mark = short_target.log_mark()
     call_id, _ = start_call(short_target)
     call = fake_realtime.call(call_id)
@@ -244,7 +244,7 @@ def test_max_seconds(short_target: Target, fake_realtime: FakeRealtime) -> None:
 
 @pytest.mark.parametrize("kind", ["asgi-server", "wsgi-server"])
 def test_server_stop_hangs_up_and_exits_cleanly(
-    kind: str, functions_dir: Path, fake_realtime: FakeRealtime, tmp_path: Path
+    kind: str, functions_dir: Path, fake_realtime: FakeOpenAI, tmp_path: Path
 ) -> None:
     import httpx2
     from conftest import start_server
@@ -276,11 +276,6 @@ def test_server_stop_hangs_up_and_exits_cleanly(
     assert fake_realtime.live_sidebands() == 0
 
 
-def calls_navai(fake: FakeRealtime, **changes: Any) -> Navai:
-    """A Navai in process with the server's key, calling ``fake``."""
-    return Navai(NavaiConfig(openai_api_key=SERVER_KEY, openai_base_url=fake.base_url, **changes))
-
-
 def start_context(client: str | None = None) -> RequestContext:
     """A browser's request to start a call (its offer is the body)."""
     return RequestContext(
@@ -288,14 +283,14 @@ def start_context(client: str | None = None) -> RequestContext:
     )
 
 
-def spent_budget_navai(fake_realtime: FakeRealtime) -> Navai:
+def spent_budget_navai(fake_realtime: FakeOpenAI) -> Navai:
     """A navai with a 1 minute an hour call budget that client 10.0.0.1 has spent."""
-    navai = calls_navai(fake_realtime, call_budget="1/hour", functions_enabled=False)
+    navai = navai_for(fake_realtime, call_budget="1/hour", functions_enabled=False)
     asyncio.run(navai.calls.budgets.acharge("10.0.0.1", 60))
     return navai
 
 
-def test_budget_refuses_new_calls_in_process(fake_realtime: FakeRealtime) -> None:
+def test_budget_refuses_new_calls_in_process(fake_realtime: FakeOpenAI) -> None:
     navai = spent_budget_navai(fake_realtime)
     context = start_context("10.0.0.1")
     reply = navai.handle(context, OFFER.encode())
@@ -308,8 +303,8 @@ def test_budget_refuses_new_calls_in_process(fake_realtime: FakeRealtime) -> Non
     navai.close()
 
 
-def test_rate_limit_calls_in_process(fake_realtime: FakeRealtime) -> None:
-    navai = calls_navai(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
+def test_rate_limit_calls_in_process(fake_realtime: FakeOpenAI) -> None:
+    navai = navai_for(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
     context = start_context()
     fake_realtime.reset()
     assert navai.handle(context, OFFER.encode()).status == 201
@@ -320,7 +315,7 @@ def test_rate_limit_calls_in_process(fake_realtime: FakeRealtime) -> None:
 
 
 def test_hangup_of_a_call_not_held_here_needs_an_authorisation_hook(
-    target: Target, fake_realtime: FakeRealtime
+    target: Target, fake_realtime: FakeOpenAI
 ) -> None:
     """Without a hook nobody proves a right to a call this process does not hold: 404, like
     an unknown id, and OpenAI's hangup is never called."""
@@ -332,7 +327,7 @@ def test_hangup_of_a_call_not_held_here_needs_an_authorisation_hook(
 
 
 def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
-    fake_realtime: FakeRealtime,
+    fake_realtime: FakeOpenAI,
 ) -> None:
     """Another worker's call (not held here), with ``authorize_client_secret`` allowing the
     request: OpenAI's hangup with the server's key."""
@@ -342,7 +337,7 @@ def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
         seen.append(context.path)
         return context.header("authorization") == "Bearer operator"
 
-    navai = calls_navai(fake_realtime, call_sideband=False, authorize_client_secret=operator)
+    navai = navai_for(fake_realtime, call_sideband=False, authorize_client_secret=operator)
     fake_realtime.reset()
     call = fake_realtime.open_call()
     path = f"/navai/realtime/calls/{call.call_id}/hangup"
@@ -362,10 +357,10 @@ def test_hangup_of_a_call_held_elsewhere_goes_through_openai_with_a_hook(
     navai.close()
 
 
-def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeRealtime) -> None:
+def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeOpenAI) -> None:
     """Whoever learns a call id cannot end someone else's call: another rate-limit key gets
     404 (as for an unknown id) and the call goes on; its own key ends it."""
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     fake_realtime.reset()
     start = start_context("10.0.0.7")
     created = navai.handle(start, OFFER.encode())
@@ -382,8 +377,8 @@ def test_a_held_call_is_hung_up_only_by_its_own_key(fake_realtime: FakeRealtime)
     navai.close()
 
 
-def test_a_held_call_is_hung_up_by_anyone_the_hook_allows(fake_realtime: FakeRealtime) -> None:
-    navai = calls_navai(
+def test_a_held_call_is_hung_up_by_anyone_the_hook_allows(fake_realtime: FakeOpenAI) -> None:
+    navai = navai_for(
         fake_realtime,
         functions_enabled=False,
         authorize_client_secret=lambda context: True,
@@ -400,7 +395,7 @@ def test_a_held_call_is_hung_up_by_anyone_the_hook_allows(fake_realtime: FakeRea
 
 
 def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
-    fake_realtime: FakeRealtime,
+    fake_realtime: FakeOpenAI,
 ) -> None:
     navai = spent_budget_navai(fake_realtime)
     context = RequestContext(
@@ -423,8 +418,8 @@ def test_budget_is_checked_before_the_body_and_calls_count_without_functions(
     assert navai.calls.live() == []
 
 
-def test_hangups_have_their_own_rate_limit_counter(fake_realtime: FakeRealtime) -> None:
-    navai = calls_navai(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
+def test_hangups_have_their_own_rate_limit_counter(fake_realtime: FakeOpenAI) -> None:
+    navai = navai_for(fake_realtime, rate_limit_calls="1/minute", call_sideband=False)
     fake_realtime.reset()
     hangup = RequestContext("POST", "/navai/realtime/calls/rtc_nobody/hangup")
     assert navai.handle(hangup).status == 404
@@ -453,7 +448,7 @@ def test_routes_are_rows_placed_by_the_settings() -> None:
 
 
 def test_calls_through_the_fastapi_router_and_the_flask_extension(
-    fake_realtime: FakeRealtime, tmp_path: Path
+    fake_realtime: FakeOpenAI, tmp_path: Path
 ) -> None:
     """The framework integrations match the hangup route's {call_id} and pass the SDP through."""
     import flask
@@ -497,12 +492,12 @@ def test_calls_through_the_fastapi_router_and_the_flask_extension(
 
 
 def test_sync_handle_inside_a_short_lived_loop_keeps_the_call(
-    fake_realtime: FakeRealtime,
+    fake_realtime: FakeOpenAI,
 ) -> None:
     """Django under WSGI runs its async view in a per-request ``asyncio.run`` loop: a call
     started through the sync ``handle()`` there lives on navai's own loop, not that one."""
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     fake_realtime.reset()
     context = start_context("10.0.0.3")
 
@@ -522,11 +517,11 @@ def test_sync_handle_inside_a_short_lived_loop_keeps_the_call(
     navai.close()
 
 
-def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime) -> None:
+def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeOpenAI) -> None:
     """A call whose loop stopped (not closed): ``hangup()`` answers within its wait."""
     import threading
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     call = fake_realtime.open_call()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -561,13 +556,13 @@ def test_sync_hangup_does_not_wait_on_a_stopped_loop(fake_realtime: FakeRealtime
 
 
 def test_sync_hangup_on_the_calls_own_loop_ends_it_without_blocking(
-    fake_realtime: FakeRealtime,
+    fake_realtime: FakeOpenAI,
 ) -> None:
     """A sync hook on the call's loop (``on_call_event`` runs there) may call ``hangup()``:
     it cannot wait on the loop it blocks, so it ends the call and returns at once."""
     import threading
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     call = fake_realtime.open_call()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -598,13 +593,13 @@ def test_sync_hangup_on_the_calls_own_loop_ends_it_without_blocking(
 
 
 def test_close_waits_its_wait_once_for_every_call_not_once_per_call(
-    fake_realtime: FakeRealtime,
+    fake_realtime: FakeOpenAI,
 ) -> None:
     """Calls whose loop stopped never end; ``close(wait=...)`` gives up after that wait in
     all, however many such calls there are."""
     import threading
 
-    navai = calls_navai(fake_realtime, functions_enabled=False)
+    navai = navai_for(fake_realtime, functions_enabled=False)
     calls = [fake_realtime.open_call() for _ in range(3)]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -631,10 +626,10 @@ def test_close_waits_its_wait_once_for_every_call_not_once_per_call(
     navai.close()
 
 
-def test_live_calls_are_capped_per_process(fake_realtime: FakeRealtime) -> None:
+def test_live_calls_are_capped_per_process(fake_realtime: FakeOpenAI) -> None:
     """Past NAVAI_CALL_MAX_LIVE held calls, a new call answers 503 with Retry-After before
     anything reaches OpenAI; once a call ends there is room again."""
-    navai = calls_navai(fake_realtime, functions_enabled=False, call_max_live=1)
+    navai = navai_for(fake_realtime, functions_enabled=False, call_max_live=1)
     fake_realtime.reset()
 
     def offer(client: str) -> object:

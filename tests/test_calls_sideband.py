@@ -11,9 +11,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fake_realtime import FakeCall, FakeRealtime
+from conftest import navai_for
+from fakes import FakeCall, FakeOpenAI, fn_call
+from fakes import response_done as done
 
-from navai_core import FunctionError, FunctionRegistry, Navai, NavaiConfig
+from navai_core import FunctionError, FunctionRegistry, Navai
 from navai_core.calls.manager import CallSummary
 
 KEY = "sk-sideband-key-0123456789"
@@ -57,8 +59,8 @@ def tools() -> FunctionRegistry:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeRealtime]:
-    with FakeRealtime(key=KEY) as server:
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(key=KEY) as server:
         yield server
 
 
@@ -92,49 +94,20 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-def make_navai(fake: FakeRealtime, recorder: Recorder, **changes: object) -> Navai:
-    config = NavaiConfig(
-        openai_api_key=KEY,
-        openai_base_url=fake.base_url,
-        upstream_max_retries=0,
-        on_call_end=recorder.on_end,
-        on_call_event=recorder.on_event,
-        **changes,  # type: ignore[arg-type]
-    )
-    return Navai(config, functions=tools())
+def hooks(recorder: Recorder) -> dict[str, object]:
+    return {"on_call_end": recorder.on_end, "on_call_event": recorder.on_event}
 
 
 @pytest.fixture
-def navai(fake: FakeRealtime, recorder: Recorder) -> Iterator[Navai]:
-    instance = make_navai(fake, recorder)
+def navai(fake: FakeOpenAI, recorder: Recorder) -> Iterator[Navai]:
+    instance = navai_for(fake, functions=tools(), upstream_max_retries=0, **hooks(recorder))
     instance.calls.reconnect_delays = (0.05, 0.1, 0.2)
     yield instance
     instance.close()
     assert instance.calls.live() == []
 
 
-def fn_call(call_id: str, name: str, arguments: object, response: str = "resp_1") -> dict:
-    return {
-        "type": "response.function_call_arguments.done",
-        "response_id": response,
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-    }
-
-
-def done(response: str, *calls: tuple[str, str, object], status: str = "completed", usage=None):
-    output = [
-        {"type": "function_call", "call_id": c, "name": n, "arguments": json.dumps(a)}
-        for c, n, a in calls
-    ]
-    return {
-        "type": "response.done",
-        "response": {"id": response, "status": status, "output": output, "usage": usage or {}},
-    }
-
-
-def attach(navai: Navai, fake: FakeRealtime) -> FakeCall:
+def attach(navai: Navai, fake: FakeOpenAI) -> FakeCall:
     call = fake.open_call()
     live = navai.calls.attach(call.call_id, api_key=KEY, rate_key="user-1")
     assert live.call_id == call.call_id and live.key == "user-1"
@@ -257,7 +230,9 @@ def test_refused_reconnect_ends_the_call(navai, fake, recorder) -> None:
 
 
 def test_max_seconds_hangs_up(fake, recorder) -> None:
-    navai = make_navai(fake, recorder, call_max_seconds=0.3)
+    navai = navai_for(
+        fake, functions=tools(), upstream_max_retries=0, **hooks(recorder), call_max_seconds=0.3
+    )
     try:
         call = attach(navai, fake)
         summary = recorder.summary(call.call_id)
@@ -271,7 +246,9 @@ def test_max_seconds_hangs_up(fake, recorder) -> None:
 
 
 def test_budget_hangs_up_and_refuses_new_calls(fake, recorder) -> None:
-    navai = make_navai(fake, recorder, call_budget="1/hour")  # 60 s of call time
+    navai = navai_for(
+        fake, functions=tools(), upstream_max_retries=0, **hooks(recorder), call_budget="1/hour"
+    )  # 60 s of call time
     navai.calls.budget_tick_seconds = 0.1
     try:
         navai.calls.budgets.check("user-1")
@@ -312,7 +289,7 @@ def test_hangup_api_and_close_leave_nothing(navai, fake, recorder) -> None:
 
 def test_attach_on_a_running_loop(fake, recorder) -> None:
     async def main() -> CallSummary:
-        navai = make_navai(fake, recorder)
+        navai = navai_for(fake, functions=tools(), upstream_max_retries=0, **hooks(recorder))
         call = fake.open_call()
         navai.calls.attach(call.call_id, api_key=KEY, rate_key="k", transport="sip")
         while call.connections == 0:
@@ -356,7 +333,7 @@ def test_events_kept_while_reconnecting_are_bounded(fake, recorder, caplog) -> N
     from navai_core.calls import manager as _call_manager
     from navai_core.upstream.providers import target_for_key
 
-    navai = make_navai(fake, recorder)
+    navai = navai_for(fake, functions=tools(), upstream_max_retries=0, **hooks(recorder))
     manager = navai.calls
 
     async def main() -> tuple[int, bytes]:

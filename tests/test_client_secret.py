@@ -9,6 +9,7 @@ import logging
 import httpx2
 import jsonschema
 import pytest
+from conftest import navai_for
 
 from navai_core import (
     BadRequest,
@@ -357,16 +358,12 @@ def test_non_error_status_is_a_bad_gateway():
 
 # ----- sending: sync and async, through a mocked upstream -----------------------------------
 
-
-def _navai(**config):
-    config.setdefault("openai_api_key", SERVER_KEY)
-    config.setdefault("upstream_max_retries", 0)
-    return Navai(NavaiConfig(**config))
+SENDER = {"openai_api_key": SERVER_KEY, "upstream_max_retries": 0}
 
 
 def test_sync_mint_sends_the_request_and_returns_the_secret(upstream_mock):
     route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
-    with _navai() as navai:
+    with navai_for(**SENDER) as navai:
         secret = navai.create_client_secret({"voice": "ash"})
     assert (secret.value, secret.expires_at) == (MINTED, 1730000000)
     sent = route.calls.last.request
@@ -379,7 +376,7 @@ def test_sync_mint_sends_the_request_and_returns_the_secret(upstream_mock):
 @pytest.mark.anyio
 async def test_async_mint_sends_the_same_request(upstream_mock):
     route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
-    async with _navai() as navai:
+    async with navai_for(**SENDER) as navai:
         secret = await navai.acreate_client_secret({"voice": "ash"})
     assert secret.value == MINTED
     sync_request = build_client_secret_request(
@@ -390,17 +387,17 @@ async def test_async_mint_sends_the_same_request(upstream_mock):
 
 def test_request_key_is_sent_only_when_allowed(upstream_mock):
     route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
-    with _navai(openai_api_key=None, allow_api_key_from_request=True) as navai:
+    with navai_for(**SENDER | dict(openai_api_key=None, allow_api_key_from_request=True)) as navai:
         navai.create_client_secret({"apiKey": REQUEST_KEY})
     assert route.calls.last.request.headers["authorization"] == f"Bearer {REQUEST_KEY}"
-    with _navai(openai_api_key=None) as navai, pytest.raises(Forbidden):
+    with navai_for(**SENDER | dict(openai_api_key=None)) as navai, pytest.raises(Forbidden):
         navai.create_client_secret({"apiKey": REQUEST_KEY})
     assert route.call_count == 1
 
 
 def test_client_is_reused_across_calls(upstream_mock):
     upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
-    with _navai() as navai:
+    with navai_for(**SENDER) as navai:
         navai.create_client_secret()
         first = navai.http_client()
         navai.create_client_secret()
@@ -452,7 +449,9 @@ def test_a_client_of_another_type_is_refused_naming_the_type_needed():
 
 def test_timeout_setting_reaches_httpx(upstream_mock):
     route = upstream_mock.post(URL).mock(return_value=httpx2.Response(200, json=OK_REPLY))
-    with _navai(upstream_timeout_seconds=3.5, upstream_connect_timeout_seconds=1.5) as navai:
+    with navai_for(
+        **SENDER | dict(upstream_timeout_seconds=3.5, upstream_connect_timeout_seconds=1.5)
+    ) as navai:
         navai.create_client_secret()
     timeout = route.calls.last.request.extensions["timeout"]
     assert timeout["connect"] == 1.5
@@ -463,7 +462,10 @@ def test_timeout_setting_reaches_httpx(upstream_mock):
 
 def test_upstream_timeout_is_504(upstream_mock):
     upstream_mock.post(URL).mock(side_effect=httpx2.ReadTimeout("slow"))
-    with _navai(upstream_timeout_seconds=2) as navai, pytest.raises(UpstreamTimeout) as info:
+    with (
+        navai_for(**SENDER | dict(upstream_timeout_seconds=2)) as navai,
+        pytest.raises(UpstreamTimeout) as info,
+    ):
         navai.create_client_secret()
     assert info.value.to_reply().status == 504
     assert info.value.message == "OpenAI client_secrets timed out."
@@ -472,7 +474,7 @@ def test_upstream_timeout_is_504(upstream_mock):
 @pytest.mark.anyio
 async def test_upstream_unreachable_is_502_async(upstream_mock):
     upstream_mock.post(URL).mock(side_effect=httpx2.ConnectError("refused"))
-    async with _navai() as navai:
+    async with navai_for(**SENDER) as navai:
         with pytest.raises(UpstreamUnavailable) as info:
             await navai.acreate_client_secret()
     assert info.value.to_reply().status == 502
@@ -483,7 +485,7 @@ async def test_upstream_unreachable_is_502_async(upstream_mock):
 @pytest.mark.anyio
 async def test_upstream_5xx_passthrough_async(upstream_mock):
     upstream_mock.post(URL).mock(return_value=httpx2.Response(503, text="overloaded"))
-    async with _navai() as navai:
+    async with navai_for(**SENDER) as navai:
         with pytest.raises(UpstreamError) as info:
             await navai.acreate_client_secret()
     assert info.value.to_reply().status == 503
@@ -528,7 +530,7 @@ def test_keys_never_appear_in_errors_or_logs(caplog, upstream_mock):
     for outcome in outcomes:
         upstream_mock.post(URL).mock(side_effect=outcome)
         for config in configs:
-            with _navai(**config) as navai:
+            with navai_for(**SENDER | config) as navai:
                 try:
                     navai.create_client_secret({"apiKey": REQUEST_KEY})
                 except NavaiError as exc:

@@ -28,7 +28,7 @@ from conftest import (
     validate_upstream_reply,
     validate_upstream_request,
 )
-from fake_upstream import EXPIRES_AT, FakeUpstream
+from fakes import EXPIRES_AT, FakeOpenAI
 
 SECRET = "/navai/realtime/client-secret"
 LIST = "/navai/functions"
@@ -78,7 +78,7 @@ def json_error(response: httpx2.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def upstream_body(fake: FakeUpstream) -> Any:
+def upstream_body(fake: FakeOpenAI) -> Any:
     [request] = fake.requests
     body = request.json()
     validate_upstream_request(body)
@@ -116,7 +116,7 @@ def test_the_function_routes_can_be_switched_off(alt_client: Target):
 
 @pytest.mark.parametrize("content", [b"", b"{}", b"  \n"])
 def test_mint_with_an_empty_body_uses_the_defaults(
-    client: Target, fake_upstream: FakeUpstream, content: bytes
+    client: Target, fake_upstream: FakeOpenAI, content: bytes
 ):
     response = client.http.post(
         SECRET, content=content, headers={"Content-Type": "application/json"}
@@ -140,7 +140,7 @@ def test_mint_with_an_empty_body_uses_the_defaults(
     }
 
 
-def test_the_fake_upstream_answers_like_openai(fake_upstream: FakeUpstream):
+def test_the_fake_upstream_answers_like_openai(fake_upstream: FakeOpenAI):
     fake_upstream.reset()
     with httpx2.Client() as http:
         reply = http.post(
@@ -150,7 +150,7 @@ def test_the_fake_upstream_answers_like_openai(fake_upstream: FakeUpstream):
     validate_upstream_reply(reply.json())
 
 
-def test_request_values_win_and_build_the_instructions(client: Target, fake_upstream: FakeUpstream):
+def test_request_values_win_and_build_the_instructions(client: Target, fake_upstream: FakeOpenAI):
     response = mint(
         client,
         {
@@ -213,13 +213,13 @@ def test_request_values_win_over_configured_defaults(alt_client: Target, fake_up
 
 
 @pytest.mark.parametrize("body", [{}, {"apiKey": "   "}, {"apiKey": ""}])
-def test_no_key_anywhere_is_401(alt_client: Target, fake_upstream: FakeUpstream, body):
+def test_no_key_anywhere_is_401(alt_client: Target, fake_upstream: FakeOpenAI, body):
     assert json_error(mint(alt_client, body), 401) == {"error": MISSING_KEY}
     assert fake_upstream.requests == []
 
 
 def test_without_any_key_the_server_answers_401_then_403(
-    fresh_client: Target, fake_upstream: FakeUpstream
+    fresh_client: Target, fake_upstream: FakeOpenAI
 ):
     assert json_error(mint(fresh_client), 401) == {"error": MISSING_KEY}
     refused = mint(fresh_client, {"apiKey": REQUEST_KEY})
@@ -228,7 +228,7 @@ def test_without_any_key_the_server_answers_401_then_403(
     assert fake_upstream.requests == []
 
 
-def test_an_upstream_error_is_passed_on(client: Target, fake_upstream: FakeUpstream):
+def test_an_upstream_error_is_passed_on(client: Target, fake_upstream: FakeOpenAI):
     upstream_error = {
         "error": {
             "message": "Incorrect API key provided.",
@@ -250,7 +250,7 @@ def test_an_upstream_server_error_keeps_its_status(client: Target, fake_upstream
 
 
 def test_a_bad_ttl_answers_400_and_the_function_routes_keep_working(
-    misconfigured_client: Target, fake_upstream: FakeUpstream
+    misconfigured_client: Target, fake_upstream: FakeOpenAI
 ):
     expected = {"error": "clientSecretTtlSeconds must be between 10 and 7200. Received: 5"}
     assert json_error(mint(misconfigured_client), 400) == expected
@@ -278,7 +278,7 @@ SPEECH = "/navai/speech/synthesize"
 AUDIO = bytes(range(256)) * 4  # not UTF-8: must arrive intact
 
 
-def test_speech_synthesis(speech_client: Target, fake_upstream: FakeUpstream):
+def test_speech_synthesis(speech_client: Target, fake_upstream: FakeOpenAI):
     fake_upstream.behave(200, AUDIO, headers={"Content-Type": "audio/mpeg"})
     response = speech_client.http.post(
         SPEECH,
@@ -303,7 +303,7 @@ def test_speech_synthesis(speech_client: Target, fake_upstream: FakeUpstream):
     }
 
 
-def test_speech_errors(speech_client: Target, fake_upstream: FakeUpstream):
+def test_speech_errors(speech_client: Target, fake_upstream: FakeOpenAI):
     blank = speech_client.http.post(SPEECH, json={"text": "   "})
     assert json_error(blank, 400) == {"error": "text is required."}
     assert fake_upstream.requests == []
@@ -312,7 +312,7 @@ def test_speech_errors(speech_client: Target, fake_upstream: FakeUpstream):
     assert body["error"] == "ElevenLabs synthesize failed: quota exceeded"
 
 
-def test_speech_needs_the_elevenlabs_provider(client: Target, fake_upstream: FakeUpstream):
+def test_speech_needs_the_elevenlabs_provider(client: Target, fake_upstream: FakeOpenAI):
     body = json_error(client.http.post(SPEECH, json={"text": "Hola"}), 400)
     assert body["error"] == (
         'Speech synthesis is only available when NAVAI_TTS_PROVIDER is set to "elevenlabs".'

@@ -6,7 +6,7 @@ import anyio
 import anyio.from_thread
 import httpx2
 import pytest
-from mock_upstream import MockUpstream
+from fakes import MockUpstream
 
 from navai_core import Forbidden, Navai, NavaiConfig, RequestContext, Unauthorized
 from tests.redis_server import RedisServer

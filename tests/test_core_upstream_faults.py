@@ -14,7 +14,7 @@ import anyio
 import attrs
 import pytest
 from conftest import in_process
-from fake_upstream import Answer, FakeUpstream, refused_port
+from fakes import Answer, FakeOpenAI, refused_port
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
@@ -30,7 +30,7 @@ BACKOFF = 0.05  # instead of the default 0.5 s before the first retry
 
 @pytest.fixture
 def upstream():
-    server = FakeUpstream().start()
+    server = FakeOpenAI().start()
     yield server
     server.stop()
 

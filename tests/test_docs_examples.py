@@ -22,7 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 from conftest import NAVAI_VARIABLES, REPO, SERVER_KEY, TestClient, hermetic_env, stop_process
-from fake_upstream import FakeUpstream
+from fakes import FakeOpenAI
 
 DOCS = REPO / "docs"
 EXAMPLES = DOCS / "examples"
@@ -60,7 +60,7 @@ def test_relative_links_in_the_pages_resolve(page: str):
 
 @pytest.fixture
 def load(
-    monkeypatch: pytest.MonkeyPatch, fake_upstream: FakeUpstream, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, fake_upstream: FakeOpenAI, tmp_path: Path
 ) -> Callable[[str], ModuleType]:
     """Import an example with the environment a user would set (key, upstream)."""
     fake_upstream.reset()
@@ -86,7 +86,7 @@ def wsgi_client(app: Any) -> httpx2.Client:
     return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url="http://localhost")
 
 
-def check_mint(http: httpx2.Client, prefix: str, upstream: FakeUpstream) -> None:
+def check_mint(http: httpx2.Client, prefix: str, upstream: FakeOpenAI) -> None:
     minted = http.post(f"{prefix}{SECRET}", json={"language": "Spanish"})
     assert minted.status_code == 200, minted.text
     assert minted.json()["value"].startswith("ek_fake_")
@@ -99,7 +99,7 @@ def execute(http: httpx2.Client, prefix: str, name: str, payload: Any = None) ->
     return http.post(f"{prefix}{EXECUTE}", json={"function_name": name, "payload": payload or {}})
 
 
-def test_fastapi_example(load, fake_upstream: FakeUpstream):
+def test_fastapi_example(load, fake_upstream: FakeOpenAI):
     module = load("fastapi_app.py")
     with TestClient(module.app) as http:
         assert http.get("/").json() == {"app": "my shop"}
@@ -119,7 +119,7 @@ def test_fastapi_example(load, fake_upstream: FakeUpstream):
         assert paths[f"/voice{EXECUTE}"]["post"]["operationId"] == "executeFunction"
 
 
-def test_starlette_example(load, fake_upstream: FakeUpstream):
+def test_starlette_example(load, fake_upstream: FakeOpenAI):
     module = load("starlette_app.py")
     with TestClient(module.app) as http:
         assert http.get("/").json() == {"app": "my site"}
@@ -128,7 +128,7 @@ def test_starlette_example(load, fake_upstream: FakeUpstream):
         assert me.json()["result"]["client"] == "testclient"
 
 
-def test_flask_example(load, fake_upstream: FakeUpstream):
+def test_flask_example(load, fake_upstream: FakeOpenAI):
     module = load("flask_app.py")
     with wsgi_client(module.app) as http:
         assert http.get("/").json() == {"app": "my flask site"}
@@ -158,7 +158,7 @@ def without_lifespan(app: Any) -> Any:
     return wrapper
 
 
-def test_django_example_through_both_entry_points(load, fake_upstream: FakeUpstream):
+def test_django_example_through_both_entry_points(load, fake_upstream: FakeOpenAI):
     module = load("django_app.py")
     with wsgi_client(module.application) as http:
         assert http.get("/").json() == {"app": "my django site"}
@@ -206,7 +206,7 @@ def check_django_test_clients(module: ModuleType) -> None:
     assert anyio.run(through_asgi) == [1, 2]
 
 
-def test_asgi_example(load, fake_upstream: FakeUpstream):
+def test_asgi_example(load, fake_upstream: FakeOpenAI):
     module = load("asgi_app.py")
     with TestClient(module.app) as http:
         assert http.get("/health").json() == {"ok": True}
@@ -214,7 +214,7 @@ def test_asgi_example(load, fake_upstream: FakeUpstream):
         assert execute(http, "", "add", {"a": 1.5, "b": 2}).json()["result"] == 3.5
 
 
-def test_wsgi_example(load, fake_upstream: FakeUpstream):
+def test_wsgi_example(load, fake_upstream: FakeOpenAI):
     module = load("wsgi_app.py")
     with wsgi_client(module.app) as http:
         assert http.get("/health").json() == {"ok": True}
@@ -319,10 +319,10 @@ django_app.navai.close()
 def test_django_under_wsgi_keeps_a_call_after_the_request(tmp_path: Path):
     """Under WSGI Django runs navai's async view in a short-lived ``asyncio.run`` loop; the
     call the calls route starts there must outlive it (held on navai's own loop)."""
-    from fake_realtime import FakeRealtime
+    from fakes import FakeOpenAI
 
     offer = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
-    with FakeRealtime(key=SERVER_KEY) as fake:
+    with FakeOpenAI(key=SERVER_KEY) as fake:
         env = hermetic_env(
             {
                 "OPENAI_API_KEY": SERVER_KEY,

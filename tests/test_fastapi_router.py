@@ -13,7 +13,7 @@ from conftest import TestClient
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from navai_adapters.fastapi import navai_router
-from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
+from navai_core import FunctionRegistry, NavaiConfig, RequestContext
 
 tools = FunctionRegistry()
 
@@ -24,11 +24,6 @@ def whoami(context: RequestContext) -> dict[str, object]:
     return {"path": context.path, "user": getattr(context.raw.state, "user", None)}
 
 
-def make_navai(**config: object) -> Navai:
-    config.setdefault("functions_folders", "nothing-here")
-    return Navai(NavaiConfig(**config), functions=tools)  # type: ignore[arg-type]
-
-
 def signed_in(request: Request) -> None:
     name = request.headers.get("x-user")
     if name is None:
@@ -37,15 +32,25 @@ def signed_in(request: Request) -> None:
 
 
 @pytest.fixture
-def app(tmp_path) -> FastAPI:
+def app(make_navai, tmp_path) -> FastAPI:
     app = FastAPI()
-    navai = make_navai(functions_base_dir=str(tmp_path), health_path="/health")
+    navai = make_navai(
+        functions=tools,
+        functions_folders="nothing-here",
+        functions_base_dir=str(tmp_path),
+        health_path="/health",
+    )
     app.include_router(navai_router(navai), prefix="/voice", dependencies=[Depends(signed_in)])
     return app
 
 
-def test_openapi_lists_navai_routes_with_the_core_schemas(app: FastAPI, tmp_path):
-    core = make_navai(functions_base_dir=str(tmp_path), health_path="/health").openapi()
+def test_openapi_lists_navai_routes_with_the_core_schemas(make_navai, app: FastAPI, tmp_path):
+    core = make_navai(
+        functions=tools,
+        functions_folders="nothing-here",
+        functions_base_dir=str(tmp_path),
+        health_path="/health",
+    ).openapi()
     with TestClient(app) as http:
         document = http.get("/openapi.json").json()
         assert http.get("/docs").status_code == 200
@@ -111,8 +116,10 @@ def test_core_errors_keep_their_json_and_status(app: FastAPI):
         assert http.get("/voice/health", headers=user).json() == {"ok": True}
 
 
-def test_the_router_lifespan_loads_functions_and_closes_clients(tmp_path, caplog):
-    navai = make_navai(functions_base_dir=str(tmp_path))
+def test_the_router_lifespan_loads_functions_and_closes_clients(make_navai, tmp_path, caplog):
+    navai = make_navai(
+        functions=tools, functions_folders="nothing-here", functions_base_dir=str(tmp_path)
+    )
     app = FastAPI()
     app.include_router(navai_router(navai))
     caplog.set_level(logging.WARNING, "navai")

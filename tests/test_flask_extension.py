@@ -8,7 +8,7 @@ import httpx2
 import pytest
 
 from navai_adapters.flask import NavaiFlask, navai_blueprint
-from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
+from navai_core import FunctionRegistry, RequestContext
 
 tools = FunctionRegistry()
 
@@ -30,10 +30,6 @@ async def agent(context: RequestContext) -> str | None:
     return context.raw.headers.get("user-agent")
 
 
-def make_navai(tmp_path, **config: object) -> Navai:
-    return Navai(NavaiConfig(functions_base_dir=str(tmp_path), **config), functions=tools)  # type: ignore[arg-type]
-
-
 def client(app: flask.Flask) -> httpx2.Client:
     return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url="http://localhost")
 
@@ -44,7 +40,7 @@ def seen() -> list[tuple[str, str | None, str]]:
 
 
 @pytest.fixture
-def app(tmp_path, seen) -> flask.Flask:
+def app(make_navai, tmp_path, seen) -> flask.Flask:
     app = flask.Flask(__name__)
 
     @app.before_request
@@ -64,7 +60,9 @@ def app(tmp_path, seen) -> flask.Flask:
     def teapot(error: Exception) -> tuple[dict[str, str], int]:
         return {"error": "blocked by the app"}, 418
 
-    NavaiFlask(app, make_navai(tmp_path), url_prefix="/voice")
+    NavaiFlask(
+        app, make_navai(functions=tools, functions_base_dir=str(tmp_path)), url_prefix="/voice"
+    )
     return app
 
 
@@ -125,7 +123,7 @@ def test_the_core_answers_preflights_wrong_methods_and_bad_bodies(app):
     assert plain.status_code == 415
 
 
-def test_a_hook_that_read_the_body_first_leaves_it_to_navai(tmp_path):
+def test_a_hook_that_read_the_body_first_leaves_it_to_navai(make_navai, tmp_path):
     app = flask.Flask(__name__)
     bodies = []
 
@@ -133,15 +131,18 @@ def test_a_hook_that_read_the_body_first_leaves_it_to_navai(tmp_path):
     def peek() -> None:
         bodies.append(flask.request.get_json(silent=True))
 
-    NavaiFlask(app, make_navai(tmp_path))
+    NavaiFlask(app, make_navai(functions=tools, functions_base_dir=str(tmp_path)))
     with client(app) as http:
         answer = http.post("/navai/functions/execute", json={"function_name": "whoami"})
     assert bodies == [{"function_name": "whoami"}]
     assert answer.json()["result"]["path"] == "/navai/functions/execute"
 
 
-def test_init_app_with_a_factory_and_url_for(tmp_path, caplog):
-    voice = NavaiFlask(navai=make_navai(tmp_path), load_functions_at_startup=False)
+def test_init_app_with_a_factory_and_url_for(make_navai, tmp_path, caplog):
+    voice = NavaiFlask(
+        navai=make_navai(functions=tools, functions_base_dir=str(tmp_path)),
+        load_functions_at_startup=False,
+    )
     apps = []
     for prefix in ("/a", "/b"):
         app = flask.Flask(__name__)
@@ -158,9 +159,13 @@ def test_init_app_with_a_factory_and_url_for(tmp_path, caplog):
         ]
 
 
-def test_body_limit_and_the_blueprint_alone(tmp_path):
+def test_body_limit_and_the_blueprint_alone(make_navai, tmp_path):
     app = flask.Flask(__name__)
-    app.register_blueprint(navai_blueprint(make_navai(tmp_path, max_body_bytes=10)))
+    app.register_blueprint(
+        navai_blueprint(
+            make_navai(functions=tools, functions_base_dir=str(tmp_path), max_body_bytes=10)
+        )
+    )
     with client(app) as http:
         big = http.post("/navai/functions/execute", content=b"{" + b" " * 100 + b"}")
     assert big.status_code == 413
@@ -177,8 +182,6 @@ def test_a_client_gone_while_its_body_is_read_still_gets_json(app):
         "wsgi.input": Gone(),
     }
     with app.test_client() as http:
-        response = http.post(
-            "/voice/navai/functions/execute", environ_overrides=environ, data=b""
-        )
+        response = http.post("/voice/navai/functions/execute", environ_overrides=environ, data=b"")
     assert response.status_code == 500
     assert response.get_json() == {"error": "Internal server error."}

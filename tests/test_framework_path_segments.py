@@ -10,24 +10,19 @@ from fastapi import FastAPI
 
 from navai_adapters.fastapi import navai_router
 from navai_adapters.flask import NavaiFlask
-from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
+from navai_core import FunctionRegistry, RequestContext
 
 tools = FunctionRegistry()
+PATHS = {
+    "functions_path": "/tenants/{tenant}/functions",
+    "execute_path": "/tenants/{tenant}/execute",
+}
 
 
 @tools.function
 def where(context: RequestContext) -> str:
     """The path navai saw."""
     return context.path
-
-
-def make_navai(tmp_path) -> Navai:
-    config = NavaiConfig(
-        functions_base_dir=str(tmp_path),
-        functions_path="/tenants/{tenant}/functions",
-        execute_path="/tenants/{tenant}/execute",
-    )
-    return Navai(config, functions=tools)
 
 
 def check(http: httpx2.Client | TestClient, prefix: str) -> None:
@@ -38,17 +33,24 @@ def check(http: httpx2.Client | TestClient, prefix: str) -> None:
     assert http.get(f"{prefix}/tenants/acme/execute").status_code == 405
 
 
-def test_fastapi(tmp_path):
+def test_fastapi(make_navai, tmp_path):
     app = FastAPI()
-    app.include_router(navai_router(make_navai(tmp_path)), prefix="/voice")
+    app.include_router(
+        navai_router(make_navai(functions=tools, functions_base_dir=str(tmp_path), **PATHS)),
+        prefix="/voice",
+    )
     with TestClient(app) as http:
         check(http, "/voice")
         assert "/voice/tenants/{tenant}/execute" in http.get("/openapi.json").json()["paths"]
 
 
-def test_flask(tmp_path):
+def test_flask(make_navai, tmp_path):
     app = flask.Flask(__name__)
-    NavaiFlask(app, make_navai(tmp_path), url_prefix="/voice")
+    NavaiFlask(
+        app,
+        make_navai(functions=tools, functions_base_dir=str(tmp_path), **PATHS),
+        url_prefix="/voice",
+    )
     with httpx2.Client(
         transport=httpx2.WSGITransport(app=app), base_url="http://localhost"
     ) as http:

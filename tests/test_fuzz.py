@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 from conftest import in_process
-from fake_upstream import Answer, FakeUpstream
+from fakes import Answer, FakeOpenAI
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -57,7 +57,7 @@ def registry():
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = FakeUpstream().start()
+    server = FakeOpenAI().start()
     server.default = Answer.json(200, {"value": "ek_fuzz", "expires_at": 1})
     yield server
     server.stop()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from conftest import REPO, SERVER_KEY, hermetic_env, stop_process
-from fake_upstream import FakeUpstream
+from fakes import FakeOpenAI
 
 EXAMPLES = REPO / "docs" / "examples"
 SERVERS = ("uvicorn ", "waitress-serve ")
@@ -57,7 +57,7 @@ def test_each_guide_names_its_servers():
 
 @pytest.fixture(scope="module")
 def servers(
-    tmp_path_factory: pytest.TempPathFactory, fake_upstream: FakeUpstream
+    tmp_path_factory: pytest.TempPathFactory, fake_upstream: FakeOpenAI
 ) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], Path]]]:
     """All the commands, started together (they boot in parallel)."""
     root = tmp_path_factory.mktemp("guides")

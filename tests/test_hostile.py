@@ -14,7 +14,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import SERVER_KEY, Setup, Target, records, start_server
-from fake_upstream import FakeUpstream
+from fakes import FakeOpenAI
 
 from navai_adapters import asgi, wsgi
 from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
@@ -91,7 +91,7 @@ def test_every_answer_of_a_secret_route_is_no_store(
     assert response.headers.get("cache-control") == "no-store"
 
 
-def test_an_upstream_error_of_a_mint_is_no_store(client: Target, fake_upstream: FakeUpstream):
+def test_an_upstream_error_of_a_mint_is_no_store(client: Target, fake_upstream: FakeOpenAI):
     fake_upstream.behave(status=401, body={"error": {"message": "bad key"}})
     response = client.http.post(SECRET, json={})
     assert response.status_code == 401

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from conftest import NavaiProcess, hermetic_env
-from fake_upstream import Answer, FakeUpstream
+from fakes import Answer, FakeOpenAI
 
 KEY = "sk-load-test-key"
 LIMIT = 150
@@ -38,7 +38,7 @@ def boom(note: str) -> None:
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = FakeUpstream().start()
+    server = FakeOpenAI().start()
     server.default = Answer.json(200, {"value": "ek_load", "expires_at": 1730000000})
     yield server
     server.stop()

@@ -7,7 +7,7 @@ import asyncio
 
 import httpx2
 import pytest
-from mock_upstream import MockUpstream
+from fakes import MockUpstream
 
 URL = "https://upstream.invalid/v1/x"
 

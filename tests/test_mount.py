@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
-from conftest import SERVER_KEY, TestClient
-from fake_upstream import FakeUpstream
+from conftest import TestClient
+from fakes import FakeOpenAI
 from fastapi import FastAPI
 from flask import Flask
 from starlette.applications import Starlette
@@ -18,35 +18,30 @@ from starlette.routing import Route
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from navai_adapters import asgi, wsgi
-from navai_core import FunctionRegistry, Navai, NavaiConfig, RequestContext
+from navai_core import FunctionRegistry, Navai, RequestContext
 
 LOCAL = "http://localhost:5173"
 
 
-def make_navai(upstream: FakeUpstream) -> Navai:
-    tools = FunctionRegistry()
+tools = FunctionRegistry()
 
-    @tools.function
-    def where(context: RequestContext) -> str:
-        """The path navai saw."""
-        return context.path
 
-    config = NavaiConfig(
-        openai_api_key=SERVER_KEY,
-        openai_base_url=upstream.base_url,
-        functions_folders="no-such-folder",
-        rate_limit_client_secret="off",
-    )
-    return Navai(config, functions=tools)
+@tools.function
+def where(context: RequestContext) -> str:
+    """The path navai saw."""
+    return context.path
+
+
+MOUNTED = {"functions_folders": "no-such-folder", "rate_limit_client_secret": "off"}
 
 
 @pytest.fixture
-def upstream(fake_upstream: FakeUpstream) -> FakeUpstream:
+def upstream(fake_upstream: FakeOpenAI) -> FakeOpenAI:
     fake_upstream.reset()
     return fake_upstream
 
 
-def check_navai_under(http: httpx2.Client, prefix: str, upstream: FakeUpstream) -> None:
+def check_navai_under(http: httpx2.Client, prefix: str, upstream: FakeOpenAI) -> None:
     minted = http.post(f"{prefix}/navai/realtime/client-secret", json={"voice": "cedar"})
     assert minted.status_code == 200, minted.text
     assert minted.json()["value"].startswith("ek_fake_")
@@ -80,13 +75,13 @@ def fastapi_app(navai: Navai) -> FastAPI:
 
 
 @pytest.fixture
-def fastapi_client(upstream: FakeUpstream) -> Iterator[tuple[TestClient, Navai]]:
-    navai = make_navai(upstream)
+def fastapi_client(make_navai, upstream: FakeOpenAI) -> Iterator[tuple[TestClient, Navai]]:
+    navai = make_navai(upstream, functions=tools, **MOUNTED)
     with TestClient(fastapi_app(navai)) as client:
         yield client, navai
 
 
-def test_mounted_under_a_prefix_in_fastapi(fastapi_client, upstream: FakeUpstream):
+def test_mounted_under_a_prefix_in_fastapi(fastapi_client, upstream: FakeOpenAI):
     client, _ = fastapi_client
     check_navai_under(client, "/voice", upstream)
     assert client.get("/hello").json() == {"hello": "world"}
@@ -95,8 +90,8 @@ def test_mounted_under_a_prefix_in_fastapi(fastapi_client, upstream: FakeUpstrea
     assert client.get("/navai/functions").status_code == 404  # only under the prefix
 
 
-def test_the_parent_lifespan_closes_navais_client(upstream: FakeUpstream):
-    navai = make_navai(upstream)
+def test_the_parent_lifespan_closes_navais_client(make_navai, upstream: FakeOpenAI):
+    navai = make_navai(upstream, functions=tools, **MOUNTED)
     with TestClient(fastapi_app(navai)) as client:
         assert client.post("/voice/navai/realtime/client-secret", json={}).status_code == 200
         http = navai.async_http_client()
@@ -104,8 +99,8 @@ def test_the_parent_lifespan_closes_navais_client(upstream: FakeUpstream):
     assert http.is_closed
 
 
-def test_routes_in_a_starlette_router(upstream: FakeUpstream):
-    navai = make_navai(upstream)
+def test_routes_in_a_starlette_router(make_navai, upstream: FakeOpenAI):
+    navai = make_navai(upstream, functions=tools, **MOUNTED)
 
     def home(request: Request) -> PlainTextResponse:
         return PlainTextResponse("home")
@@ -117,8 +112,8 @@ def test_routes_in_a_starlette_router(upstream: FakeUpstream):
         assert client.get("/navai/elsewhere").status_code == 404
 
 
-def test_routes_added_to_a_fastapi_app(upstream: FakeUpstream):
-    navai = make_navai(upstream)
+def test_routes_added_to_a_fastapi_app(make_navai, upstream: FakeOpenAI):
+    navai = make_navai(upstream, functions=tools, **MOUNTED)
     app = FastAPI(lifespan=asgi.lifespan(navai))
     app.router.routes.extend(asgi.routes(navai))
     with TestClient(app) as client:
@@ -128,8 +123,8 @@ def test_routes_added_to_a_fastapi_app(upstream: FakeUpstream):
 # ----- WSGI ------------------------------------------------------------------------------------
 
 
-def test_mounted_under_a_prefix_in_flask(upstream: FakeUpstream):
-    navai = make_navai(upstream)
+def test_mounted_under_a_prefix_in_flask(make_navai, upstream: FakeOpenAI):
+    navai = make_navai(upstream, functions=tools, **MOUNTED)
     app = Flask(__name__)
 
     @app.get("/hello")

@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx2
 import pytest
 from conftest import KINDS, SERVER_KEY, LogCapture, Setup, in_process, start_server, stop_all
-from fake_realtime import FakeRealtime, fn_call
+from fakes import FakeOpenAI, fn_call
+from fakes import response_done as done
 
 from navai_core import Navai, NavaiConfig
 from navai_core.calls import phone as _phone
@@ -60,11 +61,11 @@ def deliver(http: httpx2.Client, body: bytes, *, webhook_id: str | None = None) 
     )
 
 
-def control_requests(fake: FakeRealtime, call_id: str) -> list:
+def control_requests(fake: FakeOpenAI, call_id: str) -> list:
     return [r for r in list(fake.requests) if r.path.startswith(f"/v1/realtime/calls/{call_id}/")]
 
 
-def wait_control(fake: FakeRealtime, call_id: str, count: int = 1, timeout: float = 10.0):
+def wait_control(fake: FakeOpenAI, call_id: str, count: int = 1, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = control_requests(fake, call_id)
@@ -74,27 +75,16 @@ def wait_control(fake: FakeRealtime, call_id: str, count: int = 1, timeout: floa
     raise AssertionError(f"no upstream control request for {call_id}: {fake.requests!r}")
 
 
-def done(response: str, *calls: tuple[str, str, dict]) -> dict:
-    output = [
-        {"type": "function_call", "call_id": c, "name": n, "arguments": json.dumps(a)}
-        for c, n, a in calls
-    ]
-    return {
-        "type": "response.done",
-        "response": {"id": response, "status": "completed", "output": output, "usage": {}},
-    }
-
-
 # ----- navai served four ways, against one Realtime fake ----------------------------------------
 
 
 @pytest.fixture(scope="module")
-def realtime() -> Iterator[FakeRealtime]:
-    with FakeRealtime(key=SERVER_KEY) as fake:
+def realtime() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(key=SERVER_KEY) as fake:
         yield fake
 
 
-def phone_env(realtime: FakeRealtime, functions_dir) -> dict[str, str]:
+def phone_env(realtime: FakeOpenAI, functions_dir) -> dict[str, str]:
     return {
         "OPENAI_BASE_URL": realtime.base_url,
         "OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET,

@@ -138,9 +138,9 @@ OFFER = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
 
 @pytest.fixture(scope="module")
 def fake_realtime():
-    from fake_realtime import FakeRealtime
+    from fakes import FakeOpenAI
 
-    with FakeRealtime() as fake:
+    with FakeOpenAI() as fake:
         yield fake
 
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 from conftest import REPO, SERVER_KEY, NavaiProcess, hermetic_env
-from fake_upstream import FakeUpstream
+from fakes import FakeOpenAI
 
 README = REPO / "README.md"
 
@@ -39,7 +39,7 @@ def test_the_walk_through_covers_every_route():
 
 
 @pytest.mark.slow  # starts real processes
-def test_readme_curl_walk_through(tmp_path, fake_upstream: FakeUpstream):
+def test_readme_curl_walk_through(tmp_path, fake_upstream: FakeOpenAI):
     if shutil.which("curl") is None:
         # .ci/run installs curl, so CI always runs this walk-through; a developer's machine
         # without curl skips it, visibly.

@@ -11,7 +11,7 @@ import logging
 import attrs
 import pytest
 from conftest import in_process
-from fake_upstream import Answer, FakeUpstream, refused_port
+from fakes import Answer, FakeOpenAI, refused_port
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig
 
@@ -38,7 +38,7 @@ def tools():
 
 @pytest.fixture
 def upstream():
-    server = FakeUpstream().start()
+    server = FakeOpenAI().start()
     server.default = Answer.json(
         200, {"value": MINTED, "expires_at": 1730000000, "session": {"type": "realtime"}}
     )

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 import schemathesis
 from conftest import NavaiProcess, hermetic_env
-from fake_upstream import Answer, FakeUpstream
+from fakes import Answer, FakeOpenAI
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -47,7 +47,7 @@ navai = Navai(
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = FakeUpstream().start()
+    server = FakeOpenAI().start()
     server.default = Answer.json(
         200, {"value": "ek_app", "expires_at": 1730000000, "session": {"type": "realtime"}}
     )

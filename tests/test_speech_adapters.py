@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 from conftest import in_process
-from fake_upstream import Behaviour, FakeUpstream, Recorded
+from fakes import Behaviour, FakeOpenAI, Recorded
 
 from navai_core import NavaiConfig
 
@@ -33,7 +33,7 @@ def answer(status: int = 200, body: bytes = EVERY_BYTE, content_type: str | None
     return Behaviour(status, body, content_type=content_type)
 
 
-class FakeElevenLabs(FakeUpstream):
+class FakeElevenLabs(FakeOpenAI):
     """ElevenLabs' ``POST /v1/text-to-speech/<voice id>`` on a free loopback port.
 
     A wrong ``xi-api-key`` answers 401 (echoing the key it got, as a careless upstream
@@ -67,12 +67,12 @@ def eleven(fake: FakeElevenLabs) -> FakeElevenLabs:
 
 
 @pytest.fixture(scope="module")
-def openai() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
+def openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
         yield server
 
 
-def environment(eleven: FakeElevenLabs, openai: FakeUpstream, **extra: str) -> dict[str, str]:
+def environment(eleven: FakeElevenLabs, openai: FakeOpenAI, **extra: str) -> dict[str, str]:
     env = {
         "OPENAI_API_KEY": "sk-loopback-openai",
         "OPENAI_BASE_URL": openai.base_url,

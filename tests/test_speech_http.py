@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio.to_thread
 import httpx2
 import pytest
-from mock_upstream import MockUpstream
+from fakes import MockUpstream
 
 from navai_core import Navai, NavaiConfig, Reply, RequestContext, RetryPolicy
 from navai_core.functions.registry import FunctionRegistry

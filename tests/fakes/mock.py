@@ -14,6 +14,11 @@ neither is set). A request that matches no route fails the test (it is answered 
 ``AssertionError`` and reported again when the block ends); with ``assert_all_called=True``
 a route never called fails it too. The ``upstream_mock`` fixture is a ``MockUpstream`` for the
 whole test.
+
+``MockUpstream(openai=state)`` answers a request no declared route takes from the fake
+OpenAI's own route table and scripted answers (:class:`fakes.state.OpenAIState`, no socket):
+the same replies the loopback fake sends, recorded in ``state.requests``. Delays, trickles
+and drops need a socket: use :class:`fakes.FakeOpenAI` for those.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 
 import httpx2
 import pytest
+
+from fakes.state import OpenAIState
 
 
 class Call:
@@ -86,7 +93,10 @@ class Route:
 
 
 class MockUpstream:
-    def __init__(self, *, assert_all_called: bool = False) -> None:
+    def __init__(
+        self, *, assert_all_called: bool = False, openai: OpenAIState | None = None
+    ) -> None:
+        self.openai = openai
         self.routes: list[Route] = []
         self.unmatched: list[str] = []
         self._assert_all_called = assert_all_called
@@ -107,8 +117,22 @@ class MockUpstream:
         for route in self.routes:
             if route.matches(request):
                 return route.answer(request)
+        if self.openai is not None:
+            return self._fake_answer(self.openai, request)
         self.unmatched.append(f"{request.method} {request.url}")
         raise AssertionError(f"No mocked route for {request.method} {request.url}")
+
+    @staticmethod
+    def _fake_answer(state: OpenAIState, request: httpx2.Request) -> httpx2.Response:
+        target = request.url.raw_path.decode("latin-1")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        recorded = state.record(request.method, target, headers, request.read())
+        behaviour = state.behaviour_for(recorded)
+        assert not (behaviour.drop or behaviour.delay or behaviour.trickle), (
+            "a drop, delay or trickle needs the loopback fake (fakes.FakeOpenAI)"
+        )
+        reply = behaviour.reply(state, recorded)
+        return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
 
     def __enter__(self) -> MockUpstream:
         transport = httpx2.MockTransport(self._handle)
