@@ -19,10 +19,10 @@ import asyncio
 import inspect
 import logging
 import math
+import sys
 import threading
 import time
-import types
-from collections.abc import Awaitable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -333,26 +333,26 @@ async def _in_thread(prepared: PreparedCall, limit: float | None, pool: Function
 
 
 async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
-    """Await ``awaitable`` for at most ``limit`` seconds, then raise _TimedOut.
+    """Await ``awaitable`` in a task of its own, for at most ``limit`` seconds, then raise
+    _TimedOut.
 
-    Past the limit the caller is answered at once, whatever the function does: a function
-    that waits runs in a task of its own, cancelled at the limit and left to finish alone
-    if it swallows the cancellation.
+    The task's context is a copy of the caller's (as ``asyncio.create_task`` makes), so
+    what the function does to its own task (``asyncio.timeout``, ``asyncio.current_task()``,
+    a context variable set) stays with it and never reaches the caller. Past the limit the
+    caller is answered at once, whatever the function does: the task is cancelled, and left
+    to finish alone if it swallows the cancellation. A cancelled caller cancels the call.
     """
-    if limit is None:
-        return await awaitable
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    if not inspect.iscoroutine(awaitable):
-        task: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
-    else:
-        # Run the first step here (a coroutine that finishes without waiting needs no task,
-        # and could not be cancelled anyway: a limit acts where a coroutine waits).
+    deadline = None if limit is None else loop.time() + limit
+    task = _task(loop, awaitable)
+    if task.done():  # (an eager task that finished in its first step: nothing to wait for)
+        return task.result()
+    if deadline is None:
         try:
-            first = awaitable.send(None)
-        except StopIteration as done:
-            return done.value
-        task = loop.create_task(_resume(awaitable, first))
+            return await task
+        except asyncio.CancelledError:
+            _cancelled_itself(task)
+            raise
     late = deadline <= loop.time()
     try:
         async with asyncio.timeout_at(None if late else deadline) as scope:
@@ -366,10 +366,37 @@ async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
             raise  # the function's own TimeoutError
         _abandon(task)
         raise _TimedOut from None
-    except BaseException:
+    except asyncio.CancelledError:
+        _cancelled_itself(task)
         _abandon(task)  # the caller was cancelled: so is the call
         raise
+    except BaseException:
+        _abandon(task)
+        raise
 
+
+def _cancelled_itself(task: asyncio.Future[Any]) -> None:
+    """A call whose task was cancelled, not its caller: it failed (raised here)."""
+    caller = asyncio.current_task()
+    if task.cancelled() and (caller is None or not caller.cancelling()):
+        raise CancelledItself("the function's task was cancelled")
+
+
+class CancelledItself(Exception):
+    """A function's task was cancelled by the function itself (not by its caller)."""
+
+
+def _task(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+    """A task of its own for ``awaitable`` (its context copied from the caller's); started
+    eagerly where asyncio can (Python 3.12+): its first step runs at once, in the task."""
+    if not inspect.iscoroutine(awaitable):
+        return asyncio.ensure_future(awaitable)
+    if _EAGER:
+        return asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return loop.create_task(awaitable)
+
+
+_EAGER = sys.version_info >= (3, 12)
 
 # Tasks past their limit that did not stop when cancelled: kept until they end.
 _overdue: set[asyncio.Future[Any]] = set()
@@ -387,28 +414,6 @@ def _abandon(task: asyncio.Future[Any]) -> None:
 def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.info("a call past its time limit ended with %r", task.exception())
-
-
-@types.coroutine
-def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """Go on awaiting ``coroutine`` after a first step that yielded ``yielded``: what
-    ``await`` does (PEP 380's ``yield from``), from its first suspension on."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coroutine.close()
-            raise
-        except BaseException as exc:  # thrown in by the task (cancellation): passed on
-            try:
-                yielded = coroutine.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                yielded = coroutine.send(sent)
-            except StopIteration as done:
-                return done.value
 
 
 _threads: FunctionThreads | None = None
