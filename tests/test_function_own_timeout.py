@@ -27,7 +27,7 @@ CONTEXT = RequestContext("POST", "/navai/functions/execute", {}, "127.0.0.1")
 KEY = "sk-own-timeout-0123456789"
 
 # The function of the report, word for word.
-OWN_TIMEOUT = '''\
+OWN_TIMEOUT = """\
 import asyncio
 
 
@@ -38,7 +38,7 @@ async def own_timeout() -> str:
     except TimeoutError:
         return "own timeout caught"
     return "no timeout"
-'''
+"""
 
 request_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_var", default="-")
 
@@ -207,4 +207,3 @@ def test_during_a_call_the_functions_own_timeout_is_its_own() -> None:
             call.end()
         finally:
             navai.close()
-

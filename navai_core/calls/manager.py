@@ -36,7 +36,6 @@ from .._errors import NavaiError
 from .._hooks import anotify
 from .._http import Reply, RequestContext
 from .._json import JsonValue, dumps
-from ..concurrency.background import loop as background_loop
 from ..functions.dispatch import aexecute, prepare_call
 from ..limits.rate import RateLimiter
 from ..sessions.client_secret import RealtimeTarget, target_for_key
@@ -245,14 +244,15 @@ class CallManager:
         summary (``webrtc``, ``sip``, ...). ``loop`` is the event loop that holds the call:
         by default the running loop (an async server's), else navai's background loop. Sync
         code that may run inside a short-lived loop (Django's per-request ``asyncio.run``
-        under WSGI) passes navai's background loop (``_background.loop()``) so the call outlives it.
+        under WSGI) passes navai's background loop (``navai.concurrency.loop()``) so the
+        call outlives it.
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
         target = target_for_key(self.navai.config, api_key)
         here = _running_loop()
         if loop is None:
-            loop = here or background_loop()
+            loop = here or self.navai.concurrency.loop()
         if loop is here:
             call = self._register(_Call(call_id, target, rate_key, transport, loop))
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
@@ -430,7 +430,7 @@ class CallManager:
                 call.key,
             )
             call.done.set()
-            await anotify(self.navai.config.on_call_end, summary)
+            await anotify(self.navai.config.on_call_end, summary, owner=self.navai.concurrency)
 
     async def _hangup_upstream(self, call: _Call) -> None:
         request = build_hangup_request(call.target, call.call_id)
@@ -535,7 +535,7 @@ class CallManager:
         except (ValueError, RecursionError):
             logger.debug("call %s sent a message that is not JSON", call.call_id)
             return
-        await anotify(self.navai.config.on_call_event, call.call_id, event, thread=False)
+        await anotify(self.navai.config.on_call_event, call.call_id, event)
         for action in call.tools.feed(event):
             if isinstance(action, RunFunction):
                 if len(call.functions) >= MAX_PENDING_FUNCTIONS:

@@ -2,9 +2,12 @@
 
 ``prepare_call`` makes every decision (400, 404, argument rules, validation) with no I/O;
 ``execute`` (sync code) and ``aexecute`` (async code) only run the prepared call and turn
-the outcome into a :class:`Reply`. Async functions called from sync code run on navai's
-background loop (``_background``); sync functions run on a bounded budget of threads
-(``_threads``) when the caller must not wait for them (from async code, or with a limit).
+the outcome into a :class:`Reply`. Where code runs is the business of one owner, a
+:class:`~navai_core.concurrency.owner.Concurrency` (a ``Navai`` passes its own): async
+functions called from sync code run on its background loop; sync functions run on its
+bounded budget of threads when the caller must not wait for them (from async code, or with
+a limit); every async function runs in a task of its own. Called without an owner,
+``execute``/``aexecute`` make one for that call and close it when the call returns.
 
 Both tails first ask the entry's ``authorize`` hook (``_hooks``: 403 when it says no), then
 run the function within its time limit: the caller gets 504 at the limit whatever the
@@ -20,7 +23,6 @@ import inspect
 import logging
 import math
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
@@ -32,8 +34,8 @@ from .._errors import BadRequest, NavaiError, NotFound
 from .._hooks import DENIED, aallowed, allowed
 from .._http import Reply, RequestContext
 from .._json import JsonValue
-from ..concurrency import background as _background
 from ..concurrency.background import BackgroundTimeout
+from ..concurrency.owner import Concurrency
 from ..concurrency.threads import Busy, FunctionThreads, Overran
 from ..routes.body import require_object
 from .registry import FunctionEntry, FunctionError, FunctionRegistry
@@ -73,6 +75,8 @@ class PreparedCall:
     # constructor's under "constructorArgs"), and the request.
     arguments: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
     context: RequestContext | None = attrs.field(default=None, repr=False)
+    # Where the call runs when its caller passes no owner: its registry's.
+    concurrency: Concurrency | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def function_name(self) -> str:
@@ -148,6 +152,7 @@ def prepare_call(
         init_kwargs,
         arguments=MappingProxyType(values),
         context=context,
+        concurrency=registry.concurrency(),
     )
 
 
@@ -226,15 +231,50 @@ def execute(
     expose_errors: bool = False,
     default_timeout: float | None = None,
     threads: FunctionThreads | None = None,
+    concurrency: Concurrency | None = None,
 ) -> Reply:
-    """Run a prepared call from sync code (an async function runs on the background loop).
+    """Run a prepared call from sync code (an async function runs on a background loop).
 
     ``default_timeout`` is the limit in seconds of a function registered without its own
-    ``timeout`` (``None`` or ``0``: no limit). With a limit, a sync function runs on one of
-    ``threads`` (navai's :class:`FunctionThreads`; default: one budget shared by every
-    caller that passes none) so that the caller can stop waiting for it.
+    ``timeout`` (``None`` or ``0``: no limit). With a limit, a sync function runs on a
+    thread so that the caller can stop waiting for it. ``concurrency`` owns the loop and
+    the threads (a ``Navai`` passes its own). Without it, the call runs on its registry's
+    owner (``FunctionRegistry.concurrency()``), with ``threads`` as its function budget if
+    given; a ``PreparedCall`` built by hand, with neither, gets an owner for that call only,
+    closed when it returns.
     """
-    denied = _check(prepared, expose_errors)
+    owner, temporary = _owner(prepared, concurrency, threads)
+    try:
+        return _execute(prepared, owner, expose_errors, default_timeout)
+    finally:
+        if temporary:
+            owner.close(wait=False)
+
+
+def _owner(
+    prepared: PreparedCall, concurrency: Concurrency | None, threads: FunctionThreads | None
+) -> tuple[Concurrency, bool]:
+    """The call's owner, and whether it was made for this call only."""
+    if concurrency is not None:
+        return concurrency, False
+    base = prepared.concurrency
+    if threads is None and base is not None:
+        return base, False
+    if base is not None:  # the registry's loop, the caller's threads
+        owner = Concurrency(threads=threads)
+        owner.background = base.background
+        owner.hooks = base.hooks
+        return owner, False
+    return Concurrency(threads=threads), True
+
+
+def _execute(
+    prepared: PreparedCall,
+    owner: Concurrency,
+    expose_errors: bool,
+    default_timeout: float | None,
+) -> Reply:
+    denied = _check(prepared, owner, expose_errors)
     if denied is not None:
         return denied
     limit = time_limit(prepared.entry, default_timeout)
@@ -242,17 +282,19 @@ def execute(
         if limit is None:
             result = prepared.start()
             if inspect.isawaitable(result):
-                result = _background.run(result)
-        elif prepared.entry.is_async:
-            result = _run_on_loop(prepared.start(), limit)
+                result = owner.run(result)
         else:
-            pool = threads or _default_threads()
-            try:
-                result, started = pool.run(prepared.entry.name, prepared.start, limit)
-            except Overran:
-                raise _TimedOut from None
-            if inspect.isawaitable(result):
-                result = _run_on_loop(result, max(started + limit - time.monotonic(), 0.0))
+            if prepared.entry.is_async:
+                result = _run_on_loop(prepared.start(), limit, owner)
+            else:
+                pool = owner.functions
+                try:
+                    result, started = pool.run(prepared.entry.name, prepared.start, limit)
+                except Overran:
+                    raise _TimedOut from None
+                if inspect.isawaitable(result):
+                    left = max(started + limit - time.monotonic(), 0.0)
+                    result = _run_on_loop(result, left, owner)
     except _TimedOut:
         return _timeout_reply(prepared, limit)
     except Busy:
@@ -268,20 +310,33 @@ async def aexecute(
     expose_errors: bool = False,
     default_timeout: float | None = None,
     threads: FunctionThreads | None = None,
+    concurrency: Concurrency | None = None,
 ) -> Reply:
-    """Run a prepared call from async code (a sync function runs on one of ``threads``).
+    """Run a prepared call from async code (a sync function runs on one of the owner's
+    threads, an async one in a task of its own).
 
-    ``default_timeout`` and ``threads`` as for :func:`execute`.
+    ``default_timeout``, ``threads`` and ``concurrency`` as for :func:`execute`.
     """
-    denied = await _acheck(prepared, expose_errors)
+    owner, temporary = _owner(prepared, concurrency, threads)
+    try:
+        return await _aexecute(prepared, owner, expose_errors, default_timeout)
+    finally:
+        if temporary:
+            owner.close(wait=False)
+
+
+async def _aexecute(
+    prepared: PreparedCall, owner: Concurrency, expose_errors: bool, default_timeout: float | None
+) -> Reply:
+    denied = await _acheck(prepared, owner, expose_errors)
     if denied is not None:
         return denied
     limit = time_limit(prepared.entry, default_timeout)
     try:
         if prepared.entry.is_async:
-            result = await _within(prepared.start(), limit)
+            result = await _within(prepared.start(), limit, owner)
         else:
-            result = await _in_thread(prepared, limit, threads or _default_threads())
+            result = await _in_thread(prepared, limit, owner)
     except _TimedOut:
         return _timeout_reply(prepared, limit)
     except Busy:
@@ -299,40 +354,40 @@ def time_limit(entry: FunctionEntry, default_timeout: float | None) -> float | N
     return float(limit)
 
 
-def _run_on_loop(awaitable: Awaitable[Any], limit: float) -> Any:
+def _run_on_loop(awaitable: Awaitable[Any], limit: float, owner: Concurrency) -> Any:
     """Await on the background loop with a limit; stop waiting a grace period later even
     if the function blocks the loop (then cancellation cannot reach it)."""
-    if _background.inside():
-        _background.run(awaitable)  # refused: the loop cannot wait for itself
+    if owner.inside():
+        owner.run(awaitable)  # refused: the loop cannot wait for itself
     try:
-        return _background.run(_within(awaitable, limit), limit + CANCEL_GRACE_SECONDS)
+        return owner.run(_within(awaitable, limit, owner), limit + CANCEL_GRACE_SECONDS)
     except BackgroundTimeout:
         raise _TimedOut from None
 
 
-async def _in_thread(prepared: PreparedCall, limit: float | None, pool: FunctionThreads) -> Any:
-    """A sync function on one of ``pool``'s threads, the clock started once it has one."""
-    name = prepared.entry.name
-    await pool.aacquire(name, limit or UNLIMITED_WAIT_SECONDS)
-    running = asyncio.wrap_future(pool.start(name, prepared.start))
-    if limit is None:
-        result = await running
-    else:
-        deadline = asyncio.get_running_loop().time() + limit
-        try:
-            async with asyncio.timeout_at(deadline) as scope:
-                result = await running
-        except TimeoutError:
-            if scope.expired():
-                raise _TimedOut from None
-            raise  # the function's own TimeoutError
-        limit = max(deadline - asyncio.get_running_loop().time(), 0.0)
+async def _in_thread(prepared: PreparedCall, limit: float | None, owner: Concurrency) -> Any:
+    """A sync function on one of the owner's function threads (its limit counted from the
+    moment it has one); an awaitable it returns gets what is left of the limit, counted
+    from the call."""
+    loop = asyncio.get_running_loop()
+    called = loop.time()
+    try:
+        result = await owner.run_sync(
+            prepared.start,
+            name=prepared.entry.name,
+            wait=limit or UNLIMITED_WAIT_SECONDS,
+            limit=limit,
+            threads=owner.functions,
+        )
+    except Overran:
+        raise _TimedOut from None
     if inspect.isawaitable(result):
-        result = await _within(result, limit)
+        left = None if limit is None else max(called + limit - loop.time(), 0.0)
+        result = await _within(result, left, owner)
     return result
 
 
-async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
+async def _within(awaitable: Awaitable[Any], limit: float | None, owner: Concurrency) -> Any:
     """Await ``awaitable`` in a task of its own, for at most ``limit`` seconds, then raise
     _TimedOut.
 
@@ -364,14 +419,14 @@ async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
     except TimeoutError:
         if not scope.expired():
             raise  # the function's own TimeoutError
-        _abandon(task)
+        _abandon(task, owner)
         raise _TimedOut from None
     except asyncio.CancelledError:
         _cancelled_itself(task)
-        _abandon(task)  # the caller was cancelled: so is the call
+        _abandon(task, owner)  # the caller was cancelled: so is the call
         raise
     except BaseException:
-        _abandon(task)
+        _abandon(task, owner)
         raise
 
 
@@ -398,16 +453,12 @@ def _task(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> asyncio
 
 _EAGER = sys.version_info >= (3, 12)
 
-# Tasks past their limit that did not stop when cancelled: kept until they end.
-_overdue: set[asyncio.Future[Any]] = set()
 
-
-def _abandon(task: asyncio.Future[Any]) -> None:
+def _abandon(task: asyncio.Future[Any], owner: Concurrency) -> None:
     if task.done():
         return
     task.cancel()
-    _overdue.add(task)
-    task.add_done_callback(_overdue.discard)
+    owner.keep(task)  # (until it ends, if it swallows the cancellation)
     task.add_done_callback(_consume)
 
 
@@ -416,31 +467,16 @@ def _consume(task: asyncio.Future[Any]) -> None:
         logger.info("a call past its time limit ended with %r", task.exception())
 
 
-_threads: FunctionThreads | None = None
-_threads_lock = threading.Lock()
-
-
-def _default_threads() -> FunctionThreads:
-    """The thread budget of callers that pass none (a ``Navai`` passes its own): one per
-    process, so that calling ``execute`` directly stays bounded too."""
-    global _threads
-    if _threads is None:
-        with _threads_lock:
-            if _threads is None:
-                _threads = FunctionThreads()
-    return _threads
-
-
 # ----- authorisation -------------------------------------------------------------------------
 
 
-def _check(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
+def _check(prepared: PreparedCall, owner: Concurrency, expose_errors: bool) -> Reply | None:
     """Ask the entry's hook from sync code (an async hook runs on the background loop)."""
     hook = prepared.entry.authorize
     if hook is None:
         return None
     try:
-        ok = allowed(hook, prepared.context or RequestContext(), prepared.arguments)
+        ok = allowed(hook, owner, prepared.context or RequestContext(), prepared.arguments)
     except NavaiError as exc:
         return _denied_reply(prepared, exc)
     except (Exception, SystemExit) as exc:
@@ -448,13 +484,14 @@ def _check(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
     return None if ok else _denied_reply(prepared, None)
 
 
-async def _acheck(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
-    """Ask the entry's hook from async code (a sync hook runs in a worker thread)."""
+async def _acheck(prepared: PreparedCall, owner: Concurrency, expose_errors: bool) -> Reply | None:
+    """Ask the entry's hook from async code (a sync hook runs on one of the owner's hook
+    threads)."""
     hook = prepared.entry.authorize
     if hook is None:
         return None
     try:
-        ok = await aallowed(hook, prepared.context or RequestContext(), prepared.arguments)
+        ok = await aallowed(hook, owner, prepared.context or RequestContext(), prepared.arguments)
     except NavaiError as exc:
         return _denied_reply(prepared, exc)
     except (Exception, SystemExit) as exc:
