@@ -630,3 +630,20 @@ def test_closing_the_loop_cancels_running_calls():
     [reply] = outcome
     assert reply.status == 500  # the caller gets the failure answer, it does not hang
     assert reply.body["error"] == "Function execution failed."
+
+
+def test_the_function_error_envelope_has_one_shape():
+    from navai_core.functions.envelope import function_error
+
+    assert list(function_error("f", "Failed.", "why")) == [
+        "ok",
+        "function_name",
+        "error",
+        "details",
+    ]
+    assert function_error("f", details=["x"]) == {
+        "ok": False,
+        "function_name": "f",
+        "details": ["x"],
+    }
+    assert function_error(None, "Failed.") == {"ok": False, "error": "Failed."}

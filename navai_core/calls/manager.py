@@ -37,6 +37,7 @@ from .._hooks import anotify
 from .._http import Reply, RequestContext
 from .._json import JsonValue, dumps
 from ..functions.dispatch import aexecute, prepare_call
+from ..functions.envelope import function_error
 from ..limits.rate import RateLimiter
 from ..sessions.client_secret import RealtimeTarget, target_for_key
 from ..upstream.send import asend
@@ -78,11 +79,9 @@ def _calls_full() -> CallsFull:
     )
 
 
-UNEXPECTED_OUTPUT: dict[str, JsonValue] = {
-    "ok": False,
-    "error": "Function execution failed.",
-    "details": "The function call could not be run.",
-}
+UNEXPECTED_OUTPUT: dict[str, JsonValue] = function_error(
+    None, "Function execution failed.", "The function call could not be run."
+)
 
 
 @attrs.frozen
@@ -555,7 +554,7 @@ class CallManager:
     async def _refuse_function(self, call: _Call, action: RunFunction) -> None:
         """Too many function calls pending: an error output at once, no task."""
         details = TOO_MANY_DETAILS.format(n=len(call.functions))
-        body = {"ok": False, "function_name": action.name, "error": TOO_MANY_FUNCTIONS}
+        body = function_error(action.name, TOO_MANY_FUNCTIONS)
         await self._output_ready(call, action, dumps({**body, "details": details}).decode())
 
     async def _output_ready(self, call: _Call, action: RunFunction, output: str) -> None:

@@ -38,6 +38,7 @@ from ..concurrency.background import BackgroundTimeout
 from ..concurrency.owner import Concurrency
 from ..concurrency.threads import Busy, FunctionThreads, Overran
 from ..routes.body import require_object
+from .envelope import function_error
 from .registry import FunctionEntry, FunctionError, FunctionRegistry
 from .schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
 
@@ -121,7 +122,7 @@ def prepare_call(
         raise NavaiError(
             EXECUTION_FAILED,
             status_code=FAILURE_STATUS,
-            extra={"ok": False, "function_name": name, "details": "The function cannot be called."},
+            extra=function_error(name, details="The function cannot be called."),
         ) from None
     problems: list[dict[str, JsonValue]] = []
     init_args: tuple[Any, ...] = ()
@@ -140,7 +141,7 @@ def prepare_call(
     if problems:
         raise BadRequest(
             "Invalid arguments.",
-            extra={"ok": False, "function_name": name, "details": list[JsonValue](problems)},
+            extra=function_error(name, details=list[JsonValue](problems)),
         )
     if init_values is not None:
         values["constructorArgs"] = MappingProxyType(init_values)
@@ -505,8 +506,8 @@ def _denied_reply(prepared: PreparedCall, exc: NavaiError | None) -> Reply:
     name = prepared.entry.name
     logger.info("call of %s denied by its authorisation hook", name)
     if exc is None:
-        return Reply(403, {"ok": False, "function_name": name, "error": DENIED})
-    body: dict[str, JsonValue] = {**exc.body(), "ok": False, "function_name": name}
+        return Reply(403, function_error(name, DENIED))
+    body: dict[str, JsonValue] = {**exc.body(), **function_error(name)}
     return Reply(exc.status_code, body, exc.headers)
 
 
@@ -544,12 +545,9 @@ def _timeout_reply(prepared: PreparedCall, limit: float | None) -> Reply:
     )
     return Reply(
         TIMEOUT_STATUS,
-        {
-            "ok": False,
-            "function_name": entry.name,
-            "error": TIMED_OUT,
-            "details": f"{entry.name} did not finish within {limit:g} seconds.",
-        },
+        function_error(
+            entry.name, TIMED_OUT, f"{entry.name} did not finish within {limit:g} seconds."
+        ),
     )
 
 
@@ -561,12 +559,9 @@ def _busy_reply(prepared: PreparedCall, limit: float | None) -> Reply:
     retry = str(min(max(math.ceil(limit or 1), 1), 60))
     return Reply(
         BUSY_STATUS,
-        {
-            "ok": False,
-            "function_name": entry.name,
-            "error": BUSY,
-            "details": f"Too many calls of {entry.name} are running. Try again later.",
-        },
+        function_error(
+            entry.name, BUSY, f"Too many calls of {entry.name} are running. Try again later."
+        ),
         (("Retry-After", retry),),
     )
 
@@ -574,5 +569,5 @@ def _busy_reply(prepared: PreparedCall, limit: float | None) -> Reply:
 def _failure_reply(name: str, details: str) -> Reply:
     return Reply(
         FAILURE_STATUS,
-        {"ok": False, "function_name": name, "error": EXECUTION_FAILED, "details": details},
+        function_error(name, EXECUTION_FAILED, details),
     )
