@@ -25,7 +25,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from navai_core._http import RequestContext
-from navai_core.concurrency.background import close_background_loop
 from navai_core.functions.discovery import load_functions
 from navai_core.functions.dispatch import aexecute, execute, prepare_call
 from navai_core.functions.registry import FunctionRegistry
@@ -153,7 +152,7 @@ def bench_calls(number: int) -> None:
     print(
         f"execute async ping() from sync code (one hop to the background loop): {hop * 1e6:.0f} us"
     )
-    close_background_loop()
+    registry.concurrency().close()
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from .calls.plans import (
 from .calls.sideband import ToolLoop
 from .calls.sip import AcceptCall, IncomingCall, ReferCall, RejectCall
 from .calls.webhooks import sign_webhook, verify_webhook, webhook_headers
-from .concurrency.background import close_background_loop
+from .concurrency.owner import close_background_loop
 from .functions.discovery import load_functions
 from .functions.dispatch import PreparedCall, aexecute, execute, prepare_call
 from .functions.registry import FunctionAuthHook, FunctionEntry, FunctionError, FunctionRegistry

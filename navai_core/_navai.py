@@ -8,7 +8,6 @@ the I/O: the hooks, the rate limit and the one step a plan may leave.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import ipaddress
 import threading
@@ -28,7 +27,7 @@ from ._models import ModelNotices, models_logger
 from .calls.manager import CallManager
 from .calls.phone import PhoneCalls
 from .calls.plans import call_session
-from .concurrency.threads import FunctionThreads
+from .concurrency.owner import Concurrency
 from .functions.discovery import load_functions
 from .functions.registry import FunctionRegistry
 from .limits.rate import RateLimiter, client_key
@@ -115,7 +114,8 @@ class Navai:
         self.rate_limiter = RateLimiter(
             self.config.rate_limit_storage, fail_open=self.config.rate_limit_fail_open
         )
-        self._threads = FunctionThreads(max(self.config.function_threads, 2))
+        # Where this instance runs code: its background loop and its thread budgets.
+        self.concurrency = Concurrency(max(self.config.function_threads, 2))
         c = self.config
         self.retry_policy = RetryPolicy(
             max_retries=max(c.upstream_max_retries, 0),
@@ -199,7 +199,7 @@ class Navai:
         """Like :meth:`functions`; a first build (imports files) runs in a worker thread."""
         if self._registry is not None:
             return self._registry
-        return await asyncio.to_thread(self.functions)
+        return await self.concurrency.run_sync(self.functions, name="load_functions")
 
     # ----- client secret (Python API) ---------------------------------------------
 
@@ -259,7 +259,7 @@ class Navai:
             admitted = self._admit(route, context)
             if isinstance(admitted, Reply):
                 return self._finish(route, context, admitted)
-            authorize(admitted.authorize, context)
+            authorize(admitted.authorize, context, self.concurrency)
             self.rate_limiter.check(admitted.limit, admitted.bucket, self._client_key(context))
             if admitted.guard is not None:
                 admitted.guard.check(self, context)
@@ -282,7 +282,7 @@ class Navai:
             admitted = self._admit(route, context)
             if isinstance(admitted, Reply):
                 return self._finish(route, context, admitted)
-            await aauthorize(admitted.authorize, context)
+            await aauthorize(admitted.authorize, context, self.concurrency)
             key = self._client_key(context)
             await self.rate_limiter.acheck(admitted.limit, admitted.bucket, key)
             if admitted.guard is not None:
@@ -353,7 +353,7 @@ class Navai:
         return {
             "expose_errors": c.expose_function_errors,
             "default_timeout": c.function_timeout_seconds,
-            "threads": self._threads,
+            "concurrency": self.concurrency,
         }
 
     def list_reply(self) -> Reply:
@@ -385,6 +385,7 @@ class Navai:
                         attach=self.calls.attach if self.config.call_sideband else None,
                         check_budget=self.calls.budgets.acheck,
                         check_room=self.calls.check_room,
+                        concurrency=self.concurrency,
                     )
         return self._phone
 
@@ -415,14 +416,16 @@ class Navai:
         return await asend(self.async_http_client(), request, self.retry_policy)
 
     def close(self) -> None:
-        """Hang up the calls held on navai's background loop, then close the sync httpx2
-        client navai created (a passed-in client stays open)."""
+        """Hang up the calls held on navai's background loop, close the sync httpx2 client
+        navai created (a passed-in client stays open), then stop the background loop and
+        let idle threads end (both start again if the instance is used again)."""
         if self._phone is not None:
             self._phone.close()
         self.calls.close()
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
+        self.concurrency.close()
 
     async def aclose(self) -> None:
         """Hang up the calls this process holds, then close both httpx2 clients navai created."""

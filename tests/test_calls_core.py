@@ -429,11 +429,15 @@ def test_budget_arithmetic() -> None:
 
 def test_event_hooks_run_by_the_hook_rules(caplog: pytest.LogCaptureFixture) -> None:
     """``on_call_end`` / ``on_call_event`` run through ``_hooks.anotify``: async awaited, sync
-    in an anyio worker thread (or inline), async ``__call__`` awaited, errors logged only."""
+    on one of the owner's hook threads (or inline without one), async ``__call__`` awaited,
+    errors logged only."""
     import asyncio
     import threading
 
     from navai_core._hooks import anotify
+    from navai_core.concurrency.owner import Concurrency
+
+    owner = Concurrency()
 
     seen: list[tuple[str, object]] = []
 
@@ -451,8 +455,8 @@ def test_event_hooks_run_by_the_hook_rules(caplog: pytest.LogCaptureFixture) -> 
         raise RuntimeError("boom")
 
     async def main() -> str:
-        await anotify(sync_hook, 1)
-        await anotify(sync_hook, 2, thread=False)
+        await anotify(sync_hook, 1, owner=owner)
+        await anotify(sync_hook, 2)
         await anotify(async_hook, 3)
         await anotify(Callable(), 4)
         await anotify(broken, 5)

@@ -12,8 +12,7 @@ import pytest
 
 from navai_core._errors import BadRequest, NavaiError, NotFound
 from navai_core._http import RequestContext
-from navai_core.concurrency import background as _background
-from navai_core.concurrency.background import close_background_loop
+from navai_core.concurrency.owner import Concurrency, close_background_loop
 from navai_core.functions.dispatch import (
     aexecute,
     execute,
@@ -471,30 +470,53 @@ def sync_thread() -> str:
     return threading.current_thread().name
 
 
-def test_execute_runs_async_functions_on_one_background_loop():
+def test_execute_runs_async_functions_on_the_owners_one_background_loop():
     registry = registry_of(async_greet)
+    owner = Concurrency()
     threads_before = threading.active_count()
-    first = result(registry, "async_greet", {"name": "a"})
-    second = result(registry, "async_greet", {"name": "b"})
+    first = run(registry, "async_greet", {"name": "a"}, concurrency=owner).body["result"]
+    second = run(registry, "async_greet", {"name": "b"}, concurrency=owner).body["result"]
     assert first == {"hello": "a", "thread": "navai-background-loop"}
     assert second["thread"] == "navai-background-loop"
     assert threading.active_count() <= threads_before + 1
-    loop = _background._default._loop
+    loop = owner.background._loop
     for _ in range(20):
-        result(registry, "async_greet", {"name": "c"})
-    assert _background._default._loop is loop  # reused, never one loop per call
+        run(registry, "async_greet", {"name": "c"}, concurrency=owner)
+    assert owner.background._loop is loop  # reused, never one loop per call
     assert threading.active_count() <= threads_before + 1
+    owner.close()
+    assert threading.active_count() <= threads_before
+
+
+def test_without_an_owner_calls_share_their_registrys_owner():
+    registry = registry_of(async_greet)
+    threads_before = threading.active_count()
+    for name in ("a", "b", "c"):
+        assert result(registry, "async_greet", {"name": name})["hello"] == name
+    owner = registry.concurrency()
+    assert owner.background.running  # one loop for the registry, not one per call
+    assert threading.active_count() <= threads_before + 1
+    other = registry_of(async_greet)
+    assert other.concurrency() is not owner  # no process-wide owner
+    owner.close()
+    assert threading.active_count() <= threads_before
 
 
 def test_background_loop_can_be_closed_and_restarts():
     registry = registry_of(async_greet)
-    result(registry, "async_greet", {"name": "a"})
-    thread = _background._default._thread
-    close_background_loop()
+    owner = Concurrency()
+    run(registry, "async_greet", {"name": "a"}, concurrency=owner)
+    thread = owner.background._thread
+    owner.close()
     assert not thread.is_alive()
-    assert not _background.running()
-    assert result(registry, "async_greet", {"name": "b"})["hello"] == "b"
-    assert _background.running()
+    assert not owner.background.running
+    assert run(registry, "async_greet", {"name": "b"}, concurrency=owner).status == 200
+    assert owner.background.running
+    with pytest.warns(DeprecationWarning):
+        close_background_loop(owner)  # the deprecated spelling of owner.close()
+    assert not owner.background.running
+    with pytest.warns(DeprecationWarning):
+        close_background_loop()  # no process-wide loop any more: only warns
 
 
 def test_execute_runs_sync_functions_inline():
@@ -503,14 +525,17 @@ def test_execute_runs_sync_functions_inline():
 
 def test_execute_from_inside_the_background_loop_is_refused():
     registry = registry_of(async_greet)
+    owner = Concurrency()
 
     async def nested():
         body = {"function_name": "async_greet", "payload": {"name": "x"}}
-        inner = execute(prepare_call(registry, body, CONTEXT), expose_errors=True)
+        inner = execute(
+            prepare_call(registry, body, CONTEXT), expose_errors=True, concurrency=owner
+        )
         return inner.body
 
     registry.add(nested)
-    reply = run(registry, "nested")
+    reply = run(registry, "nested", concurrency=owner)
     assert reply.status == 200  # the outer call worked, the inner one was refused
     assert reply.body["result"]["ok"] is False
     assert reply.body["result"]["details"].startswith(
@@ -593,12 +618,32 @@ def test_closing_the_loop_cancels_running_calls():
 
     registry = registry_of(forever)
     outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(run(registry, "forever")))
+    owner = Concurrency()
+    worker = threading.Thread(
+        target=lambda: outcome.append(run(registry, "forever", concurrency=owner))
+    )
     worker.start()
     assert started.wait(5)
-    close_background_loop()
+    owner.close()
     worker.join(5)
     assert not worker.is_alive()
     [reply] = outcome
     assert reply.status == 500  # the caller gets the failure answer, it does not hang
     assert reply.body["error"] == "Function execution failed."
+
+
+def test_the_function_error_envelope_has_one_shape():
+    from navai_core.functions.envelope import function_error
+
+    assert list(function_error("f", "Failed.", "why")) == [
+        "ok",
+        "function_name",
+        "error",
+        "details",
+    ]
+    assert function_error("f", details=["x"]) == {
+        "ok": False,
+        "function_name": "f",
+        "details": ["x"],
+    }
+    assert function_error(None, "Failed.") == {"ok": False, "error": "Failed."}

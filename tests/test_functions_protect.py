@@ -18,7 +18,7 @@ from navai_core import (
     Unauthorized,
 )
 from navai_core._errors import BadRequest
-from navai_core.concurrency import background as _background
+from navai_core.concurrency.owner import Concurrency
 from navai_core.concurrency.threads import FunctionThreads
 from navai_core.functions.dispatch import (
     aexecute,
@@ -534,15 +534,18 @@ def test_execute_from_the_background_loop_is_still_refused_with_a_limit():
     async def inner() -> int:
         return 1
 
+    owner = Concurrency()
+
     @registry.function(timeout=1)
     async def outer() -> object:
-        return run(registry, "inner", expose_errors=True).body
+        return run(registry, "inner", expose_errors=True, concurrency=owner).body
 
-    reply = run(registry, "outer")
+    reply = run(registry, "outer", concurrency=owner)
     assert reply.body["result"]["details"].startswith(
         "RuntimeError: called from navai's background loop"
     )
-    assert _background.running()
+    assert owner.background.running  # the refusal left the loop running
+    owner.close()
 
 
 # ----- configuration and the facade --------------------------------------------------------

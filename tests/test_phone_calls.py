@@ -28,6 +28,7 @@ from navai_core.calls import phone as _phone
 from navai_core.calls.manager import CallSummary
 from navai_core.calls.sip import AcceptCall, IncomingCall, ReferCall, RejectCall
 from navai_core.calls.webhooks import webhook_headers
+from navai_core.concurrency import owner as _owner
 
 WEBHOOK_SECRET = "whsec_bmF2YWktdGVzdC13ZWJob29rLXNlY3JldC0zMmJ5dGU="
 WEBHOOK_PATH = "/navai/realtime/webhook"
@@ -532,7 +533,7 @@ def test_slow_hook_rejects_at_its_time_limit(serve, realtime, monkeypatch):
 
 def test_hung_sync_hooks_hold_at_most_their_thread_budget(serve, realtime, monkeypatch):
     monkeypatch.setattr(_phone, "HOOK_TIMEOUT_SECONDS", 0.3)
-    monkeypatch.setattr(_phone, "HOOK_THREADS", 1)
+    monkeypatch.setattr(_owner, "DEFAULT_HOOK_THREADS", 1)
     release = threading.Event()
     entered: list[str] = []
 

@@ -36,8 +36,8 @@ from .._errors import CallsFull, NavaiError
 from .._hooks import anotify
 from .._http import Reply, RequestContext
 from .._json import JsonValue, dumps
-from ..concurrency.background import loop as background_loop
 from ..functions.dispatch import aexecute, prepare_call
+from ..functions.envelope import function_error
 from ..limits.rate import RateLimiter
 from ..upstream.providers import RealtimeTarget, target_for_key
 from ..upstream.send import asend
@@ -73,11 +73,9 @@ def _calls_full() -> CallsFull:
     )
 
 
-UNEXPECTED_OUTPUT: dict[str, JsonValue] = {
-    "ok": False,
-    "error": "Function execution failed.",
-    "details": "The function call could not be run.",
-}
+UNEXPECTED_OUTPUT: dict[str, JsonValue] = function_error(
+    None, "Function execution failed.", "The function call could not be run."
+)
 
 
 @attrs.frozen
@@ -239,14 +237,15 @@ class CallManager:
         summary (``webrtc``, ``sip``, ...). ``loop`` is the event loop that holds the call:
         by default the running loop (an async server's), else navai's background loop. Sync
         code that may run inside a short-lived loop (Django's per-request ``asyncio.run``
-        under WSGI) passes navai's background loop (``_background.loop()``) so the call outlives it.
+        under WSGI) passes navai's background loop (``navai.concurrency.loop()``) so the
+        call outlives it.
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
         target = target_for_key(self.navai.config, api_key)
         here = _running_loop()
         if loop is None:
-            loop = here or background_loop()
+            loop = here or self.navai.concurrency.loop()
         if loop is here:
             call = self._register(_Call(call_id, target, rate_key, transport, loop))
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
@@ -424,7 +423,7 @@ class CallManager:
                 call.key,
             )
             call.done.set()
-            await anotify(self.navai.config.on_call_end, summary)
+            await anotify(self.navai.config.on_call_end, summary, owner=self.navai.concurrency)
 
     async def _hangup_upstream(self, call: _Call) -> None:
         request = build_hangup_request(call.target, call.call_id)
@@ -529,7 +528,7 @@ class CallManager:
         except (ValueError, RecursionError):
             logger.debug("call %s sent a message that is not JSON", call.call_id)
             return
-        await anotify(self.navai.config.on_call_event, call.call_id, event, thread=False)
+        await anotify(self.navai.config.on_call_event, call.call_id, event)
         for action in call.tools.feed(event):
             if isinstance(action, RunFunction):
                 if len(call.functions) >= MAX_PENDING_FUNCTIONS:
@@ -549,7 +548,7 @@ class CallManager:
     async def _refuse_function(self, call: _Call, action: RunFunction) -> None:
         """Too many function calls pending: an error output at once, no task."""
         details = TOO_MANY_DETAILS.format(n=len(call.functions))
-        body = {"ok": False, "function_name": action.name, "error": TOO_MANY_FUNCTIONS}
+        body = function_error(action.name, TOO_MANY_FUNCTIONS)
         await self._output_ready(call, action, dumps({**body, "details": details}).decode())
 
     async def _output_ready(self, call: _Call, action: RunFunction, output: str) -> None:

@@ -22,8 +22,8 @@ import attrs
 
 from .._errors import CallsFull, InvalidWebhook, NavaiError
 from .._http import Reply, RequestContext
-from ..concurrency.background import submit as submit_background
-from ..concurrency.threads import Busy, FunctionThreads
+from ..concurrency.owner import Concurrency
+from ..concurrency.threads import Busy
 from ..upstream.messages import upstream_failure
 from ..upstream.providers import RealtimeTarget
 from ..upstream.retry import RetryPolicy
@@ -55,11 +55,10 @@ SEEN_WEBHOOKS = 4096
 MAX_PENDING_CALLS = 256
 # The longest the on_incoming_call hook may take; past it the call is rejected (603).
 HOOK_TIMEOUT_SECONDS = 10.0
-# Sync on_incoming_call hooks running at once (calls past their time limit included). They
-# run on daemon threads of a bounded budget (FunctionThreads): a hung hook is left behind
+# A sync on_incoming_call hook runs on the owner's hook threads (Concurrency.run_sync: a
+# bounded budget of daemon threads, one hook at most half of it): a hung hook is left behind
 # at its time limit and at shutdown, holds neither the loop's end nor the process's exit,
 # and hung hooks cannot grow threads without bound; a call that finds no thread is rejected.
-HOOK_THREADS = 16
 HOOK = "on_incoming_call"
 # The SIP status of a call navai cannot take (its budget key has no call time left, or this
 # process holds call_max_live calls): the caller hears busy.
@@ -104,20 +103,18 @@ class SeenWebhooks:
 
 
 async def ask_hook(
-    hook: IncomingCallHook | None, call: IncomingCall, threads: FunctionThreads
+    hook: IncomingCallHook | None, call: IncomingCall, owner: Concurrency
 ) -> CallVerdict:
-    """The hook's checked verdict (a sync hook runs on one of ``threads``). A hook that
+    """The hook's checked verdict (a sync hook runs on one of ``owner``'s hook threads). A hook that
     raises, returns something else or outlasts ``HOOK_TIMEOUT_SECONDS`` rejects the call (603),
     as does a sync hook that finds no free thread in that time."""
     if hook is None:
         return AcceptCall()
     try:
-        result = await asyncio.wait_for(_run_hook(hook, call, threads), HOOK_TIMEOUT_SECONDS)
+        result = await asyncio.wait_for(_run_hook(hook, call, owner), HOOK_TIMEOUT_SECONDS)
         return check_verdict(result)
     except Busy:
-        logger.error(
-            "%s sync %s hooks are running; rejecting call %s", threads.busy, HOOK, call.call_id
-        )
+        logger.error("%s sync hooks are running; rejecting call %s", owner.hooks.busy, call.call_id)
     except TimeoutError:
         logger.error(
             "on_incoming_call took more than %ss for call %s; rejecting it",
@@ -131,11 +128,10 @@ async def ask_hook(
     return RejectCall()
 
 
-async def _run_hook(hook: IncomingCallHook, call: IncomingCall, threads: FunctionThreads) -> object:
+async def _run_hook(hook: IncomingCallHook, call: IncomingCall, owner: Concurrency) -> object:
     if inspect.iscoroutinefunction(hook):
         return await hook(call)
-    await threads.aacquire(HOOK, HOOK_TIMEOUT_SECONDS)
-    result = await asyncio.wrap_future(threads.start(HOOK, lambda: hook(call)))
+    result = await owner.run_sync(hook, call, name=HOOK, wait=HOOK_TIMEOUT_SECONDS)
     if inspect.isawaitable(result):  # a callable object with an async __call__
         result = await result
     return result
@@ -156,13 +152,15 @@ class PhoneCalls:
         attach: Attach | None = None,
         check_budget: BudgetCheck | None = None,
         check_room: RoomCheck | None = None,
+        concurrency: Concurrency | None = None,
     ) -> None:
         self._target = target
         self._session = session
         self._client = client
         self._retry = retry_policy
         self._hook = hook
-        self._hook_threads = FunctionThreads(HOOK_THREADS, per_function=HOOK_THREADS)
+        # Where sync hooks and the background work of sync servers run (the Navai's).
+        self._concurrency = Concurrency() if concurrency is None else concurrency
         self._attach = attach
         self._check_budget = check_budget
         self._check_room = check_room
@@ -227,7 +225,7 @@ class PhoneCalls:
 
     def start_background(self, call: IncomingCall) -> None:
         """Answer ``call`` on navai's background loop (sync servers), without waiting."""
-        self._track(submit_background(self.answer(call)))
+        self._track(self._concurrency.submit(self.answer(call)))
 
     def _track(self, future: asyncio.Future[None] | concurrent.futures.Future[None]) -> None:
         with self._lock:
@@ -270,7 +268,7 @@ class PhoneCalls:
             logger.exception("phone call %s failed", call.call_id)
 
     async def _answer(self, call: IncomingCall) -> None:
-        verdict = await ask_hook(self._hook, call, self._hook_threads)
+        verdict = await ask_hook(self._hook, call, self._concurrency)
         rate_key = budget_key(call, verdict) if isinstance(verdict, AcceptCall) else None
         if rate_key is not None:
             try:

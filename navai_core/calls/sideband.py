@@ -26,6 +26,7 @@ import attrs
 
 from .._errors import BadRequest
 from .._json import JsonObject, JsonValue, loads_text
+from ..functions.envelope import function_error
 
 COMPLETED = "completed"
 # Responses remembered after they closed, so a repeated response.done is recognised.
@@ -212,10 +213,6 @@ def execute_body(name: str, arguments: str) -> JsonObject:
     except (ValueError, RecursionError):
         raise BadRequest(
             INVALID_ARGUMENTS,
-            extra={
-                "ok": False,
-                "function_name": name,
-                "details": "The function call arguments are not valid JSON.",
-            },
+            extra=function_error(name, details="The function call arguments are not valid JSON."),
         ) from None
     return {"function_name": name, "payload": payload}

@@ -1,23 +1,19 @@
-"""navai's background event loop: where sync code runs coroutines.
+"""A background event loop: where sync code runs coroutines.
 
 A WSGI server (or any sync caller) has no event loop, yet async backend functions, async
-hooks and upstream calls need one. navai runs them on one long-lived loop in a daemon
-thread, started on first use:
+hooks and upstream calls need one. A :class:`BackgroundLoop` runs one long-lived loop in a
+daemon thread, started on first use:
 
-    value = run(coroutine)                 # from sync code: wait for the result
-    value = run(coroutine, timeout=2.0)    # ...or stop waiting (cancel it) after 2 s
-    future = submit(coroutine)             # from sync code: a concurrent.futures.Future
-    loop()                                 # the loop itself (starts it if needed)
+    value = background.run(coroutine)                 # from sync code: wait for the result
+    value = background.run(coroutine, timeout=2.0)    # ...or stop waiting (cancel it) after 2 s
+    future = background.submit(coroutine)             # a concurrent.futures.Future
+    background.loop()                                 # the loop itself (starts it if needed)
 
-This module is the one seam for that; everything in navai that needs the loop goes
-through these functions.
-
-Why one loop per process (a module-level instance) rather than one per ``Navai``: several
-``Navai`` instances (``evolve()`` makes new ones) share it instead of each holding a thread,
-and ``execute()`` is public and may be called without any ``Navai``. Why not anyio's
-blocking portal: a round trip through ``portal.call`` measured 75 us against 48 us for
-``asyncio.run_coroutine_threadsafe`` (``benchmarks/bench_concurrency.py``,
-docs/performance.md), on a path every WSGI mint and async function takes.
+Each ``Navai`` owns one, through its :class:`~navai_core.concurrency.owner.Concurrency`
+(there is no process-wide loop). Why not anyio's blocking portal: a round trip through
+``portal.call`` measured 75 us against 48 us for ``asyncio.run_coroutine_threadsafe``
+(``benchmarks/bench_concurrency.py``, docs/performance.md), on a path every WSGI mint and
+async function takes.
 """
 
 from __future__ import annotations
@@ -61,7 +57,7 @@ class BackgroundLoop:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                thread = threading.Thread(target=_serve, args=(loop,), name=self._name, daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
@@ -97,23 +93,46 @@ class BackgroundLoop:
             future.cancel()
             raise BackgroundTimeout from None
 
-    def close(self) -> None:
-        """Cancel what runs on the loop (its callers get CancelledError), stop and close it.
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the loop; it starts again on next use.
 
-        The loop starts again on next use. Refused from the loop's own thread.
+        With ``wait`` (refused from the loop's own thread), what runs on it is cancelled
+        (its callers get CancelledError) and the loop is stopped and closed before this
+        returns. Without, the loop stops by itself once what runs on it has ended (a call
+        left behind past its time limit included); nothing is cancelled.
         """
-        if self.inside():
+        if wait and self.inside():
             raise RuntimeError("navai's background loop cannot be closed from itself")
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+        if not wait:
+            asyncio.run_coroutine_threadsafe(_stop_when_idle(loop), loop)
+            return
         asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop's thread: run until stopped; a loop stopped by ``close(wait=False)`` is
+    closed here (``close()`` closes its own once the thread has ended)."""
+    loop.run_forever()
+    if getattr(loop, "_navai_idle_stop", False):
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _stop_when_idle(loop: asyncio.AbstractEventLoop) -> None:
+    me = asyncio.current_task()
+    while tasks := [t for t in asyncio.all_tasks() if t is not me]:
+        await asyncio.wait(tasks)
+    loop._navai_idle_stop = True  # type: ignore[attr-defined]
+    loop.stop()
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
@@ -131,39 +150,3 @@ def _discard(awaitable: Awaitable[Any]) -> None:
     close = getattr(awaitable, "close", None)
     if close is not None:
         close()
-
-
-_default = BackgroundLoop()
-
-
-def loop() -> asyncio.AbstractEventLoop:
-    """navai's background loop (started on first use)."""
-    return _default.loop()
-
-
-def submit(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Schedule ``coroutine`` on navai's background loop; returns its future."""
-    return _default.submit(coroutine)
-
-
-def run(awaitable: Awaitable[T], timeout: float | None = None) -> T:
-    """Await ``awaitable`` on navai's background loop from sync code (see BackgroundLoop.run)."""
-    return _default.run(awaitable, timeout)
-
-
-def inside() -> bool:
-    """Whether this thread is the background loop's own."""
-    return _default.inside()
-
-
-def running() -> bool:
-    return _default.running
-
-
-def close_background_loop() -> None:
-    """Stop navai's background loop (restarted on next use).
-
-    Calls still running on it are cancelled. Call it at shutdown, from any thread but the
-    loop's own.
-    """
-    _default.close()

@@ -101,8 +101,9 @@ class FunctionThreads:
         self._busy = 0
         self._held: dict[str, int] = {}
         self._waiters: collections.deque[tuple[str, _Waiter]] = collections.deque()
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._idle = 0
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"FunctionThreads(max_threads={self.max_threads}, busy={self._busy})"
@@ -111,6 +112,15 @@ class FunctionThreads:
     def busy(self) -> int:
         """Threads running a function now (calls past their limit included)."""
         return self._busy
+
+    def close(self) -> None:
+        """Let every thread end once it is idle (the budget stays usable: a later call
+        starts a thread that ends after it)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._jobs.put(None)
 
     # ----- reserving a thread ----------------------------------------------------------
 
@@ -295,16 +305,22 @@ class FunctionThreads:
             finally:
                 try:
                     with self._lock:
-                        self._idle += 1
+                        if not self._closed:
+                            self._idle += 1
                         spawn = self._give_back(name)
                     with contextlib.suppress(Exception):  # (each caller told: _spawn)
                         self._spawn(spawn)
                 finally:
                     if type(run) is _Call:
                         run.done.release()
+            if self._closed:
+                return
             while True:
                 try:
-                    job = self._jobs.get(timeout=self.IDLE_SECONDS)
+                    next_job = self._jobs.get(timeout=self.IDLE_SECONDS)
+                    if next_job is None:  # (close)
+                        return
+                    job = next_job
                     break
                 except queue.Empty:
                     with self._lock:

@@ -2,9 +2,12 @@
 
 ``prepare_call`` makes every decision (400, 404, argument rules, validation) with no I/O;
 ``execute`` (sync code) and ``aexecute`` (async code) only run the prepared call and turn
-the outcome into a :class:`Reply`. Async functions called from sync code run on navai's
-background loop (``_background``); sync functions run on a bounded budget of threads
-(``_threads``) when the caller must not wait for them (from async code, or with a limit).
+the outcome into a :class:`Reply`. Where code runs is the business of one owner, a
+:class:`~navai_core.concurrency.owner.Concurrency` (a ``Navai`` passes its own): async
+functions called from sync code run on its background loop; sync functions run on its
+bounded budget of threads when the caller must not wait for them (from async code, or with
+a limit); every async function runs in a task of its own. Called without an owner,
+``execute``/``aexecute`` make one for that call and close it when the call returns.
 
 Both tails first ask the entry's ``authorize`` hook (``_hooks``: 403 when it says no), then
 run the function within its time limit: the caller gets 504 at the limit whatever the
@@ -19,10 +22,9 @@ import asyncio
 import inspect
 import logging
 import math
-import threading
+import sys
 import time
-import types
-from collections.abc import Awaitable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -32,11 +34,12 @@ from .._errors import BadRequest, NavaiError, NotFound
 from .._hooks import DENIED, aallowed, allowed
 from .._http import Reply, RequestContext
 from .._json import JsonValue
-from ..concurrency import background as _background
 from ..concurrency.background import BackgroundTimeout
+from ..concurrency.owner import Concurrency
 from ..concurrency.threads import Busy, FunctionThreads, Overran
 from ..records.tracing import atraced_run, traced_run
 from ..routes.body import require_object
+from .envelope import function_error
 from .registry import FunctionEntry, FunctionError, FunctionRegistry
 from .schema import CallSpec, InvalidArguments, UnconvertibleResult, to_json
 
@@ -74,6 +77,8 @@ class PreparedCall:
     # constructor's under "constructorArgs"), and the request.
     arguments: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
     context: RequestContext | None = attrs.field(default=None, repr=False)
+    # Where the call runs when its caller passes no owner: its registry's.
+    concurrency: Concurrency | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def function_name(self) -> str:
@@ -118,7 +123,7 @@ def prepare_call(
         raise NavaiError(
             EXECUTION_FAILED,
             status_code=FAILURE_STATUS,
-            extra={"ok": False, "function_name": name, "details": "The function cannot be called."},
+            extra=function_error(name, details="The function cannot be called."),
         ) from None
     problems: list[dict[str, JsonValue]] = []
     init_args: tuple[Any, ...] = ()
@@ -137,7 +142,7 @@ def prepare_call(
     if problems:
         raise BadRequest(
             "Invalid arguments.",
-            extra={"ok": False, "function_name": name, "details": list[JsonValue](problems)},
+            extra=function_error(name, details=list[JsonValue](problems)),
         )
     if init_values is not None:
         values["constructorArgs"] = MappingProxyType(init_values)
@@ -149,6 +154,7 @@ def prepare_call(
         init_kwargs,
         arguments=MappingProxyType(values),
         context=context,
+        concurrency=registry.concurrency(),
     )
 
 
@@ -228,15 +234,50 @@ def execute(
     expose_errors: bool = False,
     default_timeout: float | None = None,
     threads: FunctionThreads | None = None,
+    concurrency: Concurrency | None = None,
 ) -> Reply:
-    """Run a prepared call from sync code (an async function runs on the background loop).
+    """Run a prepared call from sync code (an async function runs on a background loop).
 
     ``default_timeout`` is the limit in seconds of a function registered without its own
-    ``timeout`` (``None`` or ``0``: no limit). With a limit, a sync function runs on one of
-    ``threads`` (navai's :class:`FunctionThreads`; default: one budget shared by every
-    caller that passes none) so that the caller can stop waiting for it.
+    ``timeout`` (``None`` or ``0``: no limit). With a limit, a sync function runs on a
+    thread so that the caller can stop waiting for it. ``concurrency`` owns the loop and
+    the threads (a ``Navai`` passes its own). Without it, the call runs on its registry's
+    owner (``FunctionRegistry.concurrency()``), with ``threads`` as its function budget if
+    given; a ``PreparedCall`` built by hand, with neither, gets an owner for that call only,
+    closed when it returns.
     """
-    denied = _check(prepared, expose_errors)
+    owner, temporary = _owner(prepared, concurrency, threads)
+    try:
+        return _execute(prepared, owner, expose_errors, default_timeout)
+    finally:
+        if temporary:
+            owner.close(wait=False)
+
+
+def _owner(
+    prepared: PreparedCall, concurrency: Concurrency | None, threads: FunctionThreads | None
+) -> tuple[Concurrency, bool]:
+    """The call's owner, and whether it was made for this call only."""
+    if concurrency is not None:
+        return concurrency, False
+    base = prepared.concurrency
+    if threads is None and base is not None:
+        return base, False
+    if base is not None:  # the registry's loop, the caller's threads
+        owner = Concurrency(threads=threads)
+        owner.background = base.background
+        owner.hooks = base.hooks
+        return owner, False
+    return Concurrency(threads=threads), True
+
+
+def _execute(
+    prepared: PreparedCall,
+    owner: Concurrency,
+    expose_errors: bool,
+    default_timeout: float | None,
+) -> Reply:
+    denied = _check(prepared, owner, expose_errors)
     if denied is not None:
         return denied
     limit = time_limit(prepared.entry, default_timeout)
@@ -244,17 +285,19 @@ def execute(
         if limit is None:
             result = prepared.start()
             if inspect.isawaitable(result):
-                result = _background.run(result)
-        elif prepared.entry.is_async:
-            result = _run_on_loop(prepared.start(), limit)
+                result = owner.run(result)
         else:
-            pool = threads or _default_threads()
-            try:
-                result, started = pool.run(prepared.entry.name, prepared.start, limit)
-            except Overran:
-                raise _TimedOut from None
-            if inspect.isawaitable(result):
-                result = _run_on_loop(result, max(started + limit - time.monotonic(), 0.0))
+            if prepared.entry.is_async:
+                result = _run_on_loop(prepared.start(), limit, owner)
+            else:
+                pool = owner.functions
+                try:
+                    result, started = pool.run(prepared.entry.name, prepared.start, limit)
+                except Overran:
+                    raise _TimedOut from None
+                if inspect.isawaitable(result):
+                    left = max(started + limit - time.monotonic(), 0.0)
+                    result = _run_on_loop(result, left, owner)
     except _TimedOut:
         return _timeout_reply(prepared, limit)
     except Busy:
@@ -271,20 +314,33 @@ async def aexecute(
     expose_errors: bool = False,
     default_timeout: float | None = None,
     threads: FunctionThreads | None = None,
+    concurrency: Concurrency | None = None,
 ) -> Reply:
-    """Run a prepared call from async code (a sync function runs on one of ``threads``).
+    """Run a prepared call from async code (a sync function runs on one of the owner's
+    threads, an async one in a task of its own).
 
-    ``default_timeout`` and ``threads`` as for :func:`execute`.
+    ``default_timeout``, ``threads`` and ``concurrency`` as for :func:`execute`.
     """
-    denied = await _acheck(prepared, expose_errors)
+    owner, temporary = _owner(prepared, concurrency, threads)
+    try:
+        return await _aexecute(prepared, owner, expose_errors, default_timeout)
+    finally:
+        if temporary:
+            owner.close(wait=False)
+
+
+async def _aexecute(
+    prepared: PreparedCall, owner: Concurrency, expose_errors: bool, default_timeout: float | None
+) -> Reply:
+    denied = await _acheck(prepared, owner, expose_errors)
     if denied is not None:
         return denied
     limit = time_limit(prepared.entry, default_timeout)
     try:
         if prepared.entry.is_async:
-            result = await _within(prepared.start(), limit)
+            result = await _within(prepared.start(), limit, owner)
         else:
-            result = await _in_thread(prepared, limit, threads or _default_threads())
+            result = await _in_thread(prepared, limit, owner)
     except _TimedOut:
         return _timeout_reply(prepared, limit)
     except Busy:
@@ -302,60 +358,60 @@ def time_limit(entry: FunctionEntry, default_timeout: float | None) -> float | N
     return float(limit)
 
 
-def _run_on_loop(awaitable: Awaitable[Any], limit: float) -> Any:
+def _run_on_loop(awaitable: Awaitable[Any], limit: float, owner: Concurrency) -> Any:
     """Await on the background loop with a limit; stop waiting a grace period later even
     if the function blocks the loop (then cancellation cannot reach it)."""
-    if _background.inside():
-        _background.run(awaitable)  # refused: the loop cannot wait for itself
+    if owner.inside():
+        owner.run(awaitable)  # refused: the loop cannot wait for itself
     try:
-        return _background.run(_within(awaitable, limit), limit + CANCEL_GRACE_SECONDS)
+        return owner.run(_within(awaitable, limit, owner), limit + CANCEL_GRACE_SECONDS)
     except BackgroundTimeout:
         raise _TimedOut from None
 
 
-async def _in_thread(prepared: PreparedCall, limit: float | None, pool: FunctionThreads) -> Any:
-    """A sync function on one of ``pool``'s threads, the clock started once it has one."""
-    name = prepared.entry.name
-    await pool.aacquire(name, limit or UNLIMITED_WAIT_SECONDS)
-    running = asyncio.wrap_future(pool.start(name, prepared.start))
-    if limit is None:
-        result = await running
-    else:
-        deadline = asyncio.get_running_loop().time() + limit
-        try:
-            async with asyncio.timeout_at(deadline) as scope:
-                result = await running
-        except TimeoutError:
-            if scope.expired():
-                raise _TimedOut from None
-            raise  # the function's own TimeoutError
-        limit = max(deadline - asyncio.get_running_loop().time(), 0.0)
+async def _in_thread(prepared: PreparedCall, limit: float | None, owner: Concurrency) -> Any:
+    """A sync function on one of the owner's function threads (its limit counted from the
+    moment it has one); an awaitable it returns gets what is left of the limit, counted
+    from the call."""
+    loop = asyncio.get_running_loop()
+    called = loop.time()
+    try:
+        result = await owner.run_sync(
+            prepared.start,
+            name=prepared.entry.name,
+            wait=limit or UNLIMITED_WAIT_SECONDS,
+            limit=limit,
+            threads=owner.functions,
+        )
+    except Overran:
+        raise _TimedOut from None
     if inspect.isawaitable(result):
-        result = await _within(result, limit)
+        left = None if limit is None else max(called + limit - loop.time(), 0.0)
+        result = await _within(result, left, owner)
     return result
 
 
-async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
-    """Await ``awaitable`` for at most ``limit`` seconds, then raise _TimedOut.
+async def _within(awaitable: Awaitable[Any], limit: float | None, owner: Concurrency) -> Any:
+    """Await ``awaitable`` in a task of its own, for at most ``limit`` seconds, then raise
+    _TimedOut.
 
-    Past the limit the caller is answered at once, whatever the function does: a function
-    that waits runs in a task of its own, cancelled at the limit and left to finish alone
-    if it swallows the cancellation.
+    The task's context is a copy of the caller's (as ``asyncio.create_task`` makes), so
+    what the function does to its own task (``asyncio.timeout``, ``asyncio.current_task()``,
+    a context variable set) stays with it and never reaches the caller. Past the limit the
+    caller is answered at once, whatever the function does: the task is cancelled, and left
+    to finish alone if it swallows the cancellation. A cancelled caller cancels the call.
     """
-    if limit is None:
-        return await awaitable
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    if not inspect.iscoroutine(awaitable):
-        task: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
-    else:
-        # Run the first step here (a coroutine that finishes without waiting needs no task,
-        # and could not be cancelled anyway: a limit acts where a coroutine waits).
+    deadline = None if limit is None else loop.time() + limit
+    task = _task(loop, awaitable)
+    if task.done():  # (an eager task that finished in its first step: nothing to wait for)
+        return task.result()
+    if deadline is None:
         try:
-            first = awaitable.send(None)
-        except StopIteration as done:
-            return done.value
-        task = loop.create_task(_resume(awaitable, first))
+            return await task
+        except asyncio.CancelledError:
+            _cancelled_itself(task)
+            raise
     late = deadline <= loop.time()
     try:
         async with asyncio.timeout_at(None if late else deadline) as scope:
@@ -367,23 +423,46 @@ async def _within(awaitable: Awaitable[Any], limit: float | None) -> Any:
     except TimeoutError:
         if not scope.expired():
             raise  # the function's own TimeoutError
-        _abandon(task)
+        _abandon(task, owner)
         raise _TimedOut from None
+    except asyncio.CancelledError:
+        _cancelled_itself(task)
+        _abandon(task, owner)  # the caller was cancelled: so is the call
+        raise
     except BaseException:
-        _abandon(task)  # the caller was cancelled: so is the call
+        _abandon(task, owner)
         raise
 
 
-# Tasks past their limit that did not stop when cancelled: kept until they end.
-_overdue: set[asyncio.Future[Any]] = set()
+def _cancelled_itself(task: asyncio.Future[Any]) -> None:
+    """A call whose task was cancelled, not its caller: it failed (raised here)."""
+    caller = asyncio.current_task()
+    if task.cancelled() and (caller is None or not caller.cancelling()):
+        raise CancelledItself("the function's task was cancelled")
 
 
-def _abandon(task: asyncio.Future[Any]) -> None:
+class CancelledItself(Exception):
+    """A function's task was cancelled by the function itself (not by its caller)."""
+
+
+def _task(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+    """A task of its own for ``awaitable`` (its context copied from the caller's); started
+    eagerly where asyncio can (Python 3.12+): its first step runs at once, in the task."""
+    if not inspect.iscoroutine(awaitable):
+        return asyncio.ensure_future(awaitable)
+    if _EAGER:
+        return asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return loop.create_task(awaitable)
+
+
+_EAGER = sys.version_info >= (3, 12)
+
+
+def _abandon(task: asyncio.Future[Any], owner: Concurrency) -> None:
     if task.done():
         return
     task.cancel()
-    _overdue.add(task)
-    task.add_done_callback(_overdue.discard)
+    owner.keep(task)  # (until it ends, if it swallows the cancellation)
     task.add_done_callback(_consume)
 
 
@@ -392,53 +471,16 @@ def _consume(task: asyncio.Future[Any]) -> None:
         logger.info("a call past its time limit ended with %r", task.exception())
 
 
-@types.coroutine
-def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """Go on awaiting ``coroutine`` after a first step that yielded ``yielded``: what
-    ``await`` does (PEP 380's ``yield from``), from its first suspension on."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coroutine.close()
-            raise
-        except BaseException as exc:  # thrown in by the task (cancellation): passed on
-            try:
-                yielded = coroutine.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                yielded = coroutine.send(sent)
-            except StopIteration as done:
-                return done.value
-
-
-_threads: FunctionThreads | None = None
-_threads_lock = threading.Lock()
-
-
-def _default_threads() -> FunctionThreads:
-    """The thread budget of callers that pass none (a ``Navai`` passes its own): one per
-    process, so that calling ``execute`` directly stays bounded too."""
-    global _threads
-    if _threads is None:
-        with _threads_lock:
-            if _threads is None:
-                _threads = FunctionThreads()
-    return _threads
-
-
 # ----- authorisation -------------------------------------------------------------------------
 
 
-def _check(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
+def _check(prepared: PreparedCall, owner: Concurrency, expose_errors: bool) -> Reply | None:
     """Ask the entry's hook from sync code (an async hook runs on the background loop)."""
     hook = prepared.entry.authorize
     if hook is None:
         return None
     try:
-        ok = allowed(hook, prepared.context or RequestContext(), prepared.arguments)
+        ok = allowed(hook, owner, prepared.context or RequestContext(), prepared.arguments)
     except NavaiError as exc:
         return _denied_reply(prepared, exc)
     except (Exception, SystemExit) as exc:
@@ -446,13 +488,14 @@ def _check(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
     return None if ok else _denied_reply(prepared, None)
 
 
-async def _acheck(prepared: PreparedCall, expose_errors: bool) -> Reply | None:
-    """Ask the entry's hook from async code (a sync hook runs in a worker thread)."""
+async def _acheck(prepared: PreparedCall, owner: Concurrency, expose_errors: bool) -> Reply | None:
+    """Ask the entry's hook from async code (a sync hook runs on one of the owner's hook
+    threads)."""
     hook = prepared.entry.authorize
     if hook is None:
         return None
     try:
-        ok = await aallowed(hook, prepared.context or RequestContext(), prepared.arguments)
+        ok = await aallowed(hook, owner, prepared.context or RequestContext(), prepared.arguments)
     except NavaiError as exc:
         return _denied_reply(prepared, exc)
     except (Exception, SystemExit) as exc:
@@ -466,8 +509,8 @@ def _denied_reply(prepared: PreparedCall, exc: NavaiError | None) -> Reply:
     name = prepared.entry.name
     logger.info("call of %s denied by its authorisation hook", name)
     if exc is None:
-        return Reply(403, {"ok": False, "function_name": name, "error": DENIED})
-    body: dict[str, JsonValue] = {**exc.body(), "ok": False, "function_name": name}
+        return Reply(403, function_error(name, DENIED))
+    body: dict[str, JsonValue] = {**exc.body(), **function_error(name)}
     return Reply(exc.status_code, body, exc.headers)
 
 
@@ -505,12 +548,9 @@ def _timeout_reply(prepared: PreparedCall, limit: float | None) -> Reply:
     )
     return Reply(
         TIMEOUT_STATUS,
-        {
-            "ok": False,
-            "function_name": entry.name,
-            "error": TIMED_OUT,
-            "details": f"{entry.name} did not finish within {limit:g} seconds.",
-        },
+        function_error(
+            entry.name, TIMED_OUT, f"{entry.name} did not finish within {limit:g} seconds."
+        ),
     )
 
 
@@ -522,12 +562,9 @@ def _busy_reply(prepared: PreparedCall, limit: float | None) -> Reply:
     retry = str(min(max(math.ceil(limit or 1), 1), 60))
     return Reply(
         BUSY_STATUS,
-        {
-            "ok": False,
-            "function_name": entry.name,
-            "error": BUSY,
-            "details": f"Too many calls of {entry.name} are running. Try again later.",
-        },
+        function_error(
+            entry.name, BUSY, f"Too many calls of {entry.name} are running. Try again later."
+        ),
         (("Retry-After", retry),),
     )
 
@@ -535,5 +572,5 @@ def _busy_reply(prepared: PreparedCall, limit: float | None) -> Reply:
 def _failure_reply(name: str, details: str) -> Reply:
     return Reply(
         FAILURE_STATUS,
-        {"ok": False, "function_name": name, "error": EXECUTION_FAILED, "details": details},
+        function_error(name, EXECUTION_FAILED, details),
     )

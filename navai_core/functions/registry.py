@@ -22,6 +22,7 @@ import attrs
 
 from .._http import RequestContext
 from .._json import JsonValue
+from ..concurrency.owner import Concurrency
 from .schema import CallSpec, first_paragraph
 
 F = TypeVar("F")
@@ -178,6 +179,20 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, FunctionEntry] = {}
         self.warnings: list[str] = []
+        self._concurrency: Concurrency | None = None
+        self._concurrency_lock = threading.Lock()
+
+    def concurrency(self) -> Concurrency:
+        """Where ``execute``/``aexecute`` run this registry's calls when the caller passes
+        no owner (a ``Navai`` passes its own): one per registry, made on first use, so
+        direct callers share one bounded thread budget and one background loop."""
+        owner = self._concurrency
+        if owner is None:
+            with self._concurrency_lock:
+                if self._concurrency is None:
+                    self._concurrency = Concurrency(finalize=True)
+                owner = self._concurrency
+        return owner
 
     def __repr__(self) -> str:
         return f"FunctionRegistry({self.names()!r})"

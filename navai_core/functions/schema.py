@@ -197,8 +197,9 @@ def _build_model(
     if isinstance(fn, type) and inspect.isfunction(getattr(fn, "__init__", None)):
         docs = {**parse_parameter_docs(inspect.getdoc(fn.__init__)), **docs}  # type: ignore[misc]
     fields: dict[str, tuple[Any, Any]] = {}
+    adapted: dict[Any, Any] = {}  # (one adapted type per hint, within this model)
     for index, p in enumerate(visible):
-        annotation = adapt_type(hints.get(p.name, Any))
+        annotation = adapt_type(hints.get(p.name, Any), adapted)
         default: Any = ... if p.default is _P.empty else p.default
         if p.kind == _P.VAR_POSITIONAL:
             annotation, default = list[annotation], []  # type: ignore[valid-type]
@@ -317,23 +318,24 @@ def _strip_property_titles(schema: Any) -> Any:
 
 # ----- type adaptation --------------------------------------------------------------------
 
-_adapted: dict[Any, Any] = {}
 
-
-def adapt_type(tp: Any) -> Any:
+def adapt_type(tp: Any, cache: dict[Any, Any] | None = None) -> Any:
     """Rewrite the parts of a type hint pydantic cannot take as they are.
 
     ``typing.TypedDict`` classes (pydantic needs ``typing_extensions.TypedDict`` before
     Python 3.12) and attrs classes (validated as a model, then built) are replaced,
-    anywhere inside unions, containers and ``Annotated``.
+    anywhere inside unions, containers and ``Annotated``. ``cache`` (the caller's) keeps
+    the adapted type of each hint, so one hint met twice gives one type.
     """
+    if cache is None:
+        return _adapt(tp, set())
     try:
-        return _adapted[tp]
+        return cache[tp]
     except (KeyError, TypeError):
         pass
     result = _adapt(tp, set())
     with contextlib.suppress(TypeError):
-        _adapted[tp] = result
+        cache[tp] = result
     return result
 
 

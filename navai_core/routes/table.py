@@ -36,7 +36,6 @@ from ..calls.plans import (
     plan_call,
     valid_call_id,
 )
-from ..concurrency import background as _background
 from ..functions.dispatch import PreparedCall, aexecute, execute, prepare_call
 from ..limits.rate import client_key
 from ..records.tracing import CLIENT_SECRET_SPAN, traced_step
@@ -242,7 +241,7 @@ class StartCall:
     def run(self, navai: Navai) -> Reply:
         answer = self._parse(navai.send_upstream(self.request))
         try:
-            self._hold(navai, answer, _background.loop())
+            self._hold(navai, answer, navai.concurrency.loop())
         except CallsFull:
             with contextlib.suppress(Exception):
                 navai.send_upstream(build_hangup_request(self.target, answer.call_id))

@@ -103,7 +103,9 @@ def _until(deadline: float, chunks: Iterator[bytes], request: UpstreamRequest) -
 def _fetch(client: httpx2.Client, request: UpstreamRequest, step: Send) -> Outcome:
     # The deadline of this attempt, for a DeadlineClient's sockets (any other client
     # ignores it and is only checked between chunks of the body).
-    deadline = _local.deadline = time.monotonic() + step.timeout
+    deadline = time.monotonic() + step.timeout
+    local = client.deadlines if isinstance(client, DeadlineClient) else _Deadlines()
+    local.deadline = deadline
     try:
         response = client.send(_build(client, request, step), stream=True)
         try:
@@ -111,7 +113,7 @@ def _fetch(client: httpx2.Client, request: UpstreamRequest, step: Send) -> Outco
         finally:
             response.close()
     finally:
-        _local.deadline = None
+        local.deadline = None
     return Outcome(UpstreamReply(response.status_code, response.headers, content))
 
 
@@ -175,19 +177,24 @@ UPSTREAM_LIMITS = httpx2.Limits(
 # deadline down to the sockets instead: ``_fetch`` sets the current thread's deadline, and the
 # client's httpcore2 network backend clamps every connect, TLS handshake, read and write to
 # the time left before it (and fails at once when none is left). One blocking sync request
-# runs on one thread from start to end, so a thread-local deadline is the request's own.
+# runs on one thread from start to end, so a thread-local deadline is the request's own: each
+# DeadlineClient holds its own (``deadlines``), shared with its transports' backends.
 #
 # What httpx2 offers no public hook for, and tests/test_upstream_deadline.py pins:
 # ``httpx2.Client`` builds its transports with ``_init_transport`` / ``_init_proxy_transport``
 # (so the proxies of the environment get the deadline transport too), and
 # ``httpx2.HTTPTransport`` sends through the httpcore2 pool it keeps in ``_pool``.
 
-_local = threading.local()
+
+class _Deadlines(threading.local):
+    """This thread's deadline (``None``: none set), one per DeadlineClient."""
+
+    deadline: float | None = None
 
 
-def _left(timeout: float | None, error: type[Exception]) -> float | None:
+def _left(deadlines: _Deadlines, timeout: float | None, error: type[Exception]) -> float | None:
     """``timeout`` clamped to the time left before this thread's deadline, if one is set."""
-    deadline: float | None = getattr(_local, "deadline", None)
+    deadline = deadlines.deadline
     if deadline is None:
         return timeout
     left = deadline - time.monotonic()
@@ -197,14 +204,15 @@ def _left(timeout: float | None, error: type[Exception]) -> float | None:
 
 
 class _DeadlineStream(httpcore2.NetworkStream):
-    def __init__(self, stream: httpcore2.NetworkStream) -> None:
+    def __init__(self, stream: httpcore2.NetworkStream, deadlines: _Deadlines) -> None:
         self._stream = stream
+        self._deadlines = deadlines
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
+        return self._stream.read(max_bytes, _left(self._deadlines, timeout, httpcore2.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _left(timeout, httpcore2.WriteTimeout))
+        self._stream.write(buffer, _left(self._deadlines, timeout, httpcore2.WriteTimeout))
 
     def close(self) -> None:
         self._stream.close()
@@ -215,8 +223,10 @@ class _DeadlineStream(httpcore2.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore2.NetworkStream:
-        left = _left(timeout, httpcore2.ConnectTimeout)
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
+        left = _left(self._deadlines, timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, left), self._deadlines
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
@@ -235,8 +245,9 @@ def _addresses(host: str, port: int) -> list[str]:
 class _DeadlineBackend(httpcore2.NetworkBackend):
     """httpcore2's sync backend, every timeout clamped to the thread's deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadlines: _Deadlines) -> None:
         self._backend = httpcore2.SyncBackend()
+        self._deadlines = deadlines
 
     def connect_tcp(
         self,
@@ -250,7 +261,7 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
         # the addresses are tried here one by one, each with only the time left.
         failure: httpcore2.ConnectError | httpcore2.ConnectTimeout | None = None
         for address in _addresses(host, port):
-            left = _left(timeout, httpcore2.ConnectTimeout)
+            left = _left(self._deadlines, timeout, httpcore2.ConnectTimeout)
             try:
                 stream = self._backend.connect_tcp(
                     address, port, left, local_address, socket_options
@@ -258,7 +269,7 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
             except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
                 failure = exc
                 continue
-            return _DeadlineStream(stream)
+            return _DeadlineStream(stream, self._deadlines)
         assert failure is not None  # (getaddrinfo gives at least one address or raises)
         raise failure
 
@@ -268,8 +279,10 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[SOCKET_OPTION] | None = None,
     ) -> httpcore2.NetworkStream:
-        left = _left(timeout, httpcore2.ConnectTimeout)
-        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
+        left = _left(self._deadlines, timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(
+            self._backend.connect_unix_socket(path, left, socket_options), self._deadlines
+        )
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
@@ -287,6 +300,7 @@ class _DeadlineTransport(httpx2.HTTPTransport):
         http2: bool = False,
         limits: httpx2.Limits = UPSTREAM_LIMITS,
         proxy: httpx2.Proxy | None = None,
+        deadlines: _Deadlines | None = None,
     ) -> None:
         self._pool = httpcore2.ConnectionPool(
             ssl_context=httpx2.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env),
@@ -303,7 +317,7 @@ class _DeadlineTransport(httpx2.HTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             http1=http1,
             http2=http2,
-            network_backend=_DeadlineBackend(),
+            network_backend=_DeadlineBackend(_Deadlines() if deadlines is None else deadlines),
         )
 
 
@@ -311,6 +325,11 @@ class DeadlineClient(httpx2.Client):
     """The sync client navai creates: ``send`` keeps its total deadline on it, headers
     included, without an event loop. Built like any ``httpx2.Client``: the proxies of the
     environment (HTTPS_PROXY, NO_PROXY, ...) apply, through deadline transports too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # (Set before httpx2.Client.__init__, which builds the transports.)
+        self.deadlines = _Deadlines()
+        super().__init__(*args, **kwargs)
 
     def _init_transport(
         self,
@@ -324,7 +343,9 @@ class DeadlineClient(httpx2.Client):
     ) -> httpx2.BaseTransport:
         if transport is not None:
             return transport
-        return _DeadlineTransport(verify, cert, trust_env, http1, http2, limits)
+        return _DeadlineTransport(
+            verify, cert, trust_env, http1, http2, limits, deadlines=self.deadlines
+        )
 
     def _init_proxy_transport(
         self,
@@ -336,7 +357,9 @@ class DeadlineClient(httpx2.Client):
         http2: bool = False,
         limits: httpx2.Limits = UPSTREAM_LIMITS,
     ) -> httpx2.BaseTransport:
-        return _DeadlineTransport(verify, cert, trust_env, http1, http2, limits, proxy)
+        return _DeadlineTransport(
+            verify, cert, trust_env, http1, http2, limits, proxy, self.deadlines
+        )
 
 
 # ----- the clients -------------------------------------------------------------------------
