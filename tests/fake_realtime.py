@@ -14,6 +14,10 @@ checks the ``Authorization`` header, plays the server events a test queues with
 connections (HTTP 404 on the handshake). :meth:`FakeCall.drop` breaks the connection without
 ending the call; :meth:`FakeCall.end` is the caller hanging up (close code 1000).
 
+``FakeRealtime(webrtc=True)`` answers each offer with a real WebRTC peer on loopback
+(:mod:`fakes_webrtc`, ``FakeCall.peer``): a browser's data channel opens and audio flows, and
+the sideband's events are mirrored on the data channel as OpenAI does.
+
 The server is Starlette on uvicorn, whose WebSocket protocol is the ``websockets`` library's,
 in a daemon thread with its own event loop. Every method is thread-safe.
 """
@@ -57,6 +61,7 @@ class FakeCall:
     # Turnaround bookkeeping: when a function call was sent, when its output came back.
     sent_at: dict[str, float] = field(default_factory=dict)
     output_at: dict[str, float] = field(default_factory=dict)
+    peer: Any = field(default=None, repr=False)  # fakes_webrtc.WebRTCPeer with webrtc=True
     _outbox: asyncio.Queue[Any] | None = field(default=None, repr=False)
     _pending: list[Any] = field(default_factory=list, repr=False)
 
@@ -75,6 +80,8 @@ class FakeCall:
         """The caller hangs up: the sideband closes normally and the call is over."""
         self.ended = True
         self.fake._call_soon(self._put, _END)
+        if self.peer is not None:
+            self.peer.close()
 
     def wait_for(self, predicate: Callable[[FakeCall], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -122,8 +129,9 @@ class Recorded:
 class FakeRealtime:
     """The fake on a free loopback port; use as a context manager."""
 
-    def __init__(self, *, key: str | None = None) -> None:
+    def __init__(self, *, key: str | None = None, webrtc: bool = False) -> None:
         self.key = key  # when set, requests must carry Bearer <key>
+        self.webrtc = webrtc  # answer offers with a real loopback WebRTC peer (fakes_webrtc)
         self.calls: dict[str, FakeCall] = {}
         self.requests: list[Recorded] = []
         self.create_status: int | None = None  # answer POST /realtime/calls with this instead
@@ -228,13 +236,19 @@ class FakeRealtime:
         except (AssertionError, KeyError, ValueError) as exc:
             return JSONResponse({"error": {"message": f"bad multipart: {exc}"}}, 400)
         call_id = f"rtc_fake{next(self._ids)}"
-        self.calls[call_id] = FakeCall(
-            call_id, sdp.decode(), session_value, headers.get("authorization", ""), self
-        )
+        authorization = headers.get("authorization", "")
+        call = FakeCall(call_id, sdp.decode(), session_value, authorization, self)
+        answer = ANSWER_SDP
+        if self.webrtc:
+            from fakes_webrtc import answer as webrtc_answer
+
+            call.peer = await webrtc_answer(call.sdp)
+            answer = call.peer.sdp
+        self.calls[call_id] = call
         headers_out = {"Location": f"/v1/realtime/calls/{call_id}"}
         if self.create_headers is not None:
             headers_out = self.create_headers
-        return Response(ANSWER_SDP, 201, headers=headers_out, media_type="application/sdp")
+        return Response(answer, 201, headers=headers_out, media_type="application/sdp")
 
     async def _control(self, request: Request) -> Response:
         body = await request.body()
@@ -289,6 +303,8 @@ class FakeRealtime:
                     if event.get("type") == "response.function_call_arguments.done":
                         call.sent_at[str(event.get("call_id"))] = time.perf_counter()
                     await websocket.send_text(json.dumps(event))
+                    if call.peer is not None:
+                        call.peer.mirror_server_event(event)
                 else:
                     await websocket.send_text(str(event))
         except (WebSocketDisconnect, RuntimeError):
@@ -308,6 +324,8 @@ class FakeRealtime:
                 if item.get("type") == "function_call_output":
                     call.output_at[item.get("call_id")] = time.perf_counter()
                 call.received.append(event)
+                if call.peer is not None and isinstance(event, dict):
+                    call.peer.mirror_client_event(event)
         except (WebSocketDisconnect, RuntimeError, KeyError):
             return
 
