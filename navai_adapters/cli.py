@@ -34,7 +34,7 @@ from pathlib import Path
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig
 
-from . import _servers, calls_report
+from . import _servers, calls_report, playground
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -176,6 +176,10 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.gc not in GC_MODES:
             parser.error(f"{GC_ENV} must be one of {', '.join(GC_MODES)}")
     port = _port(parser, args.port)
+    try:  # the playground page at / (after .env, which may set NAVAI_PLAYGROUND)
+        args.playground = playground.enabled(args.host, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
     _configure_logging()
     missing = _servers.required_packages(args.wsgi)
     if missing:
@@ -196,10 +200,12 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         navai = _navai(parser, args.app)
         limits = _limits(args, navai.config.max_body_bytes)
         _banner(navai, url, _server_name(args), env_file)
+        if args.playground:
+            _say(f"navai: playground at {url}/ ({playground.ENV}=false turns it off)")
         _warn_exposure(navai, args.host)
         if args.workers > 1:
             return _run_workers(parser, args, sock, limits)
-        _run(navai, sock, limits, wsgi=args.wsgi, gc_mode=args.gc)
+        _run(navai, sock, limits, wsgi=args.wsgi, gc_mode=args.gc, page=args.playground)
     finally:
         sock.close()
     _say("navai: stopped.")
@@ -238,20 +244,22 @@ def _run(
     *,
     wsgi: bool,
     gc_mode: str = "tuned",
+    page: bool = False,
 ) -> None:
     if wsgi:
         from .wsgi import create_app as create_wsgi_app
 
         wsgi_app = create_wsgi_app(navai)  # logs the start-up warnings
+        served = playground.wsgi(wsgi_app, navai) if page else wsgi_app
         _tune_gc(gc_mode)
-        _servers.run_wsgi(wsgi_app, sock, limits, wsgi_app.close)
+        _servers.run_wsgi(served, sock, limits, wsgi_app.close)
     else:
         from .asgi import create_app as create_asgi_app
 
         # The lifespan logs the start-up warnings and closes the clients.
         app = create_asgi_app(navai)
         _tune_gc(gc_mode)
-        _servers.run_asgi(app, sock, limits)
+        _servers.run_asgi(playground.asgi(app, navai) if page else app, sock, limits)
 
 
 def _tune_gc(mode: str) -> None:
@@ -293,7 +301,8 @@ def _run_workers(
         if pid == 0:  # a worker: its own Navai (clients, counters, threads), built after fork
             code = 0
             try:
-                _run(_navai(parser, args.app), sock, limits, wsgi=args.wsgi, gc_mode=args.gc)
+                navai = _navai(parser, args.app)
+                _run(navai, sock, limits, wsgi=args.wsgi, gc_mode=args.gc, page=args.playground)
             except KeyboardInterrupt:
                 pass
             except BaseException:

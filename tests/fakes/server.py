@@ -34,8 +34,11 @@ from fakes.state import OpenAIState
 class FakeOpenAI(OpenAIState):
     """The fake on a free loopback port; use as a context manager (or ``start``/``stop``)."""
 
-    def __init__(self, *, key: str | None = None) -> None:
+    def __init__(self, *, key: str | None = None, webrtc: bool = False) -> None:
         super().__init__(key=key)
+        # Answer each WebRTC offer with a real loopback peer (fakes_webrtc): a browser's data
+        # channel opens and audio flows, and the sideband's events are mirrored on it.
+        self.webrtc = webrtc
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._sock = socket.socket()
@@ -96,6 +99,20 @@ class FakeOpenAI(OpenAIState):
 
     # ----- serving -------------------------------------------------------------------------------
 
+    async def _with_peer(self, reply: routes.Reply) -> routes.Reply:
+        """A created call's answer from a real WebRTC peer instead of the canned SDP."""
+        location = reply.headers.get("Location", "")
+        call = self.calls.get(location.rsplit("/", 1)[-1]) if reply.status == 201 else None
+        if call is None:
+            return reply
+        from fakes_webrtc import answer as webrtc_answer
+
+        # Seen by tests only once its peer is there (as OpenAI's call exists with its answer).
+        del self.calls[call.call_id]
+        call.peer = await webrtc_answer(call.sdp)
+        self.calls[call.call_id] = call
+        return routes.Reply(201, call.peer.sdp.encode(), reply.headers)
+
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             if scope["path"] == routes.SIDEBAND_PATH:
@@ -123,6 +140,8 @@ class FakeOpenAI(OpenAIState):
         if behaviour.delay and await self._stopped_within(behaviour.delay):
             return
         reply = behaviour.reply(self, recorded)
+        if self.webrtc:
+            reply = await self._with_peer(reply)
         out = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
         out.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": out})

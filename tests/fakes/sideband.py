@@ -47,6 +47,7 @@ class FakeCall:
     # Turnaround bookkeeping: when a function call was sent, when its output came back.
     sent_at: dict[str, float] = field(default_factory=dict)
     output_at: dict[str, float] = field(default_factory=dict)
+    peer: Any = field(default=None, repr=False)  # fakes_webrtc.WebRTCPeer with webrtc=True
     _outbox: asyncio.Queue[Any] | None = field(default=None, repr=False)
     _pending: list[Any] = field(default_factory=list, repr=False)
 
@@ -65,6 +66,8 @@ class FakeCall:
         """The caller hangs up: the sideband closes normally and the call is over."""
         self.ended = True
         self.fake.call_soon(self._put, _END)
+        if self.peer is not None:
+            self.peer.close()
 
     def wait_for(self, predicate: Callable[[FakeCall], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -101,6 +104,8 @@ class FakeCall:
         if item.get("type") == "function_call_output":
             self.output_at[item.get("call_id")] = time.perf_counter()
         self.received.append(event)
+        if self.peer is not None:
+            self.peer.mirror_client_event(event)
         reply = self.script.get(str(event.get("type"))) or SCRIPTS.get(str(event.get("type")))
         if reply is not None:
             for answer in reply(self, event):
@@ -146,6 +151,8 @@ async def serve(state: OpenAIState, websocket: WebSocket) -> None:
                 if event.get("type") == "response.function_call_arguments.done":
                     call.sent_at[str(event.get("call_id"))] = time.perf_counter()
                 await websocket.send_text(json.dumps(event))
+                if call.peer is not None:
+                    call.peer.mirror_server_event(event)
             else:
                 await websocket.send_text(str(event))
     except (WebSocketDisconnect, RuntimeError):
