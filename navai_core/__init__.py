@@ -4,7 +4,7 @@ Everything here is pure Python over attrs and httpx2: no web framework is import
 core can be used from any server and its rules unit-tested directly.
 """
 
-from ._config import NavaiConfig
+from ._config import NavaiConfig, SettingProblem, SettingsError
 from ._errors import (
     BadRequest,
     ConfigurationError,
@@ -89,6 +89,8 @@ __all__ = [
     "RequestContext",
     "RetryPolicy",
     "Route",
+    "SettingProblem",
+    "SettingsError",
     "SpeechOptions",
     "ToolLoop",
     "Unauthorized",

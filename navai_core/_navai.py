@@ -89,6 +89,7 @@ class Navai:
         check_client("http_client", http_client, httpx2.Client)
         check_client("async_http_client", async_http_client, httpx2.AsyncClient)
         self.config = NavaiConfig.from_env() if config is None else config
+        self.config.check()
         c = self.config
         secret_filter.add(
             *(
