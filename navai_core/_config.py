@@ -279,6 +279,11 @@ class NavaiConfig:
     functions_modules: str | None = setting(None, "NAVAI_FUNCTIONS_MODULES")
     agents_folders: str | None = setting(None, "NAVAI_AGENTS_FOLDERS")
     expose_function_errors: bool = setting(False, "NAVAI_EXPOSE_FUNCTION_ERRORS", _EnvReader.flag)
+    # False: the list's warnings (import errors: paths, exception texts) stay in the server
+    # log and browsers get one short line instead.
+    expose_function_warnings: bool = setting(
+        True, "NAVAI_EXPOSE_FUNCTION_WARNINGS", _EnvReader.flag
+    )
     # Time limit of one call (504 past it) for functions without their own timeout=;
     # None or 0: no limit.
     function_timeout_seconds: float | None = setting(
