@@ -19,6 +19,7 @@ from ._errors import (
     UpstreamUnavailable,
 )
 from ._http import Reply, RequestContext
+from ._logging import default_handler as default_log_handler
 from ._navai import Navai
 from ._policy import resolve_api_key, validate_ttl
 from .calls.manager import CallManager, CallSummary, LiveCall
@@ -107,6 +108,7 @@ __all__ = [
     "build_speech_request",
     "build_transcription_request",
     "close_background_loop",
+    "default_log_handler",
     "execute",
     "load_functions",
     "parse_call_body",
