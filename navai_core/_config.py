@@ -100,6 +100,16 @@ class _EnvReader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[SettingProblem] = []
+        # (variable, "<variable> must be <expected>. Received: ...") from readers that report
+        # this way; read as problems too.
+        self.errors: list[tuple[str, str]] = []
+
+    def all_problems(self) -> list[SettingProblem]:
+        found = list(self.problems)
+        for name, message in self.errors:
+            expected = message.partition(" must be ")[2].partition(". Received")[0]
+            found.append(SettingProblem(name, self.raw(name) or "", expected or message))
+        return found
 
     def raw(self, name: str) -> str | None:
         return _clean(self.env.get(name))
@@ -401,7 +411,7 @@ class NavaiConfig:
         }
         values.update(overrides)
         config = cls(**values)  # type: ignore[arg-type]
-        found = {problem.variable: problem for problem in r.problems}
+        found = {problem.variable: problem for problem in r.all_problems()}
         for problem in config.unreadable():
             found.setdefault(problem.variable, problem)
         if found:

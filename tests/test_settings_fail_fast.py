@@ -81,3 +81,11 @@ def test_readable_values_pass(env):
 def test_legal_but_unwise_values_stay_warnings(settings, fragment):
     navai = Navai(NavaiConfig(openai_api_key="sk-test-key", **settings))
     assert any(fragment in line for line in navai.config.problems())
+
+
+def test_a_reader_that_reports_a_message_is_read_as_a_problem():
+    from navai_core._config import _EnvReader
+
+    reader = _EnvReader({"NAVAI_X": "maybe"})
+    reader.errors.append(("NAVAI_X", "NAVAI_X must be realtime or live. Received: 'maybe'"))
+    assert reader.all_problems() == [SettingProblem("NAVAI_X", "maybe", "realtime or live")]
