@@ -21,6 +21,8 @@ import argparse
 import contextlib
 import gc
 import importlib
+import importlib.metadata
+import inspect
 import logging
 import os
 import signal
@@ -31,8 +33,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from navai_core import FunctionRegistry, Navai, NavaiConfig
+import attrs
+
+from navai_core import FunctionRegistry, Navai, NavaiConfig, SettingProblem, SettingsError
+from navai_core._config import environment_variables
 
 from . import _servers, calls_report, playground
 
@@ -44,20 +50,55 @@ OPENAPI_PATH = "/openapi.json"
 logger = logging.getLogger("navai")
 
 
+#: Where the settings are described, wherever navai is installed from.
+DOCS_HINT = (
+    "Every setting with its default: navai settings. The full reference is "
+    "docs/configuration.md in navai's source (a clone, or the sdist navai-<version>.tar.gz)."
+)
+#: How to install an extra while navai is not on a public package index.
+INSTALL_HINT = (
+    "install navai with its {extra} extra from a clone or a built wheel: "
+    "pip install './navai[{extra}]' (the folder of the clone) or "
+    "pip install './dist/navai-{version}-py3-none-any.whl[{extra}]'"
+)
+EXIT_CONFIG = 2  # like a command-line error: nothing was served
+
+
+class _CannotStart(Exception):
+    """A reason not to start, said in one line (exit code 2)."""
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("navai")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "calls":
         return calls_report.run(args)
+    if args.command == "settings":
+        _say(_settings_table())
+        return 0
     try:
         return _serve(parser, args)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server took over the signals
         _say("navai: stopped.")
         return 0
+    except SettingsError as exc:
+        _say(f"navai: cannot start: {exc.message}\n{DOCS_HINT}", err=True)
+        return EXIT_CONFIG
+    except _CannotStart as exc:
+        _say(f"navai: {exc}", err=True)
+        return EXIT_CONFIG
     except ModuleNotFoundError as exc:
         if exc.name not in _SERVE_EXTRA:
             raise
-        _say(f"navai: serve needs the {exc.name} package: pip install 'navai[serve]'", err=True)
+        hint = INSTALL_HINT.format(extra="serve", version=version())
+        _say(f"navai: serve needs the {exc.name} package; {hint}", err=True)
         return 1
 
 
@@ -74,16 +115,47 @@ GC_MODES = ("tuned", "python")
 GC_YOUNG_THRESHOLD = 10_000
 
 
+#: The variables ``navai serve --help`` names (all of them: ``navai settings``).
+MAIN_VARIABLES = (
+    ("OPENAI_API_KEY", "the server's OpenAI key (without it, client secrets answer 401)"),
+    ("OPENAI_REALTIME_MODEL", "default Realtime model (gpt-realtime-2.1)"),
+    ("OPENAI_REALTIME_VOICE", "default voice (marin)"),
+    ("NAVAI_FUNCTIONS_FOLDERS", "where backend functions are found (src/ai/functions-modules)"),
+    ("NAVAI_CORS_ORIGIN", "browser origins allowed (default: localhost only)"),
+    ("NAVAI_ALLOW_FRONTEND_API_KEY", "let a request bring its own apiKey (false)"),
+    ("NAVAI_EXPOSE_FUNCTION_WARNINGS", "false: load errors stay in the log (true)"),
+    ("PORT", "port when --port is not given (3000)"),
+)
+
+
+def _serve_epilog() -> str:
+    width = max(len(name) for name, _ in MAIN_VARIABLES)
+    lines = [f"  {name:<{width}}  {meaning}" for name, meaning in MAIN_VARIABLES]
+    return (
+        "main environment variables (also read from .env):\n"
+        + "\n".join(lines)
+        + (f"\n\n{DOCS_HINT}\nA setting that cannot be read stops the server (exit code 2).")
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="navai", description="navai: a Python backend for OpenAI Realtime voice agents."
     )
+    parser.add_argument("--version", action="version", version=f"navai {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    commands.add_parser(
+        "settings",
+        help="list every environment variable navai reads, with its default",
+        description="List every environment variable navai reads, with its default.",
+    )
     serve = commands.add_parser(
         "serve",
         help="run a navai server",
         description="Serve navai's routes (plus GET /health). Configuration comes from the "
-        "environment and a .env file; see docs/configuration.md.",
+        "environment and a .env file.",
+        epilog=_serve_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
     serve.add_argument(
@@ -171,10 +243,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--reload runs one worker; drop --workers")
     environ = dict(os.environ)  # before .env: a --reload child reads the file again
     env_file = _load_env_file(parser, args.env_file)
-    if args.gc is None:  # (after .env, which may set it)
-        args.gc = os.environ.get(GC_ENV, "").strip().lower() or "tuned"
-        if args.gc not in GC_MODES:
-            parser.error(f"{GC_ENV} must be one of {', '.join(GC_MODES)}")
+    _check_settings(args)  # (after .env, which may set them)
     port = _port(parser, args.port)
     try:  # the playground page at / (after .env, which may set NAVAI_PLAYGROUND)
         args.playground = playground.enabled(args.host, os.environ)
@@ -210,6 +279,50 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         sock.close()
     _say("navai: stopped.")
     return 0
+
+
+def _check_settings(args: argparse.Namespace) -> None:
+    """Raise :class:`SettingsError` listing every variable that cannot be read: the
+    configuration's and those of ``navai serve`` itself (``PORT``, ``NAVAI_SERVE_GC``)."""
+    found: list[SettingProblem] = []
+    if args.gc is None:
+        args.gc = os.environ.get(GC_ENV, "").strip().lower() or "tuned"
+        if args.gc not in GC_MODES:
+            found.append(SettingProblem(GC_ENV, os.environ[GC_ENV], " or ".join(GC_MODES)))
+    raw_port = (os.environ.get("PORT") or "").strip()
+    if args.port is None and raw_port and not (raw_port.isdigit() and int(raw_port) <= 65535):
+        found.append(SettingProblem("PORT", raw_port, "a port number (0 to 65535)"))
+    try:
+        NavaiConfig.from_env()
+    except SettingsError as exc:
+        found += exc.problems
+    if found:
+        raise SettingsError(found)
+
+
+def _settings_table() -> str:
+    """Every variable navai reads, with its default (``navai settings``)."""
+    fields = attrs.fields_dict(NavaiConfig)
+    rows = [
+        (variable, _shown(fields[name].default))
+        for name, variable in environment_variables().items()
+    ]
+    rows += [
+        ("PORT", str(DEFAULT_PORT)),
+        (FORWARDED_ENV, "unset"),
+        (GC_ENV, "tuned"),
+    ]
+    width = max(len(variable) for variable, _ in rows)
+    lines = [f"{variable:<{width}}  {default}" for variable, default in rows]
+    return "\n".join(
+        ["navai reads these environment variables (default on the right):", *lines, "", DOCS_HINT]
+    )
+
+
+def _shown(default: object) -> str:
+    if default is None:
+        return "unset"
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def _warn_exposure(navai: Navai, host: str) -> None:
@@ -407,27 +520,75 @@ def _watched(root: Path) -> Iterator[tuple[Path, float]]:
 
 def _navai(parser: argparse.ArgumentParser, target: str | None) -> Navai:
     """The instance to serve: from ``--app``, else the environment, plus /health and OpenAPI."""
-    served: object = None
-    if target is not None:
-        module_name, _, attr = target.partition(":")
-        if not module_name or not attr:
-            parser.error(f"--app must look like module:attribute, got {target!r}")
-        sys.path.insert(0, os.getcwd())
-        try:
-            served = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            parser.error(f"--app {target}: {exc}")
-        if callable(served) and not isinstance(served, (Navai, FunctionRegistry)):
-            served = served()
+    served = None if target is None else _app(target)
     if isinstance(served, Navai):
         c = served.config
         return served.evolve(
             health_path=c.health_path or HEALTH_PATH, openapi_path=c.openapi_path or OPENAPI_PATH
         )
-    if served is not None and not isinstance(served, FunctionRegistry):
-        parser.error(f"--app {target} is neither a Navai nor a FunctionRegistry")
     config = NavaiConfig.from_env(health_path=HEALTH_PATH, openapi_path=OPENAPI_PATH)
     return Navai(config, functions=served)
+
+
+_APP_KINDS = "a Navai or a FunctionRegistry (or a function returning one)"
+
+
+def _app(target: str) -> Navai | FunctionRegistry:
+    """What ``--app module:attr`` names, or a one-line reason it cannot be served."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        _refuse(f"--app must look like module:attribute, got {target!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        served = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        _refuse(f"--app {target}: {exc}")
+    if isinstance(served, (Navai, FunctionRegistry)):
+        return served
+    if inspect.isroutine(served):
+        try:
+            inspect.signature(served).bind()
+        except TypeError:
+            _refuse(
+                f"--app {target} is a function that needs arguments; navai serve calls it "
+                f"with none and serves what it returns: {_APP_KINDS}."
+            )
+        except ValueError:  # no signature to read (a builtin): just call it
+            pass
+        made = served()
+        if isinstance(made, (Navai, FunctionRegistry)):
+            return made
+        _refuse(f"--app {target} returned {_kind(made)}; navai serve serves {_APP_KINDS}.")
+    _refuse(
+        f"--app {target} is {_kind(served)}; navai serve serves {_APP_KINDS}."
+        + _app_hint(target, served)
+    )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "None"
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    article = "an" if kind.__name__[:1].lower() in "aeiou" else "a"
+    origin = f" (from {module})" if module not in ("builtins", "__main__") else ""
+    return f"{article} {kind.__name__} object{origin}"
+
+
+def _app_hint(target: str, served: object) -> str:
+    """For a web application: the command that serves it, and what to point --app at."""
+    module = type(served).__module__.split(".")[0]
+    if module in ("fastapi", "starlette", "django", "flask") or callable(served):
+        server = "waitress-serve" if module in ("flask", "django") else "uvicorn"
+        return (
+            f" To serve this application run {server} {target}; or point --app at the "
+            "Navai it mounts."
+        )
+    return ""
+
+
+def _refuse(message: str) -> NoReturn:
+    raise _CannotStart(message)
 
 
 # ----- helpers -------------------------------------------------------------------------------
@@ -454,10 +615,7 @@ def _port(parser: argparse.ArgumentParser, port: int | None) -> int:
         raw = (os.environ.get("PORT") or "").strip()
         if not raw:
             return DEFAULT_PORT
-        try:
-            port = int(raw)
-        except ValueError:
-            parser.error(f"PORT must be a port number, got {raw!r}")
+        port = int(raw)  # checked by _check_settings
     if not 0 <= port <= 65535:
         parser.error(f"port must be between 0 and 65535, got {port}")
     return port

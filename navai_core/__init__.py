@@ -4,7 +4,7 @@ Everything here is pure Python over attrs and httpx2: no web framework is import
 core can be used from any server and its rules unit-tested directly.
 """
 
-from ._config import NavaiConfig
+from ._config import NavaiConfig, SettingProblem, SettingsError
 from ._errors import (
     BadRequest,
     ConfigurationError,
@@ -20,6 +20,7 @@ from ._errors import (
     UpstreamUnavailable,
 )
 from ._http import Reply, RequestContext
+from ._logging import default_handler as default_log_handler
 from ._navai import Navai
 from ._policy import resolve_api_key
 from .calls.manager import CallManager, CallSummary, LiveCall
@@ -90,6 +91,8 @@ __all__ = [
     "RequestContext",
     "RetryPolicy",
     "Route",
+    "SettingProblem",
+    "SettingsError",
     "SpeechOptions",
     "ToolLoop",
     "Unauthorized",
@@ -106,6 +109,7 @@ __all__ = [
     "build_speech_request",
     "build_transcription_request",
     "close_background_loop",
+    "default_log_handler",
     "execute",
     "load_functions",
     "parse_call_body",

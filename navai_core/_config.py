@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 from limits import RateLimitItem
 
+from ._errors import ConfigurationError
 from ._models import deprecation_notices
 from ._policy import KeySource, elevenlabs_problems, key_problem, ttl_problem
 from ._policy import clean as _clean
 from .calls.webhooks import webhook_secret_problem
 from .concurrency.threads import DEFAULT_FUNCTION_THREADS
-from .limits.rate import limit_problem, parse_limit
+from .limits.rate import parse_limit
 from .records.cost import read_prices_file
 from .routes.cors import cors_problems
 from .sessions.template import session_problems
@@ -52,6 +53,41 @@ D = TypeVar("D")
 V = TypeVar("V")
 
 
+#: What a rate-limit setting expects (``NAVAI_RATE_LIMIT_*``, ``NAVAI_CALL_BUDGET``).
+LIMIT_EXPECTED = 'a rate limit such as "10/minute" or "60/day", or "off"'
+
+
+@attrs.frozen
+class SettingProblem:
+    """A setting whose value cannot be read: the variable, the value as given, and what the
+    variable expects."""
+
+    variable: str
+    value: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}={self.value!r}: expected {self.expected}"
+
+
+class SettingsError(ConfigurationError):
+    """Settings that cannot be read, every one of them in one error.
+
+    Raised by :meth:`NavaiConfig.from_env` and by ``Navai(...)``, so a server never starts
+    on a value it would otherwise have replaced by its default; ``navai serve`` prints
+    :attr:`problems` and exits with code 2. Legal but unwise values are not errors:
+    :meth:`NavaiConfig.problems` lists them as start-up warnings.
+    """
+
+    status_code = 500
+
+    def __init__(self, problems: Iterable[SettingProblem]) -> None:
+        self.problems: tuple[SettingProblem, ...] = tuple(problems)
+        count = len(self.problems)
+        lines = "".join(f"\n  {problem}" for problem in self.problems)
+        super().__init__(f"{count} setting{'' if count == 1 else 's'} cannot be read:{lines}")
+
+
 def _split_list(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -64,7 +100,17 @@ class _EnvReader:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
+        self.problems: list[SettingProblem] = []
+        # (variable, "<variable> must be <expected>. Received: ...") from readers that report
+        # this way; read as problems too.
         self.errors: list[tuple[str, str]] = []
+
+    def all_problems(self) -> list[SettingProblem]:
+        found = list(self.problems)
+        for name, message in self.errors:
+            expected = message.partition(" must be ")[2].partition(". Received")[0]
+            found.append(SettingProblem(name, self.raw(name) or "", expected or message))
+        return found
 
     def raw(self, name: str) -> str | None:
         return _clean(self.env.get(name))
@@ -79,12 +125,12 @@ class _EnvReader:
         try:
             return parse(raw)
         except ValueError:
-            self.errors.append((name, f"{name} must be {kind}. Received: {raw!r}"))
+            self.problems.append(SettingProblem(name, raw, kind))
             return default
 
     def limit(self, name: str, default: D) -> str | D:
-        """A rate limit (``10/minute``), read as text; checked by ``problems()``."""
-        return self.text(name, default)
+        """A rate limit (``10/minute``, ``off``), kept as text."""
+        return self._parse(name, default, _limit_text, LIMIT_EXPECTED)
 
     def integer(self, name: str, default: int) -> int:
         return self._parse(name, default, int, "an integer")
@@ -93,7 +139,7 @@ class _EnvReader:
         return self._parse(name, default, _finite_float, "a number")
 
     def flag(self, name: str, default: D) -> bool | D:
-        return self._parse(name, default, _flag, "true or false")
+        return self._parse(name, default, _flag, "true or false (also 1/0, yes/no, on/off)")
 
     def json_object(self, name: str, default: D) -> dict[str, Any] | D:
         return self._parse(name, default, _json_object, "a JSON object")
@@ -120,6 +166,11 @@ def _json_object(raw: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(raw)
     return value
+
+
+def _limit_text(raw: str) -> str:
+    parse_limit(raw)  # ValueError when it is not one
+    return raw
 
 
 def _flag(raw: str) -> bool:
@@ -183,10 +234,12 @@ def _read_tts_provider(reader: _EnvReader, name: str, default: SpeechProvider) -
 class NavaiConfig:
     """Every setting of a navai server. Build it in code or with :meth:`from_env`.
 
-    Nothing here raises for a bad value: a misconfiguration must not stop a server
-    from booting. :meth:`problems` lists what is wrong (log it at start-up) and each
-    request that depends on a broken setting answers with a clear JSON error.
-    Keys never appear in ``repr()``.
+    A value that cannot be read (text that is not a number, a flag, a JSON object or a
+    rate limit where the setting needs one) is an error: :meth:`from_env` and ``Navai(...)``
+    raise :class:`SettingsError` listing all of them. A value that can be read but is
+    unwise or out of range does not stop a server from booting: :meth:`problems` lists it
+    (logged at start-up) and each request that depends on it answers with a clear JSON
+    error. Keys never appear in ``repr()``.
     """
 
     # --- client secret (CONTRACT section 2) ---
@@ -249,6 +302,11 @@ class NavaiConfig:
     functions_modules: str | None = setting(None, "NAVAI_FUNCTIONS_MODULES")
     agents_folders: str | None = setting(None, "NAVAI_AGENTS_FOLDERS")
     expose_function_errors: bool = setting(False, "NAVAI_EXPOSE_FUNCTION_ERRORS", _EnvReader.flag)
+    # False: the list's warnings (import errors: paths, exception texts) stay in the server
+    # log and browsers get one short line instead.
+    expose_function_warnings: bool = setting(
+        True, "NAVAI_EXPOSE_FUNCTION_WARNINGS", _EnvReader.flag
+    )
     # Time limit of one call (504 past it) for functions without their own timeout=;
     # None or 0: no limit.
     function_timeout_seconds: float | None = setting(
@@ -363,7 +421,7 @@ class NavaiConfig:
     # on_incoming_call(IncomingCall) -> AcceptCall | RejectCall | ReferCall | None; sync or async.
     on_incoming_call: Callable[..., Any] | None = attrs.field(default=None, repr=False)
 
-    # Settings that could not be read from the environment: (variable, message).
+    # Kept for code that reads it: from_env raises SettingsError instead of recording here.
     env_errors: tuple[tuple[str, str], ...] = ()
 
     @classmethod
@@ -371,28 +429,49 @@ class NavaiConfig:
         """Read the variables of CONTRACT.md section 3 (and navai's own) from ``env``.
 
         ``env`` defaults to ``os.environ``; blank values count as unset. Keyword
-        ``overrides`` win over the environment.
+        ``overrides`` win over the environment. Raises :class:`SettingsError` naming every
+        variable whose value cannot be read (one an override replaces is not read).
         """
         r = _EnvReader(os.environ if env is None else env)
         values: dict[str, object] = {
             field.name: read(r, name, field.default)
             for field in attrs.fields(cls)
-            if (spec := field.metadata.get(_ENV)) is not None
+            if (spec := field.metadata.get(_ENV)) is not None and field.name not in overrides
             for name, read in [spec]
         }
-        values["env_errors"] = tuple(r.errors)
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        config = cls(**values)  # type: ignore[arg-type]
+        found = {problem.variable: problem for problem in r.all_problems()}
+        for problem in config.unreadable():
+            found.setdefault(problem.variable, problem)
+        if found:
+            raise SettingsError(found.values())
+        return config
 
-    def problems(self) -> list[str]:
-        """Human-readable misconfigurations, for one log line each at start-up."""
-        found = [message for _, message in self.env_errors]
+    def unreadable(self) -> list[SettingProblem]:
+        """The settings that cannot be read: what the environment gave that does not parse
+        (see :meth:`from_env`), and rate limits given in code that are not one."""
+        found = []
         for field in attrs.fields(NavaiConfig):
             name, read = field.metadata.get(_ENV, (None, None))
-            if read is _EnvReader.limit and (
-                problem := limit_problem(name, getattr(self, field.name))
-            ):
-                found.append(problem)
+            if read is _EnvReader.limit and name is not None:
+                value = getattr(self, field.name)
+                try:
+                    parse_limit(value)
+                except (ValueError, AttributeError):
+                    found.append(SettingProblem(name, str(value), LIMIT_EXPECTED))
+        return found
+
+    def check(self) -> None:
+        """Raise :class:`SettingsError` when any setting cannot be read (``Navai(...)`` calls
+        this), so a typo never silently becomes a default."""
+        if found := self.unreadable():
+            raise SettingsError(found)
+
+    def problems(self) -> list[str]:
+        """Human-readable values that are legal but wrong or unwise, for one log line each at
+        start-up (values that cannot be read at all are :meth:`unreadable`)."""
+        found = [message for _, message in self.env_errors]
         threads = self.function_threads
         if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 2):
             found.append(f"NAVAI_FUNCTION_THREADS must be at least 2. Received: {threads!r}")

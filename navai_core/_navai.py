@@ -22,7 +22,7 @@ from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
 from ._hooks import aauthorize, authorize
 from ._http import Reply, RequestContext
 from ._json import dumps
-from ._logging import logger, secret_filter
+from ._logging import ensure_handler, logger, secret_filter
 from ._models import ModelNotices, models_logger
 from .calls.manager import CallManager
 from .calls.phone import PhoneCalls
@@ -87,6 +87,7 @@ class Navai:
         check_client("http_client", http_client, httpx2.Client)
         check_client("async_http_client", async_http_client, httpx2.AsyncClient)
         self.config = NavaiConfig.from_env() if config is None else config
+        self.config.check()
         c = self.config
         secret_filter.add(
             *(
@@ -168,6 +169,7 @@ class Navai:
         ]
 
     def log_startup(self, *, load_functions: bool = True) -> None:
+        ensure_handler()  # navai's lines show up under uvicorn, Flask or Django as they are
         notices = set(self.config.model_notices())
         for problem in self.startup_report(load_functions=load_functions):
             # Model shutdown notices go to "navai.models", so they can be silenced alone.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
 from ._errors import BadRequest, ConfigurationError, Forbidden, Unauthorized
+from ._logging import logger
 
 KeySource: TypeAlias = "str | Callable[[], str] | None"
 
@@ -74,7 +75,16 @@ def resolve_api_key(backend_key: str | None, request_key: str | None, allow_requ
     if key := clean(request_key):
         if allow_request:
             return key
+        # The wire text is the contract's (the Node package's names); the log names ours.
+        logger.warning(
+            "refused with 403: the request sent its own apiKey, which needs "
+            "NAVAI_ALLOW_FRONTEND_API_KEY=true, and the server has no key (OPENAI_API_KEY)"
+        )
         raise Forbidden(REQUEST_KEY_DISABLED)
+    logger.warning(
+        "refused with 401: the server has no key (set OPENAI_API_KEY, or AZURE_OPENAI_API_KEY "
+        "with NAVAI_PROVIDER=azure) and the request sent no apiKey"
+    )
     raise Unauthorized(MISSING_KEY)
 
 

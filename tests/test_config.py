@@ -7,7 +7,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from navai_core import NavaiConfig
+from navai_core import NavaiConfig, SettingProblem, SettingsError
 from navai_core._config import environment_variables
 
 
@@ -98,14 +98,12 @@ def test_allow_frontend_key_is_off_unless_truthy():
 
 @pytest.mark.parametrize("raw", ["abc", "12.5", "1e3", "ten"])
 def test_non_integer_ttl_is_a_configuration_error_naming_variable_and_value(raw):
-    config = NavaiConfig.from_env({"OPENAI_REALTIME_CLIENT_SECRET_TTL": raw})
-    assert config.env_errors == (
-        (
-            "OPENAI_REALTIME_CLIENT_SECRET_TTL",
-            f"OPENAI_REALTIME_CLIENT_SECRET_TTL must be an integer. Received: {raw!r}",
-        ),
+    with pytest.raises(SettingsError) as info:
+        NavaiConfig.from_env({"OPENAI_REALTIME_CLIENT_SECRET_TTL": raw})
+    assert info.value.problems == (
+        SettingProblem("OPENAI_REALTIME_CLIENT_SECRET_TTL", raw, "an integer"),
     )
-    assert any("OPENAI_REALTIME_CLIENT_SECRET_TTL" in p and raw in p for p in config.problems())
+    assert f"OPENAI_REALTIME_CLIENT_SECRET_TTL={raw!r}: expected an integer" in str(info.value)
 
 
 def test_problems_list_ttl_range_and_missing_key_but_construction_never_raises():

@@ -11,6 +11,8 @@ from navai_core import (
     ClientSecretOptions,
     ConfigurationError,
     NavaiConfig,
+    SettingProblem,
+    SettingsError,
     Unauthorized,
     build_client_secret_request,
     build_transcription_request,
@@ -76,9 +78,9 @@ def test_template_from_environment_json():
 
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"text"'])
 def test_template_env_that_is_not_an_object_is_a_configuration_error(raw):
-    config = NavaiConfig.from_env({"OPENAI_API_KEY": KEY, "NAVAI_SESSION_JSON": raw})
-    assert config.session is None
-    assert any("NAVAI_SESSION_JSON must be a JSON object" in p for p in config.problems())
+    with pytest.raises(SettingsError) as info:
+        NavaiConfig.from_env({"OPENAI_API_KEY": KEY, "NAVAI_SESSION_JSON": raw})
+    assert info.value.problems == (SettingProblem("NAVAI_SESSION_JSON", raw, "a JSON object"),)
 
 
 @pytest.mark.parametrize(

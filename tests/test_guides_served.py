@@ -1,6 +1,8 @@
 """Every framework guide's run command, as its example's docstring shows it, started as a real
-server on a loopback port from the repository root: navai answers through the framework
-integration (FastAPI's router, Flask's extension, Django's include() under WSGI and ASGI).
+server on a loopback port the way a reader runs it: the example saved as app.py in a folder of
+their own (not the repository), the command run there. navai answers through the framework
+integration (FastAPI's router, Flask's extension, Django's include() under WSGI and ASGI), and
+its log lines show up without any logging set-up.
 """
 
 from __future__ import annotations
@@ -69,13 +71,16 @@ def servers(
         }
     )
     started = {}
-    for number, (_, command) in enumerate(COMMANDS):
+    for number, (example, command) in enumerate(COMMANDS):
+        folder = root / f"user{number}"  # the reader's own folder
+        folder.mkdir()
+        (folder / "app.py").write_text((EXAMPLES / example).read_text())
         log = root / f"{number}.log"
         with log.open("wb") as out:
             started[command] = (
                 subprocess.Popen(
                     local(command),
-                    cwd=REPO,
+                    cwd=folder,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -125,6 +130,12 @@ def test_the_guide_command_serves_navai(servers, fake_upstream, example: str, co
         minted = http.post(SECRET, json={"language": "Spanish"})
         assert minted.status_code == 200, minted.text
         assert minted.json()["value"].startswith("ek_fake_")
+
+
+def test_each_run_line_runs_the_file_as_saved():
+    for example, command in COMMANDS:
+        assert " app:" in command, (example, command)
+        assert "docs." not in command, (example, command)
 
 
 def factory_commands() -> list[tuple[dict[str, str], list[str]]]:

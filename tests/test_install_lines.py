@@ -24,7 +24,7 @@ from test_docs_examples import PAGES
 DOCS = REPO / "docs"
 EXAMPLES = DOCS / "examples"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-INSTALL = re.compile(r"^pip install 'navai\[([a-z,]+)\]'$", re.M)
+INSTALL = re.compile(r"^pip install '\./navai\[([a-z,]+)\]'$", re.M)
 SERVERS = ("uvicorn", "waitress-serve", "gunicorn")
 OURS = {"navai_core", "navai_adapters", "docs"}
 GUIDES = ("fastapi.md", "flask.md", "django.md", "asgi-wsgi.md")
@@ -34,7 +34,7 @@ def install_line(page: str) -> list[str]:
     """The extras of the install line the page starts with, right under its title."""
     title, rest = (DOCS / page).read_text().split("\n\n", 1)
     assert title.startswith("# "), page
-    found = re.match(r"```bash\npip install 'navai\[([a-z,]+)\]'\n```\n", rest)
+    found = re.match(r"```bash\npip install '\./navai\[([a-z,]+)\]'\n```\n", rest)
     assert found, f"{page} does not start with its install line"
     return found.group(1).split(",")
 
@@ -134,7 +134,9 @@ def test_each_guide_starts_with_an_install_line_that_installs_what_it_runs(page:
 def test_the_security_page_names_the_line_for_its_examples():
     extras = [
         m.split(",")
-        for m in re.findall(r"pip install 'navai\[([a-z,]+)\]'", (DOCS / "security.md").read_text())
+        for m in re.findall(
+            r"pip install '\./navai\[([a-z,]+)\]'", (DOCS / "security.md").read_text()
+        )
     ]
     installed = requirements([e for line in extras for e in line])
     for example in PAGES["security.md"]:
@@ -153,7 +155,38 @@ def test_the_check_notices_a_missing_package():
 
 def test_readme_gives_each_guides_install_line():
     readme = (REPO / "README.md").read_text()
-    assert readme.split("\n## ", 2)[1].startswith("Install\n\n```bash\npip install 'navai[")
-    lines = set(re.findall(r"pip install 'navai\[([a-z,]+)\]'", readme))
+    assert readme.split("\n## ", 2)[1].startswith("Install\n\n```bash\npip install './navai[")
+    lines = set(re.findall(r"pip install '\./navai\[([a-z,]+)\]'", readme))
     for page in GUIDES:
         assert ",".join(install_line(page)) in lines, page
+
+
+def test_no_page_names_an_index_install_line():
+    """navai is on no public index: `pip install 'navai[...]'` would fail for every reader."""
+    pages = [REPO / "README.md", *DOCS.glob("*.md"), *EXAMPLES.glob("*.py")]
+    pages += [REPO / "navai_adapters" / "cli.py"]
+    stale = [p.name for p in pages if re.search(r"pip install '?navai\[", p.read_text())]
+    assert stale == []
+
+
+@pytest.mark.slow  # pip builds navai's metadata (hatchling, from the package mirror)
+def test_pip_installs_the_documented_form_from_a_clone(tmp_path):
+    """`pip install './navai[fastapi]'` from the folder that holds the clone: pip reads it as
+    navai with the fastapi extra (a dry run: nothing is installed)."""
+    import json
+    import subprocess
+
+    (tmp_path / "navai").symlink_to(REPO, target_is_directory=True)
+    report = ["--report", "-", "./navai[fastapi]"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", *report],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    [item] = json.loads(done.stdout)["install"]
+    assert item["metadata"]["name"] == "navai"
+    assert item["requested_extras"] == ["fastapi"]
+    assert "fastapi" in item["metadata"]["provides_extra"]

@@ -156,7 +156,6 @@ def test_no_env_file_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     ("argv", "env", "message"),
     [
         (["serve", "--env-file", "missing.env"], {}, "--env-file missing.env: no such file"),
-        (["serve"], {"PORT": "http"}, "PORT must be a port number, got 'http'"),
         (["serve", "--port", "70000"], {}, "port must be between 0 and 65535, got 70000"),
         (["serve", "--port", "x"], {}, "invalid int value: 'x'"),
         ([], {}, "required: command"),
@@ -318,7 +317,8 @@ def test_a_missing_server_package_is_a_clear_error(tmp_path: Path, blocked: str,
         f"sys.exit(main(['serve', '--port', '0', *{args!r}]))\n"
     )
     done = _serve_in(tmp_path, code)
-    assert f"navai: serve needs the {blocked} package: pip install 'navai[serve]'" in done.stderr
+    assert f"navai: serve needs the {blocked} package; install navai" in done.stderr
+    assert "pip install './navai[serve]'" in done.stderr
     assert "Traceback" not in done.stderr
     assert "serving on" not in done.stdout  # checked before the banner
 
@@ -332,7 +332,7 @@ def test_a_missing_httptools_is_said_before_serving(tmp_path: Path):
         "sys.exit(main(['serve', '--port', '0']))\n"
     )
     done = _serve_in(tmp_path, code)
-    assert "navai: serve needs the httptools package: pip install 'navai[serve]'" in done.stderr
+    assert "navai: serve needs the httptools package; install navai" in done.stderr
     assert "serving on" not in done.stdout
 
 

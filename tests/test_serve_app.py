@@ -208,5 +208,5 @@ def test_app_target_may_be_a_registry_or_a_factory(app_dir, monkeypatch):
     )
     from_factory = cli._navai(parser, "voice_factory:make")
     assert from_factory.config.authorize_client_secret is not None
-    with pytest.raises(SystemExit):
+    with pytest.raises(cli._CannotStart, match="--app must look like module:attribute"):
         cli._navai(parser, "voice_app")

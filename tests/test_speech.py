@@ -17,6 +17,8 @@ from navai_core import (
     ConfigurationError,
     NavaiConfig,
     NavaiError,
+    SettingProblem,
+    SettingsError,
     UpstreamError,
     UpstreamReply,
     build_speech_request,
@@ -310,27 +312,20 @@ def test_missing_voice_id_is_a_configuration_error_unless_the_request_names_one(
         ),
     ],
 )
-def test_unreadable_speech_setting_answers_each_request(env, message):
-    env = {
-        "NAVAI_TTS_PROVIDER": "elevenlabs",
-        "ELEVENLABS_API_KEY": KEY,
-        "ELEVENLABS_VOICE_ID": VOICE,
-        **env,
-    }
-    cfg = NavaiConfig.from_env(env)
-    with pytest.raises(ConfigurationError) as info:
-        build_speech_request(cfg, {"text": "Hi"})
-    assert (info.value.status_code, info.value.message) == (400, message)
-
-
-def test_an_unrelated_env_error_does_not_block_speech():
-    env = {
-        "NAVAI_TTS_PROVIDER": "elevenlabs",
-        "ELEVENLABS_API_KEY": KEY,
-        "ELEVENLABS_VOICE_ID": VOICE,
-        "OPENAI_REALTIME_CLIENT_SECRET_TTL": "soon",
-    }
-    assert build_speech_request(NavaiConfig.from_env(env), {"text": "Hi"}).url.startswith(BASE)
+def test_unreadable_speech_setting_stops_the_configuration(env, message):
+    [(name, value)] = env.items()
+    with pytest.raises(SettingsError) as info:
+        NavaiConfig.from_env(
+            {
+                "NAVAI_TTS_PROVIDER": "elevenlabs",
+                "ELEVENLABS_API_KEY": KEY,
+                "ELEVENLABS_VOICE_ID": VOICE,
+                **env,
+            }
+        )
+    [problem] = info.value.problems
+    assert (problem.variable, problem.value) == (name, value)
+    assert message.split(" must be ")[1].split(". Received")[0] in problem.expected
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, "0.5", True])
@@ -581,13 +576,10 @@ def test_max_text_chars_is_read_from_the_environment():
     assert (
         NavaiConfig.from_env({"NAVAI_SPEECH_MAX_TEXT_CHARS": " 250 "}).speech_max_text_chars == 250
     )
-    bad = NavaiConfig.from_env({"NAVAI_SPEECH_MAX_TEXT_CHARS": "2.5"})
-    assert bad.speech_max_text_chars == 5000
-    assert bad.env_errors == (
-        (
-            "NAVAI_SPEECH_MAX_TEXT_CHARS",
-            "NAVAI_SPEECH_MAX_TEXT_CHARS must be an integer. Received: '2.5'",
-        ),
+    with pytest.raises(SettingsError) as info:
+        NavaiConfig.from_env({"NAVAI_SPEECH_MAX_TEXT_CHARS": "2.5"})
+    assert info.value.problems == (
+        SettingProblem("NAVAI_SPEECH_MAX_TEXT_CHARS", "2.5", "an integer"),
     )
 
 

@@ -250,12 +250,8 @@ def test_a_browser_origin_may_call_it(serve, eleven):
             400,
             "NAVAI_TTS_PROVIDER is elevenlabs but ELEVENLABS_API_KEY is not set.",
         ),
-        (
-            {"ELEVENLABS_STABILITY": "steady"},
-            b'{"text": "Hi"}',
-            400,
-            "ELEVENLABS_STABILITY must be a number. Received: 'steady'",
-        ),
+        # ELEVENLABS_STABILITY=steady cannot be read: navai does not start
+        # (tests/test_speech.py::test_unreadable_speech_setting_stops_the_configuration).
     ],
 )
 def test_errors_are_json_and_never_reach_elevenlabs(serve, eleven, env, body, status, error):

@@ -1,9 +1,9 @@
 """navai's ASGI app on its own: functions registered in code, configuration from the
 environment, plus a health route.
 
-Run it from the repository root with any ASGI server:
+Save it as app.py, then in that folder run it with any ASGI server:
 
-    uvicorn docs.examples.asgi_app:app --port 3000
+    uvicorn app:app --port 3000
 """
 
 from navai_adapters.asgi import create_app

@@ -1,12 +1,13 @@
 """navai in a Django project through include(): Django's middleware and session apply.
 
 This file is a complete one-file Django project so it runs as is; in your own project the
-settings go in settings.py and the URL patterns in urls.py. Install, then run it from the
-repository root with a WSGI server, or an ASGI server (the same views serve both):
+settings go in settings.py and the URL patterns in urls.py. Save it as app.py, then in that
+folder (./navai being a clone of navai, see README) run it with a WSGI server, or an ASGI
+server (the same views serve both):
 
-    pip install 'navai[django]'
-    waitress-serve --listen 127.0.0.1:3000 docs.examples.django_app:application
-    uvicorn docs.examples.django_app:asgi_application --port 3000
+    pip install './navai[django]'
+    waitress-serve --listen 127.0.0.1:3000 app:application
+    uvicorn app:asgi_application --port 3000
 
 and point the voice client at http://localhost:3000/voice.
 """

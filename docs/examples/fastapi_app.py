@@ -1,9 +1,9 @@
 """navai's routes in a FastAPI app, under /voice, listed in the app's /docs.
 
-Install, then run it from the repository root:
+Save it as app.py, then in that folder (./navai being a clone of navai, see README):
 
-    pip install 'navai[fastapi]'
-    uvicorn docs.examples.fastapi_app:app --port 3000
+    pip install './navai[fastapi]'
+    uvicorn app:app --port 3000
 
 Open http://localhost:3000/docs, and point the voice client at http://localhost:3000/voice
 (with the header ``Authorization: Bearer demo-token``).

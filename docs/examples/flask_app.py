@@ -1,9 +1,9 @@
 """navai in a Flask app: its routes under /voice, with Flask's hooks, session and errors.
 
-Install, then run it from the repository root:
+Save it as app.py, then in that folder (./navai being a clone of navai, see README):
 
-    pip install 'navai[flask]'
-    waitress-serve --listen 127.0.0.1:3000 docs.examples.flask_app:app
+    pip install './navai[flask]'
+    waitress-serve --listen 127.0.0.1:3000 app:app
 
 and point the voice client at http://localhost:3000/voice.
 """

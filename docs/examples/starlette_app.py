@@ -1,8 +1,8 @@
 """navai's routes in a Starlette app's own router, next to its other routes.
 
-Run it from the repository root:
+Save it as app.py, then in that folder:
 
-    uvicorn docs.examples.starlette_app:app --port 3000
+    uvicorn app:app --port 3000
 """
 
 from starlette.applications import Starlette

@@ -1,8 +1,7 @@
 """navai's WSGI app on its own, served by waitress when run as a script.
 
-Run it from the repository root with ``python docs/examples/wsgi_app.py`` (waitress on
-127.0.0.1:3000), or with a WSGI server's command:
-``waitress-serve --listen 127.0.0.1:3000 docs.examples.wsgi_app:app``.
+Save it as app.py, then in that folder run ``python app.py`` (waitress on 127.0.0.1:3000),
+or a WSGI server's command: ``waitress-serve --listen 127.0.0.1:3000 app:app``.
 """
 
 from navai_adapters.wsgi import create_app

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -25,6 +26,8 @@ from .._config import NavaiConfig, rate_limit
 from .._errors import CallsFull, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
+from .._json import dumps
+from .._logging import logger
 from ..calls.phone import plan_webhook
 from ..calls.plans import (
     SDP_CONTENT_TYPE,
@@ -335,7 +338,38 @@ def _speech(navai: Navai, context: RequestContext, body: Any) -> Step:
 
 
 def _list_functions(navai: Navai, context: RequestContext, body: Any) -> Reply:
-    return navai.list_reply()
+    reply = navai.list_reply()
+    return reply if navai.config.expose_function_warnings else _short_warnings(navai, reply)
+
+
+# Per instance: the full list reply, its shortened twin, and how many warnings were logged.
+_SHORTENED: weakref.WeakKeyDictionary[Navai, tuple[Reply, Reply, int]] = weakref.WeakKeyDictionary()
+
+
+def _short_warnings(navai: Navai, reply: Reply) -> Reply:
+    """The list with its warnings (paths, exception texts) replaced by one short line, each
+    warning logged once instead (``NAVAI_EXPOSE_FUNCTION_WARNINGS=false``)."""
+    cached = _SHORTENED.get(navai)
+    if cached is not None and cached[0] is reply:
+        return cached[1]
+    assert isinstance(reply.body, dict)
+    warnings = reply.body.get("warnings")
+    full = [str(w) for w in warnings] if isinstance(warnings, list) else []
+    for warning in full[cached[2] if cached else 0 :]:
+        logger.warning("backend functions: %s", warning)
+    body = dict(reply.body)
+    count = len(full)
+    body["warnings"] = (
+        [
+            f"{count} warning{'' if count == 1 else 's'} about the backend functions: see the "
+            "server log."
+        ]
+        if full
+        else []
+    )
+    short = Reply(reply.status, body, reply.headers, encoded=dumps(body))
+    _SHORTENED[navai] = (reply, short, count)
+    return short
 
 
 def _execute(navai: Navai, context: RequestContext, body: Any) -> Step:

@@ -178,9 +178,17 @@ class OpenAIState:
         self.calls[call.call_id] = call
         return call
 
-    def open_call(self, session: dict[str, Any] | None = None) -> FakeCall:
-        """A call as if created over HTTP (tests of the sideband alone)."""
-        return self.new_call("v=0", session or {}, f"Bearer {self.key}")
+    def open_call(
+        self, session: dict[str, Any] | None = None, *, call_id: str | None = None
+    ) -> FakeCall:
+        """A call as if created over HTTP (tests of the sideband alone), or a phone call
+        OpenAI holds pending under ``call_id`` (as a webhook body names it)."""
+        call = self.new_call("v=0", session or {}, f"Bearer {self.key}")
+        if call_id is not None:
+            del self.calls[call.call_id]
+            call.call_id = call_id
+            self.calls[call_id] = call
+        return call
 
     def call(self, call_id: str | None = None, timeout: float = 10.0) -> FakeCall:
         """The call with ``call_id``, or the only one there is (waits for it)."""
