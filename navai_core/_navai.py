@@ -25,11 +25,12 @@ from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import logger, secret_filter
 from ._models import ModelNotices, models_logger
-from .calls.manager import CallManager
+from .calls.manager import Budgets, CallManager, CallSettings
 from .calls.phone import PhoneCalls
 from .calls.plans import call_session
 from .concurrency.threads import FunctionThreads
 from .functions.discovery import load_functions
+from .functions.dispatch import PreparedCall, aexecute
 from .functions.registry import FunctionRegistry
 from .limits.rate import RateLimiter, client_key
 from .routes.body import (
@@ -54,6 +55,7 @@ from .sessions.client_secret import (
     parse_client_secret_body,
     parse_client_secret_response,
     realtime_target,
+    target_for_key,
 )
 from .upstream.retry import RetryPolicy
 from .upstream.send import asend, check_client, new_async_client, new_client, send
@@ -124,7 +126,14 @@ class Navai:
             connect_timeout=c.upstream_connect_timeout_seconds,
         )
         # The live calls of this process (server-controlled calls, see docs/calls.md).
-        self.calls = CallManager(self)
+        self.calls = CallManager(
+            CallSettings.from_config(c),
+            budgets=Budgets.from_setting(c.call_budget, self.rate_limiter),
+            target=lambda api_key: target_for_key(self.config, api_key),
+            send=self.asend_upstream,
+            registry=self.afunctions,
+            execute=self._aexecute,
+        )
         # Incoming phone calls (docs/phone-calls.md), created on the first webhook.
         self._phone: PhoneCalls | None = None
 
@@ -356,6 +365,9 @@ class Navai:
             "default_timeout": c.function_timeout_seconds,
             "threads": self._threads,
         }
+
+    async def _aexecute(self, prepared: PreparedCall) -> Reply:
+        return await aexecute(prepared, **self.execute_options())
 
     def list_reply(self) -> Reply:
         """The list reply, encoded once (about 4 us a request) until functions or warnings

@@ -26,26 +26,23 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import attrs
 
-from .._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS
+from .._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS, NavaiConfig
 from .._errors import NavaiError
 from .._hooks import anotify
 from .._http import Reply, RequestContext
 from .._json import JsonValue, dumps
 from ..concurrency.background import loop as background_loop
-from ..functions.dispatch import aexecute, prepare_call
+from ..functions.dispatch import PreparedCall, prepare_call
+from ..functions.registry import FunctionRegistry
 from ..limits.rate import RateLimiter
-from ..sessions.client_secret import RealtimeTarget, target_for_key
-from ..upstream.send import asend
+from ..sessions.client_secret import RealtimeTarget, UpstreamReply, UpstreamRequest
 from .plans import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
 from .sideband import RunFunction, SendEvent, ToolLoop, execute_body
-
-if TYPE_CHECKING:
-    from .._navai import Navai
 
 logger = logging.getLogger("navai")
 
@@ -168,6 +165,14 @@ class Budgets:
         self.budget = budget
         self._limiter = rate_limiter
 
+    @classmethod
+    def from_setting(cls, text: str | None, rate_limiter: RateLimiter) -> Budgets:
+        """The budgets of ``NAVAI_CALL_BUDGET`` (none when unreadable: ``problems()`` says so)."""
+        try:
+            return cls(CallBudget.parse(text), rate_limiter)
+        except ValueError:
+            return cls(None, rate_limiter)
+
     def check(self, key: str) -> None:
         """429 with ``Retry-After`` when ``key`` has no second of call time left (503, or
         through when failing open, while the store fails)."""
@@ -192,34 +197,74 @@ class Budgets:
         return await self._limiter.acharge(self.budget.item, self.BUCKET, key, seconds)
 
 
+@attrs.frozen
+class CallSettings:
+    """What a :class:`CallManager` reads of the configuration: the limits, the path that
+    names a call to its functions, and the two call hooks."""
+
+    max_seconds: float = DEFAULT_CALL_MAX_SECONDS
+    max_live: int = DEFAULT_CALL_MAX_LIVE
+    calls_path: str = ""
+    on_call_event: Callable[..., Any] | None = None
+    on_call_end: Callable[..., Any] | None = None
+
+    @classmethod
+    def from_config(cls, config: NavaiConfig) -> CallSettings:
+        """The settings of ``config``; a value out of range (reported by ``problems()``)
+        falls back to its default."""
+        seconds = config.call_max_seconds
+        ok = isinstance(seconds, (int, float)) and seconds > 0
+        live = config.call_max_live
+        return cls(
+            max_seconds=float(seconds) if ok else DEFAULT_CALL_MAX_SECONDS,
+            max_live=live if isinstance(live, int) and live >= 1 else DEFAULT_CALL_MAX_LIVE,
+            calls_path=config.calls_path or "",
+            on_call_event=config.on_call_event,
+            on_call_end=config.on_call_end,
+        )
+
+
+#: Sends one upstream request from async code (the server's sender: client, retries).
+Sender = Callable[[UpstreamRequest], Awaitable[UpstreamReply]]
+#: Runs a prepared function call the way the execute route does (options, threads, time limit).
+Executor = Callable[[PreparedCall], Awaitable[Reply]]
+
+
 class CallManager:
-    """The live calls of one :class:`Navai` in this process.
+    """The live calls of one server in this process.
+
+    It gets what it uses, not the server: ``settings``, the call-time ``budgets``,
+    ``target(api_key)`` (where and how to reach the call's upstream), ``send`` (upstream
+    requests: hang-ups), ``registry()`` and ``execute`` (the execute route's dispatch), and
+    ``background()``, the loop that holds a call attached from sync code.
 
     ``attach`` may be called from any thread: under an async server the call runs on the
-    running event loop, else on navai's background loop.
+    running event loop, else on the background loop.
     """
 
     def __init__(
         self,
-        navai: Navai,
+        settings: CallSettings,
         *,
+        budgets: Budgets,
+        target: Callable[[str], RealtimeTarget],
+        send: Sender,
+        registry: Callable[[], Awaitable[FunctionRegistry]],
+        execute: Executor,
+        background: Callable[[], asyncio.AbstractEventLoop] = background_loop,
         reconnect_delays: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0),
         budget_tick_seconds: float = 5.0,
         connect: Callable[..., Any] | None = None,
     ) -> None:
-        self.navai = navai
-        config = navai.config
-        seconds = config.call_max_seconds
-        ok = isinstance(seconds, (int, float)) and seconds > 0  # else reported by problems()
-        self.max_seconds = float(seconds) if ok else DEFAULT_CALL_MAX_SECONDS
-        live = config.call_max_live
-        ok = isinstance(live, int) and live >= 1  # else reported by problems()
-        self.max_live = live if ok else DEFAULT_CALL_MAX_LIVE
-        try:
-            budget = CallBudget.parse(config.call_budget)
-        except ValueError:
-            budget = None  # reported by NavaiConfig.problems()
-        self.budgets = Budgets(budget, navai.rate_limiter)
+        self.settings = settings
+        self.max_seconds = settings.max_seconds
+        self.max_live = settings.max_live
+        self.budgets = budgets
+        self._target = target
+        self._send_upstream = send
+        self._registry = registry
+        self._execute = execute
+        self._background = background
         self.reconnect_delays = reconnect_delays
         self.budget_tick_seconds = budget_tick_seconds
         self._connect = connect
@@ -249,10 +294,10 @@ class CallManager:
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
-        target = target_for_key(self.navai.config, api_key)
+        target = self._target(api_key)
         here = _running_loop()
         if loop is None:
-            loop = here or background_loop()
+            loop = here or self._background()
         if loop is here:
             call = self._register(_Call(call_id, target, rate_key, transport, loop))
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
@@ -430,12 +475,12 @@ class CallManager:
                 call.key,
             )
             call.done.set()
-            await anotify(self.navai.config.on_call_end, summary)
+            await anotify(self.settings.on_call_end, summary)
 
     async def _hangup_upstream(self, call: _Call) -> None:
         request = build_hangup_request(call.target, call.call_id)
         try:
-            reply = await asend(self.navai.async_http_client(), request, self.navai.retry_policy)
+            reply = await self._send_upstream(request)
         except Exception as exc:
             logger.warning("hanging up call %s failed: %s", call.call_id, exc)
             return
@@ -535,7 +580,7 @@ class CallManager:
         except (ValueError, RecursionError):
             logger.debug("call %s sent a message that is not JSON", call.call_id)
             return
-        await anotify(self.navai.config.on_call_event, call.call_id, event, thread=False)
+        await anotify(self.settings.on_call_event, call.call_id, event, thread=False)
         for action in call.tools.feed(event):
             if isinstance(action, RunFunction):
                 if len(call.functions) >= MAX_PENDING_FUNCTIONS:
@@ -565,12 +610,11 @@ class CallManager:
 
     async def _output(self, call: _Call, action: RunFunction) -> str:
         """The execute route's answer to this function call, as JSON text."""
-        navai = self.navai
         try:
-            registry = await navai.afunctions()
+            registry = await self._registry()
             body = execute_body(action.name, action.arguments)
             prepared = prepare_call(registry, body, self._context(call, action))
-            reply = await aexecute(prepared, **navai.execute_options())
+            reply = await self._execute(prepared)
         except NavaiError as exc:
             reply = exc.to_reply()
         except Exception:
@@ -580,7 +624,7 @@ class CallManager:
 
     def _context(self, call: _Call, action: RunFunction) -> RequestContext:
         """What the authorisation hook and a ``context`` parameter see: the call, by name."""
-        path = f"{self.navai.config.calls_path or ''}/{call.call_id}"
+        path = f"{self.settings.calls_path}/{call.call_id}"
         return RequestContext(
             method="CALL",
             path=path,

@@ -16,10 +16,11 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
+from .._config import NavaiConfig
 from .._errors import NavaiError
 from .._http import Reply, RequestContext
 from ..concurrency.background import submit as submit_background
@@ -45,9 +46,6 @@ from .sip import (
     parse_webhook_event,
 )
 from .webhooks import InvalidWebhook, verify_webhook
-
-if TYPE_CHECKING:
-    from .._navai import Navai
 
 logger = logging.getLogger("navai")
 
@@ -320,6 +318,16 @@ def _log_verdict(call: IncomingCall, verdict: CallVerdict) -> None:
 # ----- the webhook route ---------------------------------------------------------------------
 
 
+class PhoneServer(Protocol):
+    """What the webhook route uses of the server that answers: its settings and its
+    :class:`PhoneCalls`."""
+
+    @property
+    def config(self) -> NavaiConfig: ...
+
+    def phone_calls(self) -> PhoneCalls: ...
+
+
 @attrs.frozen
 class AnswerCall:
     """The step a delivery of ``realtime.call.incoming`` leaves: start answering the call in
@@ -328,16 +336,16 @@ class AnswerCall:
 
     call: IncomingCall
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start_background(self.call)
         return ACCEPTED
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start(self.call)
         return ACCEPTED
 
 
-def plan_webhook(navai: Navai, context: RequestContext, body: bytes) -> Reply | AnswerCall:
+def plan_webhook(navai: PhoneServer, context: RequestContext, body: bytes) -> Reply | AnswerCall:
     """The plan of ``POST <webhook path>`` (a ``raw_body`` row: ``body`` is the bytes as
     received, within ``max_body_bytes``, since the signature covers exactly them)."""
     config = navai.config

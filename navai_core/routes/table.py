@@ -53,29 +53,65 @@ from ..sessions.speech import build_speech_request, parse_speech_response
 from .body import parse_json_body
 
 if TYPE_CHECKING:
-    from .._navai import Navai
+    from .._models import ModelNotices
+    from ..calls.manager import CallManager
+    from ..calls.phone import PhoneCalls
+    from ..functions.registry import FunctionRegistry
+
+
+class Server(Protocol):
+    """What plans, steps and guards use of the server that answers (``Navai`` is one): its
+    settings, its function registry, its upstream sender and its live calls. A plan gets
+    this, never the facade itself, so the table imports nothing above it."""
+
+    @property
+    def config(self) -> NavaiConfig: ...
+
+    @property
+    def calls(self) -> CallManager: ...
+
+    @property
+    def model_notices(self) -> ModelNotices: ...
+
+    def functions(self) -> FunctionRegistry: ...
+
+    def execute_options(self) -> dict[str, Any]: ...
+
+    def list_reply(self) -> Reply: ...
+
+    def openapi(self) -> dict[str, Any]: ...
+
+    def client_secret_request(self, body: object) -> UpstreamRequest: ...
+
+    def send_upstream(self, request: UpstreamRequest) -> UpstreamReply: ...
+
+    def asend_upstream(self, request: UpstreamRequest) -> Awaitable[UpstreamReply]: ...
+
+    def phone_calls(self) -> PhoneCalls: ...
+
+    def match(self, path: str) -> Route | None: ...
 
 
 class Step(Protocol):
     """The one I/O step a plan may leave: ``run`` from sync code, ``arun`` from async code."""
 
-    def run(self, navai: Navai) -> Reply: ...
+    def run(self, navai: Server) -> Reply: ...
 
-    def arun(self, navai: Navai) -> Awaitable[Reply]: ...
+    def arun(self, navai: Server) -> Awaitable[Reply]: ...
 
 
 class Guard(Protocol):
     """A check a route makes after its hook and rate limit, before its plan (it may do I/O:
     the call-time budget lives on the rate limits' storage); it raises the answer to refuse."""
 
-    def check(self, navai: Navai, context: RequestContext) -> None: ...
+    def check(self, navai: Server, context: RequestContext) -> None: ...
 
-    def acheck(self, navai: Navai, context: RequestContext) -> Awaitable[None]: ...
+    def acheck(self, navai: Server, context: RequestContext) -> Awaitable[None]: ...
 
 
 #: ``plan(navai, context, body)``: ``body`` is the request's JSON object (``None`` when empty,
 #: always ``None`` on a route that reads no body), or its bytes on a ``raw_body`` route.
-Plan: TypeAlias = "Callable[[Navai, RequestContext, Any], Reply | Step]"
+Plan: TypeAlias = "Callable[[Server, RequestContext, Any], Reply | Step]"
 
 
 @attrs.frozen
@@ -194,10 +230,10 @@ class Upstream:
     request: UpstreamRequest
     finish: Callable[[UpstreamReply], Reply] = attrs.field(repr=False)
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         return self.finish(navai.send_upstream(self.request))
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         reply = await navai.asend_upstream(self.request)
         return self.finish(reply)
 
@@ -208,10 +244,10 @@ class Call:
 
     prepared: PreparedCall
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         return execute(self.prepared, **navai.execute_options())
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         return await aexecute(self.prepared, **navai.execute_options())
 
 
@@ -221,10 +257,10 @@ class Hangup:
 
     call_id: str
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         return _hung_up(self.call_id, navai.calls.hangup(self.call_id))
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         return _hung_up(self.call_id, await navai.calls.ahangup(self.call_id))
 
 
@@ -242,7 +278,7 @@ class StartCall:
     target: RealtimeTarget = attrs.field(repr=False)
     rate_key: str
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         answer = self._parse(navai.send_upstream(self.request))
         try:
             self._hold(navai, answer, _background.loop())
@@ -252,7 +288,7 @@ class StartCall:
             raise
         return self._reply(navai, answer)
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         reply = await navai.asend_upstream(self.request)
         answer = self._parse(reply)
         try:
@@ -267,12 +303,12 @@ class StartCall:
     def _parse(self, reply: UpstreamReply) -> CallAnswer:
         return parse_call_response(self.request, reply.status, reply.content, reply.headers)
 
-    def _hold(self, navai: Navai, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
+    def _hold(self, navai: Server, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
         if navai.config.call_sideband:
             key = self.target.key
             navai.calls.attach(answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop)
 
-    def _reply(self, navai: Navai, answer: CallAnswer) -> Reply:
+    def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
         location = (navai.config.calls_path or "").rstrip("/")
         headers = (
             ("Location", f"{location}/{answer.call_id}"),
@@ -297,12 +333,12 @@ class _CallGuard:
     """A new call while this process holds ``call_max_live`` calls: 503 with ``Retry-After``;
     from a key whose call-time budget is spent: 429 with ``Retry-After``."""
 
-    def check(self, navai: Navai, context: RequestContext) -> None:
+    def check(self, navai: Server, context: RequestContext) -> None:
         if navai.config.call_sideband:
             navai.calls.check_room()
         navai.calls.budgets.check(client_key(navai.config.rate_limit_key, context))
 
-    async def acheck(self, navai: Navai, context: RequestContext) -> None:
+    async def acheck(self, navai: Server, context: RequestContext) -> None:
         if navai.config.call_sideband:
             navai.calls.check_room()
         key = client_key(navai.config.rate_limit_key, context)
@@ -312,7 +348,7 @@ class _CallGuard:
 # ----- plans ---------------------------------------------------------------------------------
 
 
-def _secret(navai: Navai, request: UpstreamRequest) -> Upstream:
+def _secret(navai: Server, request: UpstreamRequest) -> Upstream:
     provider = navai.config.tts_provider
 
     def finish(reply: UpstreamReply) -> Reply:
@@ -322,44 +358,44 @@ def _secret(navai: Navai, request: UpstreamRequest) -> Upstream:
     return Upstream(request, finish)
 
 
-def _client_secret(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _client_secret(navai: Server, context: RequestContext, body: Any) -> Step:
     return _secret(navai, navai.client_secret_request(body))
 
 
-def _transcription_secret(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _transcription_secret(navai: Server, context: RequestContext, body: Any) -> Step:
     request = build_transcription_request(navai.config, body)
     navai.model_notices.requested(body.get("model") if body else None)
     return _secret(navai, request)
 
 
-def _speech(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _speech(navai: Server, context: RequestContext, body: Any) -> Step:
     request = build_speech_request(navai.config, body)
     return Upstream(request, lambda reply: Reply(200, parse_speech_response(request, reply)))
 
 
-def _list_functions(navai: Navai, context: RequestContext, body: Any) -> Reply:
+def _list_functions(navai: Server, context: RequestContext, body: Any) -> Reply:
     return navai.list_reply()
 
 
-def _execute(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _execute(navai: Server, context: RequestContext, body: Any) -> Step:
     return Call(prepare_call(navai.functions(), body, context))
 
 
 _HEALTHY = Reply(200, {"ok": True})
 
 
-def _health(navai: Navai, context: RequestContext, body: Any) -> Reply:
+def _health(navai: Server, context: RequestContext, body: Any) -> Reply:
     return _HEALTHY
 
 
-def _openapi(navai: Navai, context: RequestContext, body: Any) -> Reply:
+def _openapi(navai: Server, context: RequestContext, body: Any) -> Reply:
     return Reply(200, navai.openapi())
 
 
 CALL_MEDIA_TYPES = "Content-Type must be application/sdp or application/json."
 
 
-def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
+def _calls(navai: Server, context: RequestContext, body: bytes) -> Step:
     """Relay the SDP offer (raw ``application/sdp`` or JSON) to OpenAI's ``/realtime/calls``;
     on success hold the call (its sideband) and answer 201 with the SDP answer."""
     c = navai.config
@@ -379,7 +415,7 @@ def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
     return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context))
 
 
-def _call_hangup(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _call_hangup(navai: Server, context: RequestContext, body: Any) -> Step:
     """End a call. Who may: for a call this process holds, the rate-limit key that created
     it, or anyone the route's authorisation hook allows; any other well-formed id (a call
     another worker holds) only with that hook configured (it allowed this request), through
