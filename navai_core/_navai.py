@@ -45,7 +45,7 @@ from .routes.body import (
 )
 from .routes.cors import Cors
 from .routes.openapi import openapi_document
-from .routes.table import Route, Step, routes_for
+from .routes.table import Route, RouteMatch, Step, match, routes_for
 from .sessions.client_secret import (
     ClientSecret,
     ClientSecretOptions,
@@ -253,10 +253,9 @@ class Navai:
         )
 
     def match(self, path: str) -> Route | None:
-        for route in self._routes:
-            if route.matches(path):
-                return route
-        return None
+        """The route ``path`` reaches, if any."""
+        found = match(self._routes, path)
+        return found.route if found is not None else None
 
     def handle(self, context: RequestContext, body: BodySource = b"") -> Reply:
         """Answer one HTTP request (sync servers: WSGI, custom).
@@ -264,7 +263,8 @@ class Navai:
         ``body`` is the raw body, or ``read(limit) -> bytes``, called only once the request
         passed its route's checks, hooks and rate limit (a refused request is never read).
         """
-        route = self.match(context.path)
+        found = match(self._routes, context.path)
+        route = found.route if found is not None else None
         try:
             admitted = self._admit(route, context)
             if isinstance(admitted, Reply):
@@ -276,7 +276,7 @@ class Navai:
             if admitted.needs_functions:
                 self.functions()
             data = read(body, self.config.max_body_bytes) if admitted.reads_body else b""
-            step = self._plan(admitted, context, data)
+            step = self._plan(found, context, data)
             reply = step if isinstance(step, Reply) else step.run(self)
         except ReadFailed as failed:
             raise failed.error from None
@@ -287,7 +287,8 @@ class Navai:
     async def ahandle(self, context: RequestContext, body: AsyncBodySource = b"") -> Reply:
         """Answer one HTTP request (async servers: ASGI, custom); ``body`` as for
         :meth:`handle`, its reader a coroutine function."""
-        route = self.match(context.path)
+        found = match(self._routes, context.path)
+        route = found.route if found is not None else None
         try:
             admitted = self._admit(route, context)
             if isinstance(admitted, Reply):
@@ -300,7 +301,7 @@ class Navai:
             if admitted.needs_functions:
                 await self.afunctions()
             data = await aread(body, self.config.max_body_bytes) if admitted.reads_body else b""
-            step = self._plan(admitted, context, data)
+            step = self._plan(found, context, data)
             reply = step if isinstance(step, Reply) else await step.arun(self)
         except ReadFailed as failed:
             raise failed.error from None
@@ -324,8 +325,10 @@ class Navai:
             check_declared_size(context, self.config.max_body_bytes)
         return route
 
-    def _plan(self, route: Route, context: RequestContext, body: bytes) -> Reply | Step:
-        assert route.plan is not None
+    def _plan(self, found: RouteMatch | None, context: RequestContext, body: bytes) -> Reply | Step:
+        assert found is not None
+        route, plan = found.route, found.route.plan
+        assert plan is not None
         limit = self.config.max_body_bytes
         parsed: Any = None
         if route.raw_body:
@@ -334,7 +337,7 @@ class Navai:
             parsed = body
         elif route.reads_body:
             parsed = parse_json_body(context, body, limit)
-        return route.plan(self, context, parsed)
+        return plan(self, context, parsed, found)
 
     def _finish(self, route: Route | None, context: RequestContext, reply: Reply) -> Reply:
         if route is not None and route.no_store:

@@ -345,7 +345,9 @@ class AnswerCall:
         return ACCEPTED
 
 
-def plan_webhook(navai: PhoneServer, context: RequestContext, body: bytes) -> Reply | AnswerCall:
+def plan_webhook(
+    navai: PhoneServer, context: RequestContext, body: bytes, found: object
+) -> Reply | AnswerCall:
     """The plan of ``POST <webhook path>`` (a ``raw_body`` row: ``body`` is the bytes as
     received, within ``max_body_bytes``, since the signature covers exactly them)."""
     config = navai.config

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import attrs
@@ -89,8 +90,6 @@ class Server(Protocol):
 
     def phone_calls(self) -> PhoneCalls: ...
 
-    def match(self, path: str) -> Route | None: ...
-
 
 class Step(Protocol):
     """The one I/O step a plan may leave: ``run`` from sync code, ``arun`` from async code."""
@@ -109,9 +108,10 @@ class Guard(Protocol):
     def acheck(self, navai: Server, context: RequestContext) -> Awaitable[None]: ...
 
 
-#: ``plan(navai, context, body)``: ``body`` is the request's JSON object (``None`` when empty,
-#: always ``None`` on a route that reads no body), or its bytes on a ``raw_body`` route.
-Plan: TypeAlias = "Callable[[Server, RequestContext, Any], Reply | Step]"
+#: ``plan(navai, context, body, found)``: ``body`` is the request's JSON object (``None`` when
+#: empty, always ``None`` on a route that reads no body), or its bytes on a ``raw_body`` route;
+#: ``found`` the route and its path parameters, as :func:`match` found them.
+Plan: TypeAlias = "Callable[[Server, RequestContext, Any, RouteMatch], Reply | Step]"
 
 
 @attrs.frozen
@@ -145,16 +145,15 @@ class Route:
         return (*self.methods, "OPTIONS")
 
     def matches(self, path: str) -> bool:
-        """Does ``path`` (trailing ``/`` ignored) reach this route? A ``{name}`` segment of
-        the route's path matches any one non-empty segment."""
-        own = self.path.rstrip("/") or "/"
-        path = path.rstrip("/") or "/"
-        if "{" not in own:
-            return own == path
+        """Does ``path`` (trailing ``/`` ignored) reach this route?"""
         return self.path_params(path) is not None
 
-    def path_params(self, path: str) -> dict[str, str] | None:
-        """The values of the ``{name}`` segments in ``path``, or None when it does not match."""
+    def path_params(self, path: str) -> Mapping[str, str] | None:
+        """The values of the ``{name}`` segments in ``path`` (each matches any one non-empty
+        segment; a trailing ``/`` is ignored), or None when ``path`` does not reach this route."""
+        if "{" not in self.path:
+            same = (self.path.rstrip("/") or "/") == (path.rstrip("/") or "/")
+            return _NO_PARAMS if same else None
         own = (self.path.rstrip("/") or "/").split("/")
         parts = (path.rstrip("/") or "/").split("/")
         if len(own) != len(parts):
@@ -168,6 +167,27 @@ class Route:
             elif pattern != part:
                 return None
         return params
+
+
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+@attrs.frozen
+class RouteMatch:
+    """The route a path reaches and the values of its ``{name}`` segments."""
+
+    route: Route
+    params: Mapping[str, str]
+
+
+def match(routes: tuple[Route, ...], path: str) -> RouteMatch | None:
+    """The first of ``routes`` that ``path`` reaches, with its path parameters: matched once,
+    so no plan reads the path again."""
+    for route in routes:
+        params = route.path_params(path)
+        if params is not None:
+            return RouteMatch(route, params)
+    return None
 
 
 def _setting_names(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -358,44 +378,46 @@ def _secret(navai: Server, request: UpstreamRequest) -> Upstream:
     return Upstream(request, finish)
 
 
-def _client_secret(navai: Server, context: RequestContext, body: Any) -> Step:
+def _client_secret(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     return _secret(navai, navai.client_secret_request(body))
 
 
-def _transcription_secret(navai: Server, context: RequestContext, body: Any) -> Step:
+def _transcription_secret(
+    navai: Server, context: RequestContext, body: Any, found: RouteMatch
+) -> Step:
     request = build_transcription_request(navai.config, body)
     navai.model_notices.requested(body.get("model") if body else None)
     return _secret(navai, request)
 
 
-def _speech(navai: Server, context: RequestContext, body: Any) -> Step:
+def _speech(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     request = build_speech_request(navai.config, body)
     return Upstream(request, lambda reply: Reply(200, parse_speech_response(request, reply)))
 
 
-def _list_functions(navai: Server, context: RequestContext, body: Any) -> Reply:
+def _list_functions(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
     return navai.list_reply()
 
 
-def _execute(navai: Server, context: RequestContext, body: Any) -> Step:
+def _execute(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     return Call(prepare_call(navai.functions(), body, context))
 
 
 _HEALTHY = Reply(200, {"ok": True})
 
 
-def _health(navai: Server, context: RequestContext, body: Any) -> Reply:
+def _health(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
     return _HEALTHY
 
 
-def _openapi(navai: Server, context: RequestContext, body: Any) -> Reply:
+def _openapi(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
     return Reply(200, navai.openapi())
 
 
 CALL_MEDIA_TYPES = "Content-Type must be application/sdp or application/json."
 
 
-def _calls(navai: Server, context: RequestContext, body: bytes) -> Step:
+def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatch) -> Step:
     """Relay the SDP offer (raw ``application/sdp`` or JSON) to OpenAI's ``/realtime/calls``;
     on success hold the call (its sideband) and answer 201 with the SDP answer."""
     c = navai.config
@@ -415,14 +437,13 @@ def _calls(navai: Server, context: RequestContext, body: bytes) -> Step:
     return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context))
 
 
-def _call_hangup(navai: Server, context: RequestContext, body: Any) -> Step:
+def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     """End a call. Who may: for a call this process holds, the rate-limit key that created
     it, or anyone the route's authorisation hook allows; any other well-formed id (a call
     another worker holds) only with that hook configured (it allowed this request), through
     OpenAI's hangup with the backend key. Everything else: 404, like an unknown id."""
-    route = navai.match(context.path)
-    call_id = (route.path_params(context.path) or {}).get("call_id", "") if route else ""
-    vouched = route is not None and route.authorize is not None
+    call_id = found.params.get("call_id", "")
+    vouched = found.route.authorize is not None
     held = navai.calls.get(call_id)
     if held is not None:
         if not vouched and held.key != client_key(navai.config.rate_limit_key, context):
