@@ -25,13 +25,14 @@ from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import logger, secret_filter
 from ._models import ModelNotices, models_logger
-from .calls.manager import Budgets, CallManager, CallSettings
+from .calls.manager import CallManager, CallSettings
 from .calls.phone import PhoneCalls
 from .calls.plans import call_session
 from .concurrency.threads import FunctionThreads
 from .functions.discovery import load_functions
 from .functions.dispatch import PreparedCall, aexecute
 from .functions.registry import FunctionRegistry
+from .limits.budget import CallBudgets
 from .limits.rate import RateLimiter, client_key
 from .routes.body import (
     AsyncBodySource,
@@ -128,7 +129,7 @@ class Navai:
         # The live calls of this process (server-controlled calls, see docs/calls.md).
         self.calls = CallManager(
             CallSettings.from_config(c),
-            budgets=Budgets.from_setting(c.call_budget, self.rate_limiter),
+            budgets=CallBudgets.from_setting(c.call_budget, self.rate_limiter),
             target=lambda api_key: target_for_key(self.config, api_key),
             send=self.asend_upstream,
             registry=self.afunctions,

@@ -39,9 +39,9 @@ from .._json import JsonValue, dumps
 from ..concurrency.background import loop as background_loop
 from ..functions.dispatch import PreparedCall, prepare_call
 from ..functions.registry import FunctionRegistry
-from ..limits.rate import RateLimiter
+from ..limits.budget import CallBudget, CallBudgets
 from ..sessions.client_secret import RealtimeTarget, UpstreamReply, UpstreamRequest
-from .plans import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
+from .plans import build_hangup_request, sideband_url, valid_call_id
 from .sideband import RunFunction, SendEvent, ToolLoop, execute_body
 
 logger = logging.getLogger("navai")
@@ -155,48 +155,6 @@ LOOP_WAIT_SECONDS = 10.0
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
-class Budgets:
-    """Call-time budgets on the rate limits' storage (same process dict or same Redis),
-    through :class:`RateLimiter` and its storage-outage rule."""
-
-    BUCKET = "call_budget"
-
-    def __init__(self, budget: CallBudget | None, rate_limiter: RateLimiter) -> None:
-        self.budget = budget
-        self._limiter = rate_limiter
-
-    @classmethod
-    def from_setting(cls, text: str | None, rate_limiter: RateLimiter) -> Budgets:
-        """The budgets of ``NAVAI_CALL_BUDGET`` (none when unreadable: ``problems()`` says so)."""
-        try:
-            return cls(CallBudget.parse(text), rate_limiter)
-        except ValueError:
-            return cls(None, rate_limiter)
-
-    def check(self, key: str) -> None:
-        """429 with ``Retry-After`` when ``key`` has no second of call time left (503, or
-        through when failing open, while the store fails)."""
-        if self.budget is None:
-            return
-        reset = self._limiter.spent(self.budget.item, self.BUCKET, key)
-        if reset is not None:
-            raise budget_spent(reset, time.time())
-
-    async def acheck(self, key: str) -> None:
-        if self.budget is None:
-            return
-        reset = await self._limiter.aspent(self.budget.item, self.BUCKET, key)
-        if reset is not None:
-            raise budget_spent(reset, time.time())
-
-    async def acharge(self, key: str, seconds: int) -> bool | None:
-        """Count ``seconds`` of call time: False once the budget is spent, None when the
-        store failed (nothing counted: charged again at the next tick)."""
-        if self.budget is None or seconds <= 0:
-            return True
-        return await self._limiter.acharge(self.budget.item, self.BUCKET, key, seconds)
-
-
 @attrs.frozen
 class CallSettings:
     """What a :class:`CallManager` reads of the configuration: the limits, the path that
@@ -246,7 +204,7 @@ class CallManager:
         self,
         settings: CallSettings,
         *,
-        budgets: Budgets,
+        budgets: CallBudgets,
         target: Callable[[str], RealtimeTarget],
         send: Sender,
         registry: Callable[[], Awaitable[FunctionRegistry]],

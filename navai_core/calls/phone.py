@@ -74,7 +74,7 @@ IncomingCallHook = Callable[[IncomingCall], "CallVerdict | Awaitable[CallVerdict
 
 # attach(call_id, *, api_key, rate_key, transport): CallManager.attach.
 Attach = Callable[..., object]
-# Raises (a 429 NavaiError) when a budget key has no call time left: Budgets.acheck.
+# Raises (a 429 NavaiError) when a budget key has no call time left: CallBudgets.acheck.
 BudgetCheck = Callable[[str], Awaitable[None]]
 # Raises (CallsFull, 503) when this process holds call_max_live calls: CallManager.check_room.
 RoomCheck = Callable[[], None]
