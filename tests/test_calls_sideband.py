@@ -332,9 +332,9 @@ def test_attach_on_a_running_loop(fake, recorder) -> None:
 def test_pending_function_calls_are_bounded(navai, fake, recorder, monkeypatch) -> None:
     """Past the bound of pending function calls of one call, a function call gets an error
     output at once, without a task; those already pending still run."""
-    from navai_core.calls import manager as _call_manager
+    from navai_core.calls import tools as _call_tools
 
-    monkeypatch.setattr(_call_manager, "MAX_PENDING_FUNCTIONS", 3)
+    monkeypatch.setattr(_call_tools, "MAX_PENDING_FUNCTIONS", 3)
     call = attach(navai, fake)
     call.send(*[fn_call(f"p{i}", "slow", {"seconds": 1.0}) for i in range(1, 6)])
     call.wait_for(lambda c: len(c.outputs()) >= 2, timeout=5)
@@ -353,26 +353,23 @@ def test_pending_function_calls_are_bounded(navai, fake, recorder, monkeypatch) 
 def test_events_kept_while_reconnecting_are_bounded(fake, recorder, caplog) -> None:
     """Events waiting for the control connection to come back are capped: past the cap they
     are dropped (logged once), so a call whose connection stays down holds bounded memory."""
-    from navai_core.calls import manager as _call_manager
+    from navai_core.calls import connection as _call_connection
+    from navai_core.calls.plans import sideband_url
     from navai_core.sessions.client_secret import target_for_key
 
     navai = make_navai(fake, recorder)
-    manager = navai.calls
+    target = target_for_key(navai.config, KEY)
 
     async def main() -> tuple[int, bytes]:
-        call = _call_manager._Call(
-            "rtc_unsent",
-            target_for_key(navai.config, KEY),
-            "k",
-            "webrtc",
-            asyncio.get_running_loop(),
+        call = _call_connection.Connection(
+            "rtc_unsent", sideband_url(target, "rtc_unsent"), target.headers
         )
-        for i in range(_call_manager.MAX_UNSENT_EVENTS + 50):
-            await manager._send(call, {"type": "conversation.item.create", "n": i})
+        for i in range(_call_connection.MAX_UNSENT_EVENTS + 50):
+            await call.send({"type": "conversation.item.create", "n": i})
         return len(call.unsent), call.unsent[-1]
 
     kept, last = asyncio.run(main())
-    assert kept == _call_manager.MAX_UNSENT_EVENTS
-    assert json.loads(last)["n"] == _call_manager.MAX_UNSENT_EVENTS - 1
+    assert kept == _call_connection.MAX_UNSENT_EVENTS
+    assert json.loads(last)["n"] == _call_connection.MAX_UNSENT_EVENTS - 1
     assert caplog.text.count("dropping events") == 1
     navai.close()

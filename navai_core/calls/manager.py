@@ -1,32 +1,32 @@
 """Live calls: one asyncio task per call holds its control connection (the "sideband"),
 runs the model's function calls and enforces the call's limits.
 
-Three parts, kept apart so that another transport can reuse the tool machinery unchanged:
+:class:`CallManager` keeps the calls of this process (attach, list, hang up, shut down) and
+holds each one with three parts of its own, kept apart so that another transport or runtime
+reuses them unchanged:
 
-- the *connection* (:meth:`CallManager._connection`): a ``websockets`` client to
-  ``<base>/realtime?call_id=...`` with the call's key, reconnecting with backoff while the
-  call is live; it only moves text in and out;
-- the *tool runner* (:meth:`CallManager._on_event`, :meth:`CallManager._run_function`): the
-  pure :class:`ToolLoop` decides, the functions run through the very dispatch of the execute
-  route (``prepare_call`` + ``aexecute``: validation, per-function authorisation hook with a
-  context naming the call, time limit, error envelope);
-- the *limits* (:meth:`CallManager._limits`): ``NAVAI_CALL_MAX_SECONDS`` and the call-time
-  budget, which end the call through OpenAI's ``/hangup``.
+- the *connection* (``calls/connection.py``): a ``websockets`` client to the runtime's URL
+  with the call's key, reconnecting with backoff while the call is live; it only moves text;
+- the *tool runner* (``calls/tools.py``): the runtime's pure tool protocol (:class:`ToolLoop`
+  for Realtime) decides, the functions run through the very dispatch of the execute route;
+- the *limits* (``calls/limits.py``): ``NAVAI_CALL_MAX_SECONDS`` and the call-time budget,
+  which end the call through the runtime's ``/hangup``.
 
-:meth:`CallManager.attach` is transport-neutral: a call navai created over WebRTC and a phone
-call navai accepted over SIP attach the same way. Each call ends with one log line and a
-:class:`CallSummary` for the ``on_call_end`` hook.
+What happens on a call goes to its :class:`CallEvents` (log lines by default) and to the
+``on_call_event`` / ``on_call_end`` hooks. :meth:`CallManager.attach` is transport-neutral: a
+call navai created over WebRTC and a phone call navai accepted over SIP attach the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -34,31 +34,36 @@ import attrs
 from .._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS, NavaiConfig
 from .._errors import NavaiError
 from .._hooks import anotify
-from .._http import Reply, RequestContext
-from .._json import JsonValue, dumps
+from .._http import Reply
 from ..concurrency.background import loop as background_loop
-from ..functions.dispatch import PreparedCall, prepare_call
+from ..functions.dispatch import PreparedCall
 from ..functions.registry import FunctionRegistry
-from ..limits.budget import CallBudget, CallBudgets
+from ..limits.budget import CallBudgets
 from ..sessions.client_secret import RealtimeTarget, UpstreamReply, UpstreamRequest
-from .plans import build_hangup_request, sideband_url, valid_call_id
-from .sideband import RunFunction, SendEvent, ToolLoop, execute_body
+from .connection import Connect, Connection
+from .events import (
+    ENDED,
+    HANGUP,
+    NAVAI_ENDS,
+    SHUTDOWN,
+    CallEvents,
+    CallLog,
+    CallSummary,
+    LiveCall,
+)
+from .limits import CallLimits
+from .plans import valid_call_id
+from .runtime import REALTIME, Runtime
+from .tools import FunctionDispatch, ToolRunner
+
+__all__ = ["CallManager", "CallSettings", "CallSummary", "CallsFull", "LiveCall"]
 
 logger = logging.getLogger("navai")
 
-# End reasons.
-ENDED = "ended"  # the caller hung up: the control connection closed normally, or is refused
-HANGUP = "hangup"  # hung up through navai (the hangup route or CallManager.hangup)
-MAX_SECONDS = "max_seconds"
-BUDGET = "budget"
-LOST = "lost"  # the control connection could not be re-established
-SHUTDOWN = "shutdown"  # the server stopped (navai hangs the call up)
-
-TOO_MANY_FUNCTIONS = "Too many function calls at once."
-TOO_MANY_DETAILS = "This call has {n} function calls pending; try again when they are done."
-
 FULL = "Too many calls in progress. Try again in {seconds} seconds."
 FULL_RETRY_SECONDS = 10
+# How long sync code waits for another event loop to take a call or hang one up.
+LOOP_WAIT_SECONDS = 10.0
 
 
 class CallsFull(NavaiError):
@@ -74,85 +79,6 @@ def _calls_full() -> CallsFull:
         extra={"retry_after": seconds},
         headers=[("Retry-After", str(seconds))],
     )
-
-
-UNEXPECTED_OUTPUT: dict[str, JsonValue] = {
-    "ok": False,
-    "error": "Function execution failed.",
-    "details": "The function call could not be run.",
-}
-
-
-@attrs.frozen
-class CallSummary:
-    """What happened on one call, handed to ``on_call_end`` and logged when it ends."""
-
-    call_id: str
-    key: str
-    started_at: float  # Unix time
-    ended_at: float
-    seconds: float
-    end_reason: str
-    function_calls: int
-    usage: Mapping[str, JsonValue] = attrs.field(factory=dict)
-    transport: str = "webrtc"
-
-
-@attrs.frozen
-class LiveCall:
-    """A call this process holds now."""
-
-    call_id: str
-    key: str
-    started_at: float
-    transport: str
-    function_calls: int
-
-
-class _Call:
-    """The state of one live call (touched only on its loop, except ``task``)."""
-
-    def __init__(
-        self,
-        call_id: str,
-        target: RealtimeTarget,
-        key: str,
-        transport: str,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.call_id = call_id
-        self.target = target
-        self.key = key
-        self.transport = transport
-        self.loop = loop
-        self.started_at = time.time()
-        self.started = time.monotonic()
-        self.tools = ToolLoop()
-        self.reason: str | None = None
-        self.charged = 0
-        self.socket: Any = None
-        self.unsent: list[bytes] = []
-        self.dropped = 0  # events not kept: the control connection was away too long
-        self.functions: set[asyncio.Task[None]] = set()
-        self.slots = asyncio.Semaphore(MAX_PARALLEL_FUNCTIONS)
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.done = threading.Event()
-
-    def live(self) -> LiveCall:
-        return LiveCall(
-            self.call_id, self.key, self.started_at, self.transport, self.tools.function_calls
-        )
-
-
-MAX_PARALLEL_FUNCTIONS = 8
-# Function calls of one call running or waiting for a slot; past it one gets an error output.
-MAX_PENDING_FUNCTIONS = 64
-# Events kept for the control connection while it reconnects; past it new ones are dropped.
-MAX_UNSENT_EVENTS = 256
-# How long sync code waits for another event loop to take a call or hang one up.
-LOOP_WAIT_SECONDS = 10.0
-MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
 @attrs.frozen
@@ -187,14 +113,74 @@ Sender = Callable[[UpstreamRequest], Awaitable[UpstreamReply]]
 #: Runs a prepared function call the way the execute route does (options, threads, time limit).
 Executor = Callable[[PreparedCall], Awaitable[Reply]]
 
+_LOG = CallLog()
+
+
+def _log_only(call: LiveCall) -> CallEvents:
+    return _LOG
+
+
+class _Call:
+    """One live call: who and where, and its three parts (touched only on its loop, except
+    ``task`` and ``done``)."""
+
+    def __init__(
+        self,
+        call_id: str,
+        target: RealtimeTarget,
+        key: str,
+        transport: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.call_id = call_id
+        self.target = target
+        self.key = key
+        self.transport = transport
+        self.loop = loop
+        self.started_at = time.time()
+        self.started = time.monotonic()
+        self.reason: str | None = None
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.done = threading.Event()
+        # Set by CallManager._new_call.
+        self.connection: Connection
+        self.tools: ToolRunner
+        self.limits: CallLimits
+        self.events: CallEvents
+
+    def live(self) -> LiveCall:
+        return LiveCall(
+            self.call_id,
+            self.key,
+            self.started_at,
+            self.transport,
+            self.tools.protocol.function_calls,
+        )
+
+    def summary(self, reason: str) -> CallSummary:
+        protocol = self.tools.protocol
+        return CallSummary(
+            call_id=self.call_id,
+            key=self.key,
+            started_at=self.started_at,
+            ended_at=time.time(),
+            seconds=round(time.monotonic() - self.started, 3),
+            end_reason=reason,
+            function_calls=protocol.function_calls,
+            usage=dict(protocol.usage),
+            transport=self.transport,
+        )
+
 
 class CallManager:
     """The live calls of one server in this process.
 
     It gets what it uses, not the server: ``settings``, the call-time ``budgets``,
     ``target(api_key)`` (where and how to reach the call's upstream), ``send`` (upstream
-    requests: hang-ups), ``registry()`` and ``execute`` (the execute route's dispatch), and
-    ``background()``, the loop that holds a call attached from sync code.
+    requests: hang-ups), ``registry()`` and ``execute`` (the execute route's dispatch),
+    ``background()`` (the loop that holds a call attached from sync code), the ``runtime``
+    (OpenAI Realtime) and ``events(call)``, what is told of each call as it goes.
 
     ``attach`` may be called from any thread: under an async server the call runs on the
     running event loop, else on the background loop.
@@ -210,19 +196,22 @@ class CallManager:
         registry: Callable[[], Awaitable[FunctionRegistry]],
         execute: Executor,
         background: Callable[[], asyncio.AbstractEventLoop] = background_loop,
+        runtime: Runtime = REALTIME,
+        events: Callable[[LiveCall], CallEvents] = _log_only,
         reconnect_delays: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0),
         budget_tick_seconds: float = 5.0,
-        connect: Callable[..., Any] | None = None,
+        connect: Connect | None = None,
     ) -> None:
         self.settings = settings
         self.max_seconds = settings.max_seconds
         self.max_live = settings.max_live
         self.budgets = budgets
+        self.runtime = runtime
         self._target = target
         self._send_upstream = send
-        self._registry = registry
-        self._execute = execute
+        self._dispatch = FunctionDispatch(registry, execute, settings.calls_path)
         self._background = background
+        self._events = events
         self.reconnect_delays = reconnect_delays
         self.budget_tick_seconds = budget_tick_seconds
         self._connect = connect
@@ -257,7 +246,7 @@ class CallManager:
         if loop is None:
             loop = here or self._background()
         if loop is here:
-            call = self._register(_Call(call_id, target, rate_key, transport, loop))
+            call = self._register(self._new_call(call_id, target, rate_key, transport, loop))
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
         if not loop.is_running():
@@ -367,6 +356,37 @@ class CallManager:
 
     # ----- one call ---------------------------------------------------------------------------
 
+    def _new_call(
+        self,
+        call_id: str,
+        target: RealtimeTarget,
+        key: str,
+        transport: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> _Call:
+        """A call and its parts (on its loop: the parts' asyncio objects belong to it)."""
+        call = _Call(call_id, target, key, transport, loop)
+        call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0))
+        url = self.runtime.sideband_url(target, call_id)
+        call.connection = Connection(
+            call_id, url, target.headers, delays=self.reconnect_delays, connect=self._connect
+        )
+        call.tools = ToolRunner(
+            call_id,
+            self.runtime.tool_protocol(),
+            run=lambda action: self._dispatch(call.live(), action),
+            send=call.connection.send,
+            events=call.events,
+        )
+        call.limits = CallLimits(
+            key,
+            call.started,
+            max_seconds=self.max_seconds,
+            budgets=self.budgets,
+            tick=self.budget_tick_seconds,
+        )
+        return call
+
     def _register(self, call: _Call) -> _Call:
         with self._lock:
             if call.call_id in self._calls:
@@ -383,154 +403,44 @@ class CallManager:
         call.stop.set()
 
     async def _hold(self, call: _Call) -> None:
+        call.events.started(call.live())
+        on_message = functools.partial(self._on_message, call)
         parts = [
-            asyncio.ensure_future(self._connection(call)),
-            asyncio.ensure_future(self._limits(call)),
+            asyncio.ensure_future(call.connection.run(on_message)),
+            asyncio.ensure_future(call.limits.watch()),
             asyncio.ensure_future(call.stop.wait()),
         ]
         try:
-            await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            for part in done:  # the connection's or the limits' reason to end
+                if not part.cancelled() and part.exception() is None:
+                    result = part.result()
+                    if isinstance(result, str):
+                        self._finish(call, result)
         except asyncio.CancelledError:
             self._finish(call, SHUTDOWN)
         finally:
+            for task in list(call.tools.functions):
+                task.cancel()
             for part in parts:
                 part.cancel()
-            for task in list(call.functions):
-                task.cancel()
-            await asyncio.gather(*parts, *call.functions, return_exceptions=True)
+            await asyncio.gather(*parts, *call.tools.functions, return_exceptions=True)
             await self._ended(call)
 
     async def _ended(self, call: _Call) -> None:
         reason = call.reason or ENDED
         try:
-            if reason in (HANGUP, MAX_SECONDS, BUDGET, SHUTDOWN):
-                await self._hangup_upstream(call)
-            if self.budgets.budget is not None:
-                due = CallBudget.due(time.monotonic() - call.started, call.charged)
-                await self.budgets.acharge(call.key, due)
+            if reason in NAVAI_ENDS:
+                request = self.runtime.hangup_request(call.target, call.call_id)
+                await _hang_up(self._send_upstream, request, call.call_id)
+            await call.limits.settle()
         finally:
-            ended = time.time()
-            summary = CallSummary(
-                call_id=call.call_id,
-                key=call.key,
-                started_at=call.started_at,
-                ended_at=ended,
-                seconds=round(time.monotonic() - call.started, 3),
-                end_reason=reason,
-                function_calls=call.tools.function_calls,
-                usage=dict(call.tools.usage),
-                transport=call.transport,
-            )
+            summary = call.summary(reason)
             with self._lock:
                 self._calls.pop(call.call_id, None)
-            logger.info(
-                "call %s ended (%s) after %.1f s: %d function call(s), %s tokens, key %s",
-                call.call_id,
-                reason,
-                summary.seconds,
-                summary.function_calls,
-                summary.usage.get("total_tokens", 0),
-                call.key,
-            )
+            call.events.ended(summary)
             call.done.set()
             await anotify(self.settings.on_call_end, summary)
-
-    async def _hangup_upstream(self, call: _Call) -> None:
-        request = build_hangup_request(call.target, call.call_id)
-        try:
-            reply = await self._send_upstream(request)
-        except Exception as exc:
-            logger.warning("hanging up call %s failed: %s", call.call_id, exc)
-            return
-        if not 200 <= reply.status <= 299 and reply.status != 404:
-            logger.warning("hanging up call %s: OpenAI answered %s", call.call_id, reply.status)
-
-    # ----- limits -----------------------------------------------------------------------------
-
-    async def _limits(self, call: _Call) -> None:
-        deadline = call.started + self.max_seconds
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                self._finish(call, MAX_SECONDS)
-                return
-            if self.budgets.budget is not None:
-                due = CallBudget.due(now - call.started, call.charged)
-                if due:
-                    # None: the store fails (logged by the rate limiter); the call goes on.
-                    left = await self.budgets.acharge(call.key, due)
-                    if left is not None:
-                        call.charged += due
-                        if not left:
-                            self._finish(call, BUDGET)
-                            return
-                await asyncio.sleep(min(self.budget_tick_seconds, deadline - now))
-            else:
-                await asyncio.sleep(deadline - now)
-
-    # ----- the connection ---------------------------------------------------------------------
-
-    async def _connection(self, call: _Call) -> None:
-        from websockets.exceptions import InvalidStatus
-
-        connect = self._connect or _connect
-        url = sideband_url(call.target, call.call_id)
-        failures = 0
-        while True:
-            try:
-                async with connect(url, call.target.headers) as socket:
-                    failures = 0
-                    call.socket = socket
-                    await self._flush(call)
-                    async for message in socket:
-                        await self._on_message(call, message)
-                call.socket = None
-                if socket.close_code == 1000:  # the caller hung up
-                    self._finish(call, ENDED)
-                    return
-            except InvalidStatus as exc:
-                call.socket = None
-                if 400 <= exc.response.status_code <= 499:  # the call is gone
-                    self._finish(call, ENDED)
-                    return
-            except Exception as exc:  # dropped (a timeout, a socket error, ...): reconnect
-                call.socket = None
-                logger.info("call %s control connection lost: %s", call.call_id, exc)
-            if failures >= len(self.reconnect_delays):
-                self._finish(call, LOST)
-                return
-            await asyncio.sleep(self.reconnect_delays[failures])
-            failures += 1
-
-    async def _send(self, call: _Call, event: Mapping[str, Any]) -> None:
-        data = dumps(event)
-        socket = call.socket
-        if socket is not None:
-            try:
-                await socket.send(data.decode())
-                return
-            except Exception:
-                pass
-        self._keep(call, data)  # sent first after the reconnect
-
-    def _keep(self, call: _Call, data: bytes) -> None:
-        if len(call.unsent) < MAX_UNSENT_EVENTS:
-            call.unsent.append(data)
-            return
-        if not call.dropped:
-            logger.warning(
-                "call %s: control connection away, %d events waiting: dropping events",
-                call.call_id,
-                len(call.unsent),
-            )
-        call.dropped += 1
-
-    async def _flush(self, call: _Call) -> None:
-        while call.unsent and call.socket is not None:
-            await call.socket.send(call.unsent[0].decode())
-            call.unsent.pop(0)
-
-    # ----- the tool runner --------------------------------------------------------------------
 
     async def _on_message(self, call: _Call, message: str | bytes) -> None:
         try:
@@ -538,62 +448,20 @@ class CallManager:
         except (ValueError, RecursionError):
             logger.debug("call %s sent a message that is not JSON", call.call_id)
             return
+        call.events.event(call.call_id, event)
         await anotify(self.settings.on_call_event, call.call_id, event, thread=False)
-        for action in call.tools.feed(event):
-            if isinstance(action, RunFunction):
-                if len(call.functions) >= MAX_PENDING_FUNCTIONS:
-                    await self._refuse_function(call, action)
-                    continue
-                task = asyncio.ensure_future(self._run_function(call, action))
-                call.functions.add(task)
-                task.add_done_callback(call.functions.discard)
-            elif isinstance(action, SendEvent):
-                await self._send(call, action.event)
+        await call.tools.feed(event)
 
-    async def _run_function(self, call: _Call, action: RunFunction) -> None:
-        async with call.slots:
-            output = await self._output(call, action)
-        await self._output_ready(call, action, output)
 
-    async def _refuse_function(self, call: _Call, action: RunFunction) -> None:
-        """Too many function calls pending: an error output at once, no task."""
-        details = TOO_MANY_DETAILS.format(n=len(call.functions))
-        body = {"ok": False, "function_name": action.name, "error": TOO_MANY_FUNCTIONS}
-        await self._output_ready(call, action, dumps({**body, "details": details}).decode())
-
-    async def _output_ready(self, call: _Call, action: RunFunction, output: str) -> None:
-        for step in call.tools.output_ready(action.call_id, output):
-            if isinstance(step, SendEvent):
-                await self._send(call, step.event)
-
-    async def _output(self, call: _Call, action: RunFunction) -> str:
-        """The execute route's answer to this function call, as JSON text."""
-        try:
-            registry = await self._registry()
-            body = execute_body(action.name, action.arguments)
-            prepared = prepare_call(registry, body, self._context(call, action))
-            reply = await self._execute(prepared)
-        except NavaiError as exc:
-            reply = exc.to_reply()
-        except Exception:
-            logger.exception("call %s: function call %s failed", call.call_id, action.name)
-            reply = Reply(500, {**UNEXPECTED_OUTPUT, "function_name": action.name})
-        return reply.content.decode()
-
-    def _context(self, call: _Call, action: RunFunction) -> RequestContext:
-        """What the authorisation hook and a ``context`` parameter see: the call, by name."""
-        path = f"{self.settings.calls_path}/{call.call_id}"
-        return RequestContext(
-            method="CALL",
-            path=path,
-            headers={
-                "x-navai-call-id": call.call_id,
-                "x-navai-function-call-id": action.call_id,
-                "x-navai-transport": call.transport,
-            },
-            client=call.key,
-            raw=call.live(),
-        )
+async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None:
+    """Send the hangup of a call navai ends; a failure is logged (the call may be gone)."""
+    try:
+        reply = await send(request)
+    except Exception as exc:
+        logger.warning("hanging up call %s failed: %s", call_id, exc)
+        return
+    if not 200 <= reply.status <= 299 and reply.status != 404:
+        logger.warning("hanging up call %s: OpenAI answered %s", call_id, reply.status)
 
 
 def _wait_ended(calls: list[_Call], deadline: float) -> None:
@@ -607,19 +475,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _connect(url: str, headers: tuple[tuple[str, str], ...]) -> Any:
-    from websockets.asyncio.client import connect
-
-    return connect(
-        url,
-        additional_headers=list(headers),
-        compression=None,  # per-connection zlib state would cost ~100 KB a call
-        max_size=MAX_EVENT_BYTES,
-        open_timeout=10,
-        ping_interval=20,
-        ping_timeout=20,
-        close_timeout=2,
-        user_agent_header="navai",
-    )
