@@ -373,3 +373,79 @@ def test_events_kept_while_reconnecting_are_bounded(fake, recorder, caplog) -> N
     assert json.loads(last)["n"] == _call_connection.MAX_UNSENT_EVENTS - 1
     assert caplog.text.count("dropping events") == 1
     navai.close()
+
+
+# ----- how navai closes the control connection, and what it logs -------------------------------
+
+
+class _CloseCodes:
+    """A bare WebSocket server on 127.0.0.1 standing in for the sideband: it keeps the close
+    code each connection received from navai."""
+
+    def __init__(self) -> None:
+        self.codes: list[int | None] = []
+        self.connected = asyncio.Event()
+
+    async def handler(self, websocket) -> None:  # type: ignore[no-untyped-def]
+        self.connected.set()
+        try:
+            async for _ in websocket:
+                pass
+        except Exception:
+            pass
+        self.codes.append(websocket.close_code)
+
+
+@pytest.mark.parametrize("how", ["hangup", "shutdown"])
+def test_navai_ends_a_call_with_a_normal_close(recorder, how: str) -> None:
+    """A hangup through navai and a shutdown close the control connection with 1000 (a
+    normal end), not 1011 (internal error)."""
+    from websockets.asyncio.server import serve
+
+    server = _CloseCodes()
+
+    async def main() -> list[int | None]:
+        async with serve(server.handler, "127.0.0.1", 0) as listening:
+            port = listening.sockets[0].getsockname()[1]
+            navai = Navai(
+                NavaiConfig(
+                    openai_api_key=KEY,
+                    openai_base_url=f"http://127.0.0.1:{port}/v1",
+                    upstream_max_retries=0,
+                    on_call_end=recorder.on_end,
+                ),
+                functions=tools(),
+            )
+            navai.calls.attach("rtc_close", api_key=KEY, rate_key="k")
+            await asyncio.wait_for(server.connected.wait(), 5)
+            if how == "hangup":
+                assert await navai.calls.ahangup("rtc_close")
+            await navai.aclose()
+            for _ in range(200):
+                if server.codes:
+                    break
+                await asyncio.sleep(0.01)
+        return server.codes
+
+    assert asyncio.run(main()) == [1000]
+    assert recorder.summary("rtc_close", timeout=0).end_reason == how
+
+
+def test_a_call_logs_its_start_and_each_function_run(navai, fake, caplog) -> None:
+    """Logger "navai" at INFO: a line when the call starts, one per function run (name, ok or
+    failed, milliseconds), and the end line."""
+    caplog.set_level("INFO", logger="navai")
+    call = attach(navai, fake)
+    call.send(fn_call("l1", "add", {"a": 1, "b": 2}), fn_call("l2", "explode", {}))
+    call.wait_for(lambda c: len(c.outputs()) == 2)
+    call.end()
+    navai.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "navai"]
+    started = [line for line in lines if line.startswith(f"call {call.call_id} started")]
+    assert started == [f"call {call.call_id} started (webrtc), key user-1"]
+    runs = sorted(line for line in lines if line.startswith(f"call {call.call_id}: function"))
+    assert len(runs) == 2, lines
+    assert runs[0].startswith(f"call {call.call_id}: function add ok in ")
+    assert runs[1].startswith(f"call {call.call_id}: function explode failed in ")
+    assert all(line.endswith(" ms") for line in runs)
+    assert any(line.startswith(f"call {call.call_id} ended") for line in lines)

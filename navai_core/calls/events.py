@@ -83,16 +83,23 @@ class CallEvents(Protocol):
 
 
 class CallLog:
-    """A log line (logger ``navai``, INFO) when the call ends."""
+    """Log lines (logger ``navai``, INFO) when a call starts, when each tool runs and when the
+    call ends."""
 
     def started(self, call: LiveCall) -> None:
-        pass
+        logger.info("call %s started (%s), key %s", call.call_id, call.transport, call.key)
 
     def event(self, call_id: str, event: object) -> None:
         pass
 
     def tool_ran(self, call_id: str, run: ToolRun) -> None:
-        pass
+        logger.info(
+            "call %s: function %s %s in %.1f ms",
+            call_id,
+            run.name,
+            "ok" if run.ok else "failed",
+            run.ms,
+        )
 
     def ended(self, summary: CallSummary) -> None:
         logger.info(

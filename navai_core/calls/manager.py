@@ -422,6 +422,7 @@ class CallManager:
         finally:
             for task in list(call.tools.functions):
                 task.cancel()
+            await call.connection.close()  # a normal close (1000): navai ends the call
             for part in parts:
                 part.cancel()
             await asyncio.gather(*parts, *call.tools.functions, return_exceptions=True)
