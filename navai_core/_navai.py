@@ -1,9 +1,10 @@
 """The facade: configuration + function registry + pooled httpx2 clients + HTTP handling.
 
 ``Navai.handle`` (sync) and ``Navai.ahandle`` (async) answer any navai route given a
-framework-neutral :class:`RequestContext` and the raw body. Both walk the matched route's
-row of ``_routes.ROUTES`` the same way (admit, guard, plan) and differ only in performing
-the I/O: the hooks, the rate limit and the one step a plan may leave.
+framework-neutral :class:`RequestContext` and the raw body, through the request walk of
+``routes/walk.py`` (match, admit, hook, rate limit, guard, plan, step). The facade holds
+what that walk, the plans of ``routes/table.py`` and the call manager are handed: the
+configuration, the function registry, the upstream sender and the live calls.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import attrs
 import httpx2
 
 from ._config import NavaiConfig, rate_limit
-from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
-from ._hooks import aauthorize, authorize
 from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import logger, secret_filter
@@ -33,20 +32,11 @@ from .functions.discovery import load_functions
 from .functions.dispatch import PreparedCall, aexecute
 from .functions.registry import FunctionRegistry
 from .limits.budget import CallBudgets
-from .limits.rate import RateLimiter, client_key
-from .routes.body import (
-    AsyncBodySource,
-    BodySource,
-    ReadFailed,
-    aread,
-    check_declared_size,
-    parse_json_body,
-    read,
-    too_large,
-)
-from .routes.cors import Cors
+from .limits.rate import RateLimiter
+from .routes.body import AsyncBodySource, BodySource
 from .routes.openapi import openapi_document
-from .routes.table import Route, RouteMatch, Step, match, routes_for
+from .routes.table import Route, routes_for
+from .routes.walk import RequestWalk
 from .sessions.client_secret import (
     ClientSecret,
     ClientSecretOptions,
@@ -62,9 +52,6 @@ from .upstream.retry import RetryPolicy
 from .upstream.send import asend, check_client, new_async_client, new_client, send
 
 __all__ = ["Navai", "Route"]
-
-INTERNAL_ERROR = "Internal server error."
-NO_STORE = ("Cache-Control", "no-store")
 
 
 class Navai:
@@ -93,18 +80,7 @@ class Navai:
         check_client("async_http_client", async_http_client, httpx2.AsyncClient)
         self.config = NavaiConfig.from_env() if config is None else config
         c = self.config
-        secret_filter.add(
-            *(
-                k
-                for k in (
-                    c.openai_api_key,
-                    c.azure_api_key,
-                    c.elevenlabs_api_key,
-                    c.openai_webhook_secret,
-                )
-                if isinstance(k, str)
-            )
-        )
+        secret_filter.add(*_secrets(c))
         self._code_functions = functions
         self._registry: FunctionRegistry | None = None
         self._listed: tuple[int, int, Reply] | None = None
@@ -115,12 +91,14 @@ class Navai:
         self._owns_aclient = async_http_client is None
         self._routes = routes_for(self.config)
         self.model_notices = ModelNotices()
-        self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
         self.rate_limiter = RateLimiter(
             self.config.rate_limit_storage, fail_open=self.config.rate_limit_fail_open
         )
+        # Every request's way: route, checks, plan, step (routes/walk.py).
+        self._walk = RequestWalk(
+            self, self._routes, config=self.config, rate_limiter=self.rate_limiter
+        )
         self._threads = FunctionThreads(max(self.config.function_threads, 2))
-        c = self.config
         self.retry_policy = RetryPolicy(
             max_retries=max(c.upstream_max_retries, 0),
             total_timeout=c.upstream_timeout_seconds,
@@ -164,19 +142,7 @@ class Navai:
     def exposure_warnings(self, host: str) -> list[str]:
         """What to say loudly when a server listening on ``host`` lets anyone run functions
         (no authorisation hook; worse, no rate limit either). Nothing on loopback."""
-        c = self.config
-        if not c.functions_enabled or c.authorize_functions is not None or _loopback(host):
-            return []
-        guard = (
-            "no authorisation hook and no rate limit"
-            if rate_limit(c, "rate_limit_functions") is None
-            else f"no authorisation hook, only a rate limit of {c.rate_limit_functions} a client"
-        )
-        return [
-            f"The function routes have {guard}: anyone who can reach {host} can list and run "
-            "your backend functions. Set authorize_functions (docs/security.md), or serve on "
-            "127.0.0.1 behind your own gateway."
-        ]
+        return _exposure_warnings(self.config, host)
 
     def log_startup(self, *, load_functions: bool = True) -> None:
         notices = set(self.config.model_notices())
@@ -255,7 +221,7 @@ class Navai:
 
     def match(self, path: str) -> Route | None:
         """The route ``path`` reaches, if any."""
-        found = match(self._routes, path)
+        found = self._walk.match(path)
         return found.route if found is not None else None
 
     def handle(self, context: RequestContext, body: BodySource = b"") -> Reply:
@@ -264,102 +230,12 @@ class Navai:
         ``body`` is the raw body, or ``read(limit) -> bytes``, called only once the request
         passed its route's checks, hooks and rate limit (a refused request is never read).
         """
-        found = match(self._routes, context.path)
-        route = found.route if found is not None else None
-        try:
-            admitted = self._admit(route, context)
-            if isinstance(admitted, Reply):
-                return self._finish(route, context, admitted)
-            authorize(admitted.authorize, context)
-            self.rate_limiter.check(admitted.limit, admitted.bucket, self._client_key(context))
-            if admitted.guard is not None:
-                admitted.guard.check(self, context)
-            if admitted.needs_functions:
-                self.functions()
-            data = read(body, self.config.max_body_bytes) if admitted.reads_body else b""
-            step = self._plan(found, context, data)
-            reply = step if isinstance(step, Reply) else step.run(self)
-        except ReadFailed as failed:
-            raise failed.error from None
-        except Exception as exc:
-            reply = self._error_reply(exc)
-        return self._finish(route, context, reply)
+        return self._walk.handle(context, body)
 
     async def ahandle(self, context: RequestContext, body: AsyncBodySource = b"") -> Reply:
         """Answer one HTTP request (async servers: ASGI, custom); ``body`` as for
         :meth:`handle`, its reader a coroutine function."""
-        found = match(self._routes, context.path)
-        route = found.route if found is not None else None
-        try:
-            admitted = self._admit(route, context)
-            if isinstance(admitted, Reply):
-                return self._finish(route, context, admitted)
-            await aauthorize(admitted.authorize, context)
-            key = self._client_key(context)
-            await self.rate_limiter.acheck(admitted.limit, admitted.bucket, key)
-            if admitted.guard is not None:
-                await admitted.guard.acheck(self, context)
-            if admitted.needs_functions:
-                await self.afunctions()
-            data = await aread(body, self.config.max_body_bytes) if admitted.reads_body else b""
-            step = self._plan(found, context, data)
-            reply = step if isinstance(step, Reply) else await step.arun(self)
-        except ReadFailed as failed:
-            raise failed.error from None
-        except Exception as exc:
-            reply = self._error_reply(exc)
-        return self._finish(route, context, reply)
-
-    # ----- the decisions both tails share (no I/O) ---------------------------------------
-
-    def _admit(self, route: Route | None, context: RequestContext) -> Route | Reply:
-        """The route to run, or the final answer: 404, 405, 413 by ``Content-Length``, or the
-        CORS preflight's."""
-        if route is None:
-            raise NotFound("Not found.")
-        method = context.method.upper()
-        if method == "OPTIONS":
-            return self._cors.preflight(context, route.allowed)
-        if method not in route.methods:
-            raise MethodNotAllowed(route.allowed)
-        if route.reads_body:
-            check_declared_size(context, self.config.max_body_bytes)
-        return route
-
-    def _plan(self, found: RouteMatch | None, context: RequestContext, body: bytes) -> Reply | Step:
-        assert found is not None
-        route, plan = found.route, found.route.plan
-        assert plan is not None
-        limit = self.config.max_body_bytes
-        parsed: Any = None
-        if route.raw_body:
-            if len(body) > limit:
-                raise too_large(limit)
-            parsed = body
-        elif route.reads_body:
-            parsed = parse_json_body(context, body, limit)
-        return plan(self, context, parsed, found)
-
-    def _finish(self, route: Route | None, context: RequestContext, reply: Reply) -> Reply:
-        if route is not None and route.no_store:
-            reply = reply.with_headers(NO_STORE)
-        return self._cors.apply(context, reply)
-
-    def _error_reply(self, exc: Exception) -> Reply:
-        if isinstance(exc, UpstreamError):
-            logger.warning(
-                "%s (status %s, request id %s)",
-                exc.message[:500],
-                exc.status_code,
-                exc.extra.get("request_id", "-"),
-            )
-        if isinstance(exc, NavaiError):
-            return exc.to_reply()
-        logger.exception("unexpected error while answering a request")
-        return Reply(500, {"error": INTERNAL_ERROR})
-
-    def _client_key(self, context: RequestContext) -> str:
-        return client_key(self.config.rate_limit_key, context)
+        return await self._walk.ahandle(context, body)
 
     def execute_options(self) -> dict[str, Any]:
         """The keyword options of ``execute``/``aexecute`` this server's settings give."""
@@ -466,6 +342,27 @@ class Navai:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _secrets(c: NavaiConfig) -> list[str]:
+    """The secrets of ``c`` that the logs must never show."""
+    keys = (c.openai_api_key, c.azure_api_key, c.elevenlabs_api_key, c.openai_webhook_secret)
+    return [k for k in keys if isinstance(k, str)]
+
+
+def _exposure_warnings(c: NavaiConfig, host: str) -> list[str]:
+    if not c.functions_enabled or c.authorize_functions is not None or _loopback(host):
+        return []
+    guard = (
+        "no authorisation hook and no rate limit"
+        if rate_limit(c, "rate_limit_functions") is None
+        else f"no authorisation hook, only a rate limit of {c.rate_limit_functions} a client"
+    )
+    return [
+        f"The function routes have {guard}: anyone who can reach {host} can list and run "
+        "your backend functions. Set authorize_functions (docs/security.md), or serve on "
+        "127.0.0.1 behind your own gateway."
+    ]
 
 
 def _loopback(host: str) -> bool:
