@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from .._json import dumps
 from .events import ENDED, LOST
@@ -33,8 +33,26 @@ RECONNECT_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
 Connect = Callable[[str, tuple[tuple[str, str], ...]], Any]
 
 
+class Listener(Protocol):
+    """Who gets the connection's messages."""
+
+    async def on_message(self, message: str | bytes) -> None: ...
+
+
 class Connection:
     """The control connection of call ``call_id`` (touched only on the call's loop)."""
+
+    __slots__ = (
+        "_closing",
+        "_connect",
+        "call_id",
+        "delays",
+        "dropped",
+        "headers",
+        "socket",
+        "unsent",
+        "url",
+    )
 
     def __init__(
         self,
@@ -55,8 +73,8 @@ class Connection:
         self.dropped = 0  # events not kept: the connection was away too long
         self._closing = False
 
-    async def run(self, on_message: Callable[[str | bytes], Awaitable[None]]) -> str:
-        """Hold the connection, handing every message to ``on_message``, until the call ends:
+    async def run(self, listener: Listener) -> str:
+        """Hold the connection, handing every message to ``listener``, until the call ends:
         ``ENDED`` (the caller hung up, or :meth:`close`) or ``LOST`` (no reconnect)."""
         from websockets.exceptions import InvalidStatus
 
@@ -68,7 +86,7 @@ class Connection:
                     self.socket = socket
                     await self._flush()
                     async for message in socket:
-                        await on_message(message)
+                        await listener.on_message(message)
                 self.socket = None
                 if socket.close_code == 1000 or self._closing:  # the caller hung up
                     return ENDED

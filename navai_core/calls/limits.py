@@ -19,6 +19,8 @@ class CallLimits:
     """The limits of the call of budget key ``key`` that started at ``started``
     (``time.monotonic()``)."""
 
+    __slots__ = ("budgets", "charged", "key", "max_seconds", "started", "tick")
+
     def __init__(
         self,
         key: str,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import threading
@@ -54,6 +53,7 @@ from .events import (
 from .limits import CallLimits
 from .plans import valid_call_id
 from .runtime import REALTIME, Runtime
+from .sideband import RunFunction
 from .tools import FunctionDispatch, ToolRunner
 
 __all__ = ["CallManager", "CallSettings", "CallSummary", "CallsFull", "LiveCall"]
@@ -124,6 +124,26 @@ class _Call:
     """One live call: who and where, and its three parts (touched only on its loop, except
     ``task`` and ``done``)."""
 
+    __slots__ = (
+        "call_id",
+        "connection",
+        "dispatch",
+        "done",
+        "events",
+        "key",
+        "limits",
+        "loop",
+        "reason",
+        "settings",
+        "started",
+        "started_at",
+        "stop",
+        "target",
+        "task",
+        "tools",
+        "transport",
+    )
+
     def __init__(
         self,
         call_id: str,
@@ -131,8 +151,12 @@ class _Call:
         key: str,
         transport: str,
         loop: asyncio.AbstractEventLoop,
+        settings: CallSettings,
+        dispatch: FunctionDispatch,
     ) -> None:
         self.call_id = call_id
+        self.settings = settings
+        self.dispatch = dispatch
         self.target = target
         self.key = key
         self.transport = transport
@@ -157,6 +181,20 @@ class _Call:
             self.transport,
             self.tools.protocol.function_calls,
         )
+
+    async def on_message(self, message: str | bytes) -> None:
+        """A server event: to the events, the ``on_call_event`` hook and the tool runner."""
+        try:
+            event = json.loads(message)
+        except (ValueError, RecursionError):
+            logger.debug("call %s sent a message that is not JSON", self.call_id)
+            return
+        self.events.event(self.call_id, event)
+        await anotify(self.settings.on_call_event, self.call_id, event, thread=False)
+        await self.tools.feed(event)
+
+    async def run_function(self, action: RunFunction) -> Reply:
+        return await self.dispatch(self.live(), action)
 
     def summary(self, reason: str) -> CallSummary:
         protocol = self.tools.protocol
@@ -365,7 +403,7 @@ class CallManager:
         loop: asyncio.AbstractEventLoop,
     ) -> _Call:
         """A call and its parts (on its loop: the parts' asyncio objects belong to it)."""
-        call = _Call(call_id, target, key, transport, loop)
+        call = _Call(call_id, target, key, transport, loop, self.settings, self._dispatch)
         call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0))
         url = self.runtime.sideband_url(target, call_id)
         call.connection = Connection(
@@ -374,8 +412,8 @@ class CallManager:
         call.tools = ToolRunner(
             call_id,
             self.runtime.tool_protocol(),
-            run=lambda action: self._dispatch(call.live(), action),
-            send=call.connection.send,
+            runner=call,
+            sender=call.connection,
             events=call.events,
         )
         call.limits = CallLimits(
@@ -404,9 +442,8 @@ class CallManager:
 
     async def _hold(self, call: _Call) -> None:
         call.events.started(call.live())
-        on_message = functools.partial(self._on_message, call)
         parts = [
-            asyncio.ensure_future(call.connection.run(on_message)),
+            asyncio.ensure_future(call.connection.run(call)),
             asyncio.ensure_future(call.limits.watch()),
             asyncio.ensure_future(call.stop.wait()),
         ]
@@ -442,16 +479,6 @@ class CallManager:
             call.events.ended(summary)
             call.done.set()
             await anotify(self.settings.on_call_end, summary)
-
-    async def _on_message(self, call: _Call, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except (ValueError, RecursionError):
-            logger.debug("call %s sent a message that is not JSON", call.call_id)
-            return
-        call.events.event(call.call_id, event)
-        await anotify(self.settings.on_call_event, call.call_id, event, thread=False)
-        await call.tools.feed(event)
 
 
 async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None:

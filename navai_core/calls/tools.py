@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import NavaiError
 from .._http import Reply, RequestContext
@@ -86,22 +86,36 @@ class FunctionDispatch:
         )
 
 
+class FunctionRunner(Protocol):
+    """Runs one function call of the call: the execute route's answer to it."""
+
+    async def run_function(self, action: RunFunction) -> Reply: ...
+
+
+class EventSender(Protocol):
+    """Sends a client event on the call's control connection."""
+
+    async def send(self, event: Mapping[str, Any]) -> None: ...
+
+
 class ToolRunner:
     """Runs the function calls of one call (touched only on the call's loop)."""
+
+    __slots__ = ("_events", "_runner", "_sender", "call_id", "functions", "protocol", "slots")
 
     def __init__(
         self,
         call_id: str,
         protocol: ToolProtocol,
         *,
-        run: Callable[[RunFunction], Awaitable[Reply]],
-        send: Callable[[Mapping[str, Any]], Awaitable[None]],
+        runner: FunctionRunner,
+        sender: EventSender,
         events: CallEvents,
     ) -> None:
         self.call_id = call_id
         self.protocol = protocol
-        self._run = run
-        self._send = send
+        self._runner = runner
+        self._sender = sender
         self._events = events
         self.functions: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(MAX_PARALLEL_FUNCTIONS)
@@ -117,7 +131,7 @@ class ToolRunner:
                 self.functions.add(task)
                 task.add_done_callback(self.functions.discard)
             elif isinstance(action, SendEvent):
-                await self._send(action.event)
+                await self._sender.send(action.event)
 
     async def stop(self) -> None:
         """Cancel the function calls still running, and wait for them."""
@@ -128,7 +142,7 @@ class ToolRunner:
     async def _run_function(self, action: RunFunction) -> None:
         async with self.slots:
             started = time.perf_counter()
-            reply = await self._run(action)
+            reply = await self._runner.run_function(action)
             ms = (time.perf_counter() - started) * 1000
         self._events.tool_ran(self.call_id, _tool_run(action, reply.body, ms))
         await self._output_ready(action, reply.content.decode())
@@ -148,7 +162,7 @@ class ToolRunner:
     async def _output_ready(self, action: RunFunction, output: str) -> None:
         for step in self.protocol.output_ready(action.call_id, output):
             if isinstance(step, SendEvent):
-                await self._send(step.event)
+                await self._sender.send(step.event)
 
 
 def _tool_run(action: RunFunction, body: JsonValue, ms: float) -> ToolRun:
