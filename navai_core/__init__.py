@@ -4,7 +4,7 @@ Everything here is pure Python over attrs and httpx2: no web framework is import
 core can be used from any server and its rules unit-tested directly.
 """
 
-from ._config import NavaiConfig, SettingProblem, SettingsError
+from ._config import NavaiConfig
 from ._errors import (
     BadRequest,
     ConfigurationError,
@@ -14,6 +14,8 @@ from ._errors import (
     NavaiError,
     NotFound,
     PayloadTooLarge,
+    SettingProblem,
+    SettingsError,
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 from limits import RateLimitItem
 
-from ._errors import ConfigurationError
+from ._errors import SettingProblem, SettingsError
 from ._models import deprecation_notices
 from ._policy import KeySource, elevenlabs_problems, key_problem, ttl_problem
 from ._policy import clean as _clean
@@ -55,37 +55,6 @@ V = TypeVar("V")
 
 #: What a rate-limit setting expects (``NAVAI_RATE_LIMIT_*``, ``NAVAI_CALL_BUDGET``).
 LIMIT_EXPECTED = 'a rate limit such as "10/minute" or "60/day", or "off"'
-
-
-@attrs.frozen
-class SettingProblem:
-    """A setting whose value cannot be read: the variable, the value as given, and what the
-    variable expects."""
-
-    variable: str
-    value: str
-    expected: str
-
-    def __str__(self) -> str:
-        return f"{self.variable}={self.value!r}: expected {self.expected}"
-
-
-class SettingsError(ConfigurationError):
-    """Settings that cannot be read, every one of them in one error.
-
-    Raised by :meth:`NavaiConfig.from_env` and by ``Navai(...)``, so a server never starts
-    on a value it would otherwise have replaced by its default; ``navai serve`` prints
-    :attr:`problems` and exits with code 2. Legal but unwise values are not errors:
-    :meth:`NavaiConfig.problems` lists them as start-up warnings.
-    """
-
-    status_code = 500
-
-    def __init__(self, problems: Iterable[SettingProblem]) -> None:
-        self.problems: tuple[SettingProblem, ...] = tuple(problems)
-        count = len(self.problems)
-        lines = "".join(f"\n  {problem}" for problem in self.problems)
-        super().__init__(f"{count} setting{'' if count == 1 else 's'} cannot be read:{lines}")
 
 
 def _split_list(value: str | None) -> tuple[str, ...] | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import attrs
+
 from ._http import Reply
 from ._json import JsonValue
 
@@ -123,3 +125,34 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     status_code = 504
+
+
+@attrs.frozen
+class SettingProblem:
+    """A setting whose value cannot be read: the variable, the value as given, and what the
+    variable expects."""
+
+    variable: str
+    value: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}={self.value!r}: expected {self.expected}"
+
+
+class SettingsError(ConfigurationError):
+    """Settings that cannot be read, every one of them in one error.
+
+    Raised by :meth:`NavaiConfig.from_env` and by ``Navai(...)``, so a server never starts
+    on a value it would otherwise have replaced by its default; ``navai serve`` prints
+    :attr:`problems` and exits with code 2. Legal but unwise values are not errors:
+    :meth:`NavaiConfig.problems` lists them as start-up warnings.
+    """
+
+    status_code = 500
+
+    def __init__(self, problems: Iterable[SettingProblem]) -> None:
+        self.problems: tuple[SettingProblem, ...] = tuple(problems)
+        count = len(self.problems)
+        lines = "".join(f"\n  {problem}" for problem in self.problems)
+        super().__init__(f"{count} setting{'' if count == 1 else 's'} cannot be read:{lines}")

@@ -1,9 +1,10 @@
 """The facade: configuration + function registry + pooled httpx2 clients + HTTP handling.
 
 ``Navai.handle`` (sync) and ``Navai.ahandle`` (async) answer any navai route given a
-framework-neutral :class:`RequestContext` and the raw body. Both walk the matched route's
-row of ``_routes.ROUTES`` the same way (admit, guard, plan) and differ only in performing
-the I/O: the hooks, the rate limit and the one step a plan may leave.
+framework-neutral :class:`RequestContext` and the raw body, through the request walk of
+``routes/walk.py`` (match, admit, hook, rate limit, guard, plan, step). The facade holds
+what that walk, the plans of ``routes/table.py`` and the call manager are handed: the
+configuration, the function registry, the upstream sender and the live calls.
 """
 
 from __future__ import annotations
@@ -18,32 +19,23 @@ import attrs
 import httpx2
 
 from ._config import NavaiConfig, rate_limit
-from ._errors import MethodNotAllowed, NavaiError, NotFound, UpstreamError
-from ._hooks import aauthorize, authorize
 from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import ensure_handler, logger, secret_filter
 from ._models import ModelNotices, models_logger
-from .calls.manager import CallManager
+from .calls.manager import CallManager, CallSettings
 from .calls.phone import PhoneCalls
 from .calls.plans import call_session
 from .concurrency.owner import Concurrency
 from .functions.discovery import load_functions
+from .functions.dispatch import PreparedCall, aexecute
 from .functions.registry import FunctionRegistry
-from .limits.rate import RateLimiter, client_key
-from .routes.body import (
-    AsyncBodySource,
-    BodySource,
-    ReadFailed,
-    aread,
-    check_declared_size,
-    parse_json_body,
-    read,
-    too_large,
-)
-from .routes.cors import Cors
+from .limits.budget import CallBudgets
+from .limits.rate import RateLimiter
+from .routes.body import AsyncBodySource, BodySource
 from .routes.openapi import openapi_document
-from .routes.table import Route, Step, routes_for
+from .routes.table import Route, routes_for
+from .routes.walk import RequestWalk
 from .sessions.client_secret import (
     ClientSecret,
     ClientSecretOptions,
@@ -52,14 +44,11 @@ from .sessions.client_secret import (
     parse_client_secret_response,
 )
 from .upstream.messages import UpstreamReply, UpstreamRequest
-from .upstream.providers import realtime_target
+from .upstream.providers import realtime_target, target_for_key
 from .upstream.retry import RetryPolicy
 from .upstream.send import asend, check_client, new_async_client, new_client, send
 
 __all__ = ["Navai", "Route"]
-
-INTERNAL_ERROR = "Internal server error."
-NO_STORE = ("Cache-Control", "no-store")
 
 
 class Navai:
@@ -89,18 +78,7 @@ class Navai:
         self.config = NavaiConfig.from_env() if config is None else config
         self.config.check()
         c = self.config
-        secret_filter.add(
-            *(
-                k
-                for k in (
-                    c.openai_api_key,
-                    c.azure_api_key,
-                    c.elevenlabs_api_key,
-                    c.openai_webhook_secret,
-                )
-                if isinstance(k, str)
-            )
-        )
+        secret_filter.add(*_secrets(c))
         self._code_functions = functions
         self._registry: FunctionRegistry | None = None
         self._listed: tuple[int, int, Reply] | None = None
@@ -111,20 +89,30 @@ class Navai:
         self._owns_aclient = async_http_client is None
         self._routes = routes_for(self.config)
         self.model_notices = ModelNotices()
-        self._cors = Cors(self.config.cors_origins, self.config.cors_allow_credentials)
         self.rate_limiter = RateLimiter(
             self.config.rate_limit_storage, fail_open=self.config.rate_limit_fail_open
         )
+        # Every request's way: route, checks, plan, step (routes/walk.py).
+        self._walk = RequestWalk(
+            self, self._routes, config=self.config, rate_limiter=self.rate_limiter
+        )
         # Where this instance runs code: its background loop and its thread budgets.
         self.concurrency = Concurrency(max(self.config.function_threads, 2))
-        c = self.config
         self.retry_policy = RetryPolicy(
             max_retries=max(c.upstream_max_retries, 0),
             total_timeout=c.upstream_timeout_seconds,
             connect_timeout=c.upstream_connect_timeout_seconds,
         )
         # The live calls of this process (server-controlled calls, see docs/calls.md).
-        self.calls = CallManager(self)
+        self.calls = CallManager(
+            CallSettings.from_config(c),
+            budgets=CallBudgets.from_setting(c.call_budget, self.rate_limiter),
+            target=lambda api_key: target_for_key(self.config, api_key),
+            send=self.asend_upstream,
+            registry=self.afunctions,
+            execute=self._aexecute,
+            concurrency=self.concurrency,
+        )
         # Incoming phone calls (docs/phone-calls.md), created on the first webhook.
         self._phone: PhoneCalls | None = None
 
@@ -154,19 +142,7 @@ class Navai:
     def exposure_warnings(self, host: str) -> list[str]:
         """What to say loudly when a server listening on ``host`` lets anyone run functions
         (no authorisation hook; worse, no rate limit either). Nothing on loopback."""
-        c = self.config
-        if not c.functions_enabled or c.authorize_functions is not None or _loopback(host):
-            return []
-        guard = (
-            "no authorisation hook and no rate limit"
-            if rate_limit(c, "rate_limit_functions") is None
-            else f"no authorisation hook, only a rate limit of {c.rate_limit_functions} a client"
-        )
-        return [
-            f"The function routes have {guard}: anyone who can reach {host} can list and run "
-            "your backend functions. Set authorize_functions (docs/security.md), or serve on "
-            "127.0.0.1 behind your own gateway."
-        ]
+        return _exposure_warnings(self.config, host)
 
     def log_startup(self, *, load_functions: bool = True) -> None:
         ensure_handler()  # navai's lines show up under uvicorn, Flask or Django as they are
@@ -245,10 +221,9 @@ class Navai:
         )
 
     def match(self, path: str) -> Route | None:
-        for route in self._routes:
-            if route.matches(path):
-                return route
-        return None
+        """The route ``path`` reaches, if any."""
+        found = self._walk.match(path)
+        return found.route if found is not None else None
 
     def handle(self, context: RequestContext, body: BodySource = b"") -> Reply:
         """Answer one HTTP request (sync servers: WSGI, custom).
@@ -256,98 +231,12 @@ class Navai:
         ``body`` is the raw body, or ``read(limit) -> bytes``, called only once the request
         passed its route's checks, hooks and rate limit (a refused request is never read).
         """
-        route = self.match(context.path)
-        try:
-            admitted = self._admit(route, context)
-            if isinstance(admitted, Reply):
-                return self._finish(route, context, admitted)
-            authorize(admitted.authorize, context, self.concurrency)
-            self.rate_limiter.check(admitted.limit, admitted.bucket, self._client_key(context))
-            if admitted.guard is not None:
-                admitted.guard.check(self, context)
-            if admitted.needs_functions:
-                self.functions()
-            data = read(body, self.config.max_body_bytes) if admitted.reads_body else b""
-            step = self._plan(admitted, context, data)
-            reply = step if isinstance(step, Reply) else step.run(self)
-        except ReadFailed as failed:
-            raise failed.error from None
-        except Exception as exc:
-            reply = self._error_reply(exc)
-        return self._finish(route, context, reply)
+        return self._walk.handle(context, body)
 
     async def ahandle(self, context: RequestContext, body: AsyncBodySource = b"") -> Reply:
         """Answer one HTTP request (async servers: ASGI, custom); ``body`` as for
         :meth:`handle`, its reader a coroutine function."""
-        route = self.match(context.path)
-        try:
-            admitted = self._admit(route, context)
-            if isinstance(admitted, Reply):
-                return self._finish(route, context, admitted)
-            await aauthorize(admitted.authorize, context, self.concurrency)
-            key = self._client_key(context)
-            await self.rate_limiter.acheck(admitted.limit, admitted.bucket, key)
-            if admitted.guard is not None:
-                await admitted.guard.acheck(self, context)
-            if admitted.needs_functions:
-                await self.afunctions()
-            data = await aread(body, self.config.max_body_bytes) if admitted.reads_body else b""
-            step = self._plan(admitted, context, data)
-            reply = step if isinstance(step, Reply) else await step.arun(self)
-        except ReadFailed as failed:
-            raise failed.error from None
-        except Exception as exc:
-            reply = self._error_reply(exc)
-        return self._finish(route, context, reply)
-
-    # ----- the decisions both tails share (no I/O) ---------------------------------------
-
-    def _admit(self, route: Route | None, context: RequestContext) -> Route | Reply:
-        """The route to run, or the final answer: 404, 405, 413 by ``Content-Length``, or the
-        CORS preflight's."""
-        if route is None:
-            raise NotFound("Not found.")
-        method = context.method.upper()
-        if method == "OPTIONS":
-            return self._cors.preflight(context, route.allowed)
-        if method not in route.methods:
-            raise MethodNotAllowed(route.allowed)
-        if route.reads_body:
-            check_declared_size(context, self.config.max_body_bytes)
-        return route
-
-    def _plan(self, route: Route, context: RequestContext, body: bytes) -> Reply | Step:
-        assert route.plan is not None
-        limit = self.config.max_body_bytes
-        parsed: Any = None
-        if route.raw_body:
-            if len(body) > limit:
-                raise too_large(limit)
-            parsed = body
-        elif route.reads_body:
-            parsed = parse_json_body(context, body, limit)
-        return route.plan(self, context, parsed)
-
-    def _finish(self, route: Route | None, context: RequestContext, reply: Reply) -> Reply:
-        if route is not None and route.no_store:
-            reply = reply.with_headers(NO_STORE)
-        return self._cors.apply(context, reply)
-
-    def _error_reply(self, exc: Exception) -> Reply:
-        if isinstance(exc, UpstreamError):
-            logger.warning(
-                "%s (status %s, request id %s)",
-                exc.message[:500],
-                exc.status_code,
-                exc.extra.get("request_id", "-"),
-            )
-        if isinstance(exc, NavaiError):
-            return exc.to_reply()
-        logger.exception("unexpected error while answering a request")
-        return Reply(500, {"error": INTERNAL_ERROR})
-
-    def _client_key(self, context: RequestContext) -> str:
-        return client_key(self.config.rate_limit_key, context)
+        return await self._walk.ahandle(context, body)
 
     def execute_options(self) -> dict[str, Any]:
         """The keyword options of ``execute``/``aexecute`` this server's settings give."""
@@ -358,14 +247,21 @@ class Navai:
             "concurrency": self.concurrency,
         }
 
+    async def _aexecute(self, prepared: PreparedCall) -> Reply:
+        return await aexecute(prepared, **self.execute_options())
+
     def list_reply(self) -> Reply:
         """The list reply, encoded once (about 4 us a request) until functions or warnings
-        are added to the registry."""
+        are added to the registry. With ``expose_function_warnings`` off, its warnings (paths,
+        exception texts) are one short line, each logged once instead."""
         registry = self.functions()
         key = (len(registry), len(registry.warnings))
         listed = self._listed
         if listed is None or listed[:2] != key:
             body = registry.list_body()
+            if not self.config.expose_function_warnings:
+                logged = 0 if listed is None else listed[1]
+                body = _short_warnings(body, registry.warnings, logged)
             listed = self._listed = (*key, Reply(200, body, encoded=dumps(body)))
         return listed[2]
 
@@ -456,6 +352,27 @@ class Navai:
         await self.aclose()
 
 
+def _secrets(c: NavaiConfig) -> list[str]:
+    """The secrets of ``c`` that the logs must never show."""
+    keys = (c.openai_api_key, c.azure_api_key, c.elevenlabs_api_key, c.openai_webhook_secret)
+    return [k for k in keys if isinstance(k, str)]
+
+
+def _exposure_warnings(c: NavaiConfig, host: str) -> list[str]:
+    if not c.functions_enabled or c.authorize_functions is not None or _loopback(host):
+        return []
+    guard = (
+        "no authorisation hook and no rate limit"
+        if rate_limit(c, "rate_limit_functions") is None
+        else f"no authorisation hook, only a rate limit of {c.rate_limit_functions} a client"
+    )
+    return [
+        f"The function routes have {guard}: anyone who can reach {host} can list and run "
+        "your backend functions. Set authorize_functions (docs/security.md), or serve on "
+        "127.0.0.1 behind your own gateway."
+    ]
+
+
 def _loopback(host: str) -> bool:
     name = host.strip("[]").lower()
     if name == "localhost":
@@ -471,3 +388,15 @@ def _version() -> str:
         return importlib.metadata.version("navai")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def _short_warnings(
+    body: dict[str, Any], warnings: list[str], logged: int
+) -> dict[str, Any]:
+    """``body`` with its warnings replaced by one short line; the ones not logged yet (past
+    the first ``logged``) go to the server log."""
+    for warning in warnings[logged:]:
+        logger.warning("backend functions: %s", warning)
+    count = len(warnings)
+    short = f"{count} warning{'' if count == 1 else 's'} about the backend functions: see the "
+    return {**body, "warnings": [short + "server log."] if warnings else []}

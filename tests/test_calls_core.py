@@ -11,9 +11,7 @@ from navai_core import FunctionRegistry, NavaiConfig
 from navai_core._errors import BadRequest, ConfigurationError, Forbidden, NavaiError, Unauthorized
 from navai_core.calls.plans import (
     SDP_REQUIRED,
-    CallBudget,
     CallOptions,
-    budget_spent,
     build_call_request,
     build_hangup_request,
     parse_call_body,
@@ -24,6 +22,7 @@ from navai_core.calls.plans import (
     valid_call_id,
 )
 from navai_core.calls.sideband import RunFunction, SendEvent, ToolLoop, add_usage, execute_body
+from navai_core.limits.budget import CallBudget, budget_spent
 from navai_core.sessions.client_secret import ClientSecretOptions, build_client_secret_request
 from navai_core.upstream.providers import target_for_key
 

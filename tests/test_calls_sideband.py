@@ -15,7 +15,7 @@ from conftest import navai_for
 from fakes import FakeCall, FakeOpenAI, fn_call
 from fakes import response_done as done
 
-from navai_core import FunctionError, FunctionRegistry, Navai
+from navai_core import FunctionError, FunctionRegistry, Navai, NavaiConfig
 from navai_core.calls.manager import CallSummary
 
 KEY = "sk-sideband-key-0123456789"
@@ -309,9 +309,9 @@ def test_attach_on_a_running_loop(fake, recorder) -> None:
 def test_pending_function_calls_are_bounded(navai, fake, recorder, monkeypatch) -> None:
     """Past the bound of pending function calls of one call, a function call gets an error
     output at once, without a task; those already pending still run."""
-    from navai_core.calls import manager as _call_manager
+    from navai_core.calls import tools as _call_tools
 
-    monkeypatch.setattr(_call_manager, "MAX_PENDING_FUNCTIONS", 3)
+    monkeypatch.setattr(_call_tools, "MAX_PENDING_FUNCTIONS", 3)
     call = attach(navai, fake)
     call.send(*[fn_call(f"p{i}", "slow", {"seconds": 1.0}) for i in range(1, 6)])
     call.wait_for(lambda c: len(c.outputs()) >= 2, timeout=5)
@@ -330,26 +330,99 @@ def test_pending_function_calls_are_bounded(navai, fake, recorder, monkeypatch) 
 def test_events_kept_while_reconnecting_are_bounded(fake, recorder, caplog) -> None:
     """Events waiting for the control connection to come back are capped: past the cap they
     are dropped (logged once), so a call whose connection stays down holds bounded memory."""
-    from navai_core.calls import manager as _call_manager
+    from navai_core.calls import connection as _call_connection
+    from navai_core.calls.plans import sideband_url
     from navai_core.upstream.providers import target_for_key
 
     navai = navai_for(fake, functions=tools(), upstream_max_retries=0, **hooks(recorder))
-    manager = navai.calls
+    target = target_for_key(navai.config, KEY)
 
     async def main() -> tuple[int, bytes]:
-        call = _call_manager._Call(
-            "rtc_unsent",
-            target_for_key(navai.config, KEY),
-            "k",
-            "webrtc",
-            asyncio.get_running_loop(),
+        call = _call_connection.Connection(
+            "rtc_unsent", sideband_url(target, "rtc_unsent"), target.headers
         )
-        for i in range(_call_manager.MAX_UNSENT_EVENTS + 50):
-            await manager._send(call, {"type": "conversation.item.create", "n": i})
+        for i in range(_call_connection.MAX_UNSENT_EVENTS + 50):
+            await call.send({"type": "conversation.item.create", "n": i})
         return len(call.unsent), call.unsent[-1]
 
     kept, last = asyncio.run(main())
-    assert kept == _call_manager.MAX_UNSENT_EVENTS
-    assert json.loads(last)["n"] == _call_manager.MAX_UNSENT_EVENTS - 1
+    assert kept == _call_connection.MAX_UNSENT_EVENTS
+    assert json.loads(last)["n"] == _call_connection.MAX_UNSENT_EVENTS - 1
     assert caplog.text.count("dropping events") == 1
     navai.close()
+
+
+# ----- how navai closes the control connection, and what it logs -------------------------------
+
+
+class _CloseCodes:
+    """A bare WebSocket server on 127.0.0.1 standing in for the sideband: it keeps the close
+    code each connection received from navai."""
+
+    def __init__(self) -> None:
+        self.codes: list[int | None] = []
+        self.connected = asyncio.Event()
+
+    async def handler(self, websocket) -> None:  # type: ignore[no-untyped-def]
+        self.connected.set()
+        try:
+            async for _ in websocket:
+                pass
+        except Exception:
+            pass
+        self.codes.append(websocket.close_code)
+
+
+@pytest.mark.parametrize("how", ["hangup", "shutdown"])
+def test_navai_ends_a_call_with_a_normal_close(recorder, how: str) -> None:
+    """A hangup through navai and a shutdown close the control connection with 1000 (a
+    normal end), not 1011 (internal error)."""
+    from websockets.asyncio.server import serve
+
+    server = _CloseCodes()
+
+    async def main() -> list[int | None]:
+        async with serve(server.handler, "127.0.0.1", 0) as listening:
+            port = listening.sockets[0].getsockname()[1]
+            navai = Navai(
+                NavaiConfig(
+                    openai_api_key=KEY,
+                    openai_base_url=f"http://127.0.0.1:{port}/v1",
+                    upstream_max_retries=0,
+                    on_call_end=recorder.on_end,
+                ),
+                functions=tools(),
+            )
+            navai.calls.attach("rtc_close", api_key=KEY, rate_key="k")
+            await asyncio.wait_for(server.connected.wait(), 5)
+            if how == "hangup":
+                assert await navai.calls.ahangup("rtc_close")
+            await navai.aclose()
+            for _ in range(200):
+                if server.codes:
+                    break
+                await asyncio.sleep(0.01)
+        return server.codes
+
+    assert asyncio.run(main()) == [1000]
+    assert recorder.summary("rtc_close", timeout=0).end_reason == how
+
+
+def test_a_call_logs_its_start_and_each_function_run(navai, fake, caplog) -> None:
+    """Logger "navai" at INFO: a line when the call starts, one per function run (name, ok or
+    failed, milliseconds), and the end line."""
+    caplog.set_level("INFO", logger="navai")
+    call = attach(navai, fake)
+    call.send(fn_call("l1", "add", {"a": 1, "b": 2}), fn_call("l2", "explode", {}))
+    call.wait_for(lambda c: len(c.outputs()) == 2)
+    call.end()
+    navai.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "navai"]
+    started = [line for line in lines if line.startswith(f"call {call.call_id} started")]
+    assert started == [f"call {call.call_id} started (webrtc), key user-1"]
+    runs = sorted(line for line in lines if line.startswith(f"call {call.call_id}: function"))
+    assert len(runs) == 2, lines
+    assert runs[0].startswith(f"call {call.call_id}: function add ok in ")
+    assert runs[1].startswith(f"call {call.call_id}: function explode failed in ")
+    assert all(line.endswith(" ms") for line in runs)
+    assert any(line.startswith(f"call {call.call_id} ended") for line in lines)

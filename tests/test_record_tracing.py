@@ -156,7 +156,7 @@ def test_a_mint_gets_a_client_secret_span(spans):
     from navai_core.routes.table import _client_secret
 
     navai = Navai(NavaiConfig(openai_api_key="sk-test"))
-    step = _client_secret(navai, RequestContext(), {})
+    step = _client_secret(navai, RequestContext(), {}, None)  # its plan reads no path value
 
     class Down(Exception):
         pass

@@ -16,10 +16,11 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
+from .._config import NavaiConfig
 from .._errors import CallsFull, InvalidWebhook, NavaiError
 from .._http import Reply, RequestContext
 from ..concurrency.owner import Concurrency
@@ -42,9 +43,6 @@ from .sip import (
     parse_webhook_event,
 )
 from .webhooks import verify_webhook
-
-if TYPE_CHECKING:
-    from .._navai import Navai
 
 logger = logging.getLogger("navai")
 
@@ -72,7 +70,7 @@ IncomingCallHook = Callable[[IncomingCall], "CallVerdict | Awaitable[CallVerdict
 
 # attach(call_id, *, api_key, rate_key, transport): CallManager.attach.
 Attach = Callable[..., object]
-# Raises (a 429 NavaiError) when a budget key has no call time left: Budgets.acheck.
+# Raises (a 429 NavaiError) when a budget key has no call time left: CallBudgets.acheck.
 BudgetCheck = Callable[[str], Awaitable[None]]
 # Raises (CallsFull, 503) when this process holds call_max_live calls: CallManager.check_room.
 RoomCheck = Callable[[], None]
@@ -315,6 +313,16 @@ def _log_verdict(call: IncomingCall, verdict: CallVerdict) -> None:
 # ----- the webhook route ---------------------------------------------------------------------
 
 
+class PhoneServer(Protocol):
+    """What the webhook route uses of the server that answers: its settings and its
+    :class:`PhoneCalls`."""
+
+    @property
+    def config(self) -> NavaiConfig: ...
+
+    def phone_calls(self) -> PhoneCalls: ...
+
+
 @attrs.frozen
 class AnswerCall:
     """The step a delivery of ``realtime.call.incoming`` leaves: start answering the call in
@@ -323,16 +331,18 @@ class AnswerCall:
 
     call: IncomingCall
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start_background(self.call)
         return ACCEPTED
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start(self.call)
         return ACCEPTED
 
 
-def plan_webhook(navai: Navai, context: RequestContext, body: bytes) -> Reply | AnswerCall:
+def plan_webhook(
+    navai: PhoneServer, context: RequestContext, body: bytes, found: object
+) -> Reply | AnswerCall:
     """The plan of ``POST <webhook path>`` (a ``raw_body`` row: ``body`` is the bytes as
     received, within ``max_body_bytes``, since the signature covers exactly them)."""
     config = navai.config

@@ -10,20 +10,17 @@ this module only builds requests and reads replies.
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 from collections.abc import Mapping
 from typing import TypeGuard
 
 import attrs
-from limits import RateLimitItem
 
 from .._config import NavaiConfig
-from .._errors import BadRequest, TooManyRequests, UpstreamError
+from .._errors import BadRequest, UpstreamError
 from .._json import JsonObject, JsonValue, dumps
 from ..functions.registry import FunctionRegistry
-from ..limits.rate import parse_limit
 from ..routes.body import read_string_fields
 from ..sessions.client_secret import (
     CLIENT_SECRET_FIELDS,
@@ -241,48 +238,3 @@ def sideband_url(target: RealtimeTarget, call_id: str) -> str:
     """``<base, http→ws, https→wss>/realtime?call_id=<call_id>``: the call's control
     WebSocket."""
     return target.sideband_url(call_id)
-
-
-# ----- call-time budget ------------------------------------------------------------------------
-
-BUDGET_SPENT = "Call-time budget spent. Try again in {seconds} seconds."
-
-
-@attrs.frozen
-class CallBudget:
-    """``NAVAI_CALL_BUDGET`` such as ``60/day``: minutes of call time per rate-limit key per
-    window. Counted in seconds on the rate limits' storage (a fixed window: one counter per
-    key, so a Redis store shares it between processes at one INCRBY per charge)."""
-
-    minutes: int
-    item: RateLimitItem = attrs.field(repr=False)
-
-    @classmethod
-    def parse(cls, text: str | None) -> CallBudget | None:
-        """``None`` when off (unset, blank, ``off``); ValueError when unreadable."""
-        parsed = parse_limit(text)
-        if parsed is None:
-            return None
-        seconds = type(parsed)(parsed.amount * 60, parsed.multiples, namespace="CALLTIME")
-        return cls(parsed.amount, seconds)
-
-    @property
-    def seconds(self) -> int:
-        """Call seconds allowed per window."""
-        return int(self.item.amount)
-
-    @staticmethod
-    def due(elapsed: float, charged: int) -> int:
-        """Whole seconds of call time not charged yet, after ``elapsed`` seconds of a call
-        of which ``charged`` were charged (a started second is charged at the end)."""
-        return max(0, int(elapsed) - charged)
-
-
-def budget_spent(reset_time: float, now: float) -> TooManyRequests:
-    """The 429 for a new call from a key whose budget is spent, with ``Retry-After``."""
-    seconds = max(1, math.ceil(reset_time - now))
-    return TooManyRequests(
-        BUDGET_SPENT.format(seconds=seconds),
-        extra={"retry_after": seconds},
-        headers=[("Retry-After", str(seconds))],
-    )

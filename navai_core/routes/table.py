@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import attrs
@@ -26,8 +26,6 @@ from .._config import NavaiConfig, rate_limit
 from .._errors import CallsFull, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
-from .._json import dumps
-from .._logging import logger
 from ..calls.phone import plan_webhook
 from ..calls.plans import (
     SDP_CONTENT_TYPE,
@@ -52,29 +50,70 @@ from ..upstream.providers import RealtimeTarget, realtime_target
 from .body import JSON_MEDIA_TYPE, parse_json_body
 
 if TYPE_CHECKING:
-    from .._navai import Navai
+    from .._models import ModelNotices
+    from ..calls.manager import CallManager
+    from ..calls.phone import PhoneCalls
+    from ..concurrency.owner import Concurrency
+    from ..functions.registry import FunctionRegistry
+
+
+class Server(Protocol):
+    """What plans, steps and guards use of the server that answers (``Navai`` is one): its
+    settings, its function registry, its upstream sender and its live calls. A plan gets
+    this, never the facade itself, so the table imports nothing above it."""
+
+    @property
+    def config(self) -> NavaiConfig: ...
+
+    @property
+    def calls(self) -> CallManager: ...
+
+    @property
+    def concurrency(self) -> Concurrency: ...
+
+    @property
+    def model_notices(self) -> ModelNotices: ...
+
+    def functions(self) -> FunctionRegistry: ...
+
+    def afunctions(self) -> Awaitable[FunctionRegistry]: ...
+
+    def execute_options(self) -> dict[str, Any]: ...
+
+    def list_reply(self) -> Reply: ...
+
+    def openapi(self) -> dict[str, Any]: ...
+
+    def client_secret_request(self, body: object) -> UpstreamRequest: ...
+
+    def send_upstream(self, request: UpstreamRequest) -> UpstreamReply: ...
+
+    def asend_upstream(self, request: UpstreamRequest) -> Awaitable[UpstreamReply]: ...
+
+    def phone_calls(self) -> PhoneCalls: ...
 
 
 class Step(Protocol):
     """The one I/O step a plan may leave: ``run`` from sync code, ``arun`` from async code."""
 
-    def run(self, navai: Navai) -> Reply: ...
+    def run(self, navai: Server) -> Reply: ...
 
-    def arun(self, navai: Navai) -> Awaitable[Reply]: ...
+    def arun(self, navai: Server) -> Awaitable[Reply]: ...
 
 
 class Guard(Protocol):
     """A check a route makes after its hook and rate limit, before its plan (it may do I/O:
     the call-time budget lives on the rate limits' storage); it raises the answer to refuse."""
 
-    def check(self, navai: Navai, context: RequestContext) -> None: ...
+    def check(self, navai: Server, context: RequestContext) -> None: ...
 
-    def acheck(self, navai: Navai, context: RequestContext) -> Awaitable[None]: ...
+    def acheck(self, navai: Server, context: RequestContext) -> Awaitable[None]: ...
 
 
-#: ``plan(navai, context, body)``: ``body`` is the request's JSON object (``None`` when empty,
-#: always ``None`` on a route that reads no body), or its bytes on a ``raw_body`` route.
-Plan: TypeAlias = "Callable[[Navai, RequestContext, Any], Reply | Step]"
+#: ``plan(navai, context, body, found)``: ``body`` is the request's JSON object (``None`` when
+#: empty, always ``None`` on a route that reads no body), or its bytes on a ``raw_body`` route;
+#: ``found`` the route and its path parameters, as :func:`match` found them.
+Plan: TypeAlias = "Callable[[Server, RequestContext, Any, RouteMatch], Reply | Step]"
 
 
 @attrs.frozen
@@ -108,16 +147,15 @@ class Route:
         return (*self.methods, "OPTIONS")
 
     def matches(self, path: str) -> bool:
-        """Does ``path`` (trailing ``/`` ignored) reach this route? A ``{name}`` segment of
-        the route's path matches any one non-empty segment."""
-        own = self.path.rstrip("/") or "/"
-        path = path.rstrip("/") or "/"
-        if "{" not in own:
-            return own == path
+        """Does ``path`` (trailing ``/`` ignored) reach this route?"""
         return self.path_params(path) is not None
 
-    def path_params(self, path: str) -> dict[str, str] | None:
-        """The values of the ``{name}`` segments in ``path``, or None when it does not match."""
+    def path_params(self, path: str) -> Mapping[str, str] | None:
+        """The values of the ``{name}`` segments in ``path`` (each matches any one non-empty
+        segment; a trailing ``/`` is ignored), or None when ``path`` does not reach this route."""
+        if "{" not in self.path:
+            same = (self.path.rstrip("/") or "/") == (path.rstrip("/") or "/")
+            return _NO_PARAMS if same else None
         own = (self.path.rstrip("/") or "/").split("/")
         parts = (path.rstrip("/") or "/").split("/")
         if len(own) != len(parts):
@@ -131,6 +169,27 @@ class Route:
             elif pattern != part:
                 return None
         return params
+
+
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+@attrs.frozen
+class RouteMatch:
+    """The route a path reaches and the values of its ``{name}`` segments."""
+
+    route: Route
+    params: Mapping[str, str]
+
+
+def match(routes: tuple[Route, ...], path: str) -> RouteMatch | None:
+    """The first of ``routes`` that ``path`` reaches, with its path parameters: matched once,
+    so no plan reads the path again."""
+    for route in routes:
+        params = route.path_params(path)
+        if params is not None:
+            return RouteMatch(route, params)
+    return None
 
 
 def _setting_names(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -193,10 +252,10 @@ class Upstream:
     request: UpstreamRequest
     finish: Callable[[UpstreamReply], Reply] = attrs.field(repr=False)
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         return self.finish(navai.send_upstream(self.request))
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         reply = await navai.asend_upstream(self.request)
         return self.finish(reply)
 
@@ -207,10 +266,10 @@ class Call:
 
     prepared: PreparedCall
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         return execute(self.prepared, **navai.execute_options())
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         return await aexecute(self.prepared, **navai.execute_options())
 
 
@@ -220,10 +279,10 @@ class Hangup:
 
     call_id: str
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         return _hung_up(self.call_id, navai.calls.hangup(self.call_id))
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         return _hung_up(self.call_id, await navai.calls.ahangup(self.call_id))
 
 
@@ -241,7 +300,7 @@ class StartCall:
     target: RealtimeTarget = attrs.field(repr=False)
     rate_key: str
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Server) -> Reply:
         answer = self._parse(navai.send_upstream(self.request))
         try:
             self._hold(navai, answer, navai.concurrency.loop())
@@ -251,7 +310,7 @@ class StartCall:
             raise
         return self._reply(navai, answer)
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Server) -> Reply:
         reply = await navai.asend_upstream(self.request)
         answer = self._parse(reply)
         try:
@@ -266,12 +325,12 @@ class StartCall:
     def _parse(self, reply: UpstreamReply) -> CallAnswer:
         return parse_call_response(self.request, reply.status, reply.content, reply.headers)
 
-    def _hold(self, navai: Navai, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
+    def _hold(self, navai: Server, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
         if navai.config.call_sideband:
             key = self.target.key
             navai.calls.attach(answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop)
 
-    def _reply(self, navai: Navai, answer: CallAnswer) -> Reply:
+    def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
         location = (navai.config.calls_path or "").rstrip("/")
         headers = (
             ("Location", f"{location}/{answer.call_id}"),
@@ -296,12 +355,12 @@ class _CallGuard:
     """A new call while this process holds ``call_max_live`` calls: 503 with ``Retry-After``;
     from a key whose call-time budget is spent: 429 with ``Retry-After``."""
 
-    def check(self, navai: Navai, context: RequestContext) -> None:
+    def check(self, navai: Server, context: RequestContext) -> None:
         if navai.config.call_sideband:
             navai.calls.check_room()
         navai.calls.budgets.check(client_key(navai.config.rate_limit_key, context))
 
-    async def acheck(self, navai: Navai, context: RequestContext) -> None:
+    async def acheck(self, navai: Server, context: RequestContext) -> None:
         if navai.config.call_sideband:
             navai.calls.check_room()
         key = client_key(navai.config.rate_limit_key, context)
@@ -311,7 +370,7 @@ class _CallGuard:
 # ----- plans ---------------------------------------------------------------------------------
 
 
-def _secret(navai: Navai, request: UpstreamRequest) -> Upstream:
+def _secret(navai: Server, request: UpstreamRequest) -> Upstream:
     provider = navai.config.tts_provider
 
     def finish(reply: UpstreamReply) -> Reply:
@@ -321,73 +380,44 @@ def _secret(navai: Navai, request: UpstreamRequest) -> Upstream:
     return Upstream(request, finish)
 
 
-def _client_secret(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _client_secret(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     step = _secret(navai, navai.client_secret_request(body))
     return traced_step(CLIENT_SECRET_SPAN, step)  # type: ignore[no-any-return]
 
 
-def _transcription_secret(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _transcription_secret(
+    navai: Server, context: RequestContext, body: Any, found: RouteMatch
+) -> Step:
     request = build_transcription_request(navai.config, body)
     navai.model_notices.requested(body.get("model") if body else None)
     return _secret(navai, request)
 
 
-def _speech(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _speech(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     request = build_speech_request(navai.config, body)
     return Upstream(request, lambda reply: Reply(200, parse_speech_response(request, reply)))
 
 
-def _list_functions(navai: Navai, context: RequestContext, body: Any) -> Reply:
-    reply = navai.list_reply()
-    return reply if navai.config.expose_function_warnings else _short_warnings(navai, reply)
+def _list_functions(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
+    return navai.list_reply()
 
 
-# Per instance: the full list reply, its shortened twin, and how many warnings were logged.
-_SHORTENED: weakref.WeakKeyDictionary[Navai, tuple[Reply, Reply, int]] = weakref.WeakKeyDictionary()
-
-
-def _short_warnings(navai: Navai, reply: Reply) -> Reply:
-    """The list with its warnings (paths, exception texts) replaced by one short line, each
-    warning logged once instead (``NAVAI_EXPOSE_FUNCTION_WARNINGS=false``)."""
-    cached = _SHORTENED.get(navai)
-    if cached is not None and cached[0] is reply:
-        return cached[1]
-    assert isinstance(reply.body, dict)
-    warnings = reply.body.get("warnings")
-    full = [str(w) for w in warnings] if isinstance(warnings, list) else []
-    for warning in full[cached[2] if cached else 0 :]:
-        logger.warning("backend functions: %s", warning)
-    body = dict(reply.body)
-    count = len(full)
-    body["warnings"] = (
-        [
-            f"{count} warning{'' if count == 1 else 's'} about the backend functions: see the "
-            "server log."
-        ]
-        if full
-        else []
-    )
-    short = Reply(reply.status, body, reply.headers, encoded=dumps(body))
-    _SHORTENED[navai] = (reply, short, count)
-    return short
-
-
-def _execute(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _execute(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     return Call(prepare_call(navai.functions(), body, context))
 
 
 _HEALTHY = Reply(200, {"ok": True})
 
 
-def _health(navai: Navai, context: RequestContext, body: Any) -> Reply:
+def _health(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
     return _HEALTHY
 
 
-def _openapi(navai: Navai, context: RequestContext, body: Any) -> Reply:
+def _openapi(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
     return Reply(200, navai.openapi())
 
 
-def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
+def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatch) -> Step:
     """Relay the SDP offer (raw ``application/sdp`` or JSON) to OpenAI's ``/realtime/calls``;
     on success hold the call (its sideband) and answer 201 with the SDP answer."""
     c = navai.config
@@ -403,14 +433,13 @@ def _calls(navai: Navai, context: RequestContext, body: bytes) -> Step:
     return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context))
 
 
-def _call_hangup(navai: Navai, context: RequestContext, body: Any) -> Step:
+def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
     """End a call. Who may: for a call this process holds, the rate-limit key that created
     it, or anyone the route's authorisation hook allows; any other well-formed id (a call
     another worker holds) only with that hook configured (it allowed this request), through
     OpenAI's hangup with the backend key. Everything else: 404, like an unknown id."""
-    route = navai.match(context.path)
-    call_id = (route.path_params(context.path) or {}).get("call_id", "") if route else ""
-    vouched = route is not None and route.authorize is not None
+    call_id = found.params.get("call_id", "")
+    vouched = found.route.authorize is not None
     held = navai.calls.get(call_id)
     if held is not None:
         if not vouched and held.key != client_key(navai.config.rate_limit_key, context):
