@@ -42,6 +42,7 @@ from ..limits.rate import RateLimiter
 from ..upstream.providers import RealtimeTarget, target_for_key
 from ..upstream.send import asend
 from .plans import CallBudget, budget_spent, build_hangup_request, sideband_url, valid_call_id
+from .registry import held_calls
 from .sideband import RunFunction, SendEvent, ToolLoop, execute_body
 
 if TYPE_CHECKING:
@@ -364,6 +365,7 @@ class CallManager:
             if len(self._calls) >= self.max_live:
                 raise _calls_full()
             self._calls[call.call_id] = call
+        held_calls().hold(call.call_id, call.target.key)
         return call
 
     def _finish(self, call: _Call, reason: str) -> None:
@@ -413,6 +415,7 @@ class CallManager:
             )
             with self._lock:
                 self._calls.pop(call.call_id, None)
+            held_calls().forget(call.call_id)
             logger.info(
                 "call %s ended (%s) after %.1f s: %d function call(s), %s tokens, key %s",
                 call.call_id,
