@@ -80,8 +80,10 @@ def test_a_killed_worker_is_replaced_and_its_calls_hung_up(
             victim = min(before)
             os.kill(victim, signal.SIGKILL)
             wait_until(
-                lambda: len(workers_of(process.process.pid) - before) == 1
-                and len(workers_of(process.process.pid)) == 2,
+                lambda before=before: (
+                    len(workers_of(process.process.pid) - before) == 1
+                    and len(workers_of(process.process.pid)) == 2
+                ),
                 what="a new worker",
             )
             time.sleep(1.0)  # (the parent's hangups)
