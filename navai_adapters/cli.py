@@ -250,6 +250,7 @@ def _run(
         from .wsgi import create_app as create_wsgi_app
 
         wsgi_app = create_wsgi_app(navai)  # logs the start-up warnings
+        _servers.keep_request_threads(navai.concurrency.functions, limits.threads)
         served = playground.wsgi(wsgi_app, navai) if page else wsgi_app
         _tune_gc(gc_mode)
         _servers.run_wsgi(served, sock, limits, wsgi_app.close)
