@@ -86,7 +86,12 @@ def test_a_killed_worker_is_replaced_and_its_calls_hung_up(
                 ),
                 what="a new worker",
             )
-            time.sleep(1.0)  # (the parent's hangups)
+            wait_until(lambda victim=victim: f"(pid {victim}) was killed" in process.stderr())
+            # Each call is held by a live worker (its sideband open) or hung up.
+            wait_until(
+                lambda: fake.live_sidebands() + sum(1 for c in calls if c.hangups) == len(calls),
+                what="the dead worker's calls hung up",
+            )
             hung = {c.call_id for c in calls if c.hangups}
             hung_by_kill.append(hung - set().union(*hung_by_kill))
         gap = health.close()
