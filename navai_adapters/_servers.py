@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from navai_core import NavaiError
+from navai_core.concurrency.threads import FunctionThreads
 from navai_core.routes.body import too_large
 
 from ._common import response_parts
@@ -326,6 +327,38 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
     )
 
 
+def request_threads_reserve(threads: int) -> int:
+    """Request threads of the WSGI server kept from function calls: an eighth, at least 4
+    (at most half, on a server of few threads)."""
+    return min(max(4, threads // 8), threads // 2)
+
+
+def keep_request_threads(functions: FunctionThreads, threads: int) -> None:
+    """Fit the sync-function budget ``functions`` to a WSGI server of ``threads`` request
+    threads, so that function calls never hold all of them.
+
+    Under WSGI a sync function call holds its request thread while it runs *and* while it
+    waits for a function thread. So running calls (at most ``functions.max_threads``) plus
+    waiting calls (at most ``functions.max_waiting``) must leave
+    :func:`request_threads_reserve` threads free for everything else (/health, minting, the
+    other functions): the budget is lowered to fit, and a call that would wait past it is
+    answered 503 Busy at once (with ``Retry-After``) instead of holding a thread.
+    """
+    free = threads - request_threads_reserve(threads)
+    running = max(1, min(functions.max_threads, free))
+    if running < functions.max_threads:
+        logger.warning(
+            "%d function threads (NAVAI_FUNCTION_THREADS) would fill the %d request threads "
+            "(--threads): at most %d sync functions run at once",
+            functions.max_threads,
+            threads,
+            running,
+        )
+        functions.max_threads = running
+        functions.per_function = max(1, min(functions.per_function, running // 2))
+    functions.max_waiting = max(0, free - running)
+
+
 def run_wsgi(app: Any, sock: socket.socket, limits: Limits, close: Callable[[], None]) -> None:
     """Serve ``app`` on waitress until Ctrl-C/SIGTERM, then ``close()``."""
     server = wsgi_server(app, sock, limits)
@@ -347,7 +380,9 @@ __all__ = [
     "IDLE_TIMEOUT",
     "Limits",
     "fit_connections",
+    "keep_request_threads",
     "raise_file_limit",
+    "request_threads_reserve",
     "required_packages",
     "run_asgi",
     "run_wsgi",

@@ -172,7 +172,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _missing(exc: ModuleNotFoundError) -> int:
-    print(
-        f"navai calls needs the {exc.name} package: pip install 'navai[calls]'", file=sys.stderr
-    )
+    print(f"navai calls needs the {exc.name} package: pip install 'navai[calls]'", file=sys.stderr)
     return 1

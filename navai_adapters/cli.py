@@ -39,8 +39,9 @@ import attrs
 
 from navai_core import FunctionRegistry, Navai, NavaiConfig, SettingProblem, SettingsError
 from navai_core._config import environment_variables
+from navai_core.calls.registry import CallRegistry
 
-from . import _servers, calls_report, playground
+from . import _servers, _workers, calls_report, playground
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -273,7 +274,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             _say(f"navai: playground at {url}/ ({playground.ENV}=false turns it off)")
         _warn_exposure(navai, args.host)
         if args.workers > 1:
-            return _run_workers(parser, args, sock, limits)
+            return _run_workers(parser, args, sock, limits, navai)
         _run(navai, sock, limits, wsgi=args.wsgi, gc_mode=args.gc, page=args.playground)
     finally:
         sock.close()
@@ -363,6 +364,7 @@ def _run(
         from .wsgi import create_app as create_wsgi_app
 
         wsgi_app = create_wsgi_app(navai)  # logs the start-up warnings
+        _servers.keep_request_threads(navai.concurrency.functions, limits.threads)
         served = playground.wsgi(wsgi_app, navai) if page else wsgi_app
         _tune_gc(gc_mode)
         _servers.run_wsgi(served, sock, limits, wsgi_app.close)
@@ -406,56 +408,19 @@ def _run_workers(
     args: argparse.Namespace,
     sock: socket.socket,
     limits: _servers.Limits,
+    navai: Navai,
 ) -> int:
-    """Fork ``--workers`` processes that accept on the same socket; stop them together."""
-    pids: list[int] = []
-    for _ in range(args.workers):
-        pid = os.fork()
-        if pid == 0:  # a worker: its own Navai (clients, counters, threads), built after fork
-            code = 0
-            try:
-                navai = _navai(parser, args.app)
-                _run(navai, sock, limits, wsgi=args.wsgi, gc_mode=args.gc, page=args.playground)
-            except KeyboardInterrupt:
-                pass
-            except BaseException:
-                logger.exception("worker failed")
-                code = 1
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    failed = False
-    try:
-        while pids:
-            pid, status = os.wait()
-            if pid in pids:
-                pids.remove(pid)
-                failed = failed or os.waitstatus_to_exitcode(status) != 0
-                if failed and pids:  # one worker died: stop the others too
-                    _signal_all(pids, signal.SIGTERM)
-    except KeyboardInterrupt:
-        _signal_all(pids, signal.SIGTERM)
-        _wait_all(pids, timeout=15)
+    """Fork ``--workers`` processes that accept on the same socket and keep them: a dead one
+    is restarted and its calls hung up (see ``_workers``); stop them together."""
+
+    def serve(held: CallRegistry) -> None:  # in a worker, after fork: its own Navai
+        worker = _navai(parser, args.app)
+        worker.calls.held_calls = held  # where the supervisor finds its calls if it dies
+        _run(worker, sock, limits, wsgi=args.wsgi, gc_mode=args.gc, page=args.playground)
+
+    code = _workers.Supervisor(args.workers, serve, navai).run()
     _say("navai: stopped.")
-    return 1 if failed else 0
-
-
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-def _wait_all(pids: list[int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        for pid in list(pids):
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    continue
-            pids.remove(pid)
-        time.sleep(0.05)
-    _signal_all(pids, signal.SIGKILL)
+    return code
 
 
 # ----- --reload ---------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from .events import (
 )
 from .limits import CallLimits
 from .plans import valid_call_id
+from .registry import CallRegistry, NoRegistry
 from .runtime import REALTIME, Runtime
 from .sideband import RunFunction
 from .tools import FunctionDispatch, ToolRunner
@@ -249,6 +250,10 @@ class CallManager:
         self.reconnect_delays = reconnect_delays
         self.budget_tick_seconds = budget_tick_seconds
         self._connect = connect
+        # Where the calls this process holds are recorded, for whoever must end or take them
+        # over if the process dies (a worker supervisor's file, a shared store): see
+        # calls/registry.py. Nothing by default.
+        self.held_calls: CallRegistry = NoRegistry()
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
 
@@ -429,6 +434,7 @@ class CallManager:
             if len(self._calls) >= self.max_live:
                 raise _calls_full()
             self._calls[call.call_id] = call
+        self.held_calls.hold(call.call_id, call.target.key)
         return call
 
     def _finish(self, call: _Call, reason: str) -> None:
@@ -473,6 +479,7 @@ class CallManager:
             summary = call.summary(reason)
             with self._lock:
                 self._calls.pop(call.call_id, None)
+            self.held_calls.forget(call.call_id)
             call.events.ended(summary)
             call.done.set()
             await anotify(self.settings.on_call_end, summary, owner=self._concurrency)

@@ -1,0 +1,140 @@
+"""``navai serve --workers 2``: a worker killed with SIGKILL is replaced while the other keeps
+serving, and the calls it held are hung up by the parent (nothing left running upstream
+without an owner); a worker that dies at once every time is given up, not forked forever."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from conftest import SERVER_KEY
+from fakes import FakeOpenAI
+from serve_helpers import serve, start_call, wait_until
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(key=SERVER_KEY) as fake:
+        yield fake
+
+
+def workers_of(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+class HealthWatch:
+    """GETs /health every 50 ms on a fresh connection; the longest gap between two answers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.last_ok = time.monotonic()
+        self.longest_gap = 0.0
+        self.answers = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                ok = httpx2.get(f"{self.url}/health", timeout=2).status_code == 200
+            except httpx2.TransportError:
+                ok = False
+            now = time.monotonic()
+            if ok:
+                self.longest_gap = max(self.longest_gap, now - self.last_ok)
+                self.last_ok = now
+                self.answers += 1
+            self.stop.wait(0.05)
+
+    def close(self) -> float:
+        self.stop.set()
+        self.thread.join(5)
+        return max(self.longest_gap, time.monotonic() - self.last_ok)
+
+
+@pytest.mark.parametrize("wsgi", [False, True], ids=["asgi", "wsgi"])
+def test_a_killed_worker_is_replaced_and_its_calls_hung_up(
+    tmp_path: Path, fake: FakeOpenAI, wsgi: bool
+) -> None:
+    process = serve(tmp_path, fake, "--workers", "2", *(["--wsgi"] * wsgi))
+    try:
+        url = process.wait_ready()
+        wait_until(lambda: len(workers_of(process.process.pid)) == 2, what="two workers")
+        ids = [start_call(url) for _ in range(6)]
+        calls = [fake.call(call_id) for call_id in ids]
+        for call in calls:
+            call.wait_for(lambda c: c.connections == 1)
+        health = HealthWatch(url)
+        # Each worker in turn (the second once the first is replaced): every call is held by
+        # one of them, so each call is hung up exactly once, by the parent.
+        hung_by_kill = []
+        for _ in range(2):
+            before = workers_of(process.process.pid)
+            victim = min(before)
+            os.kill(victim, signal.SIGKILL)
+            wait_until(
+                lambda before=before: (
+                    len(workers_of(process.process.pid) - before) == 1
+                    and len(workers_of(process.process.pid)) == 2
+                ),
+                what="a new worker",
+            )
+            wait_until(lambda victim=victim: f"(pid {victim}) was killed" in process.stderr())
+            # Each call is held by a live worker (its sideband open) or hung up.
+            wait_until(
+                lambda: fake.live_sidebands() + sum(1 for c in calls if c.hangups) == len(calls),
+                what="the dead worker's calls hung up",
+            )
+            hung = {c.call_id for c in calls if c.hangups}
+            hung_by_kill.append(hung - set().union(*hung_by_kill))
+        gap = health.close()
+        assert process.process.poll() is None, process.describe()
+        assert httpx2.get(f"{url}/health", timeout=2).status_code == 200
+    finally:
+        code = process.stop()
+    assert code == 0, process.describe()
+    assert gap < 1.0, f"/health was silent for {gap:.2f} s\n{process.describe()}"
+    # /health answered throughout: no silence of 1 s or more (the gap above, which counts the
+    # time since the last answer too), however long the kills took on a loaded machine.
+    assert health.answers >= 2
+    assert [c.hangups for c in calls] == [1] * len(calls), process.describe()
+    assert sorted(set().union(*hung_by_kill)) == sorted(ids)
+    logs = process.stderr()
+    assert "was killed by SIGKILL" in logs
+    for call_id in ids:
+        assert f"call {call_id} of worker pid" in logs
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_at_once_is_given_up(tmp_path: Path, fake: FakeOpenAI) -> None:
+    """A worker that dies at start every time: restarted with growing pauses, then given up;
+    the parent stops once no worker is left (no fork loop)."""
+    (tmp_path / "navai").mkdir()
+    (tmp_path / "navai" / "dying_app.py").write_text(
+        "import os\n"
+        "from navai_core import Navai, NavaiConfig\n"
+        "PARENT = os.getpid()\n"
+        "def navai():\n"
+        "    if os.getpid() != PARENT:\n"
+        "        os._exit(3)  # a worker dies while starting\n"
+        "    return Navai(NavaiConfig.from_env())\n"
+    )
+    process = serve(tmp_path, fake, "--workers", "2", "--app", "dying_app:navai")
+    started = time.monotonic()
+    code = process.process.wait(60)
+    took = time.monotonic() - started
+    process.stop()
+    assert code == 1, process.describe()
+    logs = process.stderr()
+    assert logs.count("not restarting it") == 2, logs
+    assert "no worker left: stopping" in logs
+    # Five deaths per worker, with 0.5 + 1 + 2 + 4 s of pauses between them.
+    assert logs.count("exited with code 3") == 10, logs
+    assert 7 < took < 30, took
