@@ -34,7 +34,7 @@ from fakes.state import OpenAIState
 class FakeOpenAI(OpenAIState):
     """The fake on a free loopback port; use as a context manager (or ``start``/``stop``)."""
 
-    def __init__(self, *, key: str | None = None, webrtc: bool = False) -> None:
+    def __init__(self, *, key: str | None = None, webrtc: bool = False, port: int = 0) -> None:
         super().__init__(key=key)
         # Answer each WebRTC offer with a real loopback peer (fakes_webrtc): a browser's data
         # channel opens and audio flows, and the sideband's events are mirrored on it.
@@ -42,7 +42,7 @@ class FakeOpenAI(OpenAIState):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))  # 0: a free port
         self.port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(
             self._app,
