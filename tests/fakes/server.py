@@ -17,6 +17,7 @@ dropped connection. Delays and trickles end at ``stop()``.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any
 import uvicorn
 from starlette.websockets import WebSocket
 
-from fakes import routes, sideband
+from fakes import live, routes, sideband
 from fakes.state import OpenAIState
 
 
@@ -100,9 +101,14 @@ class FakeOpenAI(OpenAIState):
     # ----- serving -------------------------------------------------------------------------------
 
     async def _with_peer(self, reply: routes.Reply) -> routes.Reply:
-        """A created call's answer from a real WebRTC peer instead of the canned SDP."""
+        """A created call's answer from a real WebRTC peer instead of the canned SDP (a
+        Realtime call's SDP body, or a Live session's ``transport.sdp``)."""
         location = reply.headers.get("Location", "")
         call = self.calls.get(location.rsplit("/", 1)[-1]) if reply.status == 201 else None
+        created: Any = None
+        if call is None and reply.status == 200 and reply.body.startswith(b'{"session"'):
+            created = json.loads(reply.body)
+            call = self.calls.get(created["session"]["id"])
         if call is None:
             return reply
         from fakes_webrtc import answer as webrtc_answer
@@ -111,12 +117,18 @@ class FakeOpenAI(OpenAIState):
         del self.calls[call.call_id]
         call.peer = await webrtc_answer(call.sdp)
         self.calls[call.call_id] = call
+        if created is not None:
+            created["transport"]["sdp"] = call.peer.sdp
+            return routes.Reply(200, json.dumps(created).encode(), reply.headers)
         return routes.Reply(201, call.peer.sdp.encode(), reply.headers)
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
+            attach = live.ATTACH_PATH.match(scope["path"])
             if scope["path"] == routes.SIDEBAND_PATH:
                 await sideband.serve(self, WebSocket(scope, receive, send))
+            elif attach is not None:
+                await sideband.serve(self, WebSocket(scope, receive, send), attach["call_id"])
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return
