@@ -1,6 +1,7 @@
-"""The fake OpenAI's GPT-Live surface (tests/fakes/live.py) speaks OpenAI's shapes: openai-python's own Live client drives it, and every
-event and webhook body it builds validates against openai-python's strict types. navai's
-requests are checked against what openai-python sends for the same operation."""
+"""The fake OpenAI's GPT-Live surface (tests/fakes/live.py) speaks OpenAI's shapes:
+openai-python's own Live client drives it, and every event and webhook body it builds
+validates against openai-python's strict types. navai's requests are checked against what
+openai-python sends for the same operation."""
 
 from __future__ import annotations
 
