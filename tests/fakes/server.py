@@ -94,6 +94,17 @@ class FakeOpenAI(OpenAIState):
         self._stopping = asyncio.Event()
         self._loop.run_until_complete(self._server.serve(sockets=[self._sock]))
 
+    def call(self, call_id: str | None = None, timeout: float = 10.0) -> Any:
+        """The call (see :meth:`OpenAIState.call`); with ``webrtc=True``, once its peer is
+        there (it is created before its answer is made)."""
+        found = super().call(call_id, timeout)
+        deadline = time.monotonic() + timeout
+        while self.webrtc and found.peer is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {found.call_id} has no WebRTC peer")
+            time.sleep(0.01)
+        return found
+
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(fn, *args)
