@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/sidebands.py                      # 1,000 calls, 20 s of load
     .venv/bin/python benchmarks/sidebands.py --calls 50 --seconds 3   # a quick look
+    .venv/bin/python benchmarks/sidebands.py --runtime live            # GPT-Live sessions
 
 It starts the fake OpenAI of the tests (``tests/fakes/``, in this process)
 and ``navai serve`` (ASGI on uvicorn; ``--wsgi`` for waitress) pointed at it, with one trivial
@@ -12,7 +13,11 @@ backend function. It then:
 2. for ``--seconds`` seconds, sends each call one function call a second (spread over the
    second) and measures the turnaround from the fake sending
    ``response.function_call_arguments.done`` to it receiving navai's ``function_call_output``
-   (both instants taken in the fake's thread): p50, p99, max;
+   (both instants taken in the fake's thread): p50, p99, max. With ``--runtime live``
+   (``NAVAI_CALL_RUNTIME=live``) the calls are GPT-Live sessions (``POST /v1/live/sessions``,
+   the sideband on ``/attach``) and each function call is Live's nested
+   ``response.event`` (``response.output_item.done``) followed by ``response.completed``; the
+   turnaround runs to navai's ``response.item.create``;
 3. stops navai with SIGTERM (it hangs every call up) and checks every call was hung up.
 
 It also prints the CPU navai and this process (the fake and the load) used during the load,
@@ -48,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakes import FakeOpenAI  # noqa: E402
+from fakes.live import function_call, response_completed  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
 NAVAI = Path(sys.executable).with_name("navai")
@@ -67,7 +73,12 @@ def rss_kb(pid: int) -> int:
 
 
 def start_navai(
-    fake: FakeOpenAI, folder: Path, wsgi: bool, log: Path | None, gc_mode: str = "tuned"
+    fake: FakeOpenAI,
+    folder: Path,
+    wsgi: bool,
+    log: Path | None,
+    gc_mode: str = "tuned",
+    runtime: str = "realtime",
 ) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NAVAI_", "OPENAI_"))}
     env.update(
@@ -77,6 +88,7 @@ def start_navai(
         NAVAI_FUNCTIONS_FOLDERS="functions",
         NAVAI_RATE_LIMIT_CALLS="off",
         NAVAI_UPSTREAM_MAX_RETRIES="0",
+        NAVAI_CALL_RUNTIME=runtime,
         PYTHONUNBUFFERED="1",
     )
     args = [str(NAVAI), "serve", "--port", "0", "--gc", gc_mode, *(["--wsgi"] if wsgi else [])]
@@ -123,6 +135,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--wsgi", action="store_true")
     parser.add_argument(
+        "--runtime",
+        choices=("realtime", "live"),
+        default="realtime",
+        help="NAVAI_CALL_RUNTIME: Realtime calls or GPT-Live sessions (default %(default)s)",
+    )
+    parser.add_argument(
         "--gc",
         choices=("tuned", "python"),
         default="tuned",
@@ -144,7 +162,7 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "functions").mkdir()
         (folder / "functions" / "tools.py").write_text(TOOLS)
-        process, url = start_navai(fake, folder, args.wsgi, args.log, args.gc)
+        process, url = start_navai(fake, folder, args.wsgi, args.log, args.gc, args.runtime)
         try:
             with httpx2.Client(base_url=url, timeout=30) as http:
                 http.get("/health")
@@ -187,6 +205,13 @@ def main() -> None:
                         if delay > 0:
                             time.sleep(delay)
                         fc = f"fc_{tick}"
+                        if args.runtime == "live":
+                            call.send(
+                                function_call(fc, "ping", {"n": tick}, f"del_{tick}"),
+                                response_completed(f"r_{tick}", f"del_{tick}"),
+                            )
+                            sent += 1
+                            continue
                         call.send(
                             {
                                 "type": "response.function_call_arguments.done",
@@ -247,7 +272,7 @@ def main() -> None:
         creates = sum(len(call.of_type("response.create")) for call in calls)
         hung_up = sum(1 for call in calls if call.hangups == 1)
         server = "WSGI on waitress" if args.wsgi else "ASGI on uvicorn"
-        print(f"server: {server}, --gc {args.gc}, exit {code}")
+        print(f"server: {server}, --gc {args.gc}, runtime {args.runtime}, exit {code}")
         print(f"calls: {len(calls)} created and attached in {setup:.1f} s")
         print(
             f"memory: {before / 1024:.1f} MB before, {idle / 1024:.1f} MB with the calls idle "

@@ -43,6 +43,8 @@ DEFAULT_TRANSCRIPTION_MODEL = "gpt-live-transcribe"
 CallRuntime = Literal["realtime", "live"]
 CALL_RUNTIMES: tuple[CallRuntime, ...] = ("realtime", "live")
 DEFAULT_LIVE_MODEL = "gpt-live-1.1"
+# What navai does when a browser changes the session of a Realtime call (the session guard).
+CLIENT_UPDATE_MODES = ("restore", "hangup")
 # The Responses model OpenAI's GPT-Live WebRTC guide delegates to in its example.
 DEFAULT_LIVE_BACKEND_MODEL = "gpt-5.6-terra"
 
@@ -194,6 +196,17 @@ def _read_runtime(reader: _EnvReader, name: str, default: CallRuntime) -> CallRu
     return default
 
 
+def _read_client_update(reader: _EnvReader, name: str, default: str) -> str:
+    """``restore`` or ``hangup`` (any case); anything else is reported and gives the default."""
+    raw = reader.raw(name)
+    if raw is None:
+        return default
+    if raw.lower() in CLIENT_UPDATE_MODES:
+        return raw.lower()
+    reader.errors.append((name, f"{name} must be restore or hangup. Received: {raw!r}"))
+    return default
+
+
 def _read_tts_provider(reader: _EnvReader, name: str, default: SpeechProvider) -> SpeechProvider:
     """``elevenlabs`` selects it; anything else is ``openai``."""
     return "elevenlabs" if (reader.raw(name) or "").lower() == "elevenlabs" else default
@@ -322,6 +335,11 @@ class NavaiConfig:
     rate_limit_calls: str | None = setting("10/minute", "NAVAI_RATE_LIMIT_CALLS", _EnvReader.limit)
     # False closes POST <execute path> (404) while the list stays: tools run on the server.
     browser_execute: bool = setting(True, "NAVAI_BROWSER_EXECUTE", _EnvReader.flag)
+    # A browser changed what navai set on a Realtime call (session.update over its data
+    # channel): "restore" puts navai's session back, "hangup" ends the call.
+    call_on_client_update: str = setting(
+        "restore", "NAVAI_CALL_ON_CLIENT_UPDATE", _read_client_update
+    )
     # on_call_end(CallSummary) and on_call_event(call_id, event), sync or async.
     on_call_end: Callable[..., Any] | None = attrs.field(default=None, repr=False)
     on_call_event: Callable[..., Any] | None = attrs.field(default=None, repr=False)
@@ -461,6 +479,11 @@ class NavaiConfig:
         live = self.call_max_live
         if not (isinstance(live, int) and not isinstance(live, bool) and live >= 1):
             found.append(f"NAVAI_CALL_MAX_LIVE must be at least 1. Received: {live!r}")
+        if self.call_on_client_update not in CLIENT_UPDATE_MODES:
+            found.append(
+                "NAVAI_CALL_ON_CLIENT_UPDATE must be restore or hangup. "
+                f"Received: {self.call_on_client_update!r}"
+            )
         if self.call_runtime not in CALL_RUNTIMES:
             found.append(
                 f"NAVAI_CALL_RUNTIME must be realtime or live. Received: {self.call_runtime!r}"

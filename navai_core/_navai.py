@@ -23,9 +23,9 @@ from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import ensure_handler, logger, secret_filter
 from ._models import ModelNotices, models_logger
+from .calls.live import phone_session
 from .calls.manager import CallManager, CallSettings
 from .calls.phone import PhoneCalls
-from .calls.plans import call_session
 from .concurrency.owner import Concurrency
 from .functions.discovery import load_functions
 from .functions.dispatch import PreparedCall, aexecute
@@ -38,7 +38,6 @@ from .routes.table import Route, routes_for
 from .routes.walk import RequestWalk
 from .sessions.client_secret import (
     ClientSecret,
-    ClientSecretOptions,
     build_client_secret_request,
     parse_client_secret_body,
     parse_client_secret_response,
@@ -289,7 +288,7 @@ class Navai:
 
     async def _phone_session(self) -> dict[str, Any]:
         registry = await self.afunctions() if self.config.functions_enabled else None
-        return call_session(self.config, ClientSecretOptions(), registry)
+        return phone_session(self.config, registry)
 
     # ----- httpx2 clients -----------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""The Live fake speaks OpenAI's shapes: openai-python's own Live client drives it, and every
-event and webhook body it builds validates against openai-python's strict types. navai's
-requests are checked against what openai-python sends for the same operation."""
+"""The fake OpenAI's GPT-Live surface (tests/fakes/live.py) speaks OpenAI's shapes:
+openai-python's own Live client drives it, and every event and webhook body it builds
+validates against openai-python's strict types. navai's requests are checked against what
+openai-python sends for the same operation."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from typing import Any
 
 import httpx2
 import pytest
-from fakes_live import (
+from fakes import Answer, FakeOpenAI
+from fakes.live import (
     ANSWER_SDP,
-    FakeLive,
-    Reply,
     function_call,
     live_call_incoming,
     live_transport_incoming,
@@ -61,15 +61,15 @@ NESTED_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 
 @pytest.fixture
 def fake():
-    with FakeLive(key=KEY) as server:
+    with FakeOpenAI(key=KEY) as server:
         yield server
 
 
-def _client(fake: FakeLive) -> OpenAI:
+def _client(fake: FakeOpenAI) -> OpenAI:
     return OpenAI(api_key=KEY, base_url=fake.base_url, max_retries=0)
 
 
-def _config(fake: FakeLive) -> NavaiConfig:
+def _config(fake: FakeOpenAI) -> NavaiConfig:
     return NavaiConfig(openai_api_key=KEY, openai_base_url=fake.base_url, call_runtime="live")
 
 
@@ -126,7 +126,7 @@ def test_openai_python_creates_a_session_and_navai_sends_the_same_request(fake):
     created = _client(fake).live.create(session=session, transport={"type": "webrtc", "sdp": OFFER})
     assert created.session.id.startswith("live_") and created.transport.sdp == ANSWER_SDP
     sdk = fake.requests[-1]
-    assert fake.session(created.session.id).config == session
+    assert fake.call(created.session.id).session == session
 
     config = _config(fake)
     plan = plan_live_call(config, CallOptions(sdp=OFFER))
@@ -140,8 +140,8 @@ def test_openai_python_creates_a_session_and_navai_sends_the_same_request(fake):
     assert ours.headers["authorization"] == sdk.headers["authorization"] == f"Bearer {KEY}"
     answer = parse_live_call_response(plan.request, reply.status_code, reply.content, reply.headers)
     assert answer.sdp == ANSWER_SDP
-    live = fake.session(answer.call_id)
-    assert live.config == live_session(config, ClientSecretOptions())
+    live = fake.call(answer.call_id)
+    assert live.session == live_session(config, ClientSecretOptions())
     assert live.sdp == OFFER
 
 
@@ -173,13 +173,13 @@ def test_control_requests_match_openai_python(fake):
     ]
     for by_sdk, by_navai in cases:
         first, second = fake.pending_call(), fake.pending_call()
-        by_sdk(first.session_id)
+        by_sdk(first.call_id)
         sdk_request = fake.requests[-1]
-        request = by_navai(second.session_id)
+        request = by_navai(second.call_id)
         reply = httpx2.post(request.url, content=request.content, headers=request.headers)
         assert reply.status_code == 200, reply.text
         ours = fake.requests[-1]
-        assert ours.path == sdk_request.path.replace(first.session_id, second.session_id)
+        assert ours.path == sdk_request.path.replace(first.call_id, second.call_id)
         assert ours.json() == sdk_request.json()
     assert first.hangups == second.hangups == 1 and second.ended
 
@@ -188,7 +188,7 @@ def test_scripted_replies_and_unknown_sessions(fake):
     client = _client(fake)
     with pytest.raises(NotFoundError):
         client.live.sessions.hangup("live_nobody")
-    fake.replies["create"] = Reply(500, {"error": {"message": "boom"}})
+    fake.answer(Answer.json(500, {"error": {"message": "boom"}}))
     plan = plan_live_call(_config(fake), CallOptions(sdp=OFFER))
     reply = httpx2.post(
         plan.request.url, content=plan.request.content, headers=plan.request.headers
@@ -203,11 +203,11 @@ def test_openai_python_sideband_attaches_where_navai_does_and_plays_the_script(f
     created = _client(fake).live.create(
         session={"model": "gpt-live-1.1"}, transport={"type": "webrtc", "sdp": OFFER}
     )
-    live = fake.session(created.session.id)
+    live = fake.call(created.session.id)
     target = target_for_key(_config(fake), KEY)
-    url = live_sideband_url(target, live.session_id)
-    assert url == f"ws://127.0.0.1:{fake.port}/v1/live/sessions/{live.session_id}/attach"
-    live.script(
+    url = live_sideband_url(target, live.call_id)
+    assert url == f"ws://127.0.0.1:{fake.port}/v1/live/sessions/{live.call_id}/attach"
+    live.send(
         transcript_delta("Let me check."),
         function_call("call_1", "lookup", {"q": "x"}),
         response_completed("resp_1"),
@@ -215,7 +215,7 @@ def test_openai_python_sideband_attaches_where_navai_does_and_plays_the_script(f
     )
     loop = LiveToolLoop()
     seen = []
-    with _client(fake).live.sideband.connect(session_id=live.session_id) as connection:
+    with _client(fake).live.sideband.connect(session_id=live.call_id) as connection:
         for _ in range(4):
             event = connection.recv()
             seen.append(event.type)

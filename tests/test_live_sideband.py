@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from fakes_live import (
+from fakes.live import (
     function_call,
     response_completed,
     response_created,

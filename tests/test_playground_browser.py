@@ -561,6 +561,28 @@ def snippet() -> str:
 def test_the_docs_snippet(browser: Browser, fake: FakeOpenAI, navai: str, tmp_path: Path):
     """The snippet as a user copies it, on a page of another loopback origin (navai's default
     CORS allows local pages), against navai and the fake's real WebRTC peer."""
+    run_snippet(browser, fake, navai, tmp_path, "response.created")
+    assert "session.created" in browser.console
+
+
+def test_the_docs_snippet_against_a_live_navai(browser: Browser, fake: FakeOpenAI, tmp_path: Path):
+    """The same snippet, unchanged, against a navai with NAVAI_CALL_RUNTIME=live: navai creates
+    a GPT-Live session (the fake's real peer answers its offer) and hangs it up with Live's
+    /hangup."""
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": fake.base_url, "NAVAI_CALL_RUNTIME": "live"}
+    process, url = serve(tmp_path, env)
+    try:
+        call = run_snippet(browser, fake, url, tmp_path, "session.output_transcript.delta")
+    finally:
+        stop_process(process)
+    assert call.runtime == "live" and call.call_id.startswith("live_")
+    assert call.session["client"]["data_channel"]["allowed_client_events"] == []
+    assert f"/v1/live/sessions/{call.call_id}/hangup" in [r.path for r in fake.requests]
+
+
+def run_snippet(browser: Browser, fake: FakeOpenAI, navai: str, tmp_path: Path, kind: str) -> Any:
+    """Open the snippet's page, start a call, see a server event of type ``kind`` arrive on
+    the data channel and audio flow, hang up; the fake's call."""
     page = snippet()
     assert 'const NAVAI = "http://localhost:3000";' in page
     page = page.replace("http://localhost:3000", navai)
@@ -591,17 +613,17 @@ def test_the_docs_snippet(browser: Browser, fake: FakeOpenAI, navai: str, tmp_pa
         browser.click("#start")
         call = fake.call(timeout=WAIT)
         call.peer.wait_for(lambda p: p.channel_open.is_set(), timeout=WAIT)
-        call.peer.send({"type": "response.created", "response": {}})
+        call.peer.send({"type": kind, "response": {}})
         # The snippet logs each data-channel event's type.
         deadline = time.monotonic() + WAIT
-        while "response.created" not in browser.console:
+        while kind not in browser.console:
             assert time.monotonic() < deadline, browser.console
             browser.evaluate("0")  # reads the console events that arrived meanwhile
             time.sleep(0.1)
-        assert "session.created" in browser.console
         call.peer.wait_for(lambda p: p.audio_frames >= 10, timeout=WAIT)
         browser.click("#stop")
         call.wait_for(lambda c: c.hangups == 1 and c.ended, timeout=WAIT)
         assert browser.errors == []
+        return call
     finally:
         stop_process(server)

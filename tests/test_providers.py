@@ -8,8 +8,10 @@ import pytest
 from navai_core import ConfigurationError, NavaiConfig
 from navai_core.upstream.providers import (
     AZURE,
+    LIVE,
     OPENAI,
     REALTIME,
+    RUNTIMES,
     Runtime,
     provider_for,
     realtime_target,
@@ -19,13 +21,8 @@ from navai_core.upstream.providers import (
 
 KEY = "sk-provider-key"
 
-# A second runtime, declared as data only (the paths of CONTRACT.md section 11).
-LIVE_LIKE = Runtime(
-    name="live",
-    calls="/live/sessions",
-    call="/live/sessions/{call_id}",
-    sideband="/live/sessions/{call_id}/attach",
-)
+# A third runtime, declared as data only.
+OTHER = Runtime(name="other", calls="/other", call="/other/{call_id}", sideband="/other/{call_id}")
 
 
 def test_openai_realtime_urls_and_headers() -> None:
@@ -62,13 +59,14 @@ def test_azure_base_key_header_token_and_deployment() -> None:
     assert realtime_target(entra, "sk-ignored").headers == (("Authorization", "Bearer token-1"),)
 
 
-def test_a_second_runtime_is_data() -> None:
+def test_the_live_runtime_is_data_served_by_openai_and_azure() -> None:
     config = NavaiConfig(openai_api_key=KEY, openai_base_url="http://127.0.0.1:9/v1")
-    live_openai = attrs.evolve(OPENAI, runtimes=(REALTIME, LIVE_LIKE))
-    assert live_openai.runtimes[-1] is LIVE_LIKE
+    assert RUNTIMES == {"realtime": REALTIME, "live": LIVE}
+    assert LIVE in OPENAI.runtimes and LIVE in AZURE.runtimes
     with pytest.raises(ConfigurationError, match="not served"):
-        target_for_key(config, KEY, LIVE_LIKE)  # OpenAI does not list it (yet)
-    target = attrs.evolve(target_for_key(config, KEY), runtime=LIVE_LIKE)
+        target_for_key(config, KEY, OTHER)  # no provider lists it
+    assert attrs.evolve(OPENAI, runtimes=(REALTIME, OTHER)).runtimes[-1] is OTHER
+    target = target_for_key(config, KEY, LIVE)
     assert target.calls_url() == "http://127.0.0.1:9/v1/live/sessions"
     assert target.call_url("s_1", "accept") == "http://127.0.0.1:9/v1/live/sessions/s_1/accept"
     assert target.sideband_url("s_1") == "ws://127.0.0.1:9/v1/live/sessions/s_1/attach"

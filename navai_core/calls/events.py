@@ -54,6 +54,13 @@ class CallSummary:
     function_calls: int
     usage: Mapping[str, JsonValue] = attrs.field(factory=dict)
     transport: str = "webrtc"
+    runtime: str = "realtime"
+    # GPT-Live: the reason OpenAI closed the session (session.closed) and the seconds it
+    # bills; None on Realtime (billed by token: ``usage``) or when OpenAI did not say.
+    close_reason: str | None = None
+    billed_seconds: float | None = None
+    # Times navai put its session back after a browser changed it (the session guard).
+    session_restored: int = 0
 
 
 @attrs.frozen

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import quote
+
+import attrs
 
 from .._config import NavaiConfig
 from .._errors import BadRequest, UpstreamError
@@ -40,8 +41,16 @@ from ..sessions.client_secret import (
     session_choices,
 )
 from ..upstream.messages import UpstreamRequest, parse_json_reply, upstream_failure
-from ..upstream.providers import RealtimeTarget, realtime_target
-from .plans import SDP_REQUIRED, CallAnswer, CallOptions, CallPlan, function_tools, valid_call_id
+from ..upstream.providers import LIVE, RealtimeTarget, realtime_target
+from .plans import (
+    SDP_REQUIRED,
+    CallAnswer,
+    CallOptions,
+    CallPlan,
+    call_session,
+    function_tools,
+    valid_call_id,
+)
 from .sip import (
     INCOMING_CALL,
     AcceptCall,
@@ -150,11 +159,11 @@ def plan_live_call(
     if not options.sdp.strip():
         raise BadRequest(SDP_REQUIRED)
     session = live_session(config, options.session, registry)
-    target = realtime_target(config, options.session.api_key)
+    target = realtime_target(config, options.session.api_key, LIVE)
     body = {"session": session, "transport": {"type": "webrtc", "sdp": options.sdp}}
     request = UpstreamRequest(
         method="POST",
-        url=target.base_url + "/live/sessions",
+        url=target.calls_url(),
         headers=(
             *target.headers,
             ("Accept", JSON_CONTENT_TYPE),
@@ -164,7 +173,7 @@ def plan_live_call(
         label=LIVE_LABEL,
         secrets=target.secrets,
     )
-    return CallPlan(request, target)
+    return CallPlan(request, target, session)
 
 
 def parse_live_call_response(
@@ -191,6 +200,12 @@ def parse_live_call_response(
 # ----- controlling a session -------------------------------------------------------------------
 
 
+def live_target(target: RealtimeTarget) -> RealtimeTarget:
+    """``target`` (the provider's base URL and the call's key) with the Live runtime's paths
+    (``upstream/providers.py``: ``LIVE``)."""
+    return target if target.runtime is LIVE else attrs.evolve(target, runtime=LIVE)
+
+
 def build_live_control_request(
     target: RealtimeTarget, session_id: str, action: str, body: JsonObject | None = None
 ) -> UpstreamRequest:
@@ -203,7 +218,7 @@ def build_live_control_request(
         headers = (*headers, ("Content-Type", JSON_CONTENT_TYPE))
     return UpstreamRequest(
         method="POST",
-        url=f"{target.base_url}/live/sessions/{quote(session_id, safe='')}/{action}",
+        url=live_target(target).call_url(session_id, action),
         headers=headers,
         content=b"" if body is None else dumps(body),
         label=f"{LIVE_LABEL} {action}",
@@ -218,12 +233,7 @@ def build_live_hangup_request(target: RealtimeTarget, session_id: str) -> Upstre
 def live_sideband_url(target: RealtimeTarget, session_id: str) -> str:
     """``<base, http→ws, https→wss>/live/sessions/<session_id>/attach``: the session's
     control connection (navai sends no ``session.start`` there: the session runs already)."""
-    base = target.base_url
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://") :]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://") :]
-    return f"{base}/live/sessions/{quote(session_id, safe='')}/attach"
+    return live_target(target).sideband_url(session_id)
 
 
 # ----- phone calls -----------------------------------------------------------------------------
@@ -243,7 +253,7 @@ def parse_live_incoming_call(
     if kind is not None and kind != "sip":
         return None
     as_realtime = WebhookEvent(event.type, event.event_id, {**event.data, "call_id": session_id})
-    return parse_incoming_call(as_realtime, webhook_id)
+    return attrs.evolve(parse_incoming_call(as_realtime, webhook_id), runtime="live")
 
 
 def incoming_call_runtime(event_type: str, runtime: str) -> Runtime | None:
@@ -259,6 +269,15 @@ def incoming_call_runtime(event_type: str, runtime: str) -> Runtime | None:
     if event_type in LIVE_INCOMING_EVENTS:
         return "live" if runtime == "live" else None
     return None
+
+
+def phone_session(config: NavaiConfig, registry: FunctionRegistry | None) -> JsonObject:
+    """The session navai accepts a phone call with on the configured runtime: the Realtime
+    session of section 8, or the Live session without its ``client`` part."""
+    options = ClientSecretOptions()
+    if config.call_runtime == "live":
+        return live_session(config, options, registry, client=False)
+    return call_session(config, options, registry)
 
 
 def live_accept_body(session: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> JsonObject:

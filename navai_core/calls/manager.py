@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -51,10 +51,12 @@ from .events import (
     CallSummary,
     LiveCall,
 )
+from .guard import HANG_UP, RESTORE, SessionGuard
 from .limits import CallLimits
+from .live_runtime import runtime_for
 from .plans import valid_call_id
 from .registry import CallRegistry, NoRegistry
-from .runtime import REALTIME, Runtime
+from .runtime import Runtime
 from .sideband import RunFunction
 from .tools import FunctionDispatch, ToolRunner
 
@@ -87,6 +89,8 @@ class CallSettings:
     calls_path: str = ""
     on_call_event: Callable[..., Any] | None = None
     on_call_end: Callable[..., Any] | None = None
+    runtime: str = "realtime"  # NAVAI_CALL_RUNTIME
+    on_client_update: str = RESTORE  # NAVAI_CALL_ON_CLIENT_UPDATE: restore or hangup
 
     @classmethod
     def from_config(cls, config: NavaiConfig) -> CallSettings:
@@ -101,6 +105,8 @@ class CallSettings:
             calls_path=config.calls_path or "",
             on_call_event=config.on_call_event,
             on_call_end=config.on_call_end,
+            runtime=config.call_runtime,
+            on_client_update=config.call_on_client_update,
         )
 
 
@@ -110,6 +116,8 @@ Sender = Callable[[UpstreamRequest], Awaitable[UpstreamReply]]
 Executor = Callable[[PreparedCall], Awaitable[Reply]]
 
 _LOG = CallLog()
+# End reason: a browser changed the session and NAVAI_CALL_ON_CLIENT_UPDATE=hangup.
+CLIENT_UPDATE = "client_update"
 
 
 def _log_only(call: LiveCall) -> CallEvents:
@@ -126,10 +134,12 @@ class _Call:
         "dispatch",
         "done",
         "events",
+        "guard",
         "key",
         "limits",
         "loop",
         "reason",
+        "runtime",
         "settings",
         "started",
         "started_at",
@@ -168,6 +178,8 @@ class _Call:
         self.tools: ToolRunner
         self.limits: CallLimits
         self.events: CallEvents
+        self.guard: SessionGuard | None = None
+        self.runtime = "realtime"
 
     def live(self) -> LiveCall:
         return LiveCall(
@@ -188,6 +200,33 @@ class _Call:
         self.events.event(self.call_id, event)
         await anotify(self.settings.on_call_event, self.call_id, event)
         await self.tools.feed(event)
+        if self.tools.protocol.closed:  # the runtime closed the session (Live)
+            self.end(ENDED)
+        if self.guard is not None:
+            await self._guard(event)
+
+    async def _guard(self, event: object) -> None:
+        assert self.guard is not None
+        verdict, changed = self.guard.feed(event)
+        if verdict == RESTORE:
+            if self.guard.restored == 1:
+                logger.warning(
+                    "call %s: a client changed %s; navai restored its session",
+                    self.call_id,
+                    ", ".join(changed),
+                )
+            await self.connection.send(self.guard.restore_event)
+        elif verdict == HANG_UP:
+            logger.warning(
+                "call %s: a client changed %s; hanging up", self.call_id, ", ".join(changed)
+            )
+            self.end(CLIENT_UPDATE)
+
+    def end(self, reason: str) -> None:
+        """Ask the call to end with ``reason`` (the first reason wins)."""
+        if self.reason is None:
+            self.reason = reason
+        self.stop.set()
 
     async def run_function(self, action: RunFunction) -> Reply:
         return await self.dispatch(self.live(), action)
@@ -204,6 +243,10 @@ class _Call:
             function_calls=protocol.function_calls,
             usage=dict(protocol.usage),
             transport=self.transport,
+            runtime=self.runtime,
+            close_reason=protocol.close_reason,
+            billed_seconds=protocol.seconds,
+            session_restored=self.guard.restored if self.guard is not None else 0,
         )
 
 
@@ -214,8 +257,8 @@ class CallManager:
     ``target(api_key)`` (where and how to reach the call's upstream), ``send`` (upstream
     requests: hang-ups), ``registry()`` and ``execute`` (the execute route's dispatch),
     ``concurrency`` (its background loop holds a call attached from sync code; its hook threads
-    run a sync ``on_call_end``), the ``runtime``
-    (OpenAI Realtime) and ``events(call)``, what is told of each call as it goes.
+    run a sync ``on_call_end``), the ``runtime`` (by default the one ``settings.runtime``
+    names: Realtime or GPT-Live) and ``events(call)``, what is told of each call as it goes.
 
     ``attach`` may be called from any thread: under an async server the call runs on the
     running event loop, else on the background loop.
@@ -231,7 +274,7 @@ class CallManager:
         registry: Callable[[], Awaitable[FunctionRegistry]],
         execute: Executor,
         concurrency: Concurrency,
-        runtime: Runtime = REALTIME,
+        runtime: Runtime | None = None,
         events: Callable[[LiveCall], CallEvents] = _log_only,
         reconnect_delays: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0),
         budget_tick_seconds: float = 5.0,
@@ -241,7 +284,7 @@ class CallManager:
         self.max_seconds = settings.max_seconds
         self.max_live = settings.max_live
         self.budgets = budgets
-        self.runtime = runtime
+        self.runtime = runtime if runtime is not None else runtime_for(settings.runtime)
         self._target = target
         self._send_upstream = send
         self._dispatch = FunctionDispatch(registry, execute, settings.calls_path)
@@ -267,6 +310,7 @@ class CallManager:
         rate_key: str,
         transport: str = "webrtc",
         loop: asyncio.AbstractEventLoop | None = None,
+        session: Mapping[str, Any] | None = None,
     ) -> LiveCall:
         """Hold the call ``call_id`` (created or accepted with ``api_key``): open its control
         connection, run its function calls, enforce its limits, summarise it at the end.
@@ -277,7 +321,8 @@ class CallManager:
         by default the running loop (an async server's), else navai's background loop. Sync
         code that may run inside a short-lived loop (Django's per-request ``asyncio.run``
         under WSGI) passes navai's background loop (``navai.concurrency.loop()``) so the
-        call outlives it.
+        call outlives it. ``session`` is the session navai created or accepted the call
+        with: on Realtime the session guard keeps it (``NAVAI_CALL_ON_CLIENT_UPDATE``).
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
@@ -287,13 +332,17 @@ class CallManager:
             loop = here or self._concurrency.loop()
         if loop is here:
             call = self._register(self._new_call(call_id, target, rate_key, transport, loop))
+            if session is not None:
+                call.guard = self.runtime.session_guard(session, self.settings.on_client_update)
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
         if not loop.is_running():
             raise RuntimeError("the event loop to hold the call on is not running")
 
         async def start() -> LiveCall:
-            return self.attach(call_id, api_key=api_key, rate_key=rate_key, transport=transport)
+            return self.attach(
+                call_id, api_key=api_key, rate_key=rate_key, transport=transport, session=session
+            )
 
         future = asyncio.run_coroutine_threadsafe(start(), loop)
         try:
@@ -406,6 +455,7 @@ class CallManager:
     ) -> _Call:
         """A call and its parts (on its loop: the parts' asyncio objects belong to it)."""
         call = _Call(call_id, target, key, transport, loop, self.settings, self._dispatch)
+        call.runtime = self.runtime.name
         call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0))
         url = self.runtime.sideband_url(target, call_id)
         call.connection = Connection(
@@ -471,7 +521,7 @@ class CallManager:
     async def _ended(self, call: _Call) -> None:
         reason = call.reason or ENDED
         try:
-            if reason in NAVAI_ENDS:
+            if reason in NAVAI_ENDS or reason == CLIENT_UPDATE:
                 request = self.runtime.hangup_request(call.target, call.call_id)
                 await _hang_up(self._send_upstream, request, call.call_id)
             await call.limits.settle()

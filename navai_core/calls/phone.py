@@ -15,7 +15,7 @@ import concurrent.futures
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -23,19 +23,27 @@ import attrs
 from .._config import NavaiConfig
 from .._errors import CallsFull, InvalidWebhook, NavaiError
 from .._http import Reply, RequestContext
+from .._json import JsonObject
 from ..concurrency.owner import Concurrency
 from ..concurrency.threads import Busy
 from ..upstream.messages import upstream_failure
 from ..upstream.providers import RealtimeTarget
 from ..upstream.retry import RetryPolicy
 from ..upstream.send import asend
+from .live import (
+    build_live_hangup_request,
+    build_live_verdict_request,
+    incoming_call_runtime,
+    live_accept_body,
+    parse_live_incoming_call,
+)
 from .plans import build_hangup_request
 from .sip import (
-    INCOMING_CALL,
     AcceptCall,
     CallVerdict,
     IncomingCall,
     RejectCall,
+    accept_body,
     budget_key,
     build_verdict_request,
     check_verdict,
@@ -46,6 +54,8 @@ from .webhooks import verify_webhook
 
 logger = logging.getLogger("navai")
 
+# A call's id among the webhook ids seen: one accept per pending call, whichever announced it.
+_CALL = "call:"
 # Webhook ids remembered to answer a repeated delivery once (per process).
 SEEN_WEBHOOKS = 4096
 # Incoming calls being answered at once (hook + upstream request); past it, a delivery is
@@ -173,14 +183,18 @@ class PhoneCalls:
 
     # ----- the webhook delivery ------------------------------------------------------------
 
-    def plan(self, secret: str, context: RequestContext, body: bytes) -> Reply | IncomingCall:
+    def plan(
+        self, secret: str, context: RequestContext, body: bytes, runtime: str = "realtime"
+    ) -> Reply | IncomingCall:
         """The answer to a webhook delivery, or the incoming call to answer in the background
         (the route then answers 200).
 
         A delivery whose signature does not check out raises :class:`InvalidWebhook` (400;
-        logged here without the body); a repeated ``webhook-id`` and other event types
-        answer 200 and are ignored; with too many calls being answered, 503 (OpenAI delivers
-        the event again later).
+        logged here without the body); a repeated ``webhook-id`` or call, and other event
+        types, answer 200 and are ignored; with too many calls being answered, 503 (OpenAI
+        delivers the event again later). OpenAI announces a pending call on both voice
+        runtimes and the first accept wins: only the announcement of the configured
+        ``runtime`` (``NAVAI_CALL_RUNTIME``) is acted on, once per call.
         """
         try:
             checked = verify_webhook(secret, context.headers, body)
@@ -193,10 +207,17 @@ class PhoneCalls:
             )
             raise
         event = parse_webhook_event(body)
-        if event.type != INCOMING_CALL:
+        acting = incoming_call_runtime(event.type, runtime)
+        if acting is None:
             logger.debug("webhook %s (%s) ignored", checked.webhook_id, event.type[:100])
             return ACCEPTED
-        call = parse_incoming_call(event, checked.webhook_id)
+        if acting == "live":
+            found = parse_live_incoming_call(event, checked.webhook_id)
+            if found is None:  # a Live transport that is not a phone call
+                return ACCEPTED
+            call = found
+        else:
+            call = parse_incoming_call(event, checked.webhook_id)
         if not self.seen.first(checked.webhook_id):
             logger.info(
                 "webhook %s for call %s delivered again; ignored",
@@ -204,8 +225,12 @@ class PhoneCalls:
                 call.call_id,
             )
             return ACCEPTED
+        if not self.seen.first(_CALL + call.call_id):  # e.g. live.call.incoming's twin
+            logger.info("call %s announced again; ignored", call.call_id)
+            return ACCEPTED
         if len(self._pending) >= MAX_PENDING_CALLS:
             self.seen.forget(checked.webhook_id)
+            self.seen.forget(_CALL + call.call_id)
             logger.warning(
                 "%s incoming calls being answered; call %s answered 503",
                 self.pending,
@@ -284,7 +309,9 @@ class PhoneCalls:
                 verdict, rate_key = RejectCall(BUDGET_SPENT_STATUS), None
         target = self._target()
         session = await self._session() if isinstance(verdict, AcceptCall) else None
-        request = build_verdict_request(target, call, verdict, session)
+        live = call.runtime == "live"
+        build = build_live_verdict_request if live else build_verdict_request
+        request = build(target, call, verdict, session)
         reply = await asend(self._client(), request, self._retry)
         if not 200 <= reply.status <= 299:
             failure = upstream_failure(request, reply.status, reply.content, reply.headers)
@@ -292,13 +319,30 @@ class PhoneCalls:
             return
         _log_verdict(call, verdict)
         if rate_key is not None and self._attach is not None:
+            assert isinstance(verdict, AcceptCall)
+            accepted = _accepted_session(live, session or {}, verdict)
             try:  # the key that accepted the call holds its control connection
-                self._attach(call.call_id, api_key=target.key, rate_key=rate_key, transport="sip")
+                self._attach(
+                    call.call_id,
+                    api_key=target.key,
+                    rate_key=rate_key,
+                    transport="sip",
+                    session=accepted,
+                )
             except CallsFull as exc:
                 # Another call took the last place since the check: no call runs unheld.
                 logger.warning("phone call %s: %s; hanging it up", call.call_id, exc.message)
-                hangup = build_hangup_request(target, call.call_id)
+                hang_up = build_live_hangup_request if live else build_hangup_request
+                hangup = hang_up(target, call.call_id)
                 await asend(self._client(), hangup, self._retry)
+
+
+def _accepted_session(live: bool, session: Mapping[str, Any], verdict: AcceptCall) -> JsonObject:
+    """The session a call was accepted with (what the session guard keeps)."""
+    if live:
+        inner = live_accept_body(session, verdict.session)["session"]
+        return inner if isinstance(inner, dict) else {}
+    return accept_body(session, verdict.session)
 
 
 def _log_verdict(call: IncomingCall, verdict: CallVerdict) -> None:
@@ -325,7 +369,8 @@ class PhoneServer(Protocol):
 
 @attrs.frozen
 class AnswerCall:
-    """The step a delivery of ``realtime.call.incoming`` leaves: start answering the call in
+    """The step a delivery of an incoming call (``realtime.call.incoming``, or
+    ``live.transport.incoming`` on Live) leaves: start answering the call in
     the background (the server's loop, or navai's background loop for sync servers) and
     answer OpenAI 200 at once."""
 
@@ -347,5 +392,6 @@ def plan_webhook(
     received, within ``max_body_bytes``, since the signature covers exactly them)."""
     config = navai.config
     assert config.openai_webhook_secret is not None  # the route exists only with a secret
-    planned = navai.phone_calls().plan(config.openai_webhook_secret, context, body)
+    secret = config.openai_webhook_secret
+    planned = navai.phone_calls().plan(secret, context, body, config.call_runtime)
     return AnswerCall(planned) if isinstance(planned, IncomingCall) else planned

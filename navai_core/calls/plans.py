@@ -54,6 +54,8 @@ class CallPlan:
 
     request: UpstreamRequest
     target: RealtimeTarget = attrs.field(repr=False)
+    # The session the call is created with (what navai set: the session guard keeps it).
+    session: JsonObject | None = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -153,7 +155,7 @@ def plan_call(
         label=CALLS_LABEL,
         secrets=target.secrets,
     )
-    return CallPlan(request, target)
+    return CallPlan(request, target, session)
 
 
 def build_call_request(

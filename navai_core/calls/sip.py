@@ -64,6 +64,9 @@ class IncomingCall:
     sip_headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
     event_id: str | None = None
     webhook_id: str | None = None
+    # The voice runtime the call is offered on: "realtime" (realtime.call.incoming) or
+    # "live" (live.transport.incoming; call_id is then the Live session id).
+    runtime: str = "realtime"
 
     def header(self, name: str) -> str | None:
         """The first SIP header called ``name`` (case-insensitive), or None."""

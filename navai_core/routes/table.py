@@ -26,11 +26,11 @@ from .._config import NavaiConfig, rate_limit
 from .._errors import CallsFull, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
+from ..calls.live import parse_live_call_response, plan_live_call
 from ..calls.phone import plan_webhook
 from ..calls.plans import (
     SDP_CONTENT_TYPE,
     CallAnswer,
-    build_hangup_request,
     parse_call_body,
     parse_call_offer,
     parse_call_response,
@@ -299,6 +299,10 @@ class StartCall:
     request: UpstreamRequest
     target: RealtimeTarget = attrs.field(repr=False)
     rate_key: str
+    # The session the call is created with (kept by the session guard), and the runtime
+    # whose reply this is (NAVAI_CALL_RUNTIME: Realtime's SDP and Location, Live's JSON).
+    session: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+    runtime: str = "realtime"
 
     def run(self, navai: Server) -> Reply:
         answer = self._parse(navai.send_upstream(self.request))
@@ -306,7 +310,7 @@ class StartCall:
             self._hold(navai, answer, navai.concurrency.loop())
         except CallsFull:
             with contextlib.suppress(Exception):
-                navai.send_upstream(build_hangup_request(self.target, answer.call_id))
+                navai.send_upstream(navai.calls.runtime.hangup_request(self.target, answer.call_id))
             raise
         return self._reply(navai, answer)
 
@@ -316,19 +320,25 @@ class StartCall:
         try:
             self._hold(navai, answer, asyncio.get_running_loop())
         except CallsFull:
-            hangup = build_hangup_request(self.target, answer.call_id)
+            hangup = navai.calls.runtime.hangup_request(self.target, answer.call_id)
             with contextlib.suppress(Exception):
                 await navai.asend_upstream(hangup)
             raise
         return self._reply(navai, answer)
 
     def _parse(self, reply: UpstreamReply) -> CallAnswer:
-        return parse_call_response(self.request, reply.status, reply.content, reply.headers)
+        parse = parse_live_call_response if self.runtime == "live" else parse_call_response
+        return parse(self.request, reply.status, reply.content, reply.headers)
 
     def _hold(self, navai: Server, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
         if navai.config.call_sideband:
-            key = self.target.key
-            navai.calls.attach(answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop)
+            navai.calls.attach(
+                answer.call_id,
+                api_key=self.target.key,
+                rate_key=self.rate_key,
+                loop=loop,
+                session=self.session,
+            )
 
     def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
         location = (navai.config.calls_path or "").rstrip("/")
@@ -418,8 +428,9 @@ def _openapi(navai: Server, context: RequestContext, body: Any, found: RouteMatc
 
 
 def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatch) -> Step:
-    """Relay the SDP offer (raw ``application/sdp`` or JSON) to OpenAI's ``/realtime/calls``;
-    on success hold the call (its sideband) and answer 201 with the SDP answer."""
+    """Relay the SDP offer (raw ``application/sdp`` or JSON) to OpenAI's ``/realtime/calls``
+    (or, with ``NAVAI_CALL_RUNTIME=live``, ``/live/sessions``); on success hold the call (its
+    sideband) and answer 201 with the SDP answer."""
     c = navai.config
     media_type = (context.header("content-type") or "").split(";")[0].strip().lower()
     if media_type == SDP_CONTENT_TYPE:
@@ -428,9 +439,12 @@ def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatc
         accepted = (SDP_CONTENT_TYPE, JSON_MEDIA_TYPE)
         parsed = parse_json_body(context, body, c.max_body_bytes, accepted)
         options = parse_call_body(parsed)
-    plan = plan_call(c, options, navai.functions() if c.functions_enabled else None)
+    registry = navai.functions() if c.functions_enabled else None
+    live = c.call_runtime == "live"
+    plan = (plan_live_call if live else plan_call)(c, options, registry)
     navai.model_notices.requested(options.session.model)
-    return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context))
+    rate_key = client_key(c.rate_limit_key, context)
+    return StartCall(plan.request, plan.target, rate_key, plan.session, c.call_runtime)
 
 
 def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
@@ -447,7 +461,7 @@ def _call_hangup(navai: Server, context: RequestContext, body: Any, found: Route
         return Hangup(call_id)
     if not vouched or not valid_call_id(call_id) or navai.config.backend_key_source() is None:
         raise NotFound(UNKNOWN_CALL)
-    request = build_hangup_request(realtime_target(navai.config), call_id)
+    request = navai.calls.runtime.hangup_request(realtime_target(navai.config), call_id)
 
     def finish(reply: UpstreamReply) -> Reply:
         if reply.status == 404:

@@ -60,8 +60,17 @@ REALTIME = Runtime(
     sideband="/realtime?call_id={call_id}",
 )
 
+#: OpenAI GPT-Live (CONTRACT.md section 11): sessions, their actions and ``/attach``; no
+#: browser client secrets (a Live session is created by a server).
+LIVE = Runtime(
+    name="live",
+    calls="/live/sessions",
+    call="/live/sessions/{call_id}",
+    sideband="/live/sessions/{call_id}/attach",
+)
+
 #: Every runtime navai knows, by name.
-RUNTIMES: Mapping[str, Runtime] = MappingProxyType({r.name: r for r in (REALTIME,)})
+RUNTIMES: Mapping[str, Runtime] = MappingProxyType({r.name: r for r in (REALTIME, LIVE)})
 
 
 # ----- providers: base URL, headers, key -----------------------------------------------------
@@ -105,6 +114,7 @@ OPENAI = Provider(
     name="openai",
     base_url=lambda config: config.openai_base_url.rstrip("/"),
     auth_headers=_openai_headers,
+    runtimes=(REALTIME, LIVE),
 )
 
 AZURE = Provider(
@@ -114,6 +124,8 @@ AZURE = Provider(
     token_source=lambda config: config.azure_token_provider if uses_azure_token(config) else None,
     # An Azure session names its deployment.
     default_model=lambda config: clean(config.azure_deployment) or config.model,
+    # Azure OpenAI serves GPT-Live under <endpoint>/openai/v1/live (docs/providers.md).
+    runtimes=(REALTIME, LIVE),
 )
 
 #: Every provider, by the name ``NAVAI_PROVIDER`` gives; any other name is OpenAI.

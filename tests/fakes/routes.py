@@ -89,7 +89,7 @@ def control_call(state: OpenAIState, request: Recorded, params: dict[str, str]) 
     if not state.authorized(request.headers):
         return Reply.json(401, {"error": {"message": "bad key"}})
     call = state.calls.get(params["call_id"])
-    if call is None or call.ended:
+    if call is None or call.ended or call.runtime != "realtime":
         return Reply.json(404, {"error": {"message": "call not found"}})
     if params["action"] in ("hangup", "reject"):
         call.hangups += 1
@@ -97,10 +97,15 @@ def control_call(state: OpenAIState, request: Recorded, params: dict[str, str]) 
     return Reply(200, b"", {"Content-Type": "text/plain; charset=utf-8"})
 
 
+# GPT-Live's routes (its handlers answer with Reply, defined above).
+from fakes import live  # noqa: E402
+
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/realtime/client_secrets", client_secrets),
     ("POST", "/v1/realtime/calls", create_call),
     ("POST", "/v1/realtime/calls/{call_id}/{action}", control_call),
+    ("POST", "/v1/live/sessions", live.create_session),
+    ("POST", "/v1/live/sessions/{call_id}/{action}", live.control_session),
 ]
 FALLBACK: Handler = client_secrets
 

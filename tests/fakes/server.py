@@ -17,6 +17,7 @@ dropped connection. Delays and trickles end at ``stop()``.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any
 import uvicorn
 from starlette.websockets import WebSocket
 
-from fakes import routes, sideband
+from fakes import live, routes, sideband
 from fakes.state import OpenAIState
 
 
@@ -93,6 +94,17 @@ class FakeOpenAI(OpenAIState):
         self._stopping = asyncio.Event()
         self._loop.run_until_complete(self._server.serve(sockets=[self._sock]))
 
+    def call(self, call_id: str | None = None, timeout: float = 10.0) -> Any:
+        """The call (see :meth:`OpenAIState.call`); with ``webrtc=True``, once its peer is
+        there (it is created before its answer is made)."""
+        found = super().call(call_id, timeout)
+        deadline = time.monotonic() + timeout
+        while self.webrtc and found.peer is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {found.call_id} has no WebRTC peer")
+            time.sleep(0.01)
+        return found
+
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(fn, *args)
@@ -100,9 +112,14 @@ class FakeOpenAI(OpenAIState):
     # ----- serving -------------------------------------------------------------------------------
 
     async def _with_peer(self, reply: routes.Reply) -> routes.Reply:
-        """A created call's answer from a real WebRTC peer instead of the canned SDP."""
+        """A created call's answer from a real WebRTC peer instead of the canned SDP (a
+        Realtime call's SDP body, or a Live session's ``transport.sdp``)."""
         location = reply.headers.get("Location", "")
         call = self.calls.get(location.rsplit("/", 1)[-1]) if reply.status == 201 else None
+        created: Any = None
+        if call is None and reply.status == 200 and reply.body.startswith(b'{"session"'):
+            created = json.loads(reply.body)
+            call = self.calls.get(created["session"]["id"])
         if call is None:
             return reply
         from fakes_webrtc import answer as webrtc_answer
@@ -111,12 +128,18 @@ class FakeOpenAI(OpenAIState):
         del self.calls[call.call_id]
         call.peer = await webrtc_answer(call.sdp)
         self.calls[call.call_id] = call
+        if created is not None:
+            created["transport"]["sdp"] = call.peer.sdp
+            return routes.Reply(200, json.dumps(created).encode(), reply.headers)
         return routes.Reply(201, call.peer.sdp.encode(), reply.headers)
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
+            attach = live.ATTACH_PATH.match(scope["path"])
             if scope["path"] == routes.SIDEBAND_PATH:
                 await sideband.serve(self, WebSocket(scope, receive, send))
+            elif attach is not None:
+                await sideband.serve(self, WebSocket(scope, receive, send), attach["call_id"])
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return

@@ -1,4 +1,6 @@
-"""The sideband: a call's control WebSocket, ``/v1/realtime?call_id=<id>``.
+"""The sideband: a call's control WebSocket, ``/v1/realtime?call_id=<id>`` (Realtime) or
+``/v1/live/sessions/<id>/attach`` (GPT-Live; :meth:`FakeCall.close` is OpenAI closing the
+session: ``session.closed``, then a normal close).
 
 It checks the ``Authorization`` header, plays the server events a test queues with
 :meth:`FakeCall.send` and records every event navai sends. A call that ended (or an unknown
@@ -38,11 +40,16 @@ class FakeCall:
     session: dict[str, Any]
     authorization: str
     fake: OpenAIState = field(repr=False)
+    runtime: str = "realtime"  # or "live": a GPT-Live session
     ended: bool = False
     hangups: int = 0
     connections: int = 0
     sideband_authorization: list[str] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
+    # Live phone calls: the bodies of /accept, /reject and /refer.
+    accepted: list[Any] = field(default_factory=list)
+    rejected: list[Any] = field(default_factory=list)
+    referred: list[Any] = field(default_factory=list)
     script: dict[str, Script] = field(default_factory=dict, repr=False)
     # Turnaround bookkeeping: when a function call was sent, when its output came back.
     sent_at: dict[str, float] = field(default_factory=dict)
@@ -69,6 +76,16 @@ class FakeCall:
         if self.peer is not None:
             self.peer.close()
 
+    def close(self, reason: str = "remote_hangup", seconds: float = 1) -> None:
+        """OpenAI ends a Live session: ``session.closed``, then the socket closes normally."""
+        from fakes.live import session_closed
+
+        self.ended = True
+        self.send(session_closed(self.call_id, reason, seconds, self.session))
+        self.fake.call_soon(self._put, _END)
+        if self.peer is not None:
+            self.peer.close()
+
     def wait_for(self, predicate: Callable[[FakeCall], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate(self):
@@ -80,9 +97,12 @@ class FakeCall:
         return [e for e in list(self.received) if e.get("type") == kind]
 
     def outputs(self) -> list[dict[str, Any]]:
+        """The function outputs navai sent (``conversation.item.create`` on Realtime,
+        ``response.item.create`` on Live)."""
+        kind = "response.item.create" if self.runtime == "live" else "conversation.item.create"
         return [
             e["item"]
-            for e in self.of_type("conversation.item.create")
+            for e in self.of_type(kind)
             if e.get("item", {}).get("type") == "function_call_output"
         ]
 
@@ -116,11 +136,15 @@ _DROP = object()
 _END = object()
 
 
-async def serve(state: OpenAIState, websocket: WebSocket) -> None:
-    """One sideband connection, in the fake server's loop."""
-    call = state.calls.get(websocket.query_params.get("call_id", ""))
+async def serve(state: OpenAIState, websocket: WebSocket, live_id: str | None = None) -> None:
+    """One sideband connection, in the fake server's loop (``live_id``: a Live session's
+    ``/attach``)."""
+    call_id = websocket.query_params.get("call_id", "") if live_id is None else live_id
+    call = state.calls.get(call_id)
     auth = websocket.headers.get("authorization", "")
-    if call is None or call.ended or not state.authorized(websocket.headers):
+    runtime = "realtime" if live_id is None else "live"
+    refused = call is None or call.ended or call.runtime != runtime
+    if refused or not state.authorized(websocket.headers):
         await websocket.close(code=1008)  # before accept: the handshake answers 403
         return
     call.sideband_authorization.append(auth)
@@ -150,6 +174,8 @@ async def serve(state: OpenAIState, websocket: WebSocket) -> None:
             if isinstance(event, dict):
                 if event.get("type") == "response.function_call_arguments.done":
                     call.sent_at[str(event.get("call_id"))] = time.perf_counter()
+                elif (item := _live_call_item(event)) is not None:
+                    call.sent_at[str(item.get("call_id"))] = time.perf_counter()
                 await websocket.send_text(json.dumps(event))
                 if call.peer is not None:
                     call.peer.mirror_server_event(event)
@@ -162,6 +188,17 @@ async def serve(state: OpenAIState, websocket: WebSocket) -> None:
         if call._outbox is outbox:
             call._outbox = None
         state._open -= 1
+
+
+def _live_call_item(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The function call a Live ``response.event`` carries, if any."""
+    if event.get("type") != "response.event":
+        return None
+    nested = event.get("event") or {}
+    item = nested.get("item") or {}
+    if nested.get("type") == "response.output_item.done" and item.get("type") == "function_call":
+        return item  # type: ignore[no-any-return]
+    return None
 
 
 async def _read(websocket: WebSocket, call: FakeCall) -> None:

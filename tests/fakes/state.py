@@ -35,7 +35,8 @@ class Recorded:
     number: int = 0  # 1 for the first request since the last reset
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        """The JSON body, or None for an empty one."""
+        return json.loads(self.body) if self.body else None
 
 
 @dataclass
@@ -173,22 +174,35 @@ class OpenAIState:
     def authorized(self, headers: Mapping[str, str]) -> bool:
         return self.key is None or headers.get("authorization") == f"Bearer {self.key}"
 
-    def new_call(self, sdp: str, session: dict[str, Any], authorization: str) -> FakeCall:
-        call = FakeCall(f"rtc_fake{next(self._ids)}", sdp, session, authorization, self)
+    def new_call(
+        self, sdp: str, session: dict[str, Any], authorization: str, runtime: str = "realtime"
+    ) -> FakeCall:
+        prefix = "live_fake" if runtime == "live" else "rtc_fake"
+        call = FakeCall(f"{prefix}{next(self._ids)}", sdp, session, authorization, self, runtime)
         self.calls[call.call_id] = call
         return call
 
     def open_call(
-        self, session: dict[str, Any] | None = None, *, call_id: str | None = None
+        self,
+        session: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+        runtime: str = "realtime",
     ) -> FakeCall:
         """A call as if created over HTTP (tests of the sideband alone), or a phone call
-        OpenAI holds pending under ``call_id`` (as a webhook body names it)."""
-        call = self.new_call("v=0", session or {}, f"Bearer {self.key}")
+        OpenAI holds pending under ``call_id`` (as a webhook body names it); ``runtime="live"``
+        for a GPT-Live session."""
+        call = self.new_call("v=0", session or {}, f"Bearer {self.key}", runtime)
         if call_id is not None:
             del self.calls[call.call_id]
             call.call_id = call_id
             self.calls[call_id] = call
         return call
+
+    def pending_call(self, session_id: str | None = None) -> FakeCall:
+        """A Live phone call OpenAI holds for acceptance (announce it with
+        ``fakes.live.live_transport_incoming``)."""
+        return self.open_call(call_id=session_id, runtime="live")
 
     def call(self, call_id: str | None = None, timeout: float = 10.0) -> FakeCall:
         """The call with ``call_id``, or the only one there is (waits for it)."""
