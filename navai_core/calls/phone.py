@@ -62,8 +62,12 @@ HOOK = "on_incoming_call"
 # process holds call_max_live calls): the caller hears busy.
 BUDGET_SPENT_STATUS = 486
 BUSY = "Too many incoming calls being answered; deliver again later."
-# The answer to a delivery whose call is answered in the background.
-ACCEPTED = Reply(200, {"ok": True})
+
+
+def accepted() -> Reply:
+    """The answer to a delivery whose call is answered in the background."""
+    return Reply(200, {"ok": True})
+
 
 IncomingCallHook = Callable[[IncomingCall], "CallVerdict | Awaitable[CallVerdict | None] | None"]
 
@@ -195,7 +199,7 @@ class PhoneCalls:
         event = parse_webhook_event(body)
         if event.type != INCOMING_CALL:
             logger.debug("webhook %s (%s) ignored", checked.webhook_id, event.type[:100])
-            return ACCEPTED
+            return accepted()
         call = parse_incoming_call(event, checked.webhook_id)
         if not self.seen.first(checked.webhook_id):
             logger.info(
@@ -203,7 +207,7 @@ class PhoneCalls:
                 checked.webhook_id,
                 call.call_id,
             )
-            return ACCEPTED
+            return accepted()
         if len(self._pending) >= MAX_PENDING_CALLS:
             self.seen.forget(checked.webhook_id)
             logger.warning(
@@ -333,11 +337,11 @@ class AnswerCall:
 
     def run(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start_background(self.call)
-        return ACCEPTED
+        return accepted()
 
     async def arun(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start(self.call)
-        return ACCEPTED
+        return accepted()
 
 
 def plan_webhook(

@@ -27,12 +27,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from .._http import Reply
-    from .._navai import Navai
-    from ..functions.dispatch import PreparedCall
+    from .._http import Reply, RequestContext
 
 F = TypeVar("F", bound="Callable[..., Reply]")
 A = TypeVar("A", bound="Callable[..., Awaitable[Reply]]")
@@ -43,6 +41,17 @@ CLIENT_SECRET_SPAN = "navai.client_secret"
 EXECUTE_TOOL = "execute_tool"
 CALL_METHOD = "CALL"  # RequestContext.method of a call's function runs (calls/manager.py)
 FUNCTION_CALL_ID_HEADER = "x-navai-function-call-id"
+
+
+class PreparedCall(Protocol):
+    """What a tool span reads of a prepared call (``functions.dispatch.PreparedCall``; named
+    here, not imported, since dispatch imports this module)."""
+
+    @property
+    def function_name(self) -> str: ...
+
+    @property
+    def context(self) -> RequestContext | None: ...
 
 
 @functools.cache
@@ -215,11 +224,11 @@ class _Step:
             _fail(span, None, str(reply.status))
         return reply
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Any) -> Reply:
         with _tracer().start_as_current_span(self.name, attributes=self.attributes) as span:
             return self._finish(span, self.step.run(navai))
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Any) -> Reply:
         with _tracer().start_as_current_span(self.name, attributes=self.attributes) as span:
             return self._finish(span, await self.step.arun(navai))
 
