@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,3 +353,86 @@ def test_the_cycle_finder_finds_a_circle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# ----- docs/architecture.md names only what exists ------------------------------------------
+
+REPO = CORE.parent
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+ROOTS = (REPO, CORE, REPO / "navai_adapters", REPO / "tests")
+PATH_TOKEN = re.compile(r"`([\w./-]+(?:\.py|\.md|/))`")
+
+
+def _exists(token: str) -> bool:
+    """A path from the repository, navai_core, navai_adapters or tests; a bare file name
+    (``server.py`` in a paragraph about tests/fakes/) when a file of that name exists."""
+    if "/" not in token:
+        places = (CORE, REPO / "navai_adapters", REPO / "tests", REPO / "benchmarks")
+        return any(any(root.rglob(token)) for root in places)
+    return any((root / token).exists() for root in ROOTS)
+
+
+def defined_names(path: Path) -> set[str]:
+    """Top-level names of a module, and ``Class.member`` for its classes' members."""
+    names: set[str] = set()
+    for node in parse(path).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            if isinstance(node, ast.ClassDef):
+                for member in node.body:
+                    if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        names.add(f"{node.name}.{member.name}")
+                    elif isinstance(member, ast.AnnAssign) and isinstance(member.target, ast.Name):
+                        names.add(f"{node.name}.{member.target.id}")
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_every_path_the_architecture_page_names_exists() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    tokens = set(PATH_TOKEN.findall(text))
+    assert "navai_core/routes/walk.py" in tokens  # the pattern finds the page's paths
+    missing = sorted(token for token in tokens if not _exists(token))
+    assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
+
+
+def test_the_layout_lists_every_module_and_only_modules_that_exist() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    layout = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"\b(\w+\.py)\b", layout))
+    files = {path.name for root in (CORE, REPO / "navai_adapters") for path in root.rglob("*.py")}
+    assert not named - files, f"the layout names modules that do not exist: {named - files}"
+    unlisted = sorted(
+        str(path.relative_to(REPO))
+        for path in CORE.rglob("*.py")
+        if path.name != "__init__.py" and path.name not in named
+    )
+    assert not unlisted, f"navai_core modules missing from the layout: {unlisted}"
+    folders = {p.name for p in CORE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert {f for f in folders if f"{f}/" not in layout} == set()
+
+
+def test_every_rule_row_points_at_a_function_of_its_module() -> None:
+    """Each row of "Where each rule lives": `path` (`name`, ...) — every name is defined in
+    that module (a function, class, constant, or `Class.member`)."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    table = text.split("## Where each rule lives", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "`navai_core" in line]
+    assert len(rows) >= 30
+    wrong = []
+    for row in rows:
+        where = row.rsplit("|", 2)[1]
+        pairs = re.findall(r"`([\w/]+\.py)` \(([^)]*)\)", where)
+        assert pairs, row
+        for module, names in pairs:
+            path = REPO / module
+            if not path.is_file():
+                wrong.append(f"{module}: no such module")
+                continue
+            defined = defined_names(path)
+            for name in re.findall(r"`([\w.]+)`", names):
+                if name not in defined:
+                    wrong.append(f"{module}: no {name}")
+    assert not wrong, f"rule rows that point at nothing: {wrong}"
