@@ -458,64 +458,7 @@ class NavaiConfig:
     def problems(self) -> list[str]:
         """Human-readable values that are legal but wrong or unwise, for one log line each at
         start-up (values that cannot be read at all are :meth:`unreadable`)."""
-        found = [message for _, message in self.env_errors]
-        threads = self.function_threads
-        if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 2):
-            found.append(f"NAVAI_FUNCTION_THREADS must be at least 2. Received: {threads!r}")
-        timeout = self.function_timeout_seconds
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout >= 0):
-            found.append(
-                f"NAVAI_FUNCTION_TIMEOUT must be 0 (no limit) or more. Received: {timeout!r}"
-            )
-        for env_name, route_path in (
-            ("NAVAI_HEALTH_PATH", self.health_path),
-            ("NAVAI_OPENAPI_PATH", self.openapi_path),
-        ):
-            if route_path is not None and not route_path.startswith("/"):
-                found.append(f"{env_name} must start with /. Received: {route_path!r}")
-        seconds = self.call_max_seconds
-        if not (isinstance(seconds, (int, float)) and seconds > 0):
-            found.append(f"NAVAI_CALL_MAX_SECONDS must be more than 0. Received: {seconds!r}")
-        live = self.call_max_live
-        if not (isinstance(live, int) and not isinstance(live, bool) and live >= 1):
-            found.append(f"NAVAI_CALL_MAX_LIVE must be at least 1. Received: {live!r}")
-        if self.call_on_client_update not in CLIENT_UPDATE_MODES:
-            found.append(
-                "NAVAI_CALL_ON_CLIENT_UPDATE must be restore or hangup. "
-                f"Received: {self.call_on_client_update!r}"
-            )
-        if self.call_runtime not in CALL_RUNTIMES:
-            found.append(
-                f"NAVAI_CALL_RUNTIME must be realtime or live. Received: {self.call_runtime!r}"
-            )
-        key_variable = environment_variables()[_KEY_SETTINGS.get(self.provider, "openai_api_key")]
-        configured = self.backend_key_source() is not None or self.azure_token_provider is not None
-        found += [
-            p
-            for p in (
-                ttl_problem(self.client_secret_ttl_seconds, self.env_errors),
-                key_problem(key_variable, configured, self.allow_api_key_from_request),
-            )
-            if p is not None
-        ]
-        found += cors_problems(self.cors_origins, self.cors_allow_credentials)
-        if self.provider == "azure" and not _clean(self.azure_endpoint):
-            found.append("NAVAI_PROVIDER is azure but AZURE_OPENAI_ENDPOINT is not set.")
-        found += session_problems(self.session, "NAVAI_SESSION_JSON", "realtime")
-        found += session_problems(
-            self.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
-        )
-        found += elevenlabs_problems(
-            {env: getattr(self, name) for name, env in environment_variables().items()}
-        )
-        if problem := webhook_secret_problem(self.openai_webhook_secret):
-            found.append(problem)
-        if self.prices_file:
-            try:
-                read_prices_file(self.prices_file)
-            except ValueError as exc:
-                found.append(str(exc))
-        return found
+        return settings_problems(self)
 
     def model_notices(self) -> list[str]:
         """A start-up warning for each configured model OpenAI has announced it shuts down
@@ -542,6 +485,67 @@ class NavaiConfig:
         """The server's key for the configured provider (a string or a callable), if any."""
         source: KeySource = getattr(self, _KEY_SETTINGS.get(self.provider, "openai_api_key"))
         return _clean(source) if isinstance(source, str) else source
+
+
+def settings_problems(config: NavaiConfig) -> list[str]:
+    """What :meth:`NavaiConfig.problems` answers (a function of its own, so that the class
+    stays the settings' declaration)."""
+    found = [message for _, message in config.env_errors]
+    threads = config.function_threads
+    if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 2):
+        found.append(f"NAVAI_FUNCTION_THREADS must be at least 2. Received: {threads!r}")
+    timeout = config.function_timeout_seconds
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout >= 0):
+        found.append(f"NAVAI_FUNCTION_TIMEOUT must be 0 (no limit) or more. Received: {timeout!r}")
+    for env_name, route_path in (
+        ("NAVAI_HEALTH_PATH", config.health_path),
+        ("NAVAI_OPENAPI_PATH", config.openapi_path),
+    ):
+        if route_path is not None and not route_path.startswith("/"):
+            found.append(f"{env_name} must start with /. Received: {route_path!r}")
+    seconds = config.call_max_seconds
+    if not (isinstance(seconds, (int, float)) and seconds > 0):
+        found.append(f"NAVAI_CALL_MAX_SECONDS must be more than 0. Received: {seconds!r}")
+    live = config.call_max_live
+    if not (isinstance(live, int) and not isinstance(live, bool) and live >= 1):
+        found.append(f"NAVAI_CALL_MAX_LIVE must be at least 1. Received: {live!r}")
+    if config.call_on_client_update not in CLIENT_UPDATE_MODES:
+        found.append(
+            "NAVAI_CALL_ON_CLIENT_UPDATE must be restore or hangup. "
+            f"Received: {config.call_on_client_update!r}"
+        )
+    if config.call_runtime not in CALL_RUNTIMES:
+        found.append(
+            f"NAVAI_CALL_RUNTIME must be realtime or live. Received: {config.call_runtime!r}"
+        )
+    key_variable = environment_variables()[_KEY_SETTINGS.get(config.provider, "openai_api_key")]
+    configured = config.backend_key_source() is not None or config.azure_token_provider is not None
+    found += [
+        p
+        for p in (
+            ttl_problem(config.client_secret_ttl_seconds, config.env_errors),
+            key_problem(key_variable, configured, config.allow_api_key_from_request),
+        )
+        if p is not None
+    ]
+    found += cors_problems(config.cors_origins, config.cors_allow_credentials)
+    if config.provider == "azure" and not _clean(config.azure_endpoint):
+        found.append("NAVAI_PROVIDER is azure but AZURE_OPENAI_ENDPOINT is not set.")
+    found += session_problems(config.session, "NAVAI_SESSION_JSON", "realtime")
+    found += session_problems(
+        config.transcription_session, "NAVAI_TRANSCRIPTION_SESSION_JSON", "transcription"
+    )
+    found += elevenlabs_problems(
+        {env: getattr(config, name) for name, env in environment_variables().items()}
+    )
+    if problem := webhook_secret_problem(config.openai_webhook_secret):
+        found.append(problem)
+    if config.prices_file:
+        try:
+            read_prices_file(config.prices_file)
+        except ValueError as exc:
+            found.append(str(exc))
+    return found
 
 
 # The setting that holds each provider's key (upstream/providers.py knows the rest of them).

@@ -11,6 +11,7 @@ import datetime
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 import attrs
 
@@ -43,29 +44,31 @@ def _table(shutdown: datetime.date, replacements: Mapping[str, str]) -> dict[str
 # shutdown 2027-02-26). The SDK names no replacements; these are navai's recommendation:
 # the model OpenAI's SDKs default to (gpt-realtime-2.1), its mini twin for the mini and
 # audio-mini models, and OpenAI's streaming transcription model for realtime transcription.
-DEPRECATED_MODELS: Mapping[str, Deprecation] = {
-    **_table(
-        datetime.date(2027, 1, 20),
-        {
-            "gpt-realtime": "gpt-realtime-2.1",
-            "gpt-realtime-2025-08-28": "gpt-realtime-2.1",
-            "gpt-realtime-mini": "gpt-realtime-2.1-mini",
-            "gpt-realtime-mini-2025-12-15": "gpt-realtime-2.1-mini",
-            "gpt-audio-mini": "gpt-realtime-2.1-mini",
-            "gpt-audio-mini-2025-12-15": "gpt-realtime-2.1-mini",
-        },
-    ),
-    **_table(
-        datetime.date(2027, 2, 26),
-        {
-            "whisper-1": "gpt-live-transcribe",
-            "gpt-4o-transcribe": "gpt-live-transcribe",
-            "gpt-4o-mini-transcribe": "gpt-live-transcribe",
-            "gpt-4o-mini-transcribe-2025-12-15": "gpt-live-transcribe",
-            "gpt-4o-transcribe-diarize": "gpt-live-transcribe",
-        },
-    ),
-}
+DEPRECATED_MODELS: Mapping[str, Deprecation] = MappingProxyType(
+    {
+        **_table(
+            datetime.date(2027, 1, 20),
+            {
+                "gpt-realtime": "gpt-realtime-2.1",
+                "gpt-realtime-2025-08-28": "gpt-realtime-2.1",
+                "gpt-realtime-mini": "gpt-realtime-2.1-mini",
+                "gpt-realtime-mini-2025-12-15": "gpt-realtime-2.1-mini",
+                "gpt-audio-mini": "gpt-realtime-2.1-mini",
+                "gpt-audio-mini-2025-12-15": "gpt-realtime-2.1-mini",
+            },
+        ),
+        **_table(
+            datetime.date(2027, 2, 26),
+            {
+                "whisper-1": "gpt-live-transcribe",
+                "gpt-4o-transcribe": "gpt-live-transcribe",
+                "gpt-4o-mini-transcribe": "gpt-live-transcribe",
+                "gpt-4o-mini-transcribe-2025-12-15": "gpt-live-transcribe",
+                "gpt-4o-transcribe-diarize": "gpt-live-transcribe",
+            },
+        ),
+    }
+)
 
 
 def deprecation(model: object) -> Deprecation | None:

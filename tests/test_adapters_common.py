@@ -299,6 +299,7 @@ def test_async_functions_under_wsgi_run_on_one_loop_from_many_threads():
 # ----- import hygiene --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts a Python process
 @pytest.mark.parametrize(
     ("module", "absent"),
     [

@@ -27,6 +27,7 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow  # starts a Python process
 def test_version(tmp_path):
     done = run(["--version"], tmp_path)
     assert done.returncode == 0
@@ -34,6 +35,7 @@ def test_version(tmp_path):
     assert cli.version()[0].isdigit()
 
 
+@pytest.mark.slow  # starts a Python process
 def test_serve_help_names_the_main_variables_and_where_the_rest_are(tmp_path):
     done = run(["serve", "--help"], tmp_path)
     assert done.returncode == 0
@@ -44,6 +46,7 @@ def test_serve_help_names_the_main_variables_and_where_the_rest_are(tmp_path):
     assert "docs/configuration.md" in done.stdout
 
 
+@pytest.mark.slow  # starts a Python process
 def test_navai_settings_lists_every_variable_with_its_default(tmp_path):
     done = run(["settings"], tmp_path)
     assert done.returncode == 0
@@ -56,6 +59,7 @@ def test_navai_settings_lists_every_variable_with_its_default(tmp_path):
     assert rows["PORT"] == "3000"
 
 
+@pytest.mark.slow  # starts a Python process
 def test_serve_refuses_to_start_and_lists_every_unreadable_setting(tmp_path):
     done = run(
         ["serve", "--port", "0"],
@@ -82,6 +86,7 @@ def test_serve_refuses_to_start_and_lists_every_unreadable_setting(tmp_path):
     assert "  NAVAI_SERVE_GC='fast': expected tuned or python" in lines
 
 
+@pytest.mark.slow  # starts a Python process
 def test_an_unreadable_setting_in_the_env_file_stops_it_too(tmp_path):
     (tmp_path / ".env").write_text("PORT=http\nNAVAI_MAX_BODY_BYTES=1MB\n")
     done = run(["serve"], tmp_path)
@@ -117,6 +122,7 @@ def wrong():
 """
 
 
+@pytest.mark.slow  # starts a Python process
 @pytest.mark.parametrize(
     ("target", "expected"),
     [

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import navai_core
 
 FRAMEWORKS = ("starlette", "werkzeug", "flask", "django", "fastapi", "uvicorn", "waitress")
 
 
+@pytest.mark.slow  # starts a Python process
 def test_importing_navai_core_imports_no_web_framework():
     code = (
         "import sys, navai_core\n"

@@ -207,3 +207,88 @@ def test_during_a_call_the_functions_own_timeout_is_its_own() -> None:
             call.end()
         finally:
             navai.close()
+
+
+# ----- the first step run at once (Python 3.11 emulates 3.12's eager start) -------------------
+
+
+def first_step_registry(events: list[str]) -> FunctionRegistry:
+    reg = FunctionRegistry()
+
+    @reg.function
+    async def fails_at_once() -> str:
+        """Raises in its first step, never suspending."""
+        raise ValueError("at once")
+
+    @reg.function
+    async def waits_on_a_task() -> str:
+        """Awaits a task of its own: cancelling the call at its limit cancels that task."""
+
+        async def inner() -> None:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                events.append("inner cancelled")
+                raise
+
+        await asyncio.create_task(inner())
+        return "not reached"
+
+    @reg.function
+    async def current_task_is_its_own() -> bool:
+        """Its first step sees its own task, not the caller's."""
+        return asyncio.current_task() is not CALLER.get()
+
+    return reg
+
+
+CALLER: contextvars.ContextVar[object] = contextvars.ContextVar("caller", default=None)
+
+
+def test_a_first_step_that_raises_fails_the_call_and_nothing_is_left_unretrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prepared = prepare_call(first_step_registry([]), {"function_name": "fails_at_once"}, CONTEXT)
+
+    async def caller() -> int:
+        reply = await aexecute(prepared, default_timeout=30.0)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the task ends by itself meanwhile
+        return reply.status
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        assert asyncio.run(caller()) == 500
+        import gc
+
+        gc.collect()
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+def test_the_limit_cancels_what_the_function_waits_on() -> None:
+    events: list[str] = []
+    prepared = prepare_call(
+        first_step_registry(events), {"function_name": "waits_on_a_task"}, CONTEXT
+    )
+
+    async def caller() -> int:
+        reply = await aexecute(prepared, default_timeout=0.2)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        return reply.status
+
+    assert asyncio.run(caller()) == 504
+    assert events == ["inner cancelled"]
+
+
+def test_the_first_step_runs_in_the_functions_own_task() -> None:
+    prepared = prepare_call(
+        first_step_registry([]), {"function_name": "current_task_is_its_own"}, CONTEXT
+    )
+
+    async def caller() -> object:
+        CALLER.set(asyncio.current_task())
+        reply = await aexecute(prepared, default_timeout=30.0)
+        assert asyncio.current_task() is CALLER.get()  # the caller is current again
+        return reply.body["result"]  # type: ignore[index]
+
+    assert asyncio.run(caller()) is True

@@ -38,6 +38,7 @@ def run(adapter: str, setup: str = "", start: str = "") -> str:
     return done.stderr
 
 
+@pytest.mark.slow  # starts a Python process
 def test_without_logging_set_up_info_lines_show_up():
     # The WSGI app logs its start-up report when it is built.
     err = run("wsgi")
@@ -45,12 +46,14 @@ def test_without_logging_set_up_info_lines_show_up():
     assert "INFO:  navai.models: a child logger too" in err.splitlines()
 
 
+@pytest.mark.slow  # starts a Python process
 def test_with_logging_set_up_navai_adds_nothing():
     err = run("wsgi", setup="logging.basicConfig(level=logging.INFO)")
     assert err.count("call abc accepted") == 1
     assert "INFO:navai:call abc accepted" in err  # basicConfig's format, not navai's
 
 
+@pytest.mark.slow  # starts a Python process
 def test_the_app_can_take_the_handler_off():
     err = run(
         "wsgi",

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from navai_core.records.log import CallLog, encode_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,7 @@ def test_a_log_that_cannot_be_written_never_raises(tmp_path, caplog):
     assert "cannot be opened" in caplog.text
 
 
+@pytest.mark.slow  # starts a Python process
 def test_concurrent_processes_never_tear_or_interleave_a_line(tmp_path):
     path = tmp_path / "calls.jsonl"
     workers, count = 4, 150

@@ -173,6 +173,7 @@ def test_a_mint_gets_a_client_secret_span(spans):
     assert span.status.status_code == StatusCode.ERROR
 
 
+@pytest.mark.slow  # starts a Python process
 def test_without_the_package_nothing_is_imported_and_nothing_changes(tmp_path):
     script = """
 import sys

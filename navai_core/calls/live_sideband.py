@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 import attrs
@@ -51,11 +52,13 @@ from .sideband import RESPONSE_CREATE, RunFunction, SendEvent, add_usage
 
 COMPLETED = "completed"
 # Nested terminal events -> the status they end a response with.
-_ENDINGS = {
-    "response.completed": COMPLETED,
-    "response.failed": "failed",
-    "response.incomplete": "incomplete",
-}
+_ENDINGS = MappingProxyType(
+    {
+        "response.completed": COMPLETED,
+        "response.failed": "failed",
+        "response.incomplete": "incomplete",
+    }
+)
 CLOSED_MEMORY = 256
 MAX_OPEN_DELEGATIONS = 64
 MAX_CALLS_PER_RESPONSE = 64

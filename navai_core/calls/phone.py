@@ -72,8 +72,12 @@ HOOK = "on_incoming_call"
 # process holds call_max_live calls): the caller hears busy.
 BUDGET_SPENT_STATUS = 486
 BUSY = "Too many incoming calls being answered; deliver again later."
-# The answer to a delivery whose call is answered in the background.
-ACCEPTED = Reply(200, {"ok": True})
+
+
+def accepted() -> Reply:
+    """The answer to a delivery whose call is answered in the background."""
+    return Reply(200, {"ok": True})
+
 
 IncomingCallHook = Callable[[IncomingCall], "CallVerdict | Awaitable[CallVerdict | None] | None"]
 
@@ -210,11 +214,11 @@ class PhoneCalls:
         acting = incoming_call_runtime(event.type, runtime)
         if acting is None:
             logger.debug("webhook %s (%s) ignored", checked.webhook_id, event.type[:100])
-            return ACCEPTED
+            return accepted()
         if acting == "live":
             found = parse_live_incoming_call(event, checked.webhook_id)
             if found is None:  # a Live transport that is not a phone call
-                return ACCEPTED
+                return accepted()
             call = found
         else:
             call = parse_incoming_call(event, checked.webhook_id)
@@ -224,10 +228,10 @@ class PhoneCalls:
                 checked.webhook_id,
                 call.call_id,
             )
-            return ACCEPTED
+            return accepted()
         if not self.seen.first(_CALL + call.call_id):  # e.g. live.call.incoming's twin
             logger.info("call %s announced again; ignored", call.call_id)
-            return ACCEPTED
+            return accepted()
         if len(self._pending) >= MAX_PENDING_CALLS:
             self.seen.forget(checked.webhook_id)
             self.seen.forget(_CALL + call.call_id)
@@ -378,11 +382,11 @@ class AnswerCall:
 
     def run(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start_background(self.call)
-        return ACCEPTED
+        return accepted()
 
     async def arun(self, navai: PhoneServer) -> Reply:
         navai.phone_calls().start(self.call)
-        return ACCEPTED
+        return accepted()
 
 
 def plan_webhook(

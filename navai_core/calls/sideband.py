@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 import attrs
@@ -52,7 +53,7 @@ class SendEvent:
 
 Action: TypeAlias = "RunFunction | SendEvent"
 
-RESPONSE_CREATE: JsonObject = {"type": "response.create"}
+RESPONSE_CREATE: Mapping[str, JsonValue] = MappingProxyType({"type": "response.create"})
 
 
 @attrs.define

@@ -98,6 +98,9 @@ class FunctionThreads:
         self.per_function = min(max(1, share), self.max_threads)
         self.max_waiting = WAITING_PER_THREAD * self.max_threads
         self._lock = threading.Lock()
+        # What a caller that found a free thread waits on: already granted.
+        self._granted: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._granted.set_result(None)
         self._busy = 0
         self._held: dict[str, int] = {}
         self._waiters: collections.deque[tuple[str, _Waiter]] = collections.deque()
@@ -155,7 +158,7 @@ class FunctionThreads:
         with self._lock:
             if self._room(name):
                 self._take(name)
-                return _GRANTED
+                return self._granted
             if len(self._waiters) >= self.max_waiting:
                 raise Busy(name)
             granted: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -327,7 +330,3 @@ class FunctionThreads:
                         if self._idle > 0:  # not claimed meanwhile: end this thread
                             self._idle -= 1
                             return
-
-
-_GRANTED: concurrent.futures.Future[Any] = concurrent.futures.Future()
-_GRANTED.set_result(None)

@@ -19,12 +19,15 @@ its thread until it returns). With no free thread, the call is answered 503.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import contextvars
 import inspect
 import logging
 import math
 import sys
 import time
-from collections.abc import Awaitable, Mapping
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Awaitable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -403,9 +406,16 @@ async def _within(awaitable: Awaitable[Any], limit: float | None, owner: Concurr
     """
     loop = asyncio.get_running_loop()
     deadline = None if limit is None else loop.time() + limit
-    task = _task(loop, awaitable)
+    task, first = _task(loop, awaitable)
     if task.done():  # (an eager task that finished in its first step: nothing to wait for)
         return task.result()
+    if first is not None and isinstance(task, asyncio.Task) and task.cancelling() == 0:
+        # (Python 3.11: its first step ran eagerly and finished; the task ends by itself)
+        if first.kind == _RETURNED:
+            return first.value
+        if first.kind == _RAISED and isinstance(first.value, Exception):
+            task.add_done_callback(_retrieve)
+            raise first.value
     if deadline is None:
         try:
             return await task
@@ -445,17 +455,103 @@ class CancelledItself(Exception):
     """A function's task was cancelled by the function itself (not by its caller)."""
 
 
-def _task(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
-    """A task of its own for ``awaitable`` (its context copied from the caller's); started
-    eagerly where asyncio can (Python 3.12+): its first step runs at once, in the task."""
+def _task(
+    loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]
+) -> tuple[asyncio.Future[Any], _FirstStep | None]:
+    """A task of its own for ``awaitable`` (its context copied from the caller's), its first
+    step run at once, in the task: with ``eager_start`` (Python 3.12+), else as
+    :func:`_first_step_now` does. The first step's outcome on 3.11, else None."""
     if not inspect.iscoroutine(awaitable):
-        return asyncio.ensure_future(awaitable)
+        return asyncio.ensure_future(awaitable), None
     if _EAGER:
-        return asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return loop.create_task(awaitable)
+        task = asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        return task, None
+    return _first_step_now(loop, awaitable)
 
 
 _EAGER = sys.version_info >= (3, 12)
+_RETURNED, _RAISED, _WAITS = "returned", "raised", "waits"
+
+
+class _FirstStep(collections.abc.Coroutine[Any, Any, Any]):
+    """What a Python 3.11 task drives: a coroutine whose first step already ran.
+
+    The task's first ``send`` hands it the first step's outcome (the future the coroutine
+    waits on, its result, or its exception); every later ``send``/``throw`` goes to the
+    coroutine itself, as ``yield from`` would. A cancellation that reaches the task before
+    its first step cancels the future the coroutine waits on, as a task does.
+    """
+
+    __slots__ = ("coro", "kind", "value")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.kind: str | None = None
+        self.value: Any = None
+
+    def send(self, value: Any) -> Any:
+        kind, self.kind = self.kind, None
+        if kind is None:
+            return self.coro.send(value)
+        if kind == _WAITS:
+            return self.value
+        if kind == _RETURNED:
+            raise StopIteration(self.value)
+        raise self.value
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        kind, self.kind = self.kind, None
+        exc = typ if val is None and isinstance(typ, BaseException) else typ(val)
+        if kind is None:
+            return self.coro.throw(exc)
+        if kind == _WAITS:
+            waited = self.value
+            cancel = isinstance(exc, asyncio.CancelledError)
+            if cancel and getattr(waited, "_asyncio_future_blocking", False) and waited.cancel():
+                return waited  # the coroutine wakes to the cancelled future, as in a task
+            return self.coro.throw(exc)
+        raise exc  # (the coroutine has finished: nothing to throw into)
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Any:
+        raise RuntimeError("driven by its task only")
+
+
+def _first_step_now(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
+) -> tuple[asyncio.Task[Any], _FirstStep]:
+    """Python 3.11's eager start (3.12's ``eager_start=True``, done by hand): make the task,
+    then run the coroutine's first step at once with the task as the current task and in
+    the task's context, the caller set aside meanwhile. The task's own first step, a loop
+    round later, takes up what this one left (``_FirstStep``); a caller whose call finished
+    here need not wait for it."""
+    first = _FirstStep(coro)
+    context = contextvars.copy_context()
+    task = asyncio.Task(first, loop=loop, context=context)
+    caller = asyncio.current_task(loop)
+    if caller is not None:
+        _leave_task(loop, caller)
+    _enter_task(loop, task)
+    try:
+        first.value = context.run(coro.send, None)
+        first.kind = _WAITS
+    except StopIteration as stop:
+        first.kind, first.value = _RETURNED, stop.value
+    except BaseException as exc:
+        first.kind, first.value = _RAISED, exc
+    finally:
+        _leave_task(loop, task)
+        if caller is not None:
+            _enter_task(loop, caller)
+    return task, first
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """(Its exception was raised to the caller already.)"""
+    if not task.cancelled():
+        task.exception()
 
 
 def _abandon(task: asyncio.Future[Any], owner: Concurrency) -> None:

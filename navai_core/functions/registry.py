@@ -102,7 +102,8 @@ def _compile(entry: FunctionEntry) -> tuple[CallSpec, CallSpec | None]:
     return call, constructor
 
 
-_ANY_OBJECT: dict[str, JsonValue] = {"type": "object", "properties": {}}
+def _any_object() -> dict[str, JsonValue]:
+    return {"type": "object", "properties": {}}
 
 
 @attrs.frozen
@@ -142,7 +143,7 @@ class FunctionEntry:
         try:
             call, constructor = self._compiled.get(self)
         except Exception:
-            return dict(_ANY_OBJECT)
+            return _any_object()
         if constructor is None or not constructor.has_arguments:
             return call.schema
         schema = dict(call.schema)

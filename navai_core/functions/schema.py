@@ -37,7 +37,6 @@ MAX_PROBLEMS = 20
 _P = inspect.Parameter
 _POSITIONAL = (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)
 _VARIADIC = (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
-_MODEL_CONFIG = pydantic.ConfigDict(extra="ignore", populate_by_name=False)
 
 
 class InvalidArguments(Exception):
@@ -220,7 +219,7 @@ def _build_model(
 
 def _create_model(name: str, fields: dict[str, tuple[Any, Any]]) -> type[pydantic.BaseModel]:
     model: type[pydantic.BaseModel] = pydantic.create_model(  # type: ignore[call-overload]
-        name, __config__=_MODEL_CONFIG, **fields
+        name, __config__=pydantic.ConfigDict(extra="ignore", populate_by_name=False), **fields
     )
     return model
 

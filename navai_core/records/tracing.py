@@ -27,11 +27,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from .._http import Reply
-    from ..functions.dispatch import PreparedCall
+    from .._http import Reply, RequestContext
 
 F = TypeVar("F", bound="Callable[..., Reply]")
 A = TypeVar("A", bound="Callable[..., Awaitable[Reply]]")
@@ -42,6 +41,17 @@ CLIENT_SECRET_SPAN = "navai.client_secret"
 EXECUTE_TOOL = "execute_tool"
 CALL_METHOD = "CALL"  # RequestContext.method of a call's function runs (calls/manager.py)
 FUNCTION_CALL_ID_HEADER = "x-navai-function-call-id"
+
+
+class PreparedCall(Protocol):
+    """What a tool span reads of a prepared call (``functions.dispatch.PreparedCall``; named
+    here, not imported, since dispatch imports this module)."""
+
+    @property
+    def function_name(self) -> str: ...
+
+    @property
+    def context(self) -> RequestContext | None: ...
 
 
 @functools.cache
@@ -214,7 +224,7 @@ class _Step:
             _fail(span, None, str(reply.status))
         return reply
 
-    def run(self, navai: Any) -> Reply:  # the route's server (routes.table.Server)
+    def run(self, navai: Any) -> Reply:
         with _tracer().start_as_current_span(self.name, attributes=self.attributes) as span:
             return self._finish(span, self.step.run(navai))
 

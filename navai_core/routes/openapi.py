@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-_STRING: dict[str, Any] = {"type": "string"}
-_ERROR: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"type": "string"}},
-    "additionalProperties": True,
-}
+
+def _string() -> dict[str, Any]:
+    return {"type": "string"}
+
+
+def _error() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+        "additionalProperties": True,
+    }
 
 
 def _optional_strings(
@@ -29,93 +34,104 @@ def _optional_strings(
     return {"type": "object", "properties": properties, "additionalProperties": True}
 
 
-_SECRET_REPLY: dict[str, Any] = {
-    "type": "object",
-    "required": ["value", "expires_at", "speech"],
-    "properties": {
-        "value": _STRING,
-        "expires_at": {"type": "integer"},
-        "speech": {
-            "type": "object",
-            "properties": {"provider": {"enum": ["openai", "elevenlabs"]}},
-        },
-    },
-}
-
-_FUNCTION_LIST: dict[str, Any] = {
-    "type": "object",
-    "required": ["items", "warnings"],
-    "properties": {
-        "items": {
-            "type": "array",
-            "items": {
+def _secret_reply() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["value", "expires_at", "speech"],
+        "properties": {
+            "value": _string(),
+            "expires_at": {"type": "integer"},
+            "speech": {
                 "type": "object",
-                "required": ["name", "description", "source"],
+                "properties": {"provider": {"enum": ["openai", "elevenlabs"]}},
+            },
+        },
+    }
+
+
+def _function_list() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "warnings"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "description", "source"],
+                    "properties": {
+                        "name": _string(),
+                        "description": _string(),
+                        "source": _string(),
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
+            "warnings": {"type": "array", "items": _string()},
+        },
+    }
+
+
+def _execute_body() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["function_name"],
+        "properties": {
+            "function_name": {"type": "string", "pattern": "\\S"},
+            "payload": {"type": ["object", "null"], "additionalProperties": True},
+        },
+        "additionalProperties": True,
+    }
+
+
+def _execute_reply() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["ok"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "function_name": _string(),
+            "source": _string(),
+            "result": {},
+            "error": _string(),
+            "details": {},
+        },
+    }
+
+
+def _speech_body() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["text"],
+        "properties": {
+            "text": _string(),
+            "voiceId": _string(),
+            "modelId": _string(),
+            "outputFormat": _string(),
+            "optimizeStreamingLatency": {"type": "number"},
+            "voiceSettings": {
+                "type": "object",
                 "properties": {
-                    "name": _STRING,
-                    "description": _STRING,
-                    "source": _STRING,
-                    "parameters": {"type": "object"},
+                    "stability": {"type": "number"},
+                    "similarityBoost": {"type": "number"},
+                    "style": {"type": "number"},
+                    "useSpeakerBoost": {"type": "boolean"},
                 },
             },
         },
-        "warnings": {"type": "array", "items": _STRING},
-    },
-}
+    }
 
-_EXECUTE_BODY: dict[str, Any] = {
-    "type": "object",
-    "required": ["function_name"],
-    "properties": {
-        "function_name": {"type": "string", "pattern": "\\S"},
-        "payload": {"type": ["object", "null"], "additionalProperties": True},
-    },
-    "additionalProperties": True,
-}
 
-_EXECUTE_REPLY: dict[str, Any] = {
-    "type": "object",
-    "required": ["ok"],
-    "properties": {
-        "ok": {"type": "boolean"},
-        "function_name": _STRING,
-        "source": _STRING,
-        "result": {},
-        "error": _STRING,
-        "details": {},
-    },
-}
-
-_SPEECH_BODY: dict[str, Any] = {
-    "type": "object",
-    "required": ["text"],
-    "properties": {
-        "text": _STRING,
-        "voiceId": _STRING,
-        "modelId": _STRING,
-        "outputFormat": _STRING,
-        "optimizeStreamingLatency": {"type": "number"},
-        "voiceSettings": {
-            "type": "object",
-            "properties": {
-                "stability": {"type": "number"},
-                "similarityBoost": {"type": "number"},
-                "style": {"type": "number"},
-                "useSpeakerBoost": {"type": "boolean"},
-            },
+def _speech_reply() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["provider", "mimeType", "audioBase64"],
+        "properties": {
+            "provider": {"const": "elevenlabs"},
+            "mimeType": _string(),
+            "audioBase64": _string(),
         },
-    },
-}
-
-_SPEECH_REPLY: dict[str, Any] = {
-    "type": "object",
-    "required": ["provider", "mimeType", "audioBase64"],
-    "properties": {
-        "provider": {"const": "elevenlabs"},
-        "mimeType": _STRING,
-        "audioBase64": _STRING,
-    },
-}
+    }
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +153,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         504: "Upstream or function timed out.",
     }
     return {
-        str(s): {"description": texts.get(s, "Upstream error."), "content": _json(_ERROR)}
+        str(s): {"description": texts.get(s, "Upstream error."), "content": _json(_error())}
         for s in statuses
     }
 
@@ -188,7 +204,7 @@ def _operations(
                     ),
                 },
                 "responses": {
-                    "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
+                    "200": {"description": "A client secret.", "content": _json(_secret_reply())},
                     **_errors(*_COMMON, *_UPSTREAM),
                 },
             },
@@ -211,7 +227,7 @@ def _operations(
                     ),
                 },
                 "responses": {
-                    "200": {"description": "A client secret.", "content": _json(_SECRET_REPLY)},
+                    "200": {"description": "A client secret.", "content": _json(_secret_reply())},
                     **_errors(*_COMMON, *_UPSTREAM),
                 },
             },
@@ -222,7 +238,7 @@ def _operations(
                 "summary": "List the backend functions the voice agent may call",
                 "operationId": "listFunctions",
                 "responses": {
-                    "200": {"description": "The functions.", "content": _json(_FUNCTION_LIST)},
+                    "200": {"description": "The functions.", "content": _json(_function_list())},
                     **_errors(401, 403, 405, 429, 500),
                 },
             },
@@ -232,24 +248,24 @@ def _operations(
             {
                 "summary": "Run one backend function",
                 "operationId": "executeFunction",
-                "requestBody": {"required": True, "content": _json(_EXECUTE_BODY)},
+                "requestBody": {"required": True, "content": _json(_execute_body())},
                 "responses": {
                     "200": {
                         "description": "The function's result.",
-                        "content": _json(_EXECUTE_REPLY),
+                        "content": _json(_execute_reply()),
                     },
                     "400": {
                         "description": "Invalid request or arguments.",
-                        "content": _json(_ERROR),
+                        "content": _json(_error()),
                     },
-                    "404": {"description": "Unknown function.", "content": _json(_ERROR)},
+                    "404": {"description": "Unknown function.", "content": _json(_error())},
                     "500": {
                         "description": "The function failed.",
-                        "content": _json({"anyOf": [_EXECUTE_REPLY, _ERROR]}),
+                        "content": _json({"anyOf": [_execute_reply(), _error()]}),
                     },
                     "504": {
                         "description": "The function timed out.",
-                        "content": _json(_EXECUTE_REPLY),
+                        "content": _json(_execute_reply()),
                     },
                     **_errors(401, 403, 405, 413, 415, 429),
                 },
@@ -266,15 +282,15 @@ def _operations(
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/sdp": {"schema": _STRING},
+                        "application/sdp": {"schema": _string()},
                         **_json(_call_body(option, instructions, defaults)),
                     },
                 },
                 "responses": {
                     "201": {
                         "description": "The SDP answer; Location names the call.",
-                        "headers": {"Location": {"schema": _STRING}},
-                        "content": {"application/sdp": {"schema": _STRING}},
+                        "headers": {"Location": {"schema": _string()}},
+                        "content": {"application/sdp": {"schema": _string()}},
                     },
                     **_errors(*_COMMON, *_UPSTREAM),
                 },
@@ -286,7 +302,7 @@ def _operations(
                 "summary": "End a call navai created or accepted",
                 "operationId": "hangupCall",
                 "parameters": [
-                    {"name": "call_id", "in": "path", "required": True, "schema": _STRING}
+                    {"name": "call_id", "in": "path", "required": True, "schema": _string()}
                 ],
                 "responses": {
                     "200": {
@@ -295,7 +311,7 @@ def _operations(
                             {
                                 "type": "object",
                                 "required": ["ok", "call_id"],
-                                "properties": {"ok": {"const": True}, "call_id": _STRING},
+                                "properties": {"ok": {"const": True}, "call_id": _string()},
                             }
                         ),
                     },
@@ -308,9 +324,9 @@ def _operations(
             {
                 "summary": "Speak a text with ElevenLabs",
                 "operationId": "synthesizeSpeech",
-                "requestBody": {"required": True, "content": _json(_SPEECH_BODY)},
+                "requestBody": {"required": True, "content": _json(_speech_body())},
                 "responses": {
-                    "200": {"description": "Audio, base64.", "content": _json(_SPEECH_REPLY)},
+                    "200": {"description": "Audio, base64.", "content": _json(_speech_reply())},
                     **_errors(*_COMMON, *_UPSTREAM),
                 },
             },

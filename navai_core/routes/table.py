@@ -416,11 +416,8 @@ def _execute(navai: Server, context: RequestContext, body: Any, found: RouteMatc
     return Call(prepare_call(navai.functions(), body, context))
 
 
-_HEALTHY = Reply(200, {"ok": True})
-
-
 def _health(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
-    return _HEALTHY
+    return Reply(200, {"ok": True})
 
 
 def _openapi(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:

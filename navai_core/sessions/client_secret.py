@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -30,15 +31,17 @@ from ..upstream.providers import provider_for, realtime_target
 from .template import session_problems
 
 # Request field name -> attribute of ClientSecretOptions.
-CLIENT_SECRET_FIELDS: Mapping[str, str] = {
-    "model": "model",
-    "voice": "voice",
-    "instructions": "instructions",
-    "language": "language",
-    "voiceAccent": "voice_accent",
-    "voiceTone": "voice_tone",
-    "apiKey": "api_key",
-}
+CLIENT_SECRET_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "model": "model",
+        "voice": "voice",
+        "instructions": "instructions",
+        "language": "language",
+        "voiceAccent": "voice_accent",
+        "voiceTone": "voice_tone",
+        "apiKey": "api_key",
+    }
+)
 
 
 @attrs.frozen(kw_only=True)

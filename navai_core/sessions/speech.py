@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TypeGuard
 from urllib.parse import parse_qs, urlsplit
 
@@ -50,11 +51,13 @@ FORMAT_MIME_TYPES: tuple[tuple[str, str], ...] = (
 
 _STRING_FIELDS = ("text", "voiceId", "modelId", "outputFormat")
 # voiceSettings field -> (ElevenLabs key, environment variable of the configured default).
-_VOICE_NUMBERS: Mapping[str, tuple[str, str]] = {
-    "stability": ("stability", "ELEVENLABS_STABILITY"),
-    "similarityBoost": ("similarity_boost", "ELEVENLABS_SIMILARITY_BOOST"),
-    "style": ("style", "ELEVENLABS_STYLE"),
-}
+_VOICE_NUMBERS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "stability": ("stability", "ELEVENLABS_STABILITY"),
+        "similarityBoost": ("similarity_boost", "ELEVENLABS_SIMILARITY_BOOST"),
+        "style": ("style", "ELEVENLABS_STYLE"),
+    }
+)
 
 
 @attrs.frozen(kw_only=True)

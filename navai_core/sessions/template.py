@@ -9,22 +9,25 @@ OpenAI adds later can be used before navai learns of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 # Top-level fields of the Realtime beta that the GA API rejects, and what replaced them.
-BETA_SESSION_FIELDS = {
-    "modalities": "output_modalities",
-    "voice": "audio.output.voice",
-    "turn_detection": "audio.input.turn_detection",
-    "input_audio_format": "audio.input.format",
-    "output_audio_format": "audio.output.format",
-    "input_audio_transcription": "audio.input.transcription",
-    "input_audio_noise_reduction": "audio.input.noise_reduction",
-    "speed": "audio.output.speed",
-    "max_response_output_tokens": "max_output_tokens",
-    "temperature": None,
-}
+BETA_SESSION_FIELDS = MappingProxyType(
+    {
+        "modalities": "output_modalities",
+        "voice": "audio.output.voice",
+        "turn_detection": "audio.input.turn_detection",
+        "input_audio_format": "audio.input.format",
+        "output_audio_format": "audio.output.format",
+        "input_audio_transcription": "audio.input.transcription",
+        "input_audio_noise_reduction": "audio.input.noise_reduction",
+        "speed": "audio.output.speed",
+        "max_response_output_tokens": "max_output_tokens",
+        "temperature": None,
+    }
+)
 
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
 TOOL_CHOICE_MODES = ("none", "auto", "required")
@@ -127,21 +130,23 @@ def _object(value: object) -> str | None:
 
 
 # Field -> a check returning what is wrong (None when the value looks right).
-_CHECKS: dict[str, Callable[[object], str | None]] = {
-    "audio": _object,
-    "include": _include,
-    "instructions": _string,
-    "max_output_tokens": _max_output_tokens,
-    "model": _string,
-    "output_modalities": _output_modalities,
-    "parallel_tool_calls": _boolean,
-    "prompt": _prompt,
-    "reasoning": _reasoning,
-    "tool_choice": _tool_choice,
-    "tools": _tools,
-    "tracing": _tracing,
-    "truncation": _truncation,
-}
+_CHECKS: Mapping[str, Callable[[object], str | None]] = MappingProxyType(
+    {
+        "audio": _object,
+        "include": _include,
+        "instructions": _string,
+        "max_output_tokens": _max_output_tokens,
+        "model": _string,
+        "output_modalities": _output_modalities,
+        "parallel_tool_calls": _boolean,
+        "prompt": _prompt,
+        "reasoning": _reasoning,
+        "tool_choice": _tool_choice,
+        "tools": _tools,
+        "tracing": _tracing,
+        "truncation": _truncation,
+    }
+)
 
 
 def session_problems(session: object, name: str, kind: str) -> list[str]:
