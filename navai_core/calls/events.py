@@ -54,6 +54,7 @@ class CallSummary:
     function_calls: int
     usage: Mapping[str, JsonValue] = attrs.field(factory=dict)
     transport: str = "webrtc"
+    workers: int = 1
 
 
 @attrs.frozen

@@ -26,6 +26,7 @@ from .._config import NavaiConfig, rate_limit
 from .._errors import CallsFull, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
+from ..calls.leases import CallEntry, CallLeases
 from ..calls.phone import plan_webhook
 from ..calls.plans import (
     SDP_CONTENT_TYPE,
@@ -299,6 +300,7 @@ class StartCall:
     request: UpstreamRequest
     target: RealtimeTarget = attrs.field(repr=False)
     rate_key: str
+    model: str = ""
 
     def run(self, navai: Server) -> Reply:
         answer = self._parse(navai.send_upstream(self.request))
@@ -328,7 +330,9 @@ class StartCall:
     def _hold(self, navai: Server, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
         if navai.config.call_sideband:
             key = self.target.key
-            navai.calls.attach(answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop)
+            navai.calls.attach(
+                answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop, model=self.model
+            )
 
     def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
         location = (navai.config.calls_path or "").rstrip("/")
@@ -430,7 +434,8 @@ def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatc
         options = parse_call_body(parsed)
     plan = plan_call(c, options, navai.functions() if c.functions_enabled else None)
     navai.model_notices.requested(options.session.model)
-    return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context))
+    key = client_key(c.rate_limit_key, context)
+    return StartCall(plan.request, plan.target, key, options.session.model or c.model)
 
 
 def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
@@ -445,8 +450,19 @@ def _call_hangup(navai: Server, context: RequestContext, body: Any, found: Route
         if not vouched and held.key != client_key(navai.config.rate_limit_key, context):
             raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
         return Hangup(call_id)
-    if not vouched or not valid_call_id(call_id) or navai.config.backend_key_source() is None:
+    if not valid_call_id(call_id) or navai.config.backend_key_source() is None:
         raise NotFound(UNKNOWN_CALL)
+    leases = navai.calls.leases
+    if isinstance(leases, CallLeases):  # a shared store: the call may be another worker's
+        key = client_key(navai.config.rate_limit_key, context)
+        return StoredHangup(leases, call_id, key, _upstream_hangup(navai, call_id), vouched)
+    if not vouched:
+        raise NotFound(UNKNOWN_CALL)
+    return _upstream_hangup(navai, call_id)
+
+
+def _upstream_hangup(navai: Server, call_id: str) -> Upstream:
+    """OpenAI's hangup of ``call_id`` with the backend key."""
     request = build_hangup_request(realtime_target(navai.config), call_id)
 
     def finish(reply: UpstreamReply) -> Reply:
@@ -457,6 +473,42 @@ def _call_hangup(navai: Server, context: RequestContext, body: Any, found: Route
         return _hung_up(call_id, True)
 
     return Upstream(request, finish)
+
+
+@attrs.frozen
+class StoredHangup:
+    """End a call another worker holds, found in the shared store (CONTRACT §13): the hook
+    says who may use the route, the key says whose call it is, and both must hold — the
+    request's rate-limit key must be the one that created the call. The hangup goes through
+    OpenAI with the backend key; the owner sees its control connection close and writes the
+    call's record. A call not in the store: hung up only when the hook vouched, else 404."""
+
+    leases: CallLeases = attrs.field(repr=False)
+    call_id: str
+    rate_key: str
+    upstream: Upstream
+    vouched: bool
+
+    def run(self, navai: Server) -> Reply:
+        try:
+            entry = self.leases.on_loop_sync(lambda: self.leases.entry(self.call_id))
+        except Exception:
+            entry = None  # the store fails: as if the call were not in it
+        return self._step(entry).run(navai)
+
+    async def arun(self, navai: Server) -> Reply:
+        try:
+            entry = await self.leases.on_loop(lambda: self.leases.entry(self.call_id))
+        except Exception:
+            entry = None
+        return await self._step(entry).arun(navai)
+
+    def _step(self, entry: CallEntry | None) -> Upstream:
+        if entry is None and not self.vouched:
+            raise NotFound(UNKNOWN_CALL)
+        if entry is not None and entry.key != self.rate_key:
+            raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
+        return self.upstream
 
 
 # ----- the table -----------------------------------------------------------------------------
