@@ -447,9 +447,7 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _short_warnings(
-    body: dict[str, Any], warnings: list[str], logged: int
-) -> dict[str, Any]:
+def _short_warnings(body: dict[str, Any], warnings: list[str], logged: int) -> dict[str, Any]:
     """``body`` with its warnings replaced by one short line; the ones not logged yet (past
     the first ``logged``) go to the server log."""
     for warning in warnings[logged:]:
