@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
+from fakes import FakeCall, fn_call
 
 from benchmarks.takeover_soak import Cluster, Worker, answered, soak, tool_round
-from fakes import FakeCall, fn_call
 
 pytestmark = pytest.mark.slow  # real processes
 
