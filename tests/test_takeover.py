@@ -76,9 +76,7 @@ def test_without_a_store_nothing_talks_to_redis(fake, make_navai, monkeypatch):
 
 
 @pytest.mark.slow  # a real redis-server
-def test_a_handed_over_call_goes_on_and_its_one_record_counts_two_workers(
-    fake, redis, make_navai
-):
+def test_a_handed_over_call_goes_on_and_its_one_record_counts_two_workers(fake, redis, make_navai):
     ended_a, ended_b = [], []
     a = make_navai(
         fake, functions=registry(), rate_limit_storage=redis.url, on_call_end=ended_a.append
