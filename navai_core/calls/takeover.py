@@ -1,7 +1,8 @@
 """Taking over the calls of a worker that died (CONTRACT §13).
 
 With a shared store, every worker runs a :class:`Takeover` on navai's background loop: every
-``scan_seconds`` it asks the store for lapsed leases (at most ``batch`` at a time), claims each
+``scan_seconds`` it asks the store for lapsed leases (at most ``batch`` at a time, again at once
+after a full batch it took from), claims each
 one atomically (exactly one worker wins a claim; see ``calls/leases.py``) and attaches a new
 control connection to the call with its own backend key (Realtime: ``?call_id=``). The call
 then goes on as if it had started here: its first events answer the function calls the old
@@ -51,6 +52,7 @@ class Takeover:
         self._loop = loop
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._more = False
 
     def start(self) -> None:
         """Start watching (from any thread; once)."""
@@ -70,13 +72,15 @@ class Takeover:
 
     async def _watch(self) -> None:
         while not self._stopped:
+            self._more = False
             try:
                 await self.scan()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store fails: the leases say it; try again
                 logger.debug("takeover scan failed: %s", type(exc).__name__)
-            await asyncio.sleep(self.scan_seconds)
+            # A full batch: more may be waiting (a worker with many calls died): look again.
+            await asyncio.sleep(0 if self._more else self.scan_seconds)
 
     async def scan(self) -> int:
         """One look at the lapsed leases; the calls taken over."""
@@ -84,7 +88,8 @@ class Takeover:
         if key is None:
             return 0
         taken = 0
-        for call_id in await self.leases.lapsed(self.batch):
+        lapsed = await self.leases.lapsed(self.batch)
+        for call_id in lapsed:
             if self._stopped:
                 break
             try:
@@ -114,6 +119,7 @@ class Takeover:
                 continue
             taken += 1
             self.taken += 1
+            self._more = len(lapsed) >= self.batch
             logger.info(
                 "call %s taken over (owner %d of it; %d function call(s) interrupted)",
                 call_id,
