@@ -9,6 +9,7 @@ configuration, the function registry, the upstream sender and the live calls.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import ipaddress
@@ -366,7 +367,7 @@ class Navai:
         if self.takeover is not None:
             self.takeover.stop()
         self.calls.close(handover=self.leases is not None)
-        if self.leases is not None:
+        if self.leases is not None and self.leases.started:
             leases = self.leases
             with contextlib.suppress(Exception):
                 leases.on_loop_sync(leases.aclose)
@@ -383,14 +384,15 @@ class Navai:
         if self.takeover is not None:
             self.takeover.stop()
         await self.calls.aclose(handover=self.leases is not None)
-        if self.leases is not None:
+        if self.leases is not None and self.leases.started:
             leases = self.leases
             with contextlib.suppress(Exception):
                 await leases.on_loop(leases.aclose)
         if self._aclient is not None and self._owns_aclient:
             await self._aclient.aclose()
             self._aclient = None
-        self.close()
+        # Off this loop: closing the background loop (running with a store) waits for it.
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Navai:
         return self

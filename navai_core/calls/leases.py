@@ -292,6 +292,11 @@ class CallLeases:
         self._drop(call_id)
         self._script(_LET_GO, [CALL_PREFIX + call_id, LEASES], (call_id, self.owner, "release"))
 
+    @property
+    def started(self) -> bool:
+        """Whether this store was used (its client or its renewal exists)."""
+        return self._redis is not None or self._renewer is not None or self._draining
+
     def held(self) -> list[str]:
         with self._lock:
             return list(self._held)
