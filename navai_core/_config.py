@@ -33,6 +33,7 @@ DEFAULT_SPEECH_MAX_TEXT_CHARS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 30.0
 DEFAULT_CALL_MAX_SECONDS = 1800.0
+DEFAULT_CALL_LEASE_SECONDS = 5.0
 DEFAULT_CALL_MAX_LIVE = 1000
 # Per client and route: a voice agent calls a tool every few seconds at most.
 DEFAULT_FUNCTIONS_LIMIT = "120/minute"
@@ -332,6 +333,11 @@ class NavaiConfig:
     call_max_live: int = setting(DEFAULT_CALL_MAX_LIVE, "NAVAI_CALL_MAX_LIVE", _EnvReader.integer)
     # Minutes of call time per rate-limit key per window, e.g. "60/day"; None: no budget.
     call_budget: str | None = setting(None, "NAVAI_CALL_BUDGET", _EnvReader.limit)
+    # With a shared store (rate_limit_storage redis://): seconds a worker's hold on a call
+    # lasts unrenewed before another worker takes the call over (docs/deployment.md).
+    call_lease_seconds: float = setting(
+        DEFAULT_CALL_LEASE_SECONDS, "NAVAI_CALL_LEASE_SECONDS", _EnvReader.number
+    )
     rate_limit_calls: str | None = setting("10/minute", "NAVAI_RATE_LIMIT_CALLS", _EnvReader.limit)
     # False closes POST <execute path> (404) while the list stays: tools run on the server.
     browser_execute: bool = setting(True, "NAVAI_BROWSER_EXECUTE", _EnvReader.flag)
@@ -506,6 +512,9 @@ def settings_problems(config: NavaiConfig) -> list[str]:
     seconds = config.call_max_seconds
     if not (isinstance(seconds, (int, float)) and seconds > 0):
         found.append(f"NAVAI_CALL_MAX_SECONDS must be more than 0. Received: {seconds!r}")
+    lease = config.call_lease_seconds
+    if not (isinstance(lease, (int, float)) and lease >= 1):
+        found.append(f"NAVAI_CALL_LEASE_SECONDS must be at least 1. Received: {lease!r}")
     live = config.call_max_live
     if not (isinstance(live, int) and not isinstance(live, bool) and live >= 1):
         found.append(f"NAVAI_CALL_MAX_LIVE must be at least 1. Received: {live!r}")

@@ -9,23 +9,31 @@ configuration, the function registry, the upstream sender and the live calls.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.metadata
 import ipaddress
+import os
+import socket
 import threading
+import uuid
 from types import TracebackType
 from typing import Any
 
 import attrs
 import httpx2
 
-from ._config import NavaiConfig, rate_limit
+from ._config import DEFAULT_CALL_LEASE_SECONDS, NavaiConfig, rate_limit
+from ._errors import NavaiError
 from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import ensure_handler, logger, secret_filter
 from ._models import ModelNotices, models_logger
+from .calls.leases import CallLeases
 from .calls.live import phone_session
 from .calls.manager import CallManager, CallSettings
 from .calls.phone import PhoneCalls
+from .calls.takeover import Takeover
 from .concurrency.owner import Concurrency
 from .functions.discovery import load_functions
 from .functions.dispatch import PreparedCall, aexecute
@@ -114,6 +122,40 @@ class Navai:
         )
         # Incoming phone calls (docs/phone-calls.md), created on the first webhook.
         self._phone: PhoneCalls | None = None
+        # Calls that outlive a worker (docs/deployment.md): only with a shared store.
+        self.leases: CallLeases | None = None
+        self.takeover: Takeover | None = None
+        if self.rate_limiter.shared and c.call_sideband:
+            self._share_calls()
+
+    def _backend_key(self) -> str | None:
+        """The backend key a worker attaches taken-over calls with (none: it takes none)."""
+        try:
+            return realtime_target(self.config).key
+        except NavaiError:
+            return None
+
+    def _share_calls(self) -> None:
+        """Hold calls under leases in the shared store, and take over lapsed ones."""
+        c = self.config
+        lease = c.call_lease_seconds
+        ok = isinstance(lease, (int, float)) and lease >= 1
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leases = CallLeases(
+            c.rate_limit_storage,
+            lease_seconds=float(lease) if ok else DEFAULT_CALL_LEASE_SECONDS,
+            max_seconds=self.calls.max_seconds,
+            loop=self.concurrency.loop,
+            owner=owner,
+            on_lost=self.calls.hand_over,
+        )
+        self.calls.leases = self.leases
+        self.takeover = Takeover(
+            self.leases,
+            self.calls,
+            backend_key=self._backend_key,
+            loop=self.concurrency.loop,
+        )
 
     def __repr__(self) -> str:
         return f"Navai({self.config!r})"
@@ -145,6 +187,8 @@ class Navai:
 
     def log_startup(self, *, load_functions: bool = True) -> None:
         ensure_handler()  # navai's lines show up under uvicorn, Flask or Django as they are
+        if self.takeover is not None:  # a server starts: watch for calls to take over
+            self.takeover.start()
         notices = set(self.config.model_notices())
         for problem in self.startup_report(load_functions=load_functions):
             # Model shutdown notices go to "navai.models", so they can be silenced alone.
@@ -313,26 +357,41 @@ class Navai:
         return await asend(self.async_http_client(), request, self.retry_policy)
 
     def close(self) -> None:
-        """Hang up the calls held on navai's background loop, close the sync httpx2 client
-        navai created (a passed-in client stays open), then stop the background loop and
-        let idle threads end (both start again if the instance is used again)."""
+        """Hang up the calls held on navai's background loop (with a shared store: hand them
+        over to the other workers instead), close the sync httpx2 client navai created (a
+        passed-in client stays open), then stop the background loop and let idle threads end
+        (both start again if the instance is used again)."""
         if self._phone is not None:
             self._phone.close()
-        self.calls.close()
+        if self.takeover is not None:
+            self.takeover.stop()
+        self.calls.close(handover=self.leases is not None)
+        if self.leases is not None and self.leases.started:
+            leases = self.leases
+            with contextlib.suppress(Exception):
+                leases.on_loop_sync(leases.aclose)
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
         self.concurrency.close()
 
     async def aclose(self) -> None:
-        """Hang up the calls this process holds, then close both httpx2 clients navai created."""
+        """Hang up the calls this process holds (with a shared store: hand them over), then
+        close both httpx2 clients navai created."""
         if self._phone is not None:
             await self._phone.aclose()
-        await self.calls.aclose()
+        if self.takeover is not None:
+            self.takeover.stop()
+        await self.calls.aclose(handover=self.leases is not None)
+        if self.leases is not None and self.leases.started:
+            leases = self.leases
+            with contextlib.suppress(Exception):
+                await leases.on_loop(leases.aclose)
         if self._aclient is not None and self._owns_aclient:
             await self._aclient.aclose()
             self._aclient = None
-        self.close()
+        # Off this loop: closing the background loop (running with a store) waits for it.
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Navai:
         return self
@@ -389,9 +448,7 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _short_warnings(
-    body: dict[str, Any], warnings: list[str], logged: int
-) -> dict[str, Any]:
+def _short_warnings(body: dict[str, Any], warnings: list[str], logged: int) -> dict[str, Any]:
     """``body`` with its warnings replaced by one short line; the ones not logged yet (past
     the first ``logged``) go to the server log."""
     for warning in warnings[logged:]:

@@ -61,6 +61,7 @@ class CallSummary:
     billed_seconds: float | None = None
     # Times navai put its session back after a browser changed it (the session guard).
     session_restored: int = 0
+    workers: int = 1
 
 
 @attrs.frozen

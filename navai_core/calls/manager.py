@@ -52,6 +52,7 @@ from .events import (
     LiveCall,
 )
 from .guard import HANG_UP, RESTORE, SessionGuard
+from .leases import HANDED_OVER, CallHolds, Resume
 from .limits import CallLimits
 from .live_runtime import runtime_for
 from .plans import valid_call_id
@@ -299,6 +300,8 @@ class CallManager:
         self.held_calls: CallRegistry = NoRegistry()
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
+        # Calls that outlive a worker (calls/leases.py): set by the Navai with a shared store.
+        self.leases: CallHolds | None = None
 
     # ----- the public API ---------------------------------------------------------------------
 
@@ -311,6 +314,8 @@ class CallManager:
         transport: str = "webrtc",
         loop: asyncio.AbstractEventLoop | None = None,
         session: Mapping[str, Any] | None = None,
+        model: str = "",
+        resume: Resume | None = None,
     ) -> LiveCall:
         """Hold the call ``call_id`` (created or accepted with ``api_key``): open its control
         connection, run its function calls, enforce its limits, summarise it at the end.
@@ -323,6 +328,8 @@ class CallManager:
         under WSGI) passes navai's background loop (``navai.concurrency.loop()``) so the
         call outlives it. ``session`` is the session navai created or accepted the call
         with: on Realtime the session guard keeps it (``NAVAI_CALL_ON_CLIENT_UPDATE``).
+        ``model`` is the model the call was asked for; ``resume`` takes over a call another
+        worker held (its original start, its unanswered function calls).
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
@@ -334,6 +341,9 @@ class CallManager:
             call = self._register(self._new_call(call_id, target, rate_key, transport, loop))
             if session is not None:
                 call.guard = self.runtime.session_guard(session, self.settings.on_client_update)
+            if self.leases is not None:  # a shared store: the call may outlive this worker
+                call.dispatch = self.leases.track(call_id, call.dispatch)
+                self.leases.register(call, runtime=self.runtime.name, model=model, resume=resume)
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
         if not loop.is_running():
@@ -341,7 +351,13 @@ class CallManager:
 
         async def start() -> LiveCall:
             return self.attach(
-                call_id, api_key=api_key, rate_key=rate_key, transport=transport, session=session
+                call_id,
+                api_key=api_key,
+                rate_key=rate_key,
+                transport=transport,
+                session=session,
+                model=model,
+                resume=resume,
             )
 
         future = asyncio.run_coroutine_threadsafe(start(), loop)
@@ -412,9 +428,19 @@ class CallManager:
             future.cancel()
             return False
 
-    async def aclose(self, *, wait: float = 10.0) -> None:
+    def hand_over(self, call_id: str) -> None:
+        """Stop holding ``call_id`` without hanging it up and without a record: another
+        worker holds it now (or will, its lease given up)."""
+        with self._lock:
+            call = self._calls.get(call_id)
+        if call is not None and not call.loop.is_closed():
+            call.loop.call_soon_threadsafe(self._finish, call, HANDED_OVER)
+
+    async def aclose(self, *, wait: float = 10.0, handover: bool = False) -> None:
         """Hang up every call (reason ``shutdown``) and wait, ``wait`` seconds in all, until
-        each has ended."""
+        each has ended. With ``handover`` (a shared store) the calls are handed over instead:
+        their leases given up at once, no hangup, no record."""
+        reason = HANDED_OVER if handover else SHUTDOWN
         deadline = time.monotonic() + wait
         with self._lock:
             calls = list(self._calls.values())
@@ -422,25 +448,26 @@ class CallManager:
         waits = []
         for call in calls:
             if call.loop is here:
-                self._finish(call, SHUTDOWN)
+                self._finish(call, reason)
                 if call.task is not None:
                     waits.append(call.task)
             elif not call.loop.is_closed():
-                call.loop.call_soon_threadsafe(self._finish, call, SHUTDOWN)
+                call.loop.call_soon_threadsafe(self._finish, call, reason)
         if waits:
             await asyncio.wait(waits, timeout=wait)
         elsewhere = [call for call in calls if call.loop is not here]
         if elsewhere:
             await asyncio.to_thread(_wait_ended, elsewhere, deadline)
 
-    def close(self, *, wait: float = 10.0) -> None:
+    def close(self, *, wait: float = 10.0, handover: bool = False) -> None:
         """:meth:`aclose` from sync code (not from a loop that holds calls)."""
+        reason = HANDED_OVER if handover else SHUTDOWN
         deadline = time.monotonic() + wait
         with self._lock:
             calls = list(self._calls.values())
         for call in calls:
             if not call.loop.is_closed():
-                call.loop.call_soon_threadsafe(self._finish, call, SHUTDOWN)
+                call.loop.call_soon_threadsafe(self._finish, call, reason)
         _wait_ended(calls, deadline)
 
     # ----- one call ---------------------------------------------------------------------------
@@ -520,6 +547,14 @@ class CallManager:
 
     async def _ended(self, call: _Call) -> None:
         reason = call.reason or ENDED
+        if reason == HANDED_OVER:  # another worker goes on with it: no hangup, no record
+            with self._lock:
+                self._calls.pop(call.call_id, None)
+            if self.leases is not None:
+                self.leases.release(call.call_id)
+            call.done.set()
+            return
+        workers = self.leases.forget(call.call_id) if self.leases is not None else 1
         try:
             if reason in NAVAI_ENDS or reason == CLIENT_UPDATE:
                 request = self.runtime.hangup_request(call.target, call.call_id)
@@ -527,6 +562,8 @@ class CallManager:
             await call.limits.settle()
         finally:
             summary = call.summary(reason)
+            if workers > 1:  # held by more than one worker (calls/leases.py)
+                summary = attrs.evolve(summary, workers=workers)
             with self._lock:
                 self._calls.pop(call.call_id, None)
             self.held_calls.forget(call.call_id)

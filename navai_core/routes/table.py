@@ -26,6 +26,7 @@ from .._config import NavaiConfig, rate_limit
 from .._errors import CallsFull, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
+from ..calls.leases import CallEntry, CallLeases
 from ..calls.live import parse_live_call_response, plan_live_call
 from ..calls.phone import plan_webhook
 from ..calls.plans import (
@@ -303,6 +304,7 @@ class StartCall:
     # whose reply this is (NAVAI_CALL_RUNTIME: Realtime's SDP and Location, Live's JSON).
     session: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
     runtime: str = "realtime"
+    model: str = ""
 
     def run(self, navai: Server) -> Reply:
         answer = self._parse(navai.send_upstream(self.request))
@@ -338,6 +340,7 @@ class StartCall:
                 rate_key=self.rate_key,
                 loop=loop,
                 session=self.session,
+                model=self.model,
             )
 
     def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
@@ -441,7 +444,8 @@ def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatc
     plan = (plan_live_call if live else plan_call)(c, options, registry)
     navai.model_notices.requested(options.session.model)
     rate_key = client_key(c.rate_limit_key, context)
-    return StartCall(plan.request, plan.target, rate_key, plan.session, c.call_runtime)
+    model = options.session.model or (c.live_model if c.call_runtime == "live" else c.model)
+    return StartCall(plan.request, plan.target, rate_key, plan.session, c.call_runtime, model)
 
 
 def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
@@ -456,8 +460,19 @@ def _call_hangup(navai: Server, context: RequestContext, body: Any, found: Route
         if not vouched and held.key != client_key(navai.config.rate_limit_key, context):
             raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
         return Hangup(call_id)
-    if not vouched or not valid_call_id(call_id) or navai.config.backend_key_source() is None:
+    if not valid_call_id(call_id) or navai.config.backend_key_source() is None:
         raise NotFound(UNKNOWN_CALL)
+    leases = navai.calls.leases
+    if isinstance(leases, CallLeases):  # a shared store: the call may be another worker's
+        key = client_key(navai.config.rate_limit_key, context)
+        return StoredHangup(leases, call_id, key, _upstream_hangup(navai, call_id), vouched)
+    if not vouched:
+        raise NotFound(UNKNOWN_CALL)
+    return _upstream_hangup(navai, call_id)
+
+
+def _upstream_hangup(navai: Server, call_id: str) -> Upstream:
+    """OpenAI's hangup of ``call_id`` with the backend key."""
     request = navai.calls.runtime.hangup_request(realtime_target(navai.config), call_id)
 
     def finish(reply: UpstreamReply) -> Reply:
@@ -468,6 +483,42 @@ def _call_hangup(navai: Server, context: RequestContext, body: Any, found: Route
         return _hung_up(call_id, True)
 
     return Upstream(request, finish)
+
+
+@attrs.frozen
+class StoredHangup:
+    """End a call another worker holds, found in the shared store (CONTRACT §13): the hook
+    says who may use the route, the key says whose call it is, and both must hold — the
+    request's rate-limit key must be the one that created the call. The hangup goes through
+    OpenAI with the backend key; the owner sees its control connection close and writes the
+    call's record. A call not in the store: hung up only when the hook vouched, else 404."""
+
+    leases: CallLeases = attrs.field(repr=False)
+    call_id: str
+    rate_key: str
+    upstream: Upstream
+    vouched: bool
+
+    def run(self, navai: Server) -> Reply:
+        try:
+            entry = self.leases.on_loop_sync(lambda: self.leases.entry(self.call_id))
+        except Exception:
+            entry = None  # the store fails: as if the call were not in it
+        return self._step(entry).run(navai)
+
+    async def arun(self, navai: Server) -> Reply:
+        try:
+            entry = await self.leases.on_loop(lambda: self.leases.entry(self.call_id))
+        except Exception:
+            entry = None
+        return await self._step(entry).arun(navai)
+
+    def _step(self, entry: CallEntry | None) -> Upstream:
+        if entry is None and not self.vouched:
+            raise NotFound(UNKNOWN_CALL)
+        if entry is not None and entry.key != self.rate_key:
+            raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
+        return self.upstream
 
 
 # ----- the table -----------------------------------------------------------------------------

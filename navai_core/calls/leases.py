@@ -1,0 +1,478 @@
+"""Who holds which call, in the shared store: leases another worker can take over (CONTRACT §13).
+
+With ``NAVAI_RATE_LIMIT_STORAGE=redis://...`` every worker writes each call it holds to Redis,
+under a lease it renews every third of ``NAVAI_CALL_LEASE_SECONDS``. Redis does the
+coordinating; nothing here is a protocol of navai's own:
+
+- ``navai:call:<call id>``, a hash: ``entry`` (:class:`CallEntry` as JSON: what a successor
+  needs: runtime, rate-limit key, model, start, max-length deadline, transport, the backend
+  key's fingerprint — never a key), ``owner`` (the holding worker's id), ``workers`` (how
+  many owners the call had), ``charged`` (budget seconds charged so far), and one ``fc:<id>``
+  field per function call started and not answered yet (its name). It expires a minute after
+  the call's deadline, so a forgotten entry cleans itself up.
+- ``navai:call-leases``, a sorted set: each call id scored by the time (Redis's own clock,
+  milliseconds) its lease lapses.
+
+Each change is one small Lua script, so it is atomic: a renewal only extends a lease its
+worker still owns (a worker that lost a call learns it and lets the call go), and a claim
+(:meth:`CallLeases.claim`) takes a lapsed lease for exactly one claimant. Writes are queued and
+sent in order by one task on navai's background loop: the call's own loop never waits on
+Redis. A store that fails is logged once; the calls go on.
+
+:class:`CallHolds` is the shape the call manager uses (register on attach, the function
+calls started and answered, forget at the end), so another record of held calls (a file a
+supervisor reads) can take the same place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from .._http import Reply
+from .._json import JsonObject
+from ..functions.envelope import function_error
+from .sideband import RESPONSE_CREATE, RunFunction
+
+logger = logging.getLogger("navai")
+
+CALL_PREFIX = "navai:call:"
+LEASES = "navai:call-leases"
+# The end reason of a call handed to another worker: no hangup, no record (the successor's).
+HANDED_OVER = "handed_over"
+# Seconds an entry outlives its call's deadline in Redis (then it expires by itself).
+ENTRY_GRACE_SECONDS = 60
+STORE_TIMEOUT_SECONDS = 1.0
+
+INTERRUPTED = "Function execution was interrupted."
+INTERRUPTED_DETAILS = (
+    "The server running this tool stopped before it answered; the tool was interrupted "
+    "and may or may not have completed. Ask before trying it again."
+)
+
+# KEYS and ARGV of each script are in its comment; times come from Redis (TIME), in ms.
+_NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+# KEYS: hash, leases. ARGV: call id, owner, entry JSON, lease ms, ttl s, key fingerprint.
+_REGISTER = (
+    _NOW
+    + """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'entry', ARGV[3], 'owner', ARGV[2], 'workers', 1, 'charged', 0,
+  'fp', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+return 1
+"""
+)
+# KEYS: leases. ARGV: prefix, owner, lease ms, then (call id, charged seconds) pairs.
+# Returns the call ids the owner no longer holds.
+_RENEW = (
+    _NOW
+    + """
+local lost = {}
+for i = 4, #ARGV, 2 do
+  local h = ARGV[1] .. ARGV[i]
+  if redis.call('HGET', h, 'owner') == ARGV[2] then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[i])
+    redis.call('HSET', h, 'charged', ARGV[i + 1])
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+)
+# KEYS: hash, leases. ARGV: call id, claimant, lease ms, the claimant's key fingerprint.
+_CLAIM = (
+    _NOW
+    + """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > now then return false end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return false
+end
+if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[4] then return false end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'workers', 1)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+# KEYS: leases. ARGV: at most this many. The lapsed call ids, oldest lapse first.
+_LAPSED = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])"
+# KEYS: hash, leases. ARGV: call id, owner, "release" (lease lapses now) or "forget" (gone).
+_LET_GO = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
+if ARGV[3] == 'forget' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'owner', '')
+  redis.call('ZADD', KEYS[2], 0, ARGV[1])
+end
+return 1
+"""
+# KEYS: hash. ARGV: owner, field, name ("" removes the field).
+_PENDING = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[2])
+else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+return 1
+"""
+
+
+def key_fingerprint(key: str) -> str:
+    """A key's fingerprint: never the key, enough to tell two keys apart."""
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+@attrs.frozen
+class CallEntry:
+    """What a worker that takes a call over needs to know of it."""
+
+    call_id: str
+    runtime: str
+    key: str  # the rate-limit key: whose budget the call spends, who may hang it up
+    model: str
+    started_at: float  # Unix time
+    deadline: float  # Unix time: the call is hung up then (NAVAI_CALL_MAX_SECONDS)
+    transport: str
+    key_fingerprint: str  # of the backend key the call was created with
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CallEntry:
+        data = json.loads(text)
+        return cls(**{f.name: data[f.name] for f in attrs.fields(cls)})
+
+
+@attrs.frozen
+class Resume:
+    """A call taken over from another worker: its original start, the budget seconds already
+    charged, the function calls started and not answered (id -> name), and how many workers
+    held it before this one."""
+
+    entry: CallEntry
+    pending: Mapping[str, str] = attrs.field(factory=dict)
+    charged: int = 0
+    workers: int = 2
+
+    def events(self) -> list[JsonObject]:
+        """What the new owner sends first: each orphaned function call answered with the
+        error envelope (the tool was interrupted), then one ``response.create``."""
+        if not self.pending:
+            return []
+        out: list[JsonObject] = []
+        for call_id, name in self.pending.items():
+            body = function_error(name, INTERRUPTED, INTERRUPTED_DETAILS)
+            output = json.dumps(body)
+            item: JsonObject = {"type": "function_call_output", "call_id": call_id}
+            item["output"] = output
+            out.append({"type": "conversation.item.create", "item": item})
+        return [*out, dict(RESPONSE_CREATE)]
+
+    def apply(self, call: Any) -> None:
+        """Make a new call part count from the original start: its clocks, its budget
+        charged so far, and the first events its connection sends."""
+        ago = max(time.time() - self.entry.started_at, 0.0)
+        call.started_at = self.entry.started_at
+        call.started = time.monotonic() - ago
+        call.limits.started = call.started
+        call.limits.charged = self.charged
+        call.connection.unsent.extend(json.dumps(e).encode() for e in self.events())
+
+
+#: A call's function dispatch: ``dispatch(live_call, action) -> Reply``.
+Dispatch = Callable[[Any, RunFunction], Awaitable[Reply]]
+
+
+class CallHolds(Protocol):
+    """Where the call manager records the calls it holds."""
+
+    def register(self, call: Any, *, runtime: str, model: str, resume: Resume | None) -> None:
+        """The manager holds ``call`` now (a new one, or one taken over: ``resume``)."""
+
+    def track(self, call_id: str, dispatch: Dispatch) -> Any:
+        """A :data:`Dispatch`: ``dispatch`` recording each function call as started, then
+        as answered."""
+
+    def forget(self, call_id: str) -> int:
+        """``call_id`` has ended; how many workers held it."""
+
+    def release(self, call_id: str) -> None:
+        """``call_id`` is handed over: its lease lapses now (no hangup)."""
+
+
+class CallLeases:
+    """The leases of one worker (see the module). ``loop()`` gives the event loop its Redis
+    client lives on (navai's background loop); every method may be called from any thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: float,
+        max_seconds: float,
+        loop: Callable[[], asyncio.AbstractEventLoop],
+        owner: str,
+        on_lost: Callable[[str], None] = lambda call_id: None,
+    ) -> None:
+        self.url = url
+        self.lease_ms = int(lease_seconds * 1000)
+        self.max_seconds = max_seconds
+        self.owner = owner
+        self.on_lost = on_lost
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._held: dict[str, Callable[[], int]] = {}  # call id -> budget seconds charged
+        self._workers: dict[str, int] = {}
+        self._ops: collections.deque[Callable[[Any], Awaitable[object]]] = collections.deque()
+        self._draining = False
+        self._redis: Any = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._failing = False
+        self.writes = 0  # store round trips made (a test counts them)
+
+    # ----- CallHolds ------------------------------------------------------------------------
+
+    def register(self, call: Any, *, runtime: str, model: str, resume: Resume | None) -> None:
+        call_id = call.call_id
+        with self._lock:
+            self._held[call_id] = lambda: int(call.limits.charged)
+            self._workers[call_id] = resume.workers if resume is not None else 1
+        if resume is not None:
+            resume.apply(call)
+            if resume.pending:
+                fields = [f"fc:{fc}" for fc in resume.pending]
+                self._submit(lambda r: r.hdel(CALL_PREFIX + call_id, *fields))
+        else:
+            entry = CallEntry(
+                call_id=call_id,
+                runtime=runtime,
+                key=call.key,
+                model=model,
+                started_at=call.started_at,
+                deadline=call.started_at + self.max_seconds,
+                transport=call.transport,
+                key_fingerprint=key_fingerprint(call.target.key),
+            )
+            ttl = int(self.max_seconds) + ENTRY_GRACE_SECONDS
+            args = (call_id, self.owner, entry.to_json(), self.lease_ms, ttl, entry.key_fingerprint)
+            self._script(_REGISTER, [CALL_PREFIX + call_id, LEASES], args)
+        self._start_renewing()
+
+    def track(self, call_id: str, dispatch: Dispatch) -> Any:
+        async def tracked(live: Any, action: RunFunction) -> Reply:
+            field = f"fc:{action.call_id}"
+            self._script(_PENDING, [CALL_PREFIX + call_id], (self.owner, field, action.name))
+            reply = await dispatch(live, action)  # cancelled (handed over): stays pending
+            self._script(_PENDING, [CALL_PREFIX + call_id], (self.owner, field, ""))
+            return reply
+
+        return tracked
+
+    def forget(self, call_id: str) -> int:
+        workers = self._drop(call_id)
+        self._script(_LET_GO, [CALL_PREFIX + call_id, LEASES], (call_id, self.owner, "forget"))
+        return workers
+
+    def release(self, call_id: str) -> None:
+        self._drop(call_id)
+        self._script(_LET_GO, [CALL_PREFIX + call_id, LEASES], (call_id, self.owner, "release"))
+
+    @property
+    def started(self) -> bool:
+        """Whether this store was used (its client or its renewal exists)."""
+        return self._redis is not None or self._renewer is not None or self._draining
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    # ----- what a successor asks (coroutines on the store's loop) ---------------------------
+
+    async def lapsed(self, limit: int) -> list[str]:
+        """Call ids whose lease has lapsed, at most ``limit``."""
+        found = await self._call(_LAPSED, [LEASES], (limit,))
+        return [_text(i) for i in found or ()]
+
+    async def claim(self, call_id: str, fingerprint: str) -> Resume | None:
+        """Take the lapsed call ``call_id`` (atomically: one claimant wins); ``None`` when
+        its lease is alive, it is gone, someone else won, or it was made with another key."""
+        keys = [CALL_PREFIX + call_id, LEASES]
+        found = await self._call(_CLAIM, keys, (call_id, self.owner, self.lease_ms, fingerprint))
+        if not found:
+            return None
+        fields = {_text(found[i]): _text(found[i + 1]) for i in range(0, len(found) - 1, 2)}
+        pending = {k[3:]: v for k, v in fields.items() if k.startswith("fc:")}
+        return Resume(
+            CallEntry.from_json(fields["entry"]),
+            pending,
+            int(fields.get("charged") or 0),
+            int(fields.get("workers") or 2),
+        )
+
+    async def entry(self, call_id: str) -> CallEntry | None:
+        """The stored entry of ``call_id``, whoever holds it."""
+        text = await self._run(lambda r: r.hget(CALL_PREFIX + call_id, "entry"))
+        return CallEntry.from_json(_text(text)) if text else None
+
+    async def on_loop(self, make: Callable[[], Awaitable[Any]], wait: float = 5.0) -> Any:
+        """Await ``make()`` on the store's loop, from any loop."""
+        loop = self._loop()
+        if _running() is loop:
+            return await make()
+        future = asyncio.run_coroutine_threadsafe(_awaited(make), loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), wait)
+
+    def on_loop_sync(self, make: Callable[[], Awaitable[Any]], wait: float = 5.0) -> Any:
+        """``make()`` on the store's loop, from sync code off that loop."""
+        future = asyncio.run_coroutine_threadsafe(_awaited(make), self._loop())
+        return future.result(wait)
+
+    async def flush(self, wait: float = 5.0) -> None:
+        """Wait (on the store's loop) until every queued write has been sent."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._ops and not self._draining:
+                    return
+            await asyncio.sleep(0.01)
+
+    async def aclose(self) -> None:
+        """On the store's loop: send what is queued, stop renewing, close the client."""
+        await self.flush()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            await redis.aclose()
+
+    # ----- the lease ------------------------------------------------------------------------
+
+    def _start_renewing(self) -> None:
+        if self._renewer is None:
+            self._loop().call_soon_threadsafe(self._renew_soon)
+
+    def _renew_soon(self) -> None:
+        if self._renewer is None:
+            self._renewer = asyncio.ensure_future(self._renew())
+
+    async def _renew(self) -> None:
+        every = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(every)
+            with self._lock:
+                held = [(c, charged()) for c, charged in self._held.items()]
+            if not held:
+                continue
+            args: list[object] = [CALL_PREFIX, self.owner, self.lease_ms]
+            for call_id, charged in held:
+                args += [call_id, charged]
+            try:
+                lost = await self._call(_RENEW, [LEASES], args)
+            except Exception as exc:
+                self._failed(exc)
+                continue
+            for call_id in map(_text, lost or ()):
+                if self._drop(call_id):
+                    logger.warning("call %s is held by another worker now: letting it go", call_id)
+                    self.on_lost(call_id)
+
+    def _drop(self, call_id: str) -> int:
+        with self._lock:
+            held = self._held.pop(call_id, None) is not None
+            workers = self._workers.pop(call_id, 1)
+        return workers if held else 0
+
+    # ----- Redis ----------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        if self._redis is None:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(
+                self.url,
+                socket_timeout=STORE_TIMEOUT_SECONDS,
+                socket_connect_timeout=STORE_TIMEOUT_SECONDS,
+            )
+        return self._redis
+
+    async def _run(self, op: Callable[[Any], Awaitable[Any]]) -> Any:
+        self.writes += 1
+        result = await op(self._client())
+        if self._failing:
+            self._failing = False
+            logger.warning("the call store answers again")
+        return result
+
+    async def _call(self, script: str, keys: list[str], args: Sequence[object]) -> Any:
+        return await self._run(lambda r: r.eval(script, len(keys), *keys, *args))
+
+    def _script(self, script: str, keys: list[str], args: Sequence[object]) -> None:
+        self._submit(lambda r: r.eval(script, len(keys), *keys, *args))
+
+    def _submit(self, op: Callable[[Any], Awaitable[object]]) -> None:
+        """Queue a write; one task sends the queue in order on the store's loop."""
+        with self._lock:
+            self._ops.append(op)
+            if self._draining:
+                return
+            self._draining = True
+        self._loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
+
+    async def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._ops:
+                    self._draining = False
+                    return
+                op = self._ops.popleft()
+            try:
+                await self._run(op)
+            except Exception as exc:
+                self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self._failing:
+            self._failing = True
+            # The class only: the text may name the store's address or password.
+            logger.error("the call store failed (%s); calls go on", type(exc).__name__)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _awaited(make: Callable[[], Awaitable[Any]]) -> Any:
+    return await make()
+
+
+def _running() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+__all__ = [
+    "HANDED_OVER",
+    "CallEntry",
+    "CallHolds",
+    "CallLeases",
+    "Resume",
+    "key_fingerprint",
+]

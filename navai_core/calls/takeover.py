@@ -1,0 +1,129 @@
+"""Taking over the calls of a worker that died (CONTRACT §13).
+
+With a shared store, every worker runs a :class:`Takeover` on navai's background loop: every
+``scan_seconds`` it asks the store for lapsed leases (at most ``batch`` at a time, again at once
+after a full batch it took from), claims each
+one atomically (exactly one worker wins a claim; see ``calls/leases.py``) and attaches a new
+control connection to the call with its own backend key (Realtime: ``?call_id=``). The call
+then goes on as if it had started here: its first events answer the function calls the old
+owner started and never answered (the error envelope: the tool was interrupted) and ask for
+one response; its max length and budget count from the call's original start.
+
+A worker whose process is full (``NAVAI_CALL_MAX_LIVE``), or whose backend key is not the one
+the call was created with, does not claim: another worker will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from .._errors import CallsFull
+from .leases import CallLeases, key_fingerprint
+from .manager import CallManager
+
+logger = logging.getLogger("navai")
+
+SCAN_SECONDS = 1.0
+BATCH = 16
+
+
+class Takeover:
+    """Watches the store for calls whose owner is gone, and takes them over."""
+
+    def __init__(
+        self,
+        leases: CallLeases,
+        calls: CallManager,
+        *,
+        backend_key: Callable[[], str | None],
+        loop: Callable[[], asyncio.AbstractEventLoop],
+        scan_seconds: float = SCAN_SECONDS,
+        batch: int = BATCH,
+    ) -> None:
+        self.leases = leases
+        self.calls = calls
+        self.scan_seconds = scan_seconds
+        self.batch = batch
+        self.taken = 0  # calls this worker took over
+        self._backend_key = backend_key
+        self._loop = loop
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._more = False
+
+    def start(self) -> None:
+        """Start watching (from any thread; once)."""
+        if self._task is None and not self._stopped:
+            self._loop().call_soon_threadsafe(self._start_here)
+
+    def stop(self) -> None:
+        """Stop watching: this worker takes no call over any more (it is shutting down)."""
+        self._stopped = True
+        task = self._task
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(task.cancel)
+
+    def _start_here(self) -> None:
+        if self._task is None and not self._stopped:
+            self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while not self._stopped:
+            self._more = False
+            try:
+                await self.scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store fails: the leases say it; try again
+                logger.debug("takeover scan failed: %s", type(exc).__name__)
+            # A full batch: more may be waiting (a worker with many calls died): look again.
+            await asyncio.sleep(0 if self._more else self.scan_seconds)
+
+    async def scan(self) -> int:
+        """One look at the lapsed leases; the calls taken over."""
+        key = self._backend_key()
+        if key is None:
+            return 0
+        taken = 0
+        lapsed = await self.leases.lapsed(self.batch)
+        for call_id in lapsed:
+            if self._stopped:
+                break
+            try:
+                self.calls.check_room()
+            except CallsFull:
+                break
+            if call_id in self.calls:
+                continue
+            resume = await self.leases.claim(call_id, key_fingerprint(key))
+            if resume is None:
+                continue  # alive again, gone, or another worker won
+            entry = resume.entry
+            try:
+                self.calls.attach(
+                    call_id,
+                    api_key=key,
+                    rate_key=entry.key,
+                    transport=entry.transport,
+                    loop=asyncio.get_running_loop(),
+                    model=entry.model,
+                    resume=resume,
+                )
+            except Exception as exc:
+                logger.warning("call %s could not be taken over: %s", call_id, exc)
+                with contextlib.suppress(Exception):
+                    self.leases.release(call_id)
+                continue
+            taken += 1
+            self.taken += 1
+            self._more = len(lapsed) >= self.batch
+            logger.info(
+                "call %s taken over (owner %d of it; %d function call(s) interrupted)",
+                call_id,
+                resume.workers,
+                len(resume.pending),
+            )
+        return taken
