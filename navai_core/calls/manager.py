@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 
 from .._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS, NavaiConfig
-from .._errors import CallsFull
+from .._errors import CallsFull, NavaiError
 from .._hooks import anotify
 from .._http import Reply
 from ..concurrency.owner import Concurrency
@@ -52,6 +52,7 @@ from .events import (
     LiveCall,
 )
 from .limits import CallLimits
+from .places import NOT_HELD, Place, Places, calls_full
 from .plans import valid_call_id
 from .runtime import REALTIME, Runtime
 from .sideband import RunFunction
@@ -61,19 +62,8 @@ __all__ = ["CallManager", "CallSettings", "CallSummary", "CallsFull", "LiveCall"
 
 logger = logging.getLogger("navai")
 
-FULL = "Too many calls in progress. Try again in {seconds} seconds."
-FULL_RETRY_SECONDS = 10
 # How long sync code waits for another event loop to take a call or hang one up.
 LOOP_WAIT_SECONDS = 10.0
-
-
-def _calls_full() -> CallsFull:
-    seconds = FULL_RETRY_SECONDS
-    return CallsFull(
-        FULL.format(seconds=seconds),
-        extra={"retry_after": seconds},
-        headers=[("Retry-After", str(seconds))],
-    )
 
 
 @attrs.frozen
@@ -206,6 +196,18 @@ class _Call:
         )
 
 
+class _Handoff:
+    """A call handed to another event loop: taken there, or abandoned by the caller who
+    then hangs it up (never both)."""
+
+    __slots__ = ("abandoned", "live", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.live: LiveCall | None = None
+
+
 class CallManager:
     """The live calls of one server in this process.
 
@@ -251,6 +253,12 @@ class CallManager:
         self._connect = connect
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
+        # Held calls and creates in flight, within NAVAI_CALL_MAX_LIVE (calls/places.py).
+        self.places = Places(self.max_live)
+        # Creates whose requester gave up, to hang up once they answer; and, during a
+        # shutdown, when its hangups must be done.
+        self._late: set[asyncio.Future[None]] = set()
+        self._deadline: float | None = None
 
     # ----- the public API ---------------------------------------------------------------------
 
@@ -262,6 +270,7 @@ class CallManager:
         rate_key: str,
         transport: str = "webrtc",
         loop: asyncio.AbstractEventLoop | None = None,
+        place: Place | None = None,
     ) -> LiveCall:
         """Hold the call ``call_id`` (created or accepted with ``api_key``): open its control
         connection, run its function calls, enforce its limits, summarise it at the end.
@@ -272,7 +281,12 @@ class CallManager:
         by default the running loop (an async server's), else navai's background loop. Sync
         code that may run inside a short-lived loop (Django's per-request ``asyncio.run``
         under WSGI) passes navai's background loop (``navai.concurrency.loop()``) so the
-        call outlives it.
+        call outlives it. ``place``: the place reserved for it before it was created
+        (:meth:`reserve`); without one it takes a free place.
+
+        Raises :class:`CallsFull` (503) when the call cannot be held: no place, the server
+        is stopping, or ``loop`` did not take it within ``LOOP_WAIT_SECONDS`` (it never
+        will then). The call is not held: the caller hangs it up.
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
@@ -281,21 +295,75 @@ class CallManager:
         if loop is None:
             loop = here or self._concurrency.loop()
         if loop is here:
-            call = self._register(self._new_call(call_id, target, rate_key, transport, loop))
+            call = self._new_call(call_id, target, rate_key, transport, loop)
+            self._register(call, place)
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
         if not loop.is_running():
             raise RuntimeError("the event loop to hold the call on is not running")
+        handoff = _Handoff()
 
-        async def start() -> LiveCall:
-            return self.attach(call_id, api_key=api_key, rate_key=rate_key, transport=transport)
+        async def start() -> LiveCall | None:
+            with handoff.lock:
+                if handoff.abandoned:  # the caller gave up and hangs the call up
+                    return None
+                handoff.live = self.attach(
+                    call_id, api_key=api_key, rate_key=rate_key, transport=transport, place=place
+                )
+                return handoff.live
 
         future = asyncio.run_coroutine_threadsafe(start(), loop)
         try:
-            return future.result(LOOP_WAIT_SECONDS)
+            live = future.result(LOOP_WAIT_SECONDS)
         except TimeoutError:
+            with handoff.lock:
+                if handoff.live is not None:
+                    return handoff.live
+                handoff.abandoned = True  # never held: exactly one side owns the call
             future.cancel()
-            raise
+            logger.warning("call %s: its event loop did not take it in time", call_id)
+            raise calls_full(NOT_HELD) from None
+        assert live is not None
+        return live
+
+    def reserve(self) -> Place:
+        """A place for a call about to be created upstream (503 with ``Retry-After`` when
+        this process holds, or is creating, ``call_max_live`` calls, or is stopping). Pass it
+        to :meth:`attach`; :meth:`Place.release` gives it back if the call is not held."""
+        return self.places.reserve()
+
+    def hang_up_when_created(
+        self,
+        create: asyncio.Future[Any],
+        call_id_of: Callable[[Any], str | None],
+        target: RealtimeTarget,
+        place: Place | None,
+    ) -> None:
+        """A create whose requester gave up (a cancelled request): once OpenAI answers,
+        hang the call up (on the running loop); the shutdown waits for it."""
+        task = asyncio.ensure_future(self._hang_up_created(create, call_id_of, target, place))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _hang_up_created(
+        self,
+        create: asyncio.Future[Any],
+        call_id_of: Callable[[Any], str | None],
+        target: RealtimeTarget,
+        place: Place | None,
+    ) -> None:
+        try:
+            call_id = call_id_of(await create)
+            if call_id is not None:
+                logger.warning("call %s created after its request gave up: hanging it up", call_id)
+                await _hang_up(
+                    self._send_upstream, self.runtime.hangup_request(target, call_id), call_id
+                )
+        except (NavaiError, OSError) as exc:
+            logger.info("a create whose request gave up failed: %s", exc)
+        finally:
+            if place is not None:
+                place.release()
 
     def live(self) -> list[LiveCall]:
         """The calls this process holds now, oldest first."""
@@ -303,11 +371,9 @@ class CallManager:
             return [call.live() for call in self._calls.values()]
 
     def check_room(self) -> None:
-        """503 with ``Retry-After`` when this process holds ``call_max_live`` calls."""
-        with self._lock:
-            full = len(self._calls) >= self.max_live
-        if full:
-            raise _calls_full()
+        """503 with ``Retry-After`` when this process holds (or is creating)
+        ``call_max_live`` calls, or is stopping."""
+        self.places.check()
 
     def get(self, call_id: str) -> LiveCall | None:
         """The call ``call_id`` when this process holds it."""
@@ -360,34 +426,58 @@ class CallManager:
 
     async def aclose(self, *, wait: float = 10.0) -> None:
         """Hang up every call (reason ``shutdown``) and wait, ``wait`` seconds in all, until
-        each has ended."""
-        deadline = time.monotonic() + wait
-        with self._lock:
-            calls = list(self._calls.values())
-        here = _running_loop()
-        waits = []
-        for call in calls:
-            if call.loop is here:
-                self._finish(call, SHUTDOWN)
-                if call.task is not None:
-                    waits.append(call.task)
-            elif not call.loop.is_closed():
-                call.loop.call_soon_threadsafe(self._finish, call, SHUTDOWN)
-        if waits:
-            await asyncio.wait(waits, timeout=wait)
-        elsewhere = [call for call in calls if call.loop is not here]
-        if elsewhere:
-            await asyncio.to_thread(_wait_ended, elsewhere, deadline)
+        each has ended and each create in flight has answered (a call created now is hung
+        up at once). Hangups still unanswered at the end are given up."""
+        deadline = self._begin_close(wait)
+        try:
+            calls = self._stop_all()
+            here = _running_loop()
+            waits: list[asyncio.Future[Any]] = [c.task for c in calls if c.loop is here and c.task]
+            waits += self._late
+            if waits:
+                _, late = await asyncio.wait(waits, timeout=wait)
+                for task in late:  # past the grace: nothing runs on after the shutdown
+                    task.cancel()
+                if late:
+                    await asyncio.wait(late, timeout=0.5)
+            elsewhere = [call for call in calls if call.loop is not here]
+            if elsewhere:
+                await asyncio.to_thread(_wait_ended, elsewhere, deadline)
+            while self.places.reserved and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # creates in flight: their requesters hang up
+        finally:
+            self._end_close()
 
     def close(self, *, wait: float = 10.0) -> None:
         """:meth:`aclose` from sync code (not from a loop that holds calls)."""
+        deadline = self._begin_close(wait)
+        try:
+            _wait_ended(self._stop_all(), deadline)
+            self.places.settled(deadline)
+        finally:
+            self._end_close()
+
+    def _begin_close(self, wait: float) -> float:
         deadline = time.monotonic() + wait
+        self.places.begin_close()
+        self._deadline = deadline
+        return deadline
+
+    def _end_close(self) -> None:
+        self._deadline = None
+        self.places.end_close()
+
+    def _stop_all(self) -> list[_Call]:
+        """Ask every call to end (reason ``shutdown``), on its own loop."""
         with self._lock:
             calls = list(self._calls.values())
+        here = _running_loop()
         for call in calls:
-            if not call.loop.is_closed():
+            if call.loop is here:
+                self._finish(call, SHUTDOWN)
+            elif not call.loop.is_closed():
                 call.loop.call_soon_threadsafe(self._finish, call, SHUTDOWN)
-        _wait_ended(calls, deadline)
+        return calls
 
     # ----- one call ---------------------------------------------------------------------------
 
@@ -422,14 +512,12 @@ class CallManager:
         )
         return call
 
-    def _register(self, call: _Call) -> _Call:
+    def _register(self, call: _Call, place: Place | None) -> None:
         with self._lock:
             if call.call_id in self._calls:
                 raise ValueError(f"call {call.call_id} is already held")
-            if len(self._calls) >= self.max_live:
-                raise _calls_full()
+            self.places.hold(place)
             self._calls[call.call_id] = call
-        return call
 
     def _finish(self, call: _Call, reason: str) -> None:
         """Ask the call to end with ``reason`` (the first reason wins)."""
@@ -467,12 +555,18 @@ class CallManager:
         try:
             if reason in NAVAI_ENDS:
                 request = self.runtime.hangup_request(call.target, call.call_id)
-                await _hang_up(self._send_upstream, request, call.call_id)
+                hang_up = _hang_up(self._send_upstream, request, call.call_id)
+                deadline = self._deadline  # a shutdown: its hangups end with its grace
+                if deadline is None:
+                    await hang_up
+                else:
+                    await _within(hang_up, deadline - time.monotonic(), call.call_id)
             await call.limits.settle()
         finally:
             summary = call.summary(reason)
             with self._lock:
-                self._calls.pop(call.call_id, None)
+                if self._calls.pop(call.call_id, None) is not None:
+                    self.places.leave()
             call.events.ended(summary)
             call.done.set()
             await anotify(self.settings.on_call_end, summary, owner=self._concurrency)
@@ -487,6 +581,13 @@ async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None
         return
     if not 200 <= reply.status <= 299 and reply.status != 404:
         logger.warning("hanging up call %s: OpenAI answered %s", call_id, reply.status)
+
+
+async def _within(hang_up: Awaitable[None], seconds: float, call_id: str) -> None:
+    try:
+        await asyncio.wait_for(hang_up, max(seconds, 0.0))
+    except TimeoutError:
+        logger.warning("hanging up call %s at shutdown: no answer within the grace", call_id)
 
 
 def _wait_ended(calls: list[_Call], deadline: float) -> None:

@@ -23,7 +23,7 @@ import attrs
 from limits import RateLimitItem
 
 from .._config import NavaiConfig, rate_limit
-from .._errors import CallsFull, NotFound
+from .._errors import CallsFull, NavaiError, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
 from ..calls.phone import plan_webhook
@@ -35,7 +35,6 @@ from ..calls.plans import (
     parse_call_offer,
     parse_call_response,
     plan_call,
-    valid_call_id,
 )
 from ..functions.dispatch import PreparedCall, aexecute, execute, prepare_call
 from ..limits.rate import client_key
@@ -45,14 +44,15 @@ from ..sessions.client_secret import (
     parse_client_secret_response,
 )
 from ..sessions.speech import build_speech_request, parse_speech_response
-from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
-from ..upstream.providers import RealtimeTarget, realtime_target
+from ..upstream.messages import UpstreamReply, UpstreamRequest
+from ..upstream.providers import RealtimeTarget
 from .body import JSON_MEDIA_TYPE, parse_json_body
 
 if TYPE_CHECKING:
     from .._models import ModelNotices
     from ..calls.manager import CallManager
     from ..calls.phone import PhoneCalls
+    from ..calls.places import Place
     from ..concurrency.owner import Concurrency
     from ..functions.registry import FunctionRegistry
 
@@ -290,45 +290,80 @@ class Hangup:
 class StartCall:
     """Create a call upstream, hold it (its sideband) and answer 201 with the SDP answer.
 
+    A place among the process's calls is reserved before the create (503 when there is
+    none: nothing reaches OpenAI) and becomes the call's when it is held. A call that cannot
+    be held after all (the server began to stop, the loop that holds calls did not take it
+    in time) is hung up again before the 503 is answered; a create whose request is cancelled
+    (a server's shutdown grace ran out) is hung up once it answers.
+
     The sync tail holds the call on navai's background loop, never on a running loop it may
     find: a sync ``handle()`` can run inside a short-lived loop (Django's per-request
     ``asyncio.run`` under WSGI) whose end would cancel the call. The async tail holds it on
-    the server's loop. A call that cannot be held (the process filled up meanwhile) is hung
-    up again before the refusal is answered."""
+    the server's loop."""
 
     request: UpstreamRequest
     target: RealtimeTarget = attrs.field(repr=False)
     rate_key: str
 
     def run(self, navai: Server) -> Reply:
-        answer = self._parse(navai.send_upstream(self.request))
+        place = navai.calls.reserve() if navai.config.call_sideband else None
         try:
-            self._hold(navai, answer, navai.concurrency.loop())
-        except CallsFull:
-            with contextlib.suppress(Exception):
-                navai.send_upstream(build_hangup_request(self.target, answer.call_id))
-            raise
+            answer = self._parse(navai.send_upstream(self.request))
+            try:
+                self._hold(navai, answer, navai.concurrency.loop(), place)
+            except CallsFull:
+                with contextlib.suppress(Exception):
+                    navai.send_upstream(build_hangup_request(self.target, answer.call_id))
+                raise
+        finally:
+            if place is not None:
+                place.release()  # (a no-op once the call holds it)
         return self._reply(navai, answer)
 
     async def arun(self, navai: Server) -> Reply:
-        reply = await navai.asend_upstream(self.request)
-        answer = self._parse(reply)
+        place = navai.calls.reserve() if navai.config.call_sideband else None
         try:
-            self._hold(navai, answer, asyncio.get_running_loop())
-        except CallsFull:
-            hangup = build_hangup_request(self.target, answer.call_id)
-            with contextlib.suppress(Exception):
-                await navai.asend_upstream(hangup)
-            raise
+            create = asyncio.ensure_future(navai.asend_upstream(self.request))
+            try:
+                reply = await asyncio.shield(create)
+            except asyncio.CancelledError:
+                navai.calls.hang_up_when_created(create, self._call_id_of, self.target, place)
+                place = None  # released once the late answer is dealt with
+                raise
+            answer = self._parse(reply)
+            try:
+                self._hold(navai, answer, asyncio.get_running_loop(), place)
+            except CallsFull:
+                hangup = build_hangup_request(self.target, answer.call_id)
+                with contextlib.suppress(Exception):
+                    await navai.asend_upstream(hangup)
+                raise
+        finally:
+            if place is not None:
+                place.release()
         return self._reply(navai, answer)
 
     def _parse(self, reply: UpstreamReply) -> CallAnswer:
         return parse_call_response(self.request, reply.status, reply.content, reply.headers)
 
-    def _hold(self, navai: Server, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
+    def _call_id_of(self, reply: UpstreamReply) -> str | None:
+        try:
+            return self._parse(reply).call_id
+        except NavaiError:
+            return None
+
+    def _hold(
+        self,
+        navai: Server,
+        answer: CallAnswer,
+        loop: asyncio.AbstractEventLoop,
+        place: Place | None,
+    ) -> None:
         if navai.config.call_sideband:
             key = self.target.key
-            navai.calls.attach(answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop)
+            navai.calls.attach(
+                answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop, place=place
+            )
 
     def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
         location = (navai.config.calls_path or "").rstrip("/")
@@ -434,29 +469,17 @@ def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatc
 
 
 def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
-    """End a call. Who may: for a call this process holds, the rate-limit key that created
-    it, or anyone the route's authorisation hook allows; any other well-formed id (a call
-    another worker holds) only with that hook configured (it allowed this request), through
-    OpenAI's hangup with the backend key. Everything else: 404, like an unknown id."""
+    """End a call this process holds. The route's authorisation hook (run before this plan)
+    says who may use the route; the rate-limit key says whose call it is: both must hold.
+    Another key's call, and an id this process does not hold (another worker's call: only a
+    store shared by the workers could say whose it is), answer 404, like an unknown id, and
+    reach nobody. The body is JSON (``{}`` or empty, with ``Content-Type: application/json``):
+    a page on another site cannot post one without a CORS preflight."""
     call_id = found.params.get("call_id", "")
-    vouched = found.route.authorize is not None
     held = navai.calls.get(call_id)
-    if held is not None:
-        if not vouched and held.key != client_key(navai.config.rate_limit_key, context):
-            raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
-        return Hangup(call_id)
-    if not vouched or not valid_call_id(call_id) or navai.config.backend_key_source() is None:
-        raise NotFound(UNKNOWN_CALL)
-    request = build_hangup_request(realtime_target(navai.config), call_id)
-
-    def finish(reply: UpstreamReply) -> Reply:
-        if reply.status == 404:
-            raise NotFound(UNKNOWN_CALL)
-        if not 200 <= reply.status <= 299:
-            raise upstream_failure(request, reply.status, reply.content, reply.headers)
-        return _hung_up(call_id, True)
-
-    return Upstream(request, finish)
+    if held is None or held.key != client_key(navai.config.rate_limit_key, context):
+        raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
+    return Hangup(call_id)
 
 
 # ----- the table -----------------------------------------------------------------------------
@@ -533,6 +556,7 @@ ROUTES: tuple[RouteRow, ...] = (
         _call_hangup,
         authorize="authorize_client_secret",
         limit="rate_limit_calls",
+        reads_body=True,  # a JSON body: no simple cross-site POST (415)
         suffix="/{call_id}/hangup",
     ),
     # OpenAI's signed webhooks (phone calls): the signature is the authorisation, and it
