@@ -52,9 +52,10 @@ class CallSummary:
     ended_at: float
     seconds: float
     end_reason: str
-    function_calls: int
+    function_calls: int  # run (not counting those refused at once)
     usage: Mapping[str, JsonValue] = attrs.field(factory=dict)
     transport: str = "webrtc"
+    refused: int = 0  # function calls refused at once (too many pending)
 
 
 @attrs.frozen

@@ -164,7 +164,7 @@ class _Call:
             self.key,
             self.started_at,
             self.transport,
-            self.tools.protocol.function_calls,
+            self.tools.ran,
         )
 
     async def on_message(self, message: str | bytes) -> None:
@@ -190,7 +190,8 @@ class _Call:
             ended_at=time.time(),
             seconds=round(time.monotonic() - self.started, 3),
             end_reason=reason,
-            function_calls=protocol.function_calls,
+            function_calls=self.tools.ran,
+            refused=self.tools.refused,
             usage=dict(protocol.usage),
             transport=self.transport,
         )
