@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 
 from .._config import DEFAULT_CALL_MAX_LIVE, DEFAULT_CALL_MAX_SECONDS, NavaiConfig
-from .._errors import CallsFull, NavaiError
+from .._errors import CallsFull
 from .._hooks import anotify
 from .._http import Reply
 from ..concurrency.owner import Concurrency
@@ -198,15 +198,84 @@ class _Call:
 
 
 class _Handoff:
-    """A call handed to another event loop: taken there, or abandoned by the caller who
-    then hangs it up (never both)."""
+    """A call handed to another thread's event loop: taken there, or abandoned by the caller
+    (who then hangs it up), never both."""
 
-    __slots__ = ("abandoned", "live", "lock")
+    __slots__ = ("abandoned", "call_id", "live", "lock")
 
-    def __init__(self) -> None:
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
         self.lock = threading.Lock()
         self.abandoned = False
         self.live: LiveCall | None = None
+
+    def run(self, loop: asyncio.AbstractEventLoop, attach: Callable[[], LiveCall]) -> LiveCall:
+        """``attach()`` on ``loop``, or 503 when ``loop`` did not run it within
+        ``LOOP_WAIT_SECONDS`` (it never will then: the caller hangs the call up)."""
+
+        async def start() -> LiveCall | None:
+            with self.lock:
+                if self.abandoned:
+                    return None
+                self.live = attach()
+                return self.live
+
+        future = asyncio.run_coroutine_threadsafe(start(), loop)
+        try:
+            live = future.result(LOOP_WAIT_SECONDS)
+        except TimeoutError:
+            with self.lock:
+                if self.live is not None:
+                    return self.live
+                self.abandoned = True
+            future.cancel()
+            logger.warning("call %s: its event loop did not take it in time", self.call_id)
+            raise calls_full(NOT_HELD) from None
+        assert live is not None
+        return live
+
+
+class LateCreates:
+    """Creates whose requester gave up (a request cancelled while OpenAI answered, as when a
+    server's shutdown grace runs out): once the answer comes, the call is hung up. The
+    shutdown waits for them (``tasks``)."""
+
+    def __init__(self, send: Sender, runtime: Runtime) -> None:
+        self._send = send
+        self._runtime = runtime
+        self.tasks: set[asyncio.Future[None]] = set()
+
+    def adopt(
+        self,
+        create: asyncio.Future[Any],
+        call_id_of: Callable[[Any], str | None],
+        target: RealtimeTarget,
+        place: Place | None,
+    ) -> None:
+        """Hang up the call ``create`` makes (``call_id_of`` reads its id from the reply),
+        then give ``place`` back; on the running loop."""
+        task = asyncio.ensure_future(self._hang_up(create, call_id_of, target, place))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _hang_up(
+        self,
+        create: asyncio.Future[Any],
+        call_id_of: Callable[[Any], str | None],
+        target: RealtimeTarget,
+        place: Place | None,
+    ) -> None:
+        try:
+            call_id = call_id_of(await create)
+            if call_id is not None:
+                logger.warning("call %s created after its request gave up: hanging it up", call_id)
+                request = self._runtime.hangup_request(target, call_id)
+                await _hang_up(self._send, request, call_id)
+        except Exception as exc:
+            logger.info("a call create whose request gave up failed: %s", exc)
+        finally:
+            if place is not None:
+                place.release()
 
 
 class CallManager:
@@ -256,10 +325,8 @@ class CallManager:
         self._calls: dict[str, _Call] = {}
         # Held calls and creates in flight, within NAVAI_CALL_MAX_LIVE (calls/places.py).
         self.places = Places(self.max_live)
-        # Creates whose requester gave up, to hang up once they answer; and, during a
-        # shutdown, when its hangups must be done.
-        self._late: set[asyncio.Future[None]] = set()
-        self._deadline: float | None = None
+        # Creates whose requester gave up, hung up once they answer.
+        self.late_creates = LateCreates(send, runtime)
 
     # ----- the public API ---------------------------------------------------------------------
 
@@ -302,69 +369,18 @@ class CallManager:
             return call.live()
         if not loop.is_running():
             raise RuntimeError("the event loop to hold the call on is not running")
-        handoff = _Handoff()
-
-        async def start() -> LiveCall | None:
-            with handoff.lock:
-                if handoff.abandoned:  # the caller gave up and hangs the call up
-                    return None
-                handoff.live = self.attach(
-                    call_id, api_key=api_key, rate_key=rate_key, transport=transport, place=place
-                )
-                return handoff.live
-
-        future = asyncio.run_coroutine_threadsafe(start(), loop)
-        try:
-            live = future.result(LOOP_WAIT_SECONDS)
-        except TimeoutError:
-            with handoff.lock:
-                if handoff.live is not None:
-                    return handoff.live
-                handoff.abandoned = True  # never held: exactly one side owns the call
-            future.cancel()
-            logger.warning("call %s: its event loop did not take it in time", call_id)
-            raise calls_full(NOT_HELD) from None
-        assert live is not None
-        return live
+        return _Handoff(call_id).run(
+            loop,
+            lambda: self.attach(
+                call_id, api_key=api_key, rate_key=rate_key, transport=transport, place=place
+            ),
+        )
 
     def reserve(self) -> Place:
         """A place for a call about to be created upstream (503 with ``Retry-After`` when
         this process holds, or is creating, ``call_max_live`` calls, or is stopping). Pass it
         to :meth:`attach`; :meth:`Place.release` gives it back if the call is not held."""
         return self.places.reserve()
-
-    def hang_up_when_created(
-        self,
-        create: asyncio.Future[Any],
-        call_id_of: Callable[[Any], str | None],
-        target: RealtimeTarget,
-        place: Place | None,
-    ) -> None:
-        """A create whose requester gave up (a cancelled request): once OpenAI answers,
-        hang the call up (on the running loop); the shutdown waits for it."""
-        task = asyncio.ensure_future(self._hang_up_created(create, call_id_of, target, place))
-        self._late.add(task)
-        task.add_done_callback(self._late.discard)
-
-    async def _hang_up_created(
-        self,
-        create: asyncio.Future[Any],
-        call_id_of: Callable[[Any], str | None],
-        target: RealtimeTarget,
-        place: Place | None,
-    ) -> None:
-        try:
-            call_id = call_id_of(await create)
-            if call_id is not None:
-                logger.warning("call %s created after its request gave up: hanging it up", call_id)
-                await _hang_up(
-                    self._send_upstream, self.runtime.hangup_request(target, call_id), call_id
-                )
-        except (NavaiError, OSError) as exc:
-            logger.info("a create whose request gave up failed: %s", exc)
-        finally:
-            if place is not None:
-                place.release()
 
     def live(self) -> list[LiveCall]:
         """The calls this process holds now, oldest first."""
@@ -429,44 +445,30 @@ class CallManager:
         """Hang up every call (reason ``shutdown``) and wait, ``wait`` seconds in all, until
         each has ended and each create in flight has answered (a call created now is hung
         up at once). Hangups still unanswered at the end are given up."""
-        deadline = self._begin_close(wait)
+        deadline = time.monotonic() + wait
+        self.places.begin_close(deadline)
         try:
             calls = self._stop_all()
             here = _running_loop()
             waits: list[asyncio.Future[Any]] = [c.task for c in calls if c.loop is here and c.task]
-            waits += self._late
-            if waits:
-                _, late = await asyncio.wait(waits, timeout=wait)
-                for task in late:  # past the grace: nothing runs on after the shutdown
-                    task.cancel()
-                if late:
-                    await asyncio.wait(late, timeout=0.5)
+            await _ended_within([*waits, *self.late_creates.tasks], wait)
             elsewhere = [call for call in calls if call.loop is not here]
             if elsewhere:
                 await asyncio.to_thread(_wait_ended, elsewhere, deadline)
             while self.places.reserved and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)  # creates in flight: their requesters hang up
         finally:
-            self._end_close()
+            self.places.end_close()
 
     def close(self, *, wait: float = 10.0) -> None:
         """:meth:`aclose` from sync code (not from a loop that holds calls)."""
-        deadline = self._begin_close(wait)
+        deadline = time.monotonic() + wait
+        self.places.begin_close(deadline)
         try:
             _wait_ended(self._stop_all(), deadline)
             self.places.settled(deadline)
         finally:
-            self._end_close()
-
-    def _begin_close(self, wait: float) -> float:
-        deadline = time.monotonic() + wait
-        self.places.begin_close()
-        self._deadline = deadline
-        return deadline
-
-    def _end_close(self) -> None:
-        self._deadline = None
-        self.places.end_close()
+            self.places.end_close()
 
     def _stop_all(self) -> list[_Call]:
         """Ask every call to end (reason ``shutdown``), on its own loop."""
@@ -557,7 +559,7 @@ class CallManager:
             if reason in NAVAI_ENDS:
                 request = self.runtime.hangup_request(call.target, call.call_id)
                 hang_up = _hang_up(self._send_upstream, request, call.call_id)
-                deadline = self._deadline  # a shutdown: its hangups end with its grace
+                deadline = self.places.deadline  # a shutdown: its hangups end with its grace
                 if deadline is None:
                     await hang_up
                 else:
@@ -582,6 +584,18 @@ async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None
         return
     if not 200 <= reply.status <= 299 and reply.status != 404:
         logger.warning("hanging up call %s: OpenAI answered %s", call_id, reply.status)
+
+
+async def _ended_within(tasks: list[asyncio.Future[Any]], seconds: float) -> None:
+    """Wait for ``tasks`` ``seconds`` at most, then cancel those still running: nothing runs
+    on after a shutdown's grace."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=seconds)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=0.5)
 
 
 async def _within(hang_up: Awaitable[None], seconds: float, call_id: str) -> None:

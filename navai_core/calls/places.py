@@ -57,6 +57,7 @@ class Places:
         self.reserved = 0
         self.closing = False
         self.generation = 0  # one more at each shutdown: older places are never held
+        self.deadline: float | None = None  # during a shutdown: when its grace ends
 
     def check(self) -> None:
         """503 when there is no place left (or the server is stopping)."""
@@ -96,16 +97,19 @@ class Places:
                 self.reserved -= 1
                 self._lock.notify_all()
 
-    def begin_close(self) -> None:
-        """The server stops: no new place; places reserved until now are never held."""
+    def begin_close(self, deadline: float) -> None:
+        """The server stops, until ``deadline`` (``time.monotonic()``): no new place; places
+        reserved until now are never held."""
         with self._lock:
             self.closing = True
             self.generation += 1
+            self.deadline = deadline
 
     def end_close(self) -> None:
         """The shutdown is over: the instance may be used again."""
         with self._lock:
             self.closing = False
+            self.deadline = None
 
     def settled(self, deadline: float) -> bool:
         """Wait (from sync code) until no create is in flight, or until ``deadline``."""

@@ -327,7 +327,7 @@ class StartCall:
             try:
                 reply = await asyncio.shield(create)
             except asyncio.CancelledError:
-                navai.calls.hang_up_when_created(create, self._call_id_of, self.target, place)
+                navai.calls.late_creates.adopt(create, self._call_id_of, self.target, place)
                 place = None  # released once the late answer is dealt with
                 raise
             answer = self._parse(reply)
