@@ -417,9 +417,14 @@ def test_budget_arithmetic() -> None:
     assert CallBudget.parse("2 per 1 hour").seconds == 120  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         CallBudget.parse("lots")
-    assert CallBudget.due(0.4, 0) == 0
-    assert CallBudget.due(10.9, 3) == 7
-    assert CallBudget.due(5, 9) == 0
+    # Charged ahead: a call has paid for the next tick too.
+    assert CallBudget.ahead(0.0, 5.0, 0) == 5
+    assert CallBudget.ahead(5.01, 5.0, 5) == 6
+    assert CallBudget.ahead(0.4, 5.0, 9) == 0
+    # Settled at the end: every started second, the rest given back.
+    assert CallBudget.settle(10.2, 11) == 0
+    assert CallBudget.settle(3.0, 11) == -8
+    assert CallBudget.settle(12.5, 11) == 2
     error = budget_spent(reset_time=1000.2, now=990.0)
     assert error.status_code == 429
     assert ("Retry-After", "11") in error.headers

@@ -206,4 +206,4 @@ def test_call_budget_fails_open_and_charges_quietly_while_redis_is_down(
     assert [live.call_id for live in navai.calls.live()] == [call_id]
     assert "Traceback" not in caplog.text
     assert str(redis.port) not in caplog.text
-    assert client.post(f"{CALLS}/{call_id}/hangup").status_code == 200
+    assert client.post(f"{CALLS}/{call_id}/hangup", json={}).status_code == 200

@@ -2,10 +2,16 @@
 
 :meth:`Connection.run` connects to the runtime's URL with the call's key and hands each
 message on; when the connection drops it reconnects with backoff (``delays``: 0.25 s up to
-5 s, six tries) while the call is live. Events sent while it is away are kept, up to
-``MAX_UNSENT_EVENTS``, and sent first once it is back. A normal close from the other side
-(1000) or a refused reconnect (4xx) means the caller hung up; :meth:`Connection.close` is
-navai ending the call, a normal close (1000) too.
+5 s, six tries) while the call is live. The tries count across handshakes: only a connection
+that stayed open ``STABLE_SECONDS`` starts a new run of them, so a sideband that accepts and
+drops at once is given up like one that refuses. Events sent while it is away are kept, up to
+``MAX_UNSENT_EVENTS``, and sent first once it is back.
+
+How it ends: a normal close from the other side (1000), or a reconnect refused with 403, 404
+or 410 once the connection had held, means the call is over (``ENDED``: the caller hung
+up); a handshake refused otherwise (a 429 at the first connect, say) is ``REFUSED`` and a
+connection that could not be re-established is ``LOST`` — navai cannot hold such a call, so
+it hangs it up. :meth:`Connection.close` is navai ending the call, a normal close (1000) too.
 
 websockets' own ``async for socket in connect(...)`` reconnects too, but forever, on delays
 set only through environment variables, and it retries a refused handshake; a call needs a
@@ -16,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .._json import dumps
-from .events import ENDED, LOST
+from .events import ENDED, LOST, REFUSED
 
 logger = logging.getLogger("navai")
 
@@ -28,6 +35,10 @@ logger = logging.getLogger("navai")
 MAX_UNSENT_EVENTS = 256
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 RECONNECT_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
+# A connection open this long has held: the next drop starts a new run of tries.
+STABLE_SECONDS = 10.0
+# A reconnect refused with these, once the connection had held: the call is gone.
+GONE = frozenset((403, 404, 410))
 
 #: ``connect(url, headers)``: an async context manager giving a websockets connection.
 Connect = Callable[[str, tuple[tuple[str, str], ...]], Any]
@@ -50,6 +61,7 @@ class Connection:
         "dropped",
         "headers",
         "socket",
+        "stable",
         "unsent",
         "url",
     )
@@ -62,11 +74,13 @@ class Connection:
         *,
         delays: tuple[float, ...] = RECONNECT_DELAYS,
         connect: Connect | None = None,
+        stable: float = STABLE_SECONDS,
     ) -> None:
         self.call_id = call_id
         self.url = url
         self.headers = headers
         self.delays = delays
+        self.stable = stable
         self._connect = connect or _connect
         self.socket: Any = None
         self.unsent: list[bytes] = []
@@ -75,14 +89,17 @@ class Connection:
 
     async def run(self, listener: Listener) -> str:
         """Hold the connection, handing every message to ``listener``, until the call ends:
-        ``ENDED`` (the caller hung up, or :meth:`close`) or ``LOST`` (no reconnect)."""
+        ``ENDED`` (the caller hung up, or :meth:`close`), ``REFUSED`` (a handshake refused)
+        or ``LOST`` (no reconnect)."""
         from websockets.exceptions import InvalidStatus
 
         failures = 0
+        held = False  # a connection was open once
         while not self._closing:
+            opened: float | None = None
             try:
                 async with self._connect(self.url, self.headers) as socket:
-                    failures = 0
+                    opened, held = time.monotonic(), True
                     self.socket = socket
                     await self._flush()
                     async for message in socket:
@@ -92,12 +109,21 @@ class Connection:
                     return ENDED
             except InvalidStatus as exc:
                 self.socket = None
-                if 400 <= exc.response.status_code <= 499:  # the call is gone
+                status = exc.response.status_code
+                if held and status in GONE:  # the call is over
                     return ENDED
+                if 400 <= status <= 499:
+                    logger.warning("call %s: control connection refused (%s)", self.call_id, status)
+                    return REFUSED
             except Exception as exc:  # dropped (a timeout, a socket error, ...): reconnect
                 self.socket = None
                 logger.info("call %s control connection lost: %s", self.call_id, exc)
+            if opened is not None and time.monotonic() - opened >= self.stable:
+                failures = 0  # it held a while: a new run of tries
             if failures >= len(self.delays):
+                logger.warning(
+                    "call %s: control connection lost after %d tries", self.call_id, failures
+                )
                 return LOST
             await asyncio.sleep(self.delays[failures])
             failures += 1

@@ -24,10 +24,11 @@ ENDED = "ended"  # the caller hung up: the control connection closed normally, o
 HANGUP = "hangup"  # hung up through navai (the hangup route or CallManager.hangup)
 MAX_SECONDS = "max_seconds"
 BUDGET = "budget"
-LOST = "lost"  # the control connection could not be re-established
+LOST = "lost"  # the control connection could not be re-established (navai hangs up)
+REFUSED = "refused"  # the control connection was refused: navai cannot hold the call
 SHUTDOWN = "shutdown"  # the server stopped (navai hangs the call up)
 # The reasons for which navai hangs the call up upstream itself.
-NAVAI_ENDS = frozenset((HANGUP, MAX_SECONDS, BUDGET, SHUTDOWN))
+NAVAI_ENDS = frozenset((HANGUP, MAX_SECONDS, BUDGET, LOST, REFUSED, SHUTDOWN))
 
 
 @attrs.frozen
@@ -51,7 +52,7 @@ class CallSummary:
     ended_at: float
     seconds: float
     end_reason: str
-    function_calls: int
+    function_calls: int  # run (not counting those refused at once)
     usage: Mapping[str, JsonValue] = attrs.field(factory=dict)
     transport: str = "webrtc"
     runtime: str = "realtime"
@@ -62,6 +63,7 @@ class CallSummary:
     # Times navai put its session back after a browser changed it (the session guard).
     session_restored: int = 0
     workers: int = 1
+    refused: int = 0  # function calls refused at once (too many pending)
 
 
 @attrs.frozen

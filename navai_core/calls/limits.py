@@ -1,9 +1,13 @@
 """The limits of one call: ``NAVAI_CALL_MAX_SECONDS`` and the call-time budget.
 
 :meth:`CallLimits.watch` returns the reason the call must end (``max_seconds``, ``budget``)
-when it comes; meanwhile it charges the call's budget key every ``tick`` seconds. While the
-budget's store fails the call goes on and is charged once the store answers again.
-:meth:`CallLimits.settle` charges what is left when the call ends.
+when it comes; meanwhile it charges the call's budget key every ``tick`` seconds, ahead:
+each charge pays for the time until the next one, and once a charge does not fit the call
+ends when what it paid for runs out. So the seconds of a key's calls in one window stay
+within its budget, but for the time each call takes to be hung up (docs/security.md). While
+the budget's store fails the call goes on and is charged once the store answers again.
+:meth:`CallLimits.settle` settles the account when the call ends: every started second
+counts, seconds paid ahead and not used are given back.
 """
 
 from __future__ import annotations
@@ -47,18 +51,21 @@ class CallLimits:
             if self.budgets.budget is None:
                 await asyncio.sleep(deadline - now)
                 continue
-            due = CallBudget.due(now - self.started, self.charged)
+            due = CallBudget.ahead(now - self.started, self.tick, self.charged)
             if due:
                 # None: the store fails (logged by the rate limiter); the call goes on.
-                left = await self.budgets.acharge(self.key, due)
-                if left is not None:
-                    self.charged += due
-                    if not left:
+                fits = await self.budgets.acharge(self.key, due)
+                if fits is not None:
+                    self.charged += due  # (counted even when it does not fit)
+                    if not fits:  # the call ends when what it paid for runs out
+                        paid = self.started + self.charged - due
+                        await asyncio.sleep(max(min(paid, deadline) - time.monotonic(), 0.0))
                         return BUDGET
             await asyncio.sleep(min(self.tick, deadline - now))
 
     async def settle(self) -> None:
-        """Charge the seconds not charged yet (the call has ended)."""
+        """Charge the seconds not charged yet, or give back those paid ahead and not used
+        (the call has ended)."""
         if self.budgets.budget is not None:
-            due = CallBudget.due(time.monotonic() - self.started, self.charged)
-            await self.budgets.acharge(self.key, due)
+            owed = CallBudget.settle(time.monotonic() - self.started, self.charged)
+            await self.budgets.acharge(self.key, owed)

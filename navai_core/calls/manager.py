@@ -55,6 +55,7 @@ from .guard import HANG_UP, RESTORE, SessionGuard
 from .leases import HANDED_OVER, CallHolds, Resume
 from .limits import CallLimits
 from .live_runtime import runtime_for
+from .places import NOT_HELD, Place, Places, calls_full
 from .plans import valid_call_id
 from .registry import CallRegistry, NoRegistry
 from .runtime import Runtime
@@ -65,19 +66,8 @@ __all__ = ["CallManager", "CallSettings", "CallSummary", "CallsFull", "LiveCall"
 
 logger = logging.getLogger("navai")
 
-FULL = "Too many calls in progress. Try again in {seconds} seconds."
-FULL_RETRY_SECONDS = 10
 # How long sync code waits for another event loop to take a call or hang one up.
 LOOP_WAIT_SECONDS = 10.0
-
-
-def _calls_full() -> CallsFull:
-    seconds = FULL_RETRY_SECONDS
-    return CallsFull(
-        FULL.format(seconds=seconds),
-        extra={"retry_after": seconds},
-        headers=[("Retry-After", str(seconds))],
-    )
 
 
 @attrs.frozen
@@ -188,7 +178,7 @@ class _Call:
             self.key,
             self.started_at,
             self.transport,
-            self.tools.protocol.function_calls,
+            self.tools.ran,
         )
 
     async def on_message(self, message: str | bytes) -> None:
@@ -241,7 +231,8 @@ class _Call:
             ended_at=time.time(),
             seconds=round(time.monotonic() - self.started, 3),
             end_reason=reason,
-            function_calls=protocol.function_calls,
+            function_calls=self.tools.ran,
+            refused=self.tools.refused,
             usage=dict(protocol.usage),
             transport=self.transport,
             runtime=self.runtime,
@@ -249,6 +240,87 @@ class _Call:
             billed_seconds=protocol.seconds,
             session_restored=self.guard.restored if self.guard is not None else 0,
         )
+
+
+class _Handoff:
+    """A call handed to another thread's event loop: taken there, or abandoned by the caller
+    (who then hangs it up), never both."""
+
+    __slots__ = ("abandoned", "call_id", "live", "lock")
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.live: LiveCall | None = None
+
+    def run(self, loop: asyncio.AbstractEventLoop, attach: Callable[[], LiveCall]) -> LiveCall:
+        """``attach()`` on ``loop``, or 503 when ``loop`` did not run it within
+        ``LOOP_WAIT_SECONDS`` (it never will then: the caller hangs the call up)."""
+
+        async def start() -> LiveCall | None:
+            with self.lock:
+                if self.abandoned:
+                    return None
+                self.live = attach()
+                return self.live
+
+        future = asyncio.run_coroutine_threadsafe(start(), loop)
+        try:
+            live = future.result(LOOP_WAIT_SECONDS)
+        except TimeoutError:
+            with self.lock:
+                if self.live is not None:
+                    return self.live
+                self.abandoned = True
+            future.cancel()
+            logger.warning("call %s: its event loop did not take it in time", self.call_id)
+            raise calls_full(NOT_HELD) from None
+        assert live is not None
+        return live
+
+
+class LateCreates:
+    """Creates whose requester gave up (a request cancelled while OpenAI answered, as when a
+    server's shutdown grace runs out): once the answer comes, the call is hung up. The
+    shutdown waits for them (``tasks``)."""
+
+    def __init__(self, send: Sender, runtime: Runtime) -> None:
+        self._send = send
+        self._runtime = runtime
+        self.tasks: set[asyncio.Future[None]] = set()
+
+    def adopt(
+        self,
+        create: asyncio.Future[Any],
+        call_id_of: Callable[[Any], str | None],
+        target: RealtimeTarget,
+        place: Place | None,
+    ) -> None:
+        """Hang up the call ``create`` makes (``call_id_of`` reads its id from the reply),
+        then give ``place`` back; on the running loop."""
+        task = asyncio.ensure_future(self._hang_up(create, call_id_of, target, place))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _hang_up(
+        self,
+        create: asyncio.Future[Any],
+        call_id_of: Callable[[Any], str | None],
+        target: RealtimeTarget,
+        place: Place | None,
+    ) -> None:
+        try:
+            call_id = call_id_of(await create)
+            if call_id is not None:
+                logger.warning("call %s created after its request gave up: hanging it up", call_id)
+                request = self._runtime.hangup_request(target, call_id)
+                await _hang_up(self._send, request, call_id)
+        except Exception as exc:
+            logger.info("a call create whose request gave up failed: %s", exc)
+        finally:
+            if place is not None:
+                place.release()
 
 
 class CallManager:
@@ -302,6 +374,10 @@ class CallManager:
         self._calls: dict[str, _Call] = {}
         # Calls that outlive a worker (calls/leases.py): set by the Navai with a shared store.
         self.leases: CallHolds | None = None
+        # Held calls and creates in flight, within NAVAI_CALL_MAX_LIVE (calls/places.py).
+        self.places = Places(self.max_live)
+        # Creates whose requester gave up, hung up once they answer.
+        self.late_creates = LateCreates(send, self.runtime)
 
     # ----- the public API ---------------------------------------------------------------------
 
@@ -316,6 +392,7 @@ class CallManager:
         session: Mapping[str, Any] | None = None,
         model: str = "",
         resume: Resume | None = None,
+        place: Place | None = None,
     ) -> LiveCall:
         """Hold the call ``call_id`` (created or accepted with ``api_key``): open its control
         connection, run its function calls, enforce its limits, summarise it at the end.
@@ -330,6 +407,12 @@ class CallManager:
         with: on Realtime the session guard keeps it (``NAVAI_CALL_ON_CLIENT_UPDATE``).
         ``model`` is the model the call was asked for; ``resume`` takes over a call another
         worker held (its original start, its unanswered function calls).
+
+        Raises :class:`CallsFull` (503) when the call cannot be held: no place, the server
+        is stopping, or ``loop`` did not take it within ``LOOP_WAIT_SECONDS`` (it never
+        will then). The call is not held: the caller hangs it up. ``place``: the place
+        reserved for it before it was created (:meth:`reserve`); without one it takes a
+        free place.
         """
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
@@ -338,7 +421,8 @@ class CallManager:
         if loop is None:
             loop = here or self._concurrency.loop()
         if loop is here:
-            call = self._register(self._new_call(call_id, target, rate_key, transport, loop))
+            call = self._new_call(call_id, target, rate_key, transport, loop)
+            self._register(call, place)
             if session is not None:
                 call.guard = self.runtime.session_guard(session, self.settings.on_client_update)
             if self.leases is not None:  # a shared store: the call may outlive this worker
@@ -348,9 +432,9 @@ class CallManager:
             return call.live()
         if not loop.is_running():
             raise RuntimeError("the event loop to hold the call on is not running")
-
-        async def start() -> LiveCall:
-            return self.attach(
+        return _Handoff(call_id).run(
+            loop,
+            lambda: self.attach(
                 call_id,
                 api_key=api_key,
                 rate_key=rate_key,
@@ -358,14 +442,15 @@ class CallManager:
                 session=session,
                 model=model,
                 resume=resume,
-            )
+                place=place,
+            ),
+        )
 
-        future = asyncio.run_coroutine_threadsafe(start(), loop)
-        try:
-            return future.result(LOOP_WAIT_SECONDS)
-        except TimeoutError:
-            future.cancel()
-            raise
+    def reserve(self) -> Place:
+        """A place for a call about to be created upstream (503 with ``Retry-After`` when
+        this process holds, or is creating, ``call_max_live`` calls, or is stopping). Pass it
+        to :meth:`attach`; :meth:`Place.release` gives it back if the call is not held."""
+        return self.places.reserve()
 
     def live(self) -> list[LiveCall]:
         """The calls this process holds now, oldest first."""
@@ -373,11 +458,9 @@ class CallManager:
             return [call.live() for call in self._calls.values()]
 
     def check_room(self) -> None:
-        """503 with ``Retry-After`` when this process holds ``call_max_live`` calls."""
-        with self._lock:
-            full = len(self._calls) >= self.max_live
-        if full:
-            raise _calls_full()
+        """503 with ``Retry-After`` when this process holds (or is creating)
+        ``call_max_live`` calls, or is stopping."""
+        self.places.check()
 
     def get(self, call_id: str) -> LiveCall | None:
         """The call ``call_id`` when this process holds it."""
@@ -438,37 +521,46 @@ class CallManager:
 
     async def aclose(self, *, wait: float = 10.0, handover: bool = False) -> None:
         """Hang up every call (reason ``shutdown``) and wait, ``wait`` seconds in all, until
-        each has ended. With ``handover`` (a shared store) the calls are handed over instead:
-        their leases given up at once, no hangup, no record."""
-        reason = HANDED_OVER if handover else SHUTDOWN
+        each has ended and each create in flight has answered (a call created now is hung
+        up at once). Hangups still unanswered at the end are given up. With ``handover`` (a
+        shared store) the calls are handed over instead: their leases given up at once, no
+        hangup, no record."""
         deadline = time.monotonic() + wait
-        with self._lock:
-            calls = list(self._calls.values())
-        here = _running_loop()
-        waits = []
-        for call in calls:
-            if call.loop is here:
-                self._finish(call, reason)
-                if call.task is not None:
-                    waits.append(call.task)
-            elif not call.loop.is_closed():
-                call.loop.call_soon_threadsafe(self._finish, call, reason)
-        if waits:
-            await asyncio.wait(waits, timeout=wait)
-        elsewhere = [call for call in calls if call.loop is not here]
-        if elsewhere:
-            await asyncio.to_thread(_wait_ended, elsewhere, deadline)
+        self.places.begin_close(deadline)
+        try:
+            calls = self._stop_all(HANDED_OVER if handover else SHUTDOWN)
+            here = _running_loop()
+            waits: list[asyncio.Future[Any]] = [c.task for c in calls if c.loop is here and c.task]
+            await _ended_within([*waits, *self.late_creates.tasks], wait)
+            elsewhere = [call for call in calls if call.loop is not here]
+            if elsewhere:
+                await asyncio.to_thread(_wait_ended, elsewhere, deadline)
+            while self.places.reserved and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # creates in flight: their requesters hang up
+        finally:
+            self.places.end_close()
 
     def close(self, *, wait: float = 10.0, handover: bool = False) -> None:
         """:meth:`aclose` from sync code (not from a loop that holds calls)."""
-        reason = HANDED_OVER if handover else SHUTDOWN
         deadline = time.monotonic() + wait
+        self.places.begin_close(deadline)
+        try:
+            _wait_ended(self._stop_all(HANDED_OVER if handover else SHUTDOWN), deadline)
+            self.places.settled(deadline)
+        finally:
+            self.places.end_close()
+
+    def _stop_all(self, reason: str) -> list[_Call]:
+        """Ask every call to end (``shutdown``, or ``handed_over``), on its own loop."""
         with self._lock:
             calls = list(self._calls.values())
+        here = _running_loop()
         for call in calls:
-            if not call.loop.is_closed():
+            if call.loop is here:
+                self._finish(call, reason)
+            elif not call.loop.is_closed():
                 call.loop.call_soon_threadsafe(self._finish, call, reason)
-        _wait_ended(calls, deadline)
+        return calls
 
     # ----- one call ---------------------------------------------------------------------------
 
@@ -504,15 +596,13 @@ class CallManager:
         )
         return call
 
-    def _register(self, call: _Call) -> _Call:
+    def _register(self, call: _Call, place: Place | None) -> None:
         with self._lock:
             if call.call_id in self._calls:
                 raise ValueError(f"call {call.call_id} is already held")
-            if len(self._calls) >= self.max_live:
-                raise _calls_full()
+            self.places.hold(place)
             self._calls[call.call_id] = call
         self.held_calls.hold(call.call_id, call.target.key)
-        return call
 
     def _finish(self, call: _Call, reason: str) -> None:
         """Ask the call to end with ``reason`` (the first reason wins)."""
@@ -558,14 +648,20 @@ class CallManager:
         try:
             if reason in NAVAI_ENDS or reason == CLIENT_UPDATE:
                 request = self.runtime.hangup_request(call.target, call.call_id)
-                await _hang_up(self._send_upstream, request, call.call_id)
+                hang_up = _hang_up(self._send_upstream, request, call.call_id)
+                deadline = self.places.deadline  # a shutdown: its hangups end with its grace
+                if deadline is None:
+                    await hang_up
+                else:
+                    await _within(hang_up, deadline - time.monotonic(), call.call_id)
             await call.limits.settle()
         finally:
             summary = call.summary(reason)
             if workers > 1:  # held by more than one worker (calls/leases.py)
                 summary = attrs.evolve(summary, workers=workers)
             with self._lock:
-                self._calls.pop(call.call_id, None)
+                if self._calls.pop(call.call_id, None) is not None:
+                    self.places.leave()
             self.held_calls.forget(call.call_id)
             call.events.ended(summary)
             call.done.set()
@@ -581,6 +677,25 @@ async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None
         return
     if not 200 <= reply.status <= 299 and reply.status != 404:
         logger.warning("hanging up call %s: OpenAI answered %s", call_id, reply.status)
+
+
+async def _ended_within(tasks: list[asyncio.Future[Any]], seconds: float) -> None:
+    """Wait for ``tasks`` ``seconds`` at most, then cancel those still running: nothing runs
+    on after a shutdown's grace."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=seconds)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=0.5)
+
+
+async def _within(hang_up: Awaitable[None], seconds: float, call_id: str) -> None:
+    try:
+        await asyncio.wait_for(hang_up, max(seconds, 0.0))
+    except TimeoutError:
+        logger.warning("hanging up call %s at shutdown: no answer within the grace", call_id)
 
 
 def _wait_ended(calls: list[_Call], deadline: float) -> None:

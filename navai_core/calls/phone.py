@@ -26,6 +26,7 @@ from .._http import Reply, RequestContext
 from .._json import JsonObject
 from ..concurrency.owner import Concurrency
 from ..concurrency.threads import Busy
+from ..routes.cors import LogThrottle
 from ..upstream.messages import upstream_failure
 from ..upstream.providers import RealtimeTarget
 from ..upstream.retry import RetryPolicy
@@ -177,6 +178,8 @@ class PhoneCalls:
         self._check_budget = check_budget
         self._check_room = check_room
         self.seen = SeenWebhooks()
+        # Refused deliveries are logged once per client address per 300 s (as CORS refusals).
+        self._refusals = LogThrottle()
         self._pending: set[asyncio.Future[None] | concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
 
@@ -203,12 +206,16 @@ class PhoneCalls:
         try:
             checked = verify_webhook(secret, context.headers, body)
         except InvalidWebhook as exc:
-            logger.warning(
-                "webhook refused from %s: %s (webhook-id %.80r)",
-                context.client or "unknown",
-                exc.message,
-                context.header("webhook-id"),
-            )
+            client = context.client or "unknown"
+            if self._refusals.allow(client):
+                logger.warning(
+                    "webhook refused from %s: %s (webhook-id %.80r; further refusals from it "
+                    "are not logged for %d s)",
+                    client,
+                    exc.message,
+                    context.header("webhook-id"),
+                    self._refusals.seconds,
+                )
             raise
         event = parse_webhook_event(body)
         acting = incoming_call_runtime(event.type, runtime)

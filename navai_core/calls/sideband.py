@@ -13,7 +13,10 @@ function runs, so every rule of CONTRACT.md section 8 about *which* calls run an
 - a ``cancelled``, ``incomplete`` or ``failed`` response: calls not started are not run,
   outputs of started calls are still sent, and no ``response.create`` follows;
 - token usage is summed from ``response.done``; events it does not use, and garbage, are
-  ignored.
+  ignored;
+- what a call keeps is bounded whatever the upstream sends: at most ``MAX_OPEN_RESPONSES``
+  responses without their ``response.done`` (past it the oldest is closed: its calls' outputs
+  are still sent, no ``response.create`` follows), and the last ``SEEN_MEMORY`` call ids.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from ..functions.envelope import function_error
 COMPLETED = "completed"
 # Responses remembered after they closed, so a repeated response.done is recognised.
 CLOSED_MEMORY = 256
+# Responses open at once (no response.done yet); past it the oldest is closed. The same
+# bound as the GPT-Live tool loop's open delegations.
+MAX_OPEN_RESPONSES = 64
+# Function call ids remembered so that none runs twice.
+SEEN_MEMORY = 4096
 
 
 @attrs.frozen
@@ -68,7 +76,8 @@ class ToolLoop:
     """The decisions of one call's sideband (one instance per call; not thread-safe)."""
 
     def __init__(self) -> None:
-        self._seen: set[str] = set()  # call ids run or skipped: never run again
+        # Call ids run or skipped: never run again (the last SEEN_MEMORY, oldest first).
+        self._seen: dict[str, None] = {}
         self._responses: dict[str, _Response] = {}  # open responses by id
         self._running: dict[str, str] = {}  # call id -> response id, while it runs
         self._closed: collections.deque[str] = collections.deque(maxlen=CLOSED_MEMORY)
@@ -118,11 +127,11 @@ class ToolLoop:
         if call_id in self._seen:
             return []
         if response_id in self._closed:
-            self._seen.add(call_id)  # its response already ended: too late to start
+            self._remember(call_id)  # its response already ended: too late to start
             return []
-        state = self._responses.setdefault(response_id, _Response())
+        state = self._open(response_id)
         if state.done and state.status != COMPLETED:
-            self._seen.add(call_id)
+            self._remember(call_id)
             return []
         return [self._start(response_id, state, call_id, name, event.get("arguments"))]
 
@@ -132,7 +141,7 @@ class ToolLoop:
         response_id = _text(response.get("id"))
         if response_id in self._closed:
             return []  # a repeated response.done
-        state = self._responses.setdefault(response_id, _Response())
+        state = self._open(response_id)
         if state.done:
             return []
         usage = response.get("usage")
@@ -155,19 +164,36 @@ class ToolLoop:
                     self._start(response_id, state, call_id, name, item.get("arguments"))
                 )
             else:
-                self._seen.add(call_id)  # interrupted before it started: never run
+                self._remember(call_id)  # interrupted before it started: never run
         return actions + self._settle(response_id, state)
 
     def _start(
         self, response_id: str, state: _Response, call_id: str, name: str, arguments: object
     ) -> RunFunction:
-        self._seen.add(call_id)
+        self._remember(call_id)
         state.started.add(call_id)
         state.pending.add(call_id)
         self._running[call_id] = response_id
         self.function_calls += 1
         text = arguments if isinstance(arguments, str) else "{}"
         return RunFunction(call_id, name, text, response_id)
+
+    def _open(self, response_id: str) -> _Response:
+        """The state of response ``response_id``, opened if new (closing the oldest open one
+        past ``MAX_OPEN_RESPONSES``)."""
+        state = self._responses.get(response_id)
+        if state is None:
+            if len(self._responses) >= MAX_OPEN_RESPONSES:
+                oldest = next(iter(self._responses))
+                del self._responses[oldest]
+                self._closed.append(oldest)
+            state = self._responses[response_id] = _Response()
+        return state
+
+    def _remember(self, call_id: str) -> None:
+        self._seen[call_id] = None
+        if len(self._seen) > SEEN_MEMORY:
+            del self._seen[next(iter(self._seen))]
 
     def _settle(self, response_id: str, state: _Response) -> list[Action]:
         """Close a response that has ended and has every output; maybe ask for the next."""

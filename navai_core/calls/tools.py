@@ -99,7 +99,16 @@ class EventSender(Protocol):
 class ToolRunner:
     """Runs the function calls of one call (touched only on the call's loop)."""
 
-    __slots__ = ("_events", "_runner", "_sender", "call_id", "functions", "protocol", "slots")
+    __slots__ = (
+        "_events",
+        "_runner",
+        "_sender",
+        "call_id",
+        "functions",
+        "protocol",
+        "refused",
+        "slots",
+    )
 
     def __init__(
         self,
@@ -117,6 +126,12 @@ class ToolRunner:
         self._events = events
         self.functions: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(MAX_PARALLEL_FUNCTIONS)
+        self.refused = 0  # function calls answered at once with TOO_MANY_FUNCTIONS
+
+    @property
+    def ran(self) -> int:
+        """Function calls run (started by the protocol and not refused at once)."""
+        return self.protocol.function_calls - self.refused
 
     async def feed(self, event: object) -> None:
         """Carry out what the protocol makes of a server event."""
@@ -147,6 +162,7 @@ class ToolRunner:
 
     async def _refuse(self, action: RunFunction) -> None:
         """Too many function calls pending: an error output at once, no task."""
+        self.refused += 1
         details = TOO_MANY_DETAILS.format(n=len(self.functions))
         body = function_error(action.name, TOO_MANY_FUNCTIONS, details)
         self._events.tool_ran(self.call_id, _tool_run(action, body, 0.0))

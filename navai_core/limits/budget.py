@@ -44,10 +44,17 @@ class CallBudget:
         return int(self.item.amount)
 
     @staticmethod
-    def due(elapsed: float, charged: int) -> int:
-        """Whole seconds of call time not charged yet, after ``elapsed`` seconds of a call
-        of which ``charged`` were charged (a started second is charged at the end)."""
-        return max(0, int(elapsed) - charged)
+    def ahead(elapsed: float, tick: float, charged: int) -> int:
+        """Whole seconds to charge now, ``elapsed`` seconds into a call of which ``charged``
+        were charged, so that it has paid for the next ``tick`` seconds too: a call never
+        runs on time it has not paid for, and once a charge does not fit it ends."""
+        return max(0, math.ceil(elapsed + tick) - charged)
+
+    @staticmethod
+    def settle(elapsed: float, charged: int) -> int:
+        """What a call of ``elapsed`` seconds still owes when it ends (every started second
+        counts); negative: the seconds paid ahead and not used, given back."""
+        return math.ceil(elapsed) - charged
 
 
 def budget_spent(reset_time: float, now: float) -> TooManyRequests:
@@ -94,8 +101,9 @@ class CallBudgets:
             raise budget_spent(reset, time.time())
 
     async def acharge(self, key: str, seconds: int) -> bool | None:
-        """Count ``seconds`` of call time: False once the budget is spent, None when the
-        store failed (nothing counted: charged again at the next tick)."""
-        if self.budget is None or seconds <= 0:
+        """Count ``seconds`` of call time (counted even when they do not fit): False when
+        the count is past the budget, None when the store failed (nothing counted: charged
+        again at the next tick). Negative ``seconds`` give time back."""
+        if self.budget is None or seconds == 0:
             return True
         return await self._limiter.acharge(self.budget.item, self.BUCKET, key, seconds)

@@ -85,6 +85,31 @@ def preflight_headers(
     )
 
 
+class LogThrottle:
+    """Says whether to log about ``key`` now: at most once per ``seconds`` per key, with at
+    most ``remembered`` keys kept (a flood of made-up keys cannot grow memory, it only logs
+    more). Thread-safe."""
+
+    def __init__(
+        self, seconds: float = REFUSAL_LOG_SECONDS, remembered: int = REFUSALS_REMEMBERED
+    ) -> None:
+        self.seconds = seconds
+        self.remembered = remembered
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.seconds:
+                return False
+            if len(self._last) >= self.remembered:
+                self._last.clear()
+            self._last[key] = now
+            return True
+
+
 class Cors:
     """The CORS policy of one server (``origins`` and ``credentials`` as
     :attr:`NavaiConfig.cors_origins` and :attr:`NavaiConfig.cors_allow_credentials`)."""
@@ -92,8 +117,7 @@ class Cors:
     def __init__(self, origins: tuple[str, ...] | None, credentials: bool = False) -> None:
         self.origins = origins
         self.credentials = credentials
-        self._lock = threading.Lock()
-        self._refusals: dict[str, float] = {}
+        self._refusals = LogThrottle()
 
     def preflight(self, context: RequestContext, methods: tuple[str, ...]) -> Reply:
         """The answer to ``OPTIONS``: 204 with the CORS headers, or 403 for a foreign origin
@@ -128,14 +152,8 @@ class Cors:
         return reply.with_headers(*_VARY)
 
     def _log_refusal(self, origin: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._refusals.get(origin)
-            if last is not None and now - last < REFUSAL_LOG_SECONDS:
-                return
-            if len(self._refusals) >= REFUSALS_REMEMBERED:
-                self._refusals.clear()
-            self._refusals[origin] = now
+        if not self._refusals.allow(origin):
+            return
         logger.warning(
             "refused a request from origin %r: not in NAVAI_CORS_ORIGIN%s",
             origin[:200],

@@ -23,7 +23,7 @@ import attrs
 from limits import RateLimitItem
 
 from .._config import NavaiConfig, rate_limit
-from .._errors import CallsFull, NotFound
+from .._errors import CallsFull, NavaiError, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext
 from ..calls.leases import CallEntry, CallLeases
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .._models import ModelNotices
     from ..calls.manager import CallManager
     from ..calls.phone import PhoneCalls
+    from ..calls.places import Place
     from ..concurrency.owner import Concurrency
     from ..functions.registry import FunctionRegistry
 
@@ -291,11 +292,16 @@ class Hangup:
 class StartCall:
     """Create a call upstream, hold it (its sideband) and answer 201 with the SDP answer.
 
+    A place among the process's calls is reserved before the create (503 when there is
+    none: nothing reaches OpenAI) and becomes the call's when it is held. A call that cannot
+    be held after all (the server began to stop, the loop that holds calls did not take it
+    in time) is hung up again before the 503 is answered; a create whose request is cancelled
+    (a server's shutdown grace ran out) is hung up once it answers.
+
     The sync tail holds the call on navai's background loop, never on a running loop it may
     find: a sync ``handle()`` can run inside a short-lived loop (Django's per-request
     ``asyncio.run`` under WSGI) whose end would cancel the call. The async tail holds it on
-    the server's loop. A call that cannot be held (the process filled up meanwhile) is hung
-    up again before the refusal is answered."""
+    the server's loop."""
 
     request: UpstreamRequest
     target: RealtimeTarget = attrs.field(repr=False)
@@ -307,32 +313,61 @@ class StartCall:
     model: str = ""
 
     def run(self, navai: Server) -> Reply:
-        answer = self._parse(navai.send_upstream(self.request))
+        place = navai.calls.reserve() if navai.config.call_sideband else None
         try:
-            self._hold(navai, answer, navai.concurrency.loop())
-        except CallsFull:
-            with contextlib.suppress(Exception):
-                navai.send_upstream(navai.calls.runtime.hangup_request(self.target, answer.call_id))
-            raise
+            answer = self._parse(navai.send_upstream(self.request))
+            try:
+                self._hold(navai, answer, navai.concurrency.loop(), place)
+            except CallsFull:
+                hangup = navai.calls.runtime.hangup_request(self.target, answer.call_id)
+                with contextlib.suppress(Exception):
+                    navai.send_upstream(hangup)
+                raise
+        finally:
+            if place is not None:
+                place.release()  # (a no-op once the call holds it)
         return self._reply(navai, answer)
 
     async def arun(self, navai: Server) -> Reply:
-        reply = await navai.asend_upstream(self.request)
-        answer = self._parse(reply)
+        place = navai.calls.reserve() if navai.config.call_sideband else None
         try:
-            self._hold(navai, answer, asyncio.get_running_loop())
-        except CallsFull:
-            hangup = navai.calls.runtime.hangup_request(self.target, answer.call_id)
-            with contextlib.suppress(Exception):
-                await navai.asend_upstream(hangup)
-            raise
+            create = asyncio.ensure_future(navai.asend_upstream(self.request))
+            try:
+                reply = await asyncio.shield(create)
+            except asyncio.CancelledError:
+                navai.calls.late_creates.adopt(create, self._call_id_of, self.target, place)
+                place = None  # released once the late answer is dealt with
+                raise
+            answer = self._parse(reply)
+            try:
+                self._hold(navai, answer, asyncio.get_running_loop(), place)
+            except CallsFull:
+                hangup = navai.calls.runtime.hangup_request(self.target, answer.call_id)
+                with contextlib.suppress(Exception):
+                    await navai.asend_upstream(hangup)
+                raise
+        finally:
+            if place is not None:
+                place.release()
         return self._reply(navai, answer)
 
     def _parse(self, reply: UpstreamReply) -> CallAnswer:
         parse = parse_live_call_response if self.runtime == "live" else parse_call_response
         return parse(self.request, reply.status, reply.content, reply.headers)
 
-    def _hold(self, navai: Server, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
+    def _call_id_of(self, reply: UpstreamReply) -> str | None:
+        try:
+            return self._parse(reply).call_id
+        except NavaiError:
+            return None
+
+    def _hold(
+        self,
+        navai: Server,
+        answer: CallAnswer,
+        loop: asyncio.AbstractEventLoop,
+        place: Place | None,
+    ) -> None:
         if navai.config.call_sideband:
             navai.calls.attach(
                 answer.call_id,
@@ -341,6 +376,7 @@ class StartCall:
                 loop=loop,
                 session=self.session,
                 model=self.model,
+                place=place,
             )
 
     def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
@@ -449,26 +485,25 @@ def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatc
 
 
 def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
-    """End a call. Who may: for a call this process holds, the rate-limit key that created
-    it, or anyone the route's authorisation hook allows; any other well-formed id (a call
-    another worker holds) only with that hook configured (it allowed this request), through
-    OpenAI's hangup with the backend key. Everything else: 404, like an unknown id."""
+    """End a call this process holds. The route's authorisation hook (run before this plan)
+    says who may use the route; the rate-limit key says whose call it is: both must hold.
+    Another key's call answers 404, like an unknown id, and reaches nobody; so does an id this
+    process does not hold, unless the store the workers share (CONTRACT §13) says it is the
+    caller's call on another worker: then it is hung up through OpenAI with the backend key.
+    The body is JSON (``{}`` or empty, with ``Content-Type: application/json``):
+    a page on another site cannot post one without a CORS preflight."""
     call_id = found.params.get("call_id", "")
-    vouched = found.route.authorize is not None
     held = navai.calls.get(call_id)
+    key = client_key(navai.config.rate_limit_key, context)
     if held is not None:
-        if not vouched and held.key != client_key(navai.config.rate_limit_key, context):
+        if held.key != key:
             raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
         return Hangup(call_id)
-    if not valid_call_id(call_id) or navai.config.backend_key_source() is None:
-        raise NotFound(UNKNOWN_CALL)
     leases = navai.calls.leases
-    if isinstance(leases, CallLeases):  # a shared store: the call may be another worker's
-        key = client_key(navai.config.rate_limit_key, context)
-        return StoredHangup(leases, call_id, key, _upstream_hangup(navai, call_id), vouched)
-    if not vouched:
-        raise NotFound(UNKNOWN_CALL)
-    return _upstream_hangup(navai, call_id)
+    usable = valid_call_id(call_id) and navai.config.backend_key_source() is not None
+    if isinstance(leases, CallLeases) and usable:  # a shared store: another worker's call?
+        return StoredHangup(leases, call_id, key, _upstream_hangup(navai, call_id))
+    raise NotFound(UNKNOWN_CALL)
 
 
 def _upstream_hangup(navai: Server, call_id: str) -> Upstream:
@@ -491,13 +526,12 @@ class StoredHangup:
     says who may use the route, the key says whose call it is, and both must hold — the
     request's rate-limit key must be the one that created the call. The hangup goes through
     OpenAI with the backend key; the owner sees its control connection close and writes the
-    call's record. A call not in the store: hung up only when the hook vouched, else 404."""
+    call's record. A call not in the store (or the store failing): 404, like an unknown id."""
 
     leases: CallLeases = attrs.field(repr=False)
     call_id: str
     rate_key: str
     upstream: Upstream
-    vouched: bool
 
     def run(self, navai: Server) -> Reply:
         try:
@@ -514,10 +548,8 @@ class StoredHangup:
         return await self._step(entry).arun(navai)
 
     def _step(self, entry: CallEntry | None) -> Upstream:
-        if entry is None and not self.vouched:
-            raise NotFound(UNKNOWN_CALL)
-        if entry is not None and entry.key != self.rate_key:
-            raise NotFound(UNKNOWN_CALL)  # not the caller's: as if it did not exist
+        if entry is None or entry.key != self.rate_key:
+            raise NotFound(UNKNOWN_CALL)  # unknown, or not the caller's: as if it did not exist
         return self.upstream
 
 
@@ -595,6 +627,7 @@ ROUTES: tuple[RouteRow, ...] = (
         _call_hangup,
         authorize="authorize_client_secret",
         limit="rate_limit_calls",
+        reads_body=True,  # a JSON body: no simple cross-site POST (415)
         suffix="/{call_id}/hangup",
     ),
     # OpenAI's signed webhooks (phone calls): the signature is the authorisation, and it
