@@ -703,7 +703,7 @@ def test_a_client_changing_the_session_gets_navais_session_back(
         call.wait_for(lambda c: len(c.of_type("session.update")) == 2)
         time.sleep(0.2)
         assert len(call.of_type("session.update")) == 2
-        assert http.post(f"/navai/realtime/calls/{call_id}/hangup").status_code == 200
+        assert http.post(f"/navai/realtime/calls/{call_id}/hangup", json={}).status_code == 200
     navai.close()
     [summary] = summaries
     assert summary.session_restored == 2 and summary.runtime == "realtime"

@@ -156,13 +156,13 @@ def test_a_live_call_runs_tools_once_and_asks_for_one_response(
         "response.create",
     ]
     # Hang up through navai: Live's /hangup.
-    hung = target.http.post(f"/navai/realtime/calls/{call_id}/hangup")
+    hung = target.http.post(f"/navai/realtime/calls/{call_id}/hangup", json={})
     assert (hung.status_code, hung.json()) == (200, {"ok": True, "call_id": call_id})
     assert call.hangups == 1
     assert fake_live.requests[-1].path == f"/v1/live/sessions/{call_id}/hangup"
     logs = wait_log(target, mark, f"call {call_id} ended (hangup)")
     assert "2 function call(s), 42 tokens" in logs
-    again = target.http.post(f"/navai/realtime/calls/{call_id}/hangup")
+    again = target.http.post(f"/navai/realtime/calls/{call_id}/hangup", json={})
     assert again.status_code == 404
     assert SERVER_KEY not in logs
 
@@ -187,7 +187,7 @@ def test_openai_closing_the_session_ends_the_call(target: Target, fake_live: Fak
     call.close("remote_hangup", 12)
     wait_log(target, mark, f"call {call_id} ended (ended)")
     assert call.hangups == 0  # OpenAI ended it: navai does not hang up again
-    assert target.http.post(f"/navai/realtime/calls/{call_id}/hangup").status_code == 404
+    assert target.http.post(f"/navai/realtime/calls/{call_id}/hangup", json={}).status_code == 404
 
 
 def test_live_errors(target: Target, fake_live: FakeOpenAI) -> None:

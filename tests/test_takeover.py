@@ -113,9 +113,10 @@ def test_hangup_on_another_worker_needs_the_key_that_created_the_call(fake, redi
     call.wait_for(lambda c: c._outbox is not None)
     path = f"/navai/realtime/calls/{call.call_id}/hangup"
     wait(lambda: b.leases.on_loop_sync(lambda: b.leases.entry(call.call_id)) is not None)
-    assert b.handle(RequestContext("POST", path, client="bob")).status == 404
+    json = {"content-type": "application/json"}  # (the hangup route reads a JSON body)
+    assert b.handle(RequestContext("POST", path, json, client="bob")).status == 404
     assert call.hangups == 0
-    reply = b.handle(RequestContext("POST", path, client="alice"))
+    reply = b.handle(RequestContext("POST", path, json, client="alice"))
     assert reply.status == 200 and reply.body == {"ok": True, "call_id": call.call_id}
     assert call.hangups == 1
     wait(lambda: call.call_id not in a.calls)

@@ -134,7 +134,8 @@ def test_two_survivors_never_both_attach(cluster):
 def test_hangup_through_a_worker_that_does_not_own_the_call(cluster):
     owner, other = cluster.start_workers(2)
     call = owned_call(cluster, owner)
-    reply = httpx2.post(f"{other.url}/navai/realtime/calls/{call.call_id}/hangup", timeout=10)
+    path = f"/navai/realtime/calls/{call.call_id}/hangup"
+    reply = httpx2.post(f"{other.url}{path}", json={}, timeout=10)
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"ok": True, "call_id": call.call_id}
     assert call.hangups == 1
@@ -142,7 +143,8 @@ def test_hangup_through_a_worker_that_does_not_own_the_call(cluster):
     wait(lambda: f"call {call.call_id} ended (ended)" in owner.output(), 5)
     assert f"call {call.call_id} ended" not in other.output()
     wait(lambda: not cluster.stored(call.call_id), 3)  # forgotten by its owner
-    unknown = httpx2.post(f"{other.url}/navai/realtime/calls/rtc_nobody/hangup", timeout=10)
+    nobody = f"{other.url}/navai/realtime/calls/rtc_nobody/hangup"
+    unknown = httpx2.post(nobody, json={}, timeout=10)
     assert unknown.status_code == 404
 
 

@@ -130,7 +130,9 @@ async def call_through(url: str) -> dict[str, Any]:
         while not said("response.output_audio_transcript.done"):
             assert time.monotonic() < deadline, events
             await asyncio.sleep(0.05)
-        hangup = await asyncio.to_thread(httpx2.post, f"{url}{location}/hangup", timeout=WAIT)
+        hangup = await asyncio.to_thread(
+            httpx2.post, f"{url}{location}/hangup", json={}, timeout=WAIT
+        )
         assert hangup.status_code == 200, hangup.text
         return {"location": location, "events": events, "said": said}
     finally:
