@@ -75,7 +75,11 @@ def test_exact_multipart_request() -> None:
         "type": "realtime",
         "model": NavaiConfig().model,
         "instructions": "You are a helpful assistant.",
-        "audio": {"output": {"voice": "marin"}},
+        # The caller's words, for the call record (CONTRACT section 12).
+        "audio": {
+            "output": {"voice": "marin"},
+            "input": {"transcription": {"model": NavaiConfig().transcription_model}},
+        },
         "tools": [
             {
                 "type": "function",

@@ -262,13 +262,15 @@ class CallManager:
         rate_key: str,
         transport: str = "webrtc",
         loop: asyncio.AbstractEventLoop | None = None,
+        model: str | None = None,
     ) -> LiveCall:
         """Hold the call ``call_id`` (created or accepted with ``api_key``): open its control
         connection, run its function calls, enforce its limits, summarise it at the end.
 
         Returns at once. ``rate_key`` is whose budget the call spends (the rate-limit key of
         the request that created it, or a caller's number). ``transport`` only labels the
-        summary (``webrtc``, ``sip``, ...). ``loop`` is the event loop that holds the call:
+        summary (``webrtc``, ``sip``, ...); ``model``, the model the call's session asked
+        for, labels its record. ``loop`` is the event loop that holds the call:
         by default the running loop (an async server's), else navai's background loop. Sync
         code that may run inside a short-lived loop (Django's per-request ``asyncio.run``
         under WSGI) passes navai's background loop (``navai.concurrency.loop()``) so the
@@ -281,14 +283,17 @@ class CallManager:
         if loop is None:
             loop = here or self._concurrency.loop()
         if loop is here:
-            call = self._register(self._new_call(call_id, target, rate_key, transport, loop))
+            call = self._new_call(call_id, target, rate_key, transport, loop, model)
+            call = self._register(call)
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
         if not loop.is_running():
             raise RuntimeError("the event loop to hold the call on is not running")
 
         async def start() -> LiveCall:
-            return self.attach(call_id, api_key=api_key, rate_key=rate_key, transport=transport)
+            return self.attach(
+                call_id, api_key=api_key, rate_key=rate_key, transport=transport, model=model
+            )
 
         future = asyncio.run_coroutine_threadsafe(start(), loop)
         try:
@@ -398,10 +403,11 @@ class CallManager:
         key: str,
         transport: str,
         loop: asyncio.AbstractEventLoop,
+        model: str | None = None,
     ) -> _Call:
         """A call and its parts (on its loop: the parts' asyncio objects belong to it)."""
         call = _Call(call_id, target, key, transport, loop, self.settings, self._dispatch)
-        call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0))
+        call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0, model))
         url = self.runtime.sideband_url(target, call_id)
         call.connection = Connection(
             call_id, url, target.headers, delays=self.reconnect_delays, connect=self._connect
@@ -470,11 +476,14 @@ class CallManager:
                 await _hang_up(self._send_upstream, request, call.call_id)
             await call.limits.settle()
         finally:
-            summary = call.summary(reason)
+            summary = call.events.finish(call.summary(reason))
             with self._lock:
                 self._calls.pop(call.call_id, None)
-            call.events.ended(summary)
-            call.done.set()
+            try:
+                if (published := call.events.ended(summary)) is not None:
+                    await published  # the call log's line, before the hook
+            finally:
+                call.done.set()
             await anotify(self.settings.on_call_end, summary, owner=self._concurrency)
 
 

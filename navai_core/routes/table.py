@@ -25,7 +25,7 @@ from limits import RateLimitItem
 from .._config import NavaiConfig, rate_limit
 from .._errors import CallsFull, NotFound
 from .._hooks import AuthHook
-from .._http import Reply, RequestContext
+from .._http import Reply, RequestContext, Stream
 from ..calls.phone import plan_webhook
 from ..calls.plans import (
     SDP_CONTENT_TYPE,
@@ -46,7 +46,7 @@ from ..sessions.client_secret import (
 )
 from ..sessions.speech import build_speech_request, parse_speech_response
 from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
-from ..upstream.providers import RealtimeTarget, realtime_target
+from ..upstream.providers import RealtimeTarget, provider_for, realtime_target
 from .body import JSON_MEDIA_TYPE, parse_json_body
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ..calls.phone import PhoneCalls
     from ..concurrency.owner import Concurrency
     from ..functions.registry import FunctionRegistry
+    from ..records.record import Recorder
 
 
 class Server(Protocol):
@@ -70,6 +71,9 @@ class Server(Protocol):
 
     @property
     def concurrency(self) -> Concurrency: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
 
     @property
     def model_notices(self) -> ModelNotices: ...
@@ -299,6 +303,7 @@ class StartCall:
     request: UpstreamRequest
     target: RealtimeTarget = attrs.field(repr=False)
     rate_key: str
+    model: str | None = None
 
     def run(self, navai: Server) -> Reply:
         answer = self._parse(navai.send_upstream(self.request))
@@ -328,7 +333,9 @@ class StartCall:
     def _hold(self, navai: Server, answer: CallAnswer, loop: asyncio.AbstractEventLoop) -> None:
         if navai.config.call_sideband:
             key = self.target.key
-            navai.calls.attach(answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop)
+            navai.calls.attach(
+                answer.call_id, api_key=key, rate_key=self.rate_key, loop=loop, model=self.model
+            )
 
     def _reply(self, navai: Server, answer: CallAnswer) -> Reply:
         location = (navai.config.calls_path or "").rstrip("/")
@@ -430,7 +437,8 @@ def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatc
         options = parse_call_body(parsed)
     plan = plan_call(c, options, navai.functions() if c.functions_enabled else None)
     navai.model_notices.requested(options.session.model)
-    return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context))
+    model = options.session.model or provider_for(c).default_model(c)
+    return StartCall(plan.request, plan.target, client_key(c.rate_limit_key, context), model)
 
 
 def _call_hangup(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Step:
@@ -457,6 +465,28 @@ def _call_hangup(navai: Server, context: RequestContext, body: Any, found: Route
         return _hung_up(call_id, True)
 
     return Upstream(request, finish)
+
+
+EVENT_STREAM = "text/event-stream"
+EVENTS_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
+
+
+def _call_events(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
+    """The events stream of a call this process holds (CONTRACT section 14), for the
+    rate-limit key that created it or anyone the route's authorisation hook allows; any
+    other id, a call held elsewhere or one that ended: 404, like the hangup route."""
+    call_id = found.params.get("call_id", "")
+    held = navai.calls.get(call_id)
+    vouched = found.route.authorize is not None
+    if held is None or (
+        not vouched and held.key != client_key(navai.config.rate_limit_key, context)
+    ):
+        raise NotFound(UNKNOWN_CALL)
+    events = navai.recorder.calls.get(call_id)
+    if events is None:
+        raise NotFound(UNKNOWN_CALL)  # it ended meanwhile
+    stream = Stream(events.stream(), events.loop)
+    return Reply(200, None, EVENTS_HEADERS, content_type=EVENT_STREAM, stream=stream)
 
 
 # ----- the table -----------------------------------------------------------------------------
@@ -534,6 +564,15 @@ ROUTES: tuple[RouteRow, ...] = (
         authorize="authorize_client_secret",
         limit="rate_limit_calls",
         suffix="/{call_id}/hangup",
+    ),
+    RouteRow(
+        "call_events",
+        "calls_path",
+        ("GET",),
+        _call_events,
+        authorize="authorize_client_secret",
+        limit="rate_limit_calls",
+        suffix="/{call_id}/events",
     ),
     # OpenAI's signed webhooks (phone calls): the signature is the authorisation, and it
     # covers the body's bytes exactly as received.
