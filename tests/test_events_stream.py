@@ -258,3 +258,41 @@ def test_the_route_answers_a_stream_in_process(make_navai, fake_realtime: FakeOp
     status, content_type, chunks = asyncio.run(run())
     assert status == 200 and content_type == "text/event-stream"
     assert chunks[-1].startswith(b"event: end\n")
+
+
+def test_the_flask_integration_streams_the_events(make_navai, fake_realtime: FakeOpenAI) -> None:
+    """A framework integration on WSGI (Flask): the worker iterates the stream's chunks,
+    each made on navai's background loop that holds the call."""
+    import flask
+
+    from navai_adapters.flask import NavaiFlask
+
+    fake_realtime.reset()
+    app = flask.Flask(__name__)
+    navai = make_navai(fake_realtime, rate_limit_calls=None)
+    NavaiFlask(app, navai)
+    client = app.test_client()
+    created = client.post(
+        "/navai/realtime/calls", data="v=0\r\n", headers={"Content-Type": "application/sdp"}
+    )
+    assert created.status_code == 201
+    call_id = created.headers["Location"].rsplit("/", 1)[1]
+    reply = client.get(f"/navai/realtime/calls/{call_id}/events", buffered=False)
+    assert reply.status_code == 200 and reply.mimetype == "text/event-stream"
+    chunks = reply.response  # the body as the server sends it, chunk by chunk
+    first = next(iter(chunks))
+    assert first == f": navai call {call_id}\n\n".encode()
+    call = fake_realtime.call(call_id)
+    call.wait_for(lambda c: c.connections == 1)
+    call.send(
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "transcript": USER_SAID,
+        }
+    )
+    said = next(iter(chunks))
+    assert said.startswith(b"event: transcript\n") and USER_SAID.encode() in said
+    call.end()
+    rest = list(chunks)
+    reply.close()
+    assert rest[-1].startswith(b"event: end\n")
