@@ -119,6 +119,10 @@ def test_call_session_is_the_client_secret_session_plus_tools() -> None:
             cfg, CallOptions(sdp=OFFER, session=options), None, boundary="b"
         )
         call = json.loads(parts(request.content, "b")["session"][1])
+        # The call also asks for input transcription (its record's user turns, section 12).
+        heard = call["audio"].pop("input")
+        assert heard == {"transcription": {"model": cfg.transcription_model}}
+        secret.setdefault("audio", {})
         assert call == secret
 
 

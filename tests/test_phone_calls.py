@@ -418,7 +418,10 @@ def test_hook_session_overrides_and_budget_key(serve, realtime):
     (accept,) = wait_control(realtime, call.call_id)
     body = json.loads(accept.body)
     assert body["instructions"] == f"Caller {CALLER}."
-    assert body["audio"] == {"output": {"voice": "marin", "speed": 1.2}}
+    assert body["audio"] == {
+        "output": {"voice": "marin", "speed": 1.2},
+        "input": {"transcription": {"model": "gpt-live-transcribe"}},  # for the call record
+    }
     assert body["type"] == "realtime"
     call.wait_for(lambda c: c.connections == 1)
     (live,) = [c for c in server.navai.calls.live() if c.call_id == call.call_id]

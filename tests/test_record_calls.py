@@ -57,7 +57,9 @@ def provider() -> None:
     if not isinstance(current, TracerProvider):
         current = TracerProvider()
         trace.set_tracer_provider(current)
-    current.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    if not getattr(EXPORTER, "added", False):  # once, whichever module runs first
+        current.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        EXPORTER.added = True  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
