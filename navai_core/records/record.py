@@ -16,9 +16,10 @@ Everything here is pure but :meth:`Recorder.publish` (the file and the spans).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._json import JsonValue
 from ..calls.sideband import add_usage
@@ -29,7 +30,16 @@ from .transcript import Redact, Transcript
 
 if TYPE_CHECKING:
     from .._config import NavaiConfig
-    from .events import RecordEvents
+
+
+class Watched(Protocol):
+    """A live call's events as the events route sees them (``records/events.py``)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def stream(self) -> AsyncIterator[bytes]: ...
+
 
 #: Events a watcher may leave unread before it is disconnected (records/events.py).
 WATCH_LIMIT = 256
@@ -166,7 +176,7 @@ class Recorder:
         self.tracing_on = tracing_on
         # The live calls' events (records/events.py), by call id: what the events route
         # streams. Set and removed on each call's loop; looked up from any thread.
-        self.calls: dict[str, RecordEvents] = {}
+        self.calls: dict[str, Watched] = {}
         self.watch_limit = WATCH_LIMIT
         self.ping_seconds = PING_SECONDS
 

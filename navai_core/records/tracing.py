@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from .._http import Reply
-    from .._navai import Navai
     from ..functions.dispatch import PreparedCall
 
 F = TypeVar("F", bound="Callable[..., Reply]")
@@ -215,11 +214,11 @@ class _Step:
             _fail(span, None, str(reply.status))
         return reply
 
-    def run(self, navai: Navai) -> Reply:
+    def run(self, navai: Any) -> Reply:  # the server (routes/table.py's Server)
         with _tracer().start_as_current_span(self.name, attributes=self.attributes) as span:
             return self._finish(span, self.step.run(navai))
 
-    async def arun(self, navai: Navai) -> Reply:
+    async def arun(self, navai: Any) -> Reply:
         with _tracer().start_as_current_span(self.name, attributes=self.attributes) as span:
             return self._finish(span, await self.step.arun(navai))
 
