@@ -20,6 +20,12 @@ backend function. It then:
    turnaround runs to navai's ``response.item.create``;
 3. stops navai with SIGTERM (it hangs every call up) and checks every call was hung up.
 
+The call record is on (CONTRACT section 12): each second's function call comes with what the
+caller said (``conversation.item.input_audio_transcription.completed``), the model's answer
+(``response.output_audio_transcript.done``) and full token usage on ``response.done``, and
+``NAVAI_CALL_LOG`` gets each call's line at the hang-up: the benchmark prints the log's bytes
+per call. ``--no-transcripts`` sends the function calls alone (the earlier load).
+
 It also prints the CPU navai and this process (the fake and the load) used during the load,
 and the machine's load average at the start: the two processes share the machine's cores.
 During the load this process's own garbage collector is off (after ``gc.freeze()``): the
@@ -56,6 +62,22 @@ from fakes import FakeOpenAI  # noqa: E402
 from fakes.live import function_call, response_completed  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
+USER_DONE = "conversation.item.input_audio_transcription.completed"
+ANSWER_DONE = "response.output_audio_transcript.done"
+SAID = "Where is my order? It was due on Tuesday."
+ANSWERED = "It shipped yesterday and arrives tomorrow."
+USAGE = {
+    "total_tokens": 300,
+    "input_tokens": 200,
+    "output_tokens": 100,
+    "input_token_details": {
+        "text_tokens": 40,
+        "audio_tokens": 160,
+        "cached_tokens": 32,
+        "cached_tokens_details": {"text_tokens": 32, "audio_tokens": 0},
+    },
+    "output_token_details": {"text_tokens": 20, "audio_tokens": 80},
+}
 NAVAI = Path(sys.executable).with_name("navai")
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=bench\r\n"
 TOOLS = '''
@@ -79,6 +101,7 @@ def start_navai(
     log: Path | None,
     gc_mode: str = "tuned",
     runtime: str = "realtime",
+    call_log: Path | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NAVAI_", "OPENAI_"))}
     env.update(
@@ -91,6 +114,8 @@ def start_navai(
         NAVAI_CALL_RUNTIME=runtime,
         PYTHONUNBUFFERED="1",
     )
+    if call_log is not None:
+        env["NAVAI_CALL_LOG"] = str(call_log)
     args = [str(NAVAI), "serve", "--port", "0", "--gc", gc_mode, *(["--wsgi"] if wsgi else [])]
     process = subprocess.Popen(
         args,
@@ -151,6 +176,11 @@ def main() -> None:
         action="store_true",
         help="leave this process's garbage collector on during the load (see above)",
     )
+    parser.add_argument(
+        "--no-transcripts",
+        action="store_true",
+        help="send only the function calls (no transcript events, no usage)",
+    )
     parser.add_argument("--log", type=Path, help="write navai's log (stderr) to this file")
     parser.add_argument(
         "--samples", type=Path, help="write each turnaround (sent at, ms) to this CSV file"
@@ -162,7 +192,10 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "functions").mkdir()
         (folder / "functions" / "tools.py").write_text(TOOLS)
-        process, url = start_navai(fake, folder, args.wsgi, args.log, args.gc, args.runtime)
+        call_log = folder / "calls.jsonl"
+        process, url = start_navai(
+            fake, folder, args.wsgi, args.log, args.gc, args.runtime, call_log
+        )
         try:
             with httpx2.Client(base_url=url, timeout=30) as http:
                 http.get("/health")
@@ -233,9 +266,27 @@ def main() -> None:
                                             "arguments": "{}",
                                         }
                                     ],
+                                    "usage": {} if args.no_transcripts else USAGE,
                                 },
                             },
                         )
+                        if not args.no_transcripts:
+                            # After the function call (see docs/performance.md: an event the
+                            # fake sends right after another reaches navai about 40 ms later
+                            # on loopback, whatever the event, which would time the fake).
+                            call.send(
+                                {
+                                    "type": USER_DONE,
+                                    "item_id": f"u_{tick}",
+                                    "content_index": 0,
+                                    "transcript": f"{SAID} ({tick})",
+                                },
+                                {
+                                    "type": ANSWER_DONE,
+                                    "response_id": f"r2_{tick}",
+                                    "transcript": f"{ANSWERED} ({tick})",
+                                },
+                            )
                         sent += 1
                     tick += 1
                 time.sleep(2.0)
@@ -269,6 +320,8 @@ def main() -> None:
             # that other probes' timestamps can be lined up with the samples.
             lines = [f"# origin {first:.6f}\n", *(f"{t:.4f},{ms:.3f}\n" for t, ms in rows)]
             args.samples.write_text("".join(lines))
+        log_bytes = call_log.stat().st_size if call_log.exists() else 0
+        logged = len(call_log.read_text().splitlines()) if call_log.exists() else 0
         creates = sum(len(call.of_type("response.create")) for call in calls)
         hung_up = sum(1 for call in calls if call.hangups == 1)
         server = "WSGI on waitress" if args.wsgi else "ASGI on uvicorn"
@@ -277,6 +330,10 @@ def main() -> None:
         print(
             f"memory: {before / 1024:.1f} MB before, {idle / 1024:.1f} MB with the calls idle "
             f"({(idle - before) / len(calls):.1f} KB per call), {loaded / 1024:.1f} MB after load"
+        )
+        print(
+            f"call log: {logged} records, {log_bytes / max(logged, 1):,.0f} bytes per call "
+            f"({'function calls only' if args.no_transcripts else 'with transcripts and usage'})"
         )
         print(f"function calls: {sent} sent, {len(turnaround)} answered, {creates} response.create")
         print(

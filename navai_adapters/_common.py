@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from navai_core import Navai, NavaiConfig, Reply
+from navai_core._http import Stream
 
 if TYPE_CHECKING:
     from navai_core.functions.registry import FunctionRegistry
@@ -91,6 +92,21 @@ def response_parts(reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
     if reply.status in NO_BODY:
         return reply.status, headers, b""
     return reply.status, [("Content-Type", reply.content_type), *headers], reply.content
+
+
+class StreamBody:
+    """A WSGI body that is sent as it is produced (a :class:`Stream`, a call's events): the
+    server's worker thread iterates it, each chunk made on the stream's event loop; the
+    server's ``close()`` (the client left, or the stream ended) ends it there."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.stream)
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def internal_error() -> tuple[int, list[tuple[str, str]], bytes]:

@@ -310,6 +310,9 @@ def wsgi_server(app: Any, sock: socket.socket, limits: Limits) -> Any:
         "channel_timeout": max(1, round(limits.head_timeout + limits.body_timeout)),
         "cleanup_interval": 1,
         "asyncore_use_poll": True,  # select() stops at 1,024 descriptors
+        # Each write goes out at once (waitress holds up to 18,000 bytes by default): a
+        # call's events stream is small events, each wanted now.
+        "send_bytes": 1,
         # A declared body over navai's limit is refused before it is read (413), never
         # spooled to a temporary file; navai reads at most max_body_bytes + 1 of the rest.
         "max_request_body_size": limits.max_body_bytes + 1,

@@ -17,9 +17,10 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
+import attrs
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
@@ -79,12 +80,17 @@ async def _navai_response(
     left. Whatever fails here answers navai's generic 500."""
     try:
         reply = await navai.ahandle(context(), lambda limit: aread_limited(request.stream(), limit))
-        status, headers, content = response_parts(reply)
+        if reply.stream is not None:  # sent as it is produced (a call's events)
+            status, headers, content = response_parts(attrs.evolve(reply, encoded=b""))
+            response: Response = StreamingResponse(reply.stream, status_code=status)
+        else:
+            status, headers, content = response_parts(reply)
+            response = Response(content, status_code=status)
     except ClientDisconnect:
         return None
     except Exception:
         status, headers, content = internal_error()
-    response = Response(content, status_code=status)
+        response = Response(content, status_code=status)
     response.raw_headers.extend(
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
     )

@@ -16,15 +16,17 @@ core.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import attrs
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import URLPattern, path
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
 from ._common import (
+    StreamBody,
     filled_path,
     framework_path,
     get_navai,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["navai_urls", "request_context"]
 
-View = Callable[..., Awaitable[HttpResponse]]
+View = Callable[..., Awaitable[HttpResponse | StreamingHttpResponse]]
 
 
 def request_context(request: HttpRequest, path: str) -> RequestContext:
@@ -80,7 +82,7 @@ def navai_urls(
 
 
 def _view(navai: Navai, route: Route) -> View:
-    async def view(request: HttpRequest, **params: str) -> HttpResponse:
+    async def view(request: HttpRequest, **params: str) -> HttpResponse | StreamingHttpResponse:
         context = request_context(request, filled_path(route.path, params))
 
         def body(limit: int) -> bytes:  # read by the core once hooks and limits have passed
@@ -97,6 +99,12 @@ def _view(navai: Navai, route: Route) -> View:
                 # WSGI: Django runs this coroutine on a loop of its own for this one
                 # request; navai's sync path sends upstream on its own background loop.
                 reply = navai.handle(context, body)
+            if reply.stream is not None:  # sent as it is produced (a call's events)
+                status, headers, _ = response_parts(attrs.evolve(reply, encoded=b""))
+                chunks: Any = reply.stream
+                if not isinstance(request, ASGIRequest):
+                    chunks = StreamBody(reply.stream)  # iterated by the WSGI worker thread
+                return StreamingHttpResponse(chunks, status=status, headers=dict(headers))
             status, headers, content = response_parts(reply)
         except Exception:  # a client gone while its body was read: still a JSON answer
             status, headers, content = internal_error()

@@ -25,7 +25,7 @@ import attrs
 from fastapi import APIRouter
 from fastapi.params import Depends
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
@@ -79,10 +79,13 @@ def navai_router(
         for method in route.methods:
             # The core's operation for this method (a route it does not document gets none).
             operation = paths.get(route.path, {}).get(method.lower(), {})
+            ok = operation.get("responses", {}).get("200", {}).get("content", {})
             router.add_api_route(
                 route.path,
                 endpoint,
                 methods=[method],
+                # A 200 that is not JSON (a call's events stream): no JSON content added.
+                response_class=Response if ok and "application/json" not in ok else JSONResponse,
                 name=f"navai_{route.name}",
                 summary=operation.get("summary"),
                 operation_id=operation.get("operationId"),

@@ -20,6 +20,7 @@ import flask
 from navai_core import Navai, NavaiConfig
 
 from ._common import (
+    StreamBody,
     filled_path,
     framework_path,
     get_navai,
@@ -76,7 +77,11 @@ def _view(navai: Navai, route: Route) -> Callable[..., flask.Response]:
             return read_limited(request.stream.read, limit) or request.get_data()
 
         try:
-            status, headers, content = response_parts(navai.handle(context, body))
+            reply = navai.handle(context, body)
+            if reply.stream is not None:  # sent as it is produced (a call's events)
+                status, headers, _ = response_parts(attrs.evolve(reply, encoded=b""))
+                return _Response(StreamBody(reply.stream), status=status, headers=headers)
+            status, headers, content = response_parts(reply)
         except Exception:  # a client gone while its body was read: still a JSON answer
             status, headers, content = internal_error()
         return _Response(content, status=status, headers=headers)

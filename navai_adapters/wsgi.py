@@ -13,12 +13,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import attrs
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
 from navai_core import Navai, NavaiConfig, RequestContext
 
-from ._common import NO_BODY, get_navai, internal_error, read_limited, response_parts
+from ._common import (
+    NO_BODY,
+    StreamBody,
+    get_navai,
+    internal_error,
+    read_limited,
+    response_parts,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -94,6 +102,10 @@ class NavaiWSGIApp:
             reply = self.navai.handle(
                 request_context(request), lambda limit: read_limited(request.stream.read, limit)
             )
+            if reply.stream is not None:  # sent as it is produced (a call's events)
+                status, headers, _ = response_parts(attrs.evolve(reply, encoded=b""))
+                start_response(_status_line(status), headers)
+                return StreamBody(reply.stream)
             status, headers, content = response_parts(reply)
         except Exception:
             status, headers, content = internal_error()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -38,12 +40,72 @@ class RequestContext:
         return self.headers.get(name.lower(), default)
 
 
+class Stream:
+    """A reply body sent as it is produced (the events stream of a call): ``chunks``, an
+    async iterator of bytes that runs on the event loop ``loop`` (the call's).
+
+    An ASGI server iterates it with ``async for`` (:meth:`__aiter__`, from its own loop or
+    another); a WSGI server with ``for`` in its worker thread (:meth:`__iter__`: each chunk
+    is produced on ``loop``) and then calls :meth:`close`, which ends the iterator on its
+    loop."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self.chunks = chunks
+        self.loop = loop
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self.chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if asyncio.get_running_loop() is self.loop:
+            try:
+                async for chunk in self.chunks:
+                    yield chunk
+            finally:
+                await self.aclose()
+            return
+        try:
+            while True:
+                future = asyncio.run_coroutine_threadsafe(self._next(), self.loop)
+                waiting: asyncio.Future[bytes | None] = asyncio.wrap_future(future)
+                got = await waiting
+                if got is None:
+                    return
+                yield got
+        finally:
+            self.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The chunks from a thread that does not run ``loop`` (a WSGI worker)."""
+        while self.loop.is_running():
+            chunk = asyncio.run_coroutine_threadsafe(self._next(), self.loop).result()
+            if chunk is None:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(RuntimeError):
+                await aclose()
+
+    def close(self) -> None:
+        """End the iterator on its loop (without waiting)."""
+        if not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(self.aclose(), self.loop)
+
+
 @attrs.frozen
 class Reply:
     """A status, a JSON body and extra headers: every answer the core produces.
 
     A reply that is not JSON (the SDP answer of a call) carries its bytes in ``encoded``
-    and its ``content_type``."""
+    and its ``content_type``; one sent as it is produced carries a :class:`Stream` in
+    ``stream`` (``encoded`` and ``body`` then unused)."""
 
     status: int
     body: JsonValue
@@ -51,6 +113,7 @@ class Reply:
     # ``body`` already encoded, for replies answered many times (the function list).
     encoded: bytes | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
     content_type: str = attrs.field(default="application/json", kw_only=True)
+    stream: Stream | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
 
     @property
     def content(self) -> bytes:

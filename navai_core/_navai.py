@@ -29,6 +29,7 @@ from ._http import Reply, RequestContext
 from ._json import dumps
 from ._logging import ensure_handler, logger, secret_filter
 from ._models import ModelNotices, models_logger
+from .calls.events import CallEvents, LiveCall
 from .calls.leases import CallLeases
 from .calls.live import phone_session
 from .calls.manager import CallManager, CallSettings
@@ -40,6 +41,8 @@ from .functions.dispatch import PreparedCall, aexecute
 from .functions.registry import FunctionRegistry
 from .limits.budget import CallBudgets
 from .limits.rate import RateLimiter
+from .records.events import record_events
+from .records.record import Recorder
 from .routes.body import AsyncBodySource, BodySource
 from .routes.openapi import openapi_document
 from .routes.table import Route, routes_for
@@ -51,7 +54,7 @@ from .sessions.client_secret import (
     parse_client_secret_response,
 )
 from .upstream.messages import UpstreamReply, UpstreamRequest
-from .upstream.providers import realtime_target, target_for_key
+from .upstream.providers import provider_for, realtime_target, target_for_key
 from .upstream.retry import RetryPolicy
 from .upstream.send import asend, check_client, new_async_client, new_client, send
 
@@ -110,6 +113,8 @@ class Navai:
             total_timeout=c.upstream_timeout_seconds,
             connect_timeout=c.upstream_connect_timeout_seconds,
         )
+        # Each call's record (transcript, tools, cost; its log line and spans) and watchers.
+        self.recorder = Recorder.from_config(c)
         # The live calls of this process (server-controlled calls, see docs/calls.md).
         self.calls = CallManager(
             CallSettings.from_config(c),
@@ -119,6 +124,7 @@ class Navai:
             registry=self.afunctions,
             execute=self._aexecute,
             concurrency=self.concurrency,
+            events=self._call_events,
         )
         # Incoming phone calls (docs/phone-calls.md), created on the first webhook.
         self._phone: PhoneCalls | None = None
@@ -307,6 +313,11 @@ class Navai:
                 body = _short_warnings(body, registry.warnings, logged)
             listed = self._listed = (*key, Reply(200, body, encoded=dumps(body)))
         return listed[2]
+
+    def _call_events(self, call: LiveCall) -> CallEvents:
+        """What is told of a call as it goes: its log lines, its record, its watchers."""
+        model = call.model or provider_for(self.config).default_model(self.config)
+        return record_events(self.recorder, call, runtime=self.calls.runtime.name, model=model)
 
     # ----- phone calls ---------------------------------------------------------------
 

@@ -75,7 +75,11 @@ def test_exact_multipart_request() -> None:
         "type": "realtime",
         "model": NavaiConfig().model,
         "instructions": "You are a helpful assistant.",
-        "audio": {"output": {"voice": "marin"}},
+        # The caller's words, for the call record (CONTRACT section 12).
+        "audio": {
+            "output": {"voice": "marin"},
+            "input": {"transcription": {"model": NavaiConfig().transcription_model}},
+        },
         "tools": [
             {
                 "type": "function",
@@ -115,6 +119,10 @@ def test_call_session_is_the_client_secret_session_plus_tools() -> None:
             cfg, CallOptions(sdp=OFFER, session=options), None, boundary="b"
         )
         call = json.loads(parts(request.content, "b")["session"][1])
+        # The call also asks for input transcription (its record's user turns, section 12).
+        heard = call["audio"].pop("input")
+        assert heard == {"transcription": {"model": cfg.transcription_model}}
+        secret.setdefault("audio", {})
         assert call == secret
 
 

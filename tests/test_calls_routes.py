@@ -141,7 +141,10 @@ def test_call_runs_tools_on_the_server(target: Target, fake_realtime: FakeOpenAI
     parts = parse_multipart(created.headers["content-type"], created.body)
     assert parts["sdp"] == ("application/sdp", OFFER.encode())
     session = json.loads(parts["session"][1])
-    assert session["type"] == "realtime" and session["audio"] == {"output": {"voice": "marin"}}
+    assert session["type"] == "realtime" and session["audio"] == {
+        "output": {"voice": "marin"},
+        "input": {"transcription": {"model": "gpt-live-transcribe"}},  # for the call record
+    }
     assert {t["name"] for t in session["tools"]} == TOOL_NAMES
     add = next(t for t in session["tools"] if t["name"] == "add")
     assert add["parameters"]["required"] == ["a", "b"]

@@ -195,7 +195,10 @@ def test_incoming_call_is_accepted_and_held_like_a_webrtc_call(phone, realtime):
     # the same session and tools as a WebRTC call.
     assert session["type"] == "realtime"
     assert session["instructions"] == "You are a helpful assistant."
-    assert session["audio"] == {"output": {"voice": "marin"}}
+    assert session["audio"] == {
+        "output": {"voice": "marin"},
+        "input": {"transcription": {"model": "gpt-live-transcribe"}},  # for the call record
+    }
     assert "session" not in session
     listed = phone.http.get("/navai/functions").json()["items"]
     assert {t["name"] for t in session["tools"]} == {f["name"] for f in listed}
@@ -417,7 +420,10 @@ def test_hook_session_overrides_and_budget_key(serve, realtime):
     (accept,) = wait_control(realtime, call.call_id)
     body = json.loads(accept.body)
     assert body["instructions"] == f"Caller {CALLER}."
-    assert body["audio"] == {"output": {"voice": "marin", "speed": 1.2}}
+    assert body["audio"] == {
+        "output": {"voice": "marin", "speed": 1.2},
+        "input": {"transcription": {"model": "gpt-live-transcribe"}},  # for the call record
+    }
     assert body["type"] == "realtime"
     call.wait_for(lambda c: c.connections == 1)
     (live,) = [c for c in server.navai.calls.live() if c.call_id == call.call_id]

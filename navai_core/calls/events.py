@@ -4,14 +4,16 @@
 :class:`CallEvents` is what the manager tells as a call goes: it started, a server event
 arrived, a tool ran (:class:`ToolRun`: name, arguments, ok, the error the model got, ms), it
 ended. :class:`CallLog` writes those as log lines; a call record (transcript, tools, cost)
-is one more :class:`CallEvents`, fed the same way.
+is one more :class:`CallEvents` (``records/events.py``), fed the same way: at the end it
+adds its fields to the summary (:meth:`CallEvents.finish`) before ``ended`` and the
+``on_call_end`` hook see it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -40,6 +42,7 @@ class LiveCall:
     started_at: float
     transport: str
     function_calls: int
+    model: str | None = None  # the model navai asked for, when it knows it
 
 
 @attrs.frozen
@@ -62,8 +65,14 @@ class CallSummary:
     billed_seconds: float | None = None
     # Times navai put its session back after a browser changed it (the session guard).
     session_restored: int = 0
-    workers: int = 1
     refused: int = 0  # function calls refused at once (too many pending)
+    # The call record (CONTRACT section 12), filled in by the record's CallEvents.
+    model: str | None = None
+    transcript: list[dict[str, JsonValue]] = attrs.field(factory=list)
+    tools: list[dict[str, JsonValue]] = attrs.field(factory=list)
+    cost_usd: float | None = None
+    # How many worker processes held the call in turn (section 13: a takeover adds one).
+    workers: int = 1
 
 
 @attrs.frozen
@@ -89,7 +98,14 @@ class CallEvents(Protocol):
 
     def tool_ran(self, call_id: str, run: ToolRun) -> None: ...
 
-    def ended(self, summary: CallSummary) -> None: ...
+    def finish(self, summary: CallSummary) -> CallSummary:
+        """The summary with what these events add to it (the call record's fields)."""
+        ...
+
+    def ended(self, summary: CallSummary) -> Awaitable[Any] | None:
+        """The call ended (``summary`` as :meth:`finish` made it); an awaitable it returns
+        (writing the call log) is awaited before the ``on_call_end`` hook runs."""
+        ...
 
 
 class CallLog:
@@ -110,6 +126,9 @@ class CallLog:
             "ok" if run.ok else "failed",
             run.ms,
         )
+
+    def finish(self, summary: CallSummary) -> CallSummary:
+        return summary
 
     def ended(self, summary: CallSummary) -> None:
         logger.info(

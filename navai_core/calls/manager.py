@@ -390,7 +390,7 @@ class CallManager:
         transport: str = "webrtc",
         loop: asyncio.AbstractEventLoop | None = None,
         session: Mapping[str, Any] | None = None,
-        model: str = "",
+        model: str | None = None,
         resume: Resume | None = None,
         place: Place | None = None,
     ) -> LiveCall:
@@ -399,7 +399,8 @@ class CallManager:
 
         Returns at once. ``rate_key`` is whose budget the call spends (the rate-limit key of
         the request that created it, or a caller's number). ``transport`` only labels the
-        summary (``webrtc``, ``sip``, ...). ``loop`` is the event loop that holds the call:
+        summary (``webrtc``, ``sip``, ...); ``model``, the model the call's session asked
+        for, labels its record. ``loop`` is the event loop that holds the call:
         by default the running loop (an async server's), else navai's background loop. Sync
         code that may run inside a short-lived loop (Django's per-request ``asyncio.run``
         under WSGI) passes navai's background loop (``navai.concurrency.loop()``) so the
@@ -421,13 +422,14 @@ class CallManager:
         if loop is None:
             loop = here or self._concurrency.loop()
         if loop is here:
-            call = self._new_call(call_id, target, rate_key, transport, loop)
+            call = self._new_call(call_id, target, rate_key, transport, loop, model)
             self._register(call, place)
             if session is not None:
                 call.guard = self.runtime.session_guard(session, self.settings.on_client_update)
             if self.leases is not None:  # a shared store: the call may outlive this worker
                 call.dispatch = self.leases.track(call_id, call.dispatch)
-                self.leases.register(call, runtime=self.runtime.name, model=model, resume=resume)
+                runtime = self.runtime.name
+                self.leases.register(call, runtime=runtime, model=model or "", resume=resume)
             call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
             return call.live()
         if not loop.is_running():
@@ -571,11 +573,12 @@ class CallManager:
         key: str,
         transport: str,
         loop: asyncio.AbstractEventLoop,
+        model: str | None = None,
     ) -> _Call:
         """A call and its parts (on its loop: the parts' asyncio objects belong to it)."""
         call = _Call(call_id, target, key, transport, loop, self.settings, self._dispatch)
         call.runtime = self.runtime.name
-        call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0))
+        call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0, model))
         url = self.runtime.sideband_url(target, call_id)
         call.connection = Connection(
             call_id, url, target.headers, delays=self.reconnect_delays, connect=self._connect
@@ -656,15 +659,18 @@ class CallManager:
                     await _within(hang_up, deadline - time.monotonic(), call.call_id)
             await call.limits.settle()
         finally:
-            summary = call.summary(reason)
+            summary = call.events.finish(call.summary(reason))
             if workers > 1:  # held by more than one worker (calls/leases.py)
                 summary = attrs.evolve(summary, workers=workers)
             with self._lock:
                 if self._calls.pop(call.call_id, None) is not None:
                     self.places.leave()
             self.held_calls.forget(call.call_id)
-            call.events.ended(summary)
-            call.done.set()
+            try:
+                if (published := call.events.ended(summary)) is not None:
+                    await published  # the call log's line, before the hook
+            finally:
+                call.done.set()
             await anotify(self.settings.on_call_end, summary, owner=self._concurrency)
 
 

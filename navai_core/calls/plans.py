@@ -115,11 +115,26 @@ def call_session(
     """The section 2 session plus, when the function routes are on, the registry's tools
     (after any tools of the session template)."""
     session = build_realtime_session(config, options)
+    _ask_input_transcription(config, session)
     if registry is not None and config.functions_enabled:
         template_tools = session.get("tools")
         kept = list(template_tools) if isinstance(template_tools, list) else []
         session["tools"] = [*kept, *function_tools(registry)]
     return session
+
+
+def _ask_input_transcription(config: NavaiConfig, session: JsonObject) -> None:
+    """For the call record's user turns (CONTRACT section 12): ask OpenAI to transcribe the
+    caller (``audio.input.transcription.model``: ``NAVAI_TRANSCRIPTION_MODEL``), unless the
+    session template sets its own transcription or ``NAVAI_CALL_TRANSCRIPTS=false``."""
+    if not config.call_transcripts:
+        return
+    audio = session.setdefault("audio", {})
+    if not isinstance(audio, dict):
+        return
+    heard = audio.setdefault("input", {})
+    if isinstance(heard, dict) and "transcription" not in heard:
+        heard["transcription"] = {"model": config.transcription_model}
 
 
 def plan_call(

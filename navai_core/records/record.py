@@ -16,9 +16,10 @@ Everything here is pure but :meth:`Recorder.publish` (the file and the spans).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._json import JsonValue
 from ..calls.sideband import add_usage
@@ -29,6 +30,21 @@ from .transcript import Redact, Transcript
 
 if TYPE_CHECKING:
     from .._config import NavaiConfig
+
+
+class Watched(Protocol):
+    """A live call's events as the events route sees them (``records/events.py``)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def stream(self) -> AsyncIterator[bytes]: ...
+
+
+#: Events a watcher may leave unread before it is disconnected (records/events.py).
+WATCH_LIMIT = 256
+#: A comment line at least this often keeps proxies from closing an idle stream.
+PING_SECONDS = 15.0
 
 REALTIME = "realtime"
 LIVE = "live"
@@ -101,6 +117,23 @@ class CallRecord:
             ended = self.started_at + self._at(now)
             self.tool_times.append((ended - ms / 1000, ended))
 
+    def tool_ran(
+        self,
+        call_id: str,
+        name: str,
+        arguments: str,
+        ok: bool,
+        error: str | None,
+        ms: float,
+        now: float,
+    ) -> dict[str, JsonValue] | None:
+        """:meth:`tool_done` with the outcome already read (a ``ToolRun``); its entry."""
+        entry = self.transcript.tool_entry(call_id, name, arguments, ok, error, ms)
+        if entry is not None:
+            ended = self.started_at + self._at(now)
+            self.tool_times.append((ended - ms / 1000, ended))
+        return entry
+
     def cost(self, seconds: float | None = None) -> float | None:
         prices = self.recorder.prices
         if self.runtime == LIVE:
@@ -141,6 +174,11 @@ class Recorder:
         self.prices = prices if prices is not None else PriceTable()
         self.log = CallLog(log_path) if log_path else None
         self.tracing_on = tracing_on
+        # The live calls' events (records/events.py), by call id: what the events route
+        # streams. Set and removed on each call's loop; looked up from any thread.
+        self.calls: dict[str, Watched] = {}
+        self.watch_limit = WATCH_LIMIT
+        self.ping_seconds = PING_SECONDS
 
     @classmethod
     def from_config(cls, config: NavaiConfig) -> Recorder:

@@ -184,10 +184,17 @@ class Transcript:
         self, call_id: str, name: str, arguments: str, output: str, ms: float
     ) -> dict[str, JsonValue] | None:
         """A function call ran (or was refused): its entry, or None past :data:`MAX_TOOLS`."""
+        ok, error = tool_outcome(output)
+        return self.tool_entry(call_id, name, arguments, ok, error, ms)
+
+    def tool_entry(
+        self, call_id: str, name: str, arguments: str, ok: bool, error: str | None, ms: float
+    ) -> dict[str, JsonValue] | None:
+        """Like :meth:`tool_done`, the outcome already read (``ok``, the ``error`` text the
+        model got)."""
         if len(self.tools) >= MAX_TOOLS:
             self.dropped_tools += 1
             return None
-        ok, error = tool_outcome(output)
         kept = cut_utf8(self._clean(arguments), MAX_ARGUMENT_BYTES) if self.keep_text else ""
         entry: dict[str, JsonValue] = {
             "call_id": call_id,

@@ -319,6 +319,31 @@ def _operations(
                 },
             },
         ),
+        "call_events": (
+            "get",
+            {
+                "summary": "Follow a call's events as they happen (server-sent events)",
+                "description": (
+                    "While the call lives: `event: transcript` ({role, text, at}), "
+                    "`event: tool` ({call_id, name, ok, error, ms}), `event: cost` "
+                    "({cost_usd, usage}) after each model response, and last `event: end` "
+                    "(the whole call record), after which the stream closes. Each `data:` "
+                    "is one JSON line; a `: ping` comment comes at least every 15 s. A "
+                    "watcher that leaves 256 events unread is disconnected."
+                ),
+                "operationId": "callEvents",
+                "parameters": [
+                    {"name": "call_id", "in": "path", "required": True, "schema": _string()}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The call's events, until it ends.",
+                        "content": {"text/event-stream": {"schema": _string()}},
+                    },
+                    **_errors(401, 403, 404, 405, 429, 500),
+                },
+            },
+        ),
         "speech": (
             "post",
             {

@@ -25,7 +25,7 @@ from limits import RateLimitItem
 from .._config import NavaiConfig, rate_limit
 from .._errors import CallsFull, NavaiError, NotFound
 from .._hooks import AuthHook
-from .._http import Reply, RequestContext
+from .._http import Reply, RequestContext, Stream
 from ..calls.leases import CallEntry, CallLeases
 from ..calls.live import parse_live_call_response, plan_live_call
 from ..calls.phone import plan_webhook
@@ -47,7 +47,7 @@ from ..sessions.client_secret import (
 )
 from ..sessions.speech import build_speech_request, parse_speech_response
 from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
-from ..upstream.providers import RealtimeTarget, realtime_target
+from ..upstream.providers import RealtimeTarget, provider_for, realtime_target
 from .body import JSON_MEDIA_TYPE, parse_json_body
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ..calls.places import Place
     from ..concurrency.owner import Concurrency
     from ..functions.registry import FunctionRegistry
+    from ..records.record import Recorder
 
 
 class Server(Protocol):
@@ -72,6 +73,9 @@ class Server(Protocol):
 
     @property
     def concurrency(self) -> Concurrency: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
 
     @property
     def model_notices(self) -> ModelNotices: ...
@@ -310,7 +314,7 @@ class StartCall:
     # whose reply this is (NAVAI_CALL_RUNTIME: Realtime's SDP and Location, Live's JSON).
     session: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
     runtime: str = "realtime"
-    model: str = ""
+    model: str | None = None
 
     def run(self, navai: Server) -> Reply:
         place = navai.calls.reserve() if navai.config.call_sideband else None
@@ -480,7 +484,8 @@ def _calls(navai: Server, context: RequestContext, body: bytes, found: RouteMatc
     plan = (plan_live_call if live else plan_call)(c, options, registry)
     navai.model_notices.requested(options.session.model)
     rate_key = client_key(c.rate_limit_key, context)
-    model = options.session.model or (c.live_model if c.call_runtime == "live" else c.model)
+    default = c.live_model if c.call_runtime == "live" else provider_for(c).default_model(c)
+    model = options.session.model or default
     return StartCall(plan.request, plan.target, rate_key, plan.session, c.call_runtime, model)
 
 
@@ -551,6 +556,26 @@ class StoredHangup:
         if entry is None or entry.key != self.rate_key:
             raise NotFound(UNKNOWN_CALL)  # unknown, or not the caller's: as if it did not exist
         return self.upstream
+
+
+EVENT_STREAM = "text/event-stream"
+EVENTS_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
+
+
+def _call_events(navai: Server, context: RequestContext, body: Any, found: RouteMatch) -> Reply:
+    """The events stream of a call this process holds (CONTRACT section 14), for the
+    rate-limit key that created it (the route's authorisation hook, when configured, runs
+    first: both must hold); any other id, a call held elsewhere or one that ended: 404, like
+    the hangup route."""
+    call_id = found.params.get("call_id", "")
+    held = navai.calls.get(call_id)
+    if held is None or held.key != client_key(navai.config.rate_limit_key, context):
+        raise NotFound(UNKNOWN_CALL)
+    events = navai.recorder.calls.get(call_id)
+    if events is None:
+        raise NotFound(UNKNOWN_CALL)  # it ended meanwhile
+    stream = Stream(events.stream(), events.loop)
+    return Reply(200, None, EVENTS_HEADERS, content_type=EVENT_STREAM, stream=stream)
 
 
 # ----- the table -----------------------------------------------------------------------------
@@ -629,6 +654,15 @@ ROUTES: tuple[RouteRow, ...] = (
         limit="rate_limit_calls",
         reads_body=True,  # a JSON body: no simple cross-site POST (415)
         suffix="/{call_id}/hangup",
+    ),
+    RouteRow(
+        "call_events",
+        "calls_path",
+        ("GET",),
+        _call_events,
+        authorize="authorize_client_secret",
+        limit="rate_limit_calls",
+        suffix="/{call_id}/events",
     ),
     # OpenAI's signed webhooks (phone calls): the signature is the authorisation, and it
     # covers the body's bytes exactly as received.
