@@ -140,7 +140,7 @@ def test_unknown_calls_and_other_keys_get_404(server: Served, fake_realtime) -> 
     other = _get_from("127.0.0.2", int(port), f"/navai/realtime/calls/{call_id}/events")
     assert other.startswith(b"HTTP/1.1 404"), other[:200]
     assert b'{"error":"Unknown call."}' in other
-    server.http.post(f"/navai/realtime/calls/{call_id}/hangup")
+    server.http.post(f"/navai/realtime/calls/{call_id}/hangup", json={})
 
 
 def _get_from(source: str, port: int, path: str) -> bytes:
@@ -183,7 +183,7 @@ def test_a_watcher_that_never_reads_does_not_slow_the_tools(
             turnarounds.append(call.output_at[f"t{n}"] - call.sent_at[f"t{n}"])
     finally:
         stuck.close()
-    server.http.post(f"/navai/realtime/calls/{call_id}/hangup")
+    server.http.post(f"/navai/realtime/calls/{call_id}/hangup", json={})
     turnarounds.sort()
     assert turnarounds[-1] < 1.0, turnarounds  # a tool run never waits for the watcher
     record = server.record_of(call_id)

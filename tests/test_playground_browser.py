@@ -345,8 +345,10 @@ def test_a_call_from_the_playground(browser: Browser, fake: FakeOpenAI, navai: s
     text = browser.text('#tools tr[data-call-id="fc_add"]')
     assert "add" in text and '"a": 2' in text and "42" in text
 
-    # Captions from the data channel (this server has no events stream yet, or it has one).
-    peer.send({"type": "response.output_audio_transcript.done", "transcript": "It is 42."})
+    # Captions from navai's events stream (GET <calls path>/<id>/events): the model's words
+    # reach navai on the sideband, its call record keeps them and streams them to the page.
+    browser.wait("document.querySelector('#stream-state').textContent === 'events: live'")
+    call.send({"type": "response.output_audio_transcript.done", "transcript": "It is 42."})
     browser.wait("document.querySelector('#transcript').innerText.includes('It is 42.')")
 
     browser.screenshot(tmp_path / "playground.png")

@@ -72,8 +72,9 @@ def test_readme_curl_walk_through(tmp_path, fake_upstream: FakeOpenAI):
     health, document, listed, executed, secret, transcription, speech, preflight = outputs
     assert json.loads(health) == {"ok": True}
     paths = json.loads(document)["paths"]
-    # Every route: the walk-through's seven and the two call routes (docs/calls.md).
-    assert len(paths) == 9 and "/navai/realtime/calls/{call_id}/hangup" in paths
+    # Every route: the walk-through's seven and the three call routes (docs/calls.md).
+    assert len(paths) == 10 and "/navai/realtime/calls/{call_id}/hangup" in paths
+    assert "/navai/realtime/calls/{call_id}/events" in paths
     assert "get_weather" in {item["name"] for item in json.loads(listed)["items"]}
     assert json.loads(executed)["ok"] is True
     assert json.loads(secret)["value"].startswith("ek_")

@@ -226,7 +226,7 @@ def test_the_session_asks_for_input_transcription(served: Served, fake_realtime)
     parts = parse_multipart(created.headers["content-type"], created.body)
     session = json.loads(parts["session"][1])
     assert session["audio"]["input"]["transcription"] == {"model": "gpt-live-transcribe"}
-    served.http.post(f"/navai/realtime/calls/{call_id}/hangup")
+    served.http.post(f"/navai/realtime/calls/{call_id}/hangup", json={})
     served.record_of(call_id)
 
 

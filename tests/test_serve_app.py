@@ -190,7 +190,7 @@ def test_schemathesis(app_server):
             case.validate_response(response, excluded_checks=excluded(case.path))
 
         check()
-    assert len(tested) == 8, tested  # the call routes too (docs/calls.md)
+    assert len(tested) == 9, tested  # the call routes and the events stream too (docs/calls.md)
 
 
 def test_app_target_may_be_a_registry_or_a_factory(app_dir, monkeypatch):
