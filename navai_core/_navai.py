@@ -10,34 +10,28 @@ configuration, the function registry, the upstream sender and the live calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import ipaddress
-import os
-import socket
 import threading
-import uuid
 from types import TracebackType
 from typing import Any
 
 import attrs
 import httpx2
 
-from ._config import DEFAULT_CALL_LEASE_SECONDS, NavaiConfig, rate_limit
-from ._errors import NavaiError
+from ._config import NavaiConfig, rate_limit
 from ._http import Reply, RequestContext
-from ._json import dumps
 from ._logging import ensure_handler, logger, secret_filter
 from ._models import ModelNotices, models_logger
 from .calls.events import CallEvents, LiveCall
 from .calls.leases import CallLeases
-from .calls.live import phone_session
 from .calls.manager import CallManager, CallSettings
-from .calls.phone import PhoneCalls
-from .calls.takeover import Takeover
+from .calls.phone import PhoneCalls, phone_calls_for
+from .calls.takeover import Takeover, aclose_leases, close_leases, share_calls
 from .concurrency.owner import Concurrency
-from .functions.discovery import load_functions
+from .functions.discovery import functions_for
 from .functions.dispatch import PreparedCall, aexecute
+from .functions.listing import ListedFunctions
 from .functions.registry import FunctionRegistry
 from .limits.budget import CallBudgets
 from .limits.rate import RateLimiter
@@ -54,7 +48,7 @@ from .sessions.client_secret import (
     parse_client_secret_response,
 )
 from .upstream.messages import UpstreamReply, UpstreamRequest
-from .upstream.providers import provider_for, realtime_target, target_for_key
+from .upstream.providers import provider_for, target_for_key
 from .upstream.retry import RetryPolicy
 from .upstream.send import asend, check_client, new_async_client, new_client, send
 
@@ -91,7 +85,7 @@ class Navai:
         secret_filter.add(*_secrets(c))
         self._code_functions = functions
         self._registry: FunctionRegistry | None = None
-        self._listed: tuple[int, int, Reply] | None = None
+        self._listed = ListedFunctions()
         self._lock = threading.Lock()
         self._client = http_client
         self._owns_client = http_client is None
@@ -131,37 +125,8 @@ class Navai:
         # Calls that outlive a worker (docs/deployment.md): only with a shared store.
         self.leases: CallLeases | None = None
         self.takeover: Takeover | None = None
-        if self.rate_limiter.shared and c.call_sideband:
-            self._share_calls()
-
-    def _backend_key(self) -> str | None:
-        """The backend key a worker attaches taken-over calls with (none: it takes none)."""
-        try:
-            return realtime_target(self.config).key
-        except NavaiError:
-            return None
-
-    def _share_calls(self) -> None:
-        """Hold calls under leases in the shared store, and take over lapsed ones."""
-        c = self.config
-        lease = c.call_lease_seconds
-        ok = isinstance(lease, (int, float)) and lease >= 1
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.leases = CallLeases(
-            c.rate_limit_storage,
-            lease_seconds=float(lease) if ok else DEFAULT_CALL_LEASE_SECONDS,
-            max_seconds=self.calls.max_seconds,
-            loop=self.concurrency.loop,
-            owner=owner,
-            on_lost=self.calls.hand_over,
-        )
-        self.calls.leases = self.leases
-        self.takeover = Takeover(
-            self.leases,
-            self.calls,
-            backend_key=self._backend_key,
-            loop=self.concurrency.loop,
-        )
+        if self.rate_limiter.shared and c.call_sideband:  # calls/takeover.py
+            self.leases, self.takeover = share_calls(c, self.calls, self.concurrency.loop)
 
     def __repr__(self) -> str:
         return f"Navai({self.config!r})"
@@ -208,17 +173,7 @@ class Navai:
         if registry is None:
             with self._lock:
                 if self._registry is None:
-                    c = self.config
-                    built = load_functions(
-                        base_dir=c.functions_base_dir or ".",
-                        folders=c.functions_folders,
-                        agents_folders=c.agents_folders,
-                        modules=c.functions_modules,
-                        registry=self._code_functions,
-                    )
-                    # Schemas are built here, off the event loop, not on the first list.
-                    built.prepare_schemas()
-                    self._registry = built
+                    self._registry = functions_for(self.config, self._code_functions)
                 registry = self._registry
         return registry
 
@@ -300,19 +255,9 @@ class Navai:
         return await aexecute(prepared, **self.execute_options())
 
     def list_reply(self) -> Reply:
-        """The list reply, encoded once (about 4 us a request) until functions or warnings
-        are added to the registry. With ``expose_function_warnings`` off, its warnings (paths,
-        exception texts) are one short line, each logged once instead."""
-        registry = self.functions()
-        key = (len(registry), len(registry.warnings))
-        listed = self._listed
-        if listed is None or listed[:2] != key:
-            body = registry.list_body()
-            if not self.config.expose_function_warnings:
-                logged = 0 if listed is None else listed[1]
-                body = _short_warnings(body, registry.warnings, logged)
-            listed = self._listed = (*key, Reply(200, body, encoded=dumps(body)))
-        return listed[2]
+        """The list reply, encoded once until the registry grows (functions/listing.py)."""
+        expose = self.config.expose_function_warnings
+        return self._listed.reply(self.functions(), expose_warnings=expose)
 
     def _call_events(self, call: LiveCall) -> CallEvents:
         """What is told of a call as it goes: its log lines, its record, its watchers."""
@@ -327,23 +272,15 @@ class Navai:
         if self._phone is None:
             with self._lock:
                 if self._phone is None:
-                    self._phone = PhoneCalls(
-                        target=lambda: realtime_target(self.config),
-                        session=self._phone_session,
+                    self._phone = phone_calls_for(
+                        self.config,
+                        self.calls,
+                        functions=self.afunctions,
                         client=self.async_http_client,
                         retry_policy=self.retry_policy,
-                        hook=self.config.on_incoming_call,
-                        # Like a WebRTC call: a control connection when functions are on.
-                        attach=self.calls.attach if self.config.call_sideband else None,
-                        check_budget=self.calls.budgets.acheck,
-                        check_room=self.calls.check_room,
                         concurrency=self.concurrency,
                     )
         return self._phone
-
-    async def _phone_session(self) -> dict[str, Any]:
-        registry = await self.afunctions() if self.config.functions_enabled else None
-        return phone_session(self.config, registry)
 
     # ----- httpx2 clients -----------------------------------------------------------
 
@@ -377,10 +314,7 @@ class Navai:
         if self.takeover is not None:
             self.takeover.stop()
         self.calls.close(handover=self.leases is not None)
-        if self.leases is not None and self.leases.started:
-            leases = self.leases
-            with contextlib.suppress(Exception):
-                leases.on_loop_sync(leases.aclose)
+        close_leases(self.leases)
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
@@ -394,10 +328,7 @@ class Navai:
         if self.takeover is not None:
             self.takeover.stop()
         await self.calls.aclose(handover=self.leases is not None)
-        if self.leases is not None and self.leases.started:
-            leases = self.leases
-            with contextlib.suppress(Exception):
-                await leases.on_loop(leases.aclose)
+        await aclose_leases(self.leases)
         if self._aclient is not None and self._owns_aclient:
             await self._aclient.aclose()
             self._aclient = None
@@ -457,13 +388,3 @@ def _version() -> str:
         return importlib.metadata.version("navai")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def _short_warnings(body: dict[str, Any], warnings: list[str], logged: int) -> dict[str, Any]:
-    """``body`` with its warnings replaced by one short line; the ones not logged yet (past
-    the first ``logged``) go to the server log."""
-    for warning in warnings[logged:]:
-        logger.warning("backend functions: %s", warning)
-    count = len(warnings)
-    short = f"{count} warning{'' if count == 1 else 's'} about the backend functions: see the "
-    return {**body, "warnings": [short + "server log."] if warnings else []}

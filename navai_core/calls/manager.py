@@ -57,12 +57,12 @@ from .limits import CallLimits
 from .live_runtime import runtime_for
 from .places import NOT_HELD, Place, Places, calls_full
 from .plans import valid_call_id
-from .registry import CallRegistry, NoRegistry
+from .registry import CallRegistry, HeldCalls
 from .runtime import Runtime
 from .sideband import RunFunction
 from .tools import FunctionDispatch, ToolRunner
 
-__all__ = ["CallManager", "CallSettings", "CallSummary", "CallsFull", "LiveCall"]
+__all__ = ["CallManager", "CallOptions", "CallSettings", "CallSummary", "CallsFull", "LiveCall"]
 
 logger = logging.getLogger("navai")
 
@@ -172,6 +172,45 @@ class _Call:
         self.guard: SessionGuard | None = None
         self.runtime = "realtime"
 
+    @classmethod
+    def assemble(
+        cls,
+        manager: CallManager,
+        call_id: str,
+        target: RealtimeTarget,
+        key: str,
+        loop: asyncio.AbstractEventLoop,
+        options: CallOptions,
+    ) -> _Call:
+        """A call of ``manager`` and its parts (on its loop: their asyncio objects belong to
+        it), as the manager is set now (its runtime, reconnect delays, limits)."""
+        m = manager
+        call = cls(call_id, target, key, options.transport, loop, m.settings, m._dispatch)
+        call.runtime = m.runtime.name
+        seen = LiveCall(call_id, key, call.started_at, options.transport, 0, options.model)
+        call.events = m._events(seen)
+        url = m.runtime.sideband_url(target, call_id)
+        call.connection = Connection(
+            call_id, url, target.headers, delays=m.reconnect_delays, connect=m._connect
+        )
+        call.tools = ToolRunner(
+            call_id,
+            m.runtime.tool_protocol(),
+            runner=call,
+            sender=call.connection,
+            events=call.events,
+        )
+        call.limits = CallLimits(
+            key,
+            call.started,
+            max_seconds=m.max_seconds,
+            budgets=m.budgets,
+            tick=m.budget_tick_seconds,
+        )
+        if options.session is not None:
+            call.guard = m.runtime.session_guard(options.session, m.settings.on_client_update)
+        return call
+
     def live(self) -> LiveCall:
         return LiveCall(
             self.call_id,
@@ -212,6 +251,32 @@ class _Call:
                 "call %s: a client changed %s; hanging up", self.call_id, ", ".join(changed)
             )
             self.end(CLIENT_UPDATE)
+
+    async def run(self) -> None:
+        """Hold the call until it ends (its connection, its limits, or :meth:`end`), then
+        close its parts."""
+        self.events.started(self.live())
+        parts = [
+            asyncio.ensure_future(self.connection.run(self)),
+            asyncio.ensure_future(self.limits.watch()),
+            asyncio.ensure_future(self.stop.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            for part in done:  # the connection's or the limits' reason to end
+                if not part.cancelled() and part.exception() is None:
+                    result = part.result()
+                    if isinstance(result, str):
+                        self.end(result)
+        except asyncio.CancelledError:
+            self.end(SHUTDOWN)
+        finally:
+            for task in list(self.tools.functions):
+                task.cancel()
+            await self.connection.close()  # a normal close (1000): navai ends the call
+            for part in parts:
+                part.cancel()
+            await asyncio.gather(*parts, *self.tools.functions, return_exceptions=True)
 
     def end(self, reason: str) -> None:
         """Ask the call to end with ``reason`` (the first reason wins)."""
@@ -323,6 +388,18 @@ class LateCreates:
                 place.release()
 
 
+@attrs.frozen
+class CallOptions:
+    """What :meth:`CallManager.attach` is told of a call besides its id and keys (see
+    there), kept together as it goes to the loop that holds the call."""
+
+    transport: str = "webrtc"
+    session: Mapping[str, Any] | None = None
+    model: str | None = None
+    resume: Resume | None = None
+    place: Place | None = None
+
+
 class CallManager:
     """The live calls of one server in this process.
 
@@ -367,17 +444,33 @@ class CallManager:
         self.budget_tick_seconds = budget_tick_seconds
         self._connect = connect
         # Where the calls this process holds are recorded, for whoever must end or take them
-        # over if the process dies (a worker supervisor's file, a shared store): see
-        # calls/registry.py. Nothing by default.
-        self.held_calls: CallRegistry = NoRegistry()
+        # over if the process dies (calls/registry.py): ``held_calls``, ``leases``.
+        self.holds = HeldCalls()
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
-        # Calls that outlive a worker (calls/leases.py): set by the Navai with a shared store.
-        self.leases: CallHolds | None = None
         # Held calls and creates in flight, within NAVAI_CALL_MAX_LIVE (calls/places.py).
         self.places = Places(self.max_live)
         # Creates whose requester gave up, hung up once they answer.
         self.late_creates = LateCreates(send, self.runtime)
+
+    @property
+    def held_calls(self) -> CallRegistry:
+        """A worker supervisor's record of the calls held here (nothing by default)."""
+        return self.holds.registry
+
+    @held_calls.setter
+    def held_calls(self, registry: CallRegistry) -> None:
+        self.holds.registry = registry
+
+    @property
+    def leases(self) -> CallHolds | None:
+        """Calls that outlive a worker (calls/leases.py): set by the Navai with a shared
+        store."""
+        return self.holds.leases
+
+    @leases.setter
+    def leases(self, leases: CallHolds | None) -> None:
+        self.holds.leases = leases
 
     # ----- the public API ---------------------------------------------------------------------
 
@@ -418,34 +511,17 @@ class CallManager:
         if not valid_call_id(call_id):
             raise ValueError("invalid call id")
         target = self._target(api_key)
+        options = CallOptions(transport, session, model, resume, place)
         here = _running_loop()
         if loop is None:
             loop = here or self._concurrency.loop()
         if loop is here:
-            call = self._new_call(call_id, target, rate_key, transport, loop, model)
-            self._register(call, place)
-            if session is not None:
-                call.guard = self.runtime.session_guard(session, self.settings.on_client_update)
-            if self.leases is not None:  # a shared store: the call may outlive this worker
-                call.dispatch = self.leases.track(call_id, call.dispatch)
-                runtime = self.runtime.name
-                self.leases.register(call, runtime=runtime, model=model or "", resume=resume)
-            call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
-            return call.live()
+            return self._hold_here(call_id, target, rate_key, loop, options)
         if not loop.is_running():
             raise RuntimeError("the event loop to hold the call on is not running")
+        held_on = loop
         return _Handoff(call_id).run(
-            loop,
-            lambda: self.attach(
-                call_id,
-                api_key=api_key,
-                rate_key=rate_key,
-                transport=transport,
-                session=session,
-                model=model,
-                resume=resume,
-                place=place,
-            ),
+            loop, lambda: self._hold_here(call_id, target, rate_key, held_on, options)
         )
 
     def reserve(self) -> Place:
@@ -456,8 +532,7 @@ class CallManager:
 
     def live(self) -> list[LiveCall]:
         """The calls this process holds now, oldest first."""
-        with self._lock:
-            return [call.live() for call in self._calls.values()]
+        return [call.live() for call in self._held()]
 
     def check_room(self) -> None:
         """503 with ``Retry-After`` when this process holds (or is creating)
@@ -490,7 +565,7 @@ class CallManager:
             except TimeoutError:
                 future.cancel()
                 return False
-        self._finish(call, HANGUP)
+        call.end(HANGUP)
         if call.task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(call.task), wait)
@@ -504,7 +579,7 @@ class CallManager:
         if call is None or not call.loop.is_running():
             return False
         if _running_loop() is call.loop:
-            self._finish(call, HANGUP)
+            call.end(HANGUP)
             return True
         future = asyncio.run_coroutine_threadsafe(self.ahangup(call_id, wait=wait), call.loop)
         try:
@@ -519,7 +594,7 @@ class CallManager:
         with self._lock:
             call = self._calls.get(call_id)
         if call is not None and not call.loop.is_closed():
-            call.loop.call_soon_threadsafe(self._finish, call, HANDED_OVER)
+            call.loop.call_soon_threadsafe(call.end, HANDED_OVER)
 
     async def aclose(self, *, wait: float = 10.0, handover: bool = False) -> None:
         """Hang up every call (reason ``shutdown``) and wait, ``wait`` seconds in all, until
@@ -530,13 +605,8 @@ class CallManager:
         deadline = time.monotonic() + wait
         self.places.begin_close(deadline)
         try:
-            calls = self._stop_all(HANDED_OVER if handover else SHUTDOWN)
-            here = _running_loop()
-            waits: list[asyncio.Future[Any]] = [c.task for c in calls if c.loop is here and c.task]
-            await _ended_within([*waits, *self.late_creates.tasks], wait)
-            elsewhere = [call for call in calls if call.loop is not here]
-            if elsewhere:
-                await asyncio.to_thread(_wait_ended, elsewhere, deadline)
+            calls = _stop_all(self._held(), HANDED_OVER if handover else SHUTDOWN)
+            await _all_ended(calls, self.late_creates.tasks, wait, deadline)
             while self.places.reserved and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)  # creates in flight: their requesters hang up
         finally:
@@ -547,95 +617,41 @@ class CallManager:
         deadline = time.monotonic() + wait
         self.places.begin_close(deadline)
         try:
-            _wait_ended(self._stop_all(HANDED_OVER if handover else SHUTDOWN), deadline)
+            _wait_ended(_stop_all(self._held(), HANDED_OVER if handover else SHUTDOWN), deadline)
             self.places.settled(deadline)
         finally:
             self.places.end_close()
 
-    def _stop_all(self, reason: str) -> list[_Call]:
-        """Ask every call to end (``shutdown``, or ``handed_over``), on its own loop."""
-        with self._lock:
-            calls = list(self._calls.values())
-        here = _running_loop()
-        for call in calls:
-            if call.loop is here:
-                self._finish(call, reason)
-            elif not call.loop.is_closed():
-                call.loop.call_soon_threadsafe(self._finish, call, reason)
-        return calls
-
     # ----- one call ---------------------------------------------------------------------------
 
-    def _new_call(
+    def _held(self) -> list[_Call]:
+        with self._lock:
+            return list(self._calls.values())
+
+    def _hold_here(
         self,
         call_id: str,
         target: RealtimeTarget,
-        key: str,
-        transport: str,
+        rate_key: str,
         loop: asyncio.AbstractEventLoop,
-        model: str | None = None,
-    ) -> _Call:
-        """A call and its parts (on its loop: the parts' asyncio objects belong to it)."""
-        call = _Call(call_id, target, key, transport, loop, self.settings, self._dispatch)
-        call.runtime = self.runtime.name
-        call.events = self._events(LiveCall(call_id, key, call.started_at, transport, 0, model))
-        url = self.runtime.sideband_url(target, call_id)
-        call.connection = Connection(
-            call_id, url, target.headers, delays=self.reconnect_delays, connect=self._connect
-        )
-        call.tools = ToolRunner(
-            call_id,
-            self.runtime.tool_protocol(),
-            runner=call,
-            sender=call.connection,
-            events=call.events,
-        )
-        call.limits = CallLimits(
-            key,
-            call.started,
-            max_seconds=self.max_seconds,
-            budgets=self.budgets,
-            tick=self.budget_tick_seconds,
-        )
-        return call
-
-    def _register(self, call: _Call, place: Place | None) -> None:
+        options: CallOptions,
+    ) -> LiveCall:
+        """Hold the call on ``loop``, the running one."""
+        call = _Call.assemble(self, call_id, target, rate_key, loop, options)
         with self._lock:
             if call.call_id in self._calls:
                 raise ValueError(f"call {call.call_id} is already held")
-            self.places.hold(place)
+            self.places.hold(options.place)
             self._calls[call.call_id] = call
-        self.held_calls.hold(call.call_id, call.target.key)
-
-    def _finish(self, call: _Call, reason: str) -> None:
-        """Ask the call to end with ``reason`` (the first reason wins)."""
-        if call.reason is None:
-            call.reason = reason
-        call.stop.set()
+        runtime = self.runtime.name
+        self.holds.hold(call, runtime=runtime, model=options.model, resume=options.resume)
+        call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
+        return call.live()
 
     async def _hold(self, call: _Call) -> None:
-        call.events.started(call.live())
-        parts = [
-            asyncio.ensure_future(call.connection.run(call)),
-            asyncio.ensure_future(call.limits.watch()),
-            asyncio.ensure_future(call.stop.wait()),
-        ]
         try:
-            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
-            for part in done:  # the connection's or the limits' reason to end
-                if not part.cancelled() and part.exception() is None:
-                    result = part.result()
-                    if isinstance(result, str):
-                        self._finish(call, result)
-        except asyncio.CancelledError:
-            self._finish(call, SHUTDOWN)
+            await call.run()
         finally:
-            for task in list(call.tools.functions):
-                task.cancel()
-            await call.connection.close()  # a normal close (1000): navai ends the call
-            for part in parts:
-                part.cancel()
-            await asyncio.gather(*parts, *call.tools.functions, return_exceptions=True)
             await self._ended(call)
 
     async def _ended(self, call: _Call) -> None:
@@ -643,11 +659,10 @@ class CallManager:
         if reason == HANDED_OVER:  # another worker goes on with it: no hangup, no record
             with self._lock:
                 self._calls.pop(call.call_id, None)
-            if self.leases is not None:
-                self.leases.release(call.call_id)
+            self.holds.handed_over(call.call_id)
             call.done.set()
             return
-        workers = self.leases.forget(call.call_id) if self.leases is not None else 1
+        workers = self.holds.ending(call.call_id)
         try:
             if reason in NAVAI_ENDS or reason == CLIENT_UPDATE:
                 request = self.runtime.hangup_request(call.target, call.call_id)
@@ -665,7 +680,7 @@ class CallManager:
             with self._lock:
                 if self._calls.pop(call.call_id, None) is not None:
                     self.places.leave()
-            self.held_calls.forget(call.call_id)
+            self.holds.ended(call.call_id)
             try:
                 if (published := call.events.ended(summary)) is not None:
                     await published  # the call log's line, before the hook
@@ -683,6 +698,30 @@ async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None
         return
     if not 200 <= reply.status <= 299 and reply.status != 404:
         logger.warning("hanging up call %s: OpenAI answered %s", call_id, reply.status)
+
+
+def _stop_all(calls: list[_Call], reason: str) -> list[_Call]:
+    """Ask each of ``calls`` to end (``shutdown``, or ``handed_over``), on its own loop."""
+    here = _running_loop()
+    for call in calls:
+        if call.loop is here:
+            call.end(reason)
+        elif not call.loop.is_closed():
+            call.loop.call_soon_threadsafe(call.end, reason)
+    return calls
+
+
+async def _all_ended(
+    calls: list[_Call], creates: set[asyncio.Future[None]], wait: float, deadline: float
+) -> None:
+    """Wait until ``calls`` and the late ``creates`` have ended: those on this loop ``wait``
+    seconds at most (then cancelled), the others until ``deadline``."""
+    here = _running_loop()
+    waits: list[asyncio.Future[Any]] = [c.task for c in calls if c.loop is here and c.task]
+    await _ended_within([*waits, *creates], wait)
+    elsewhere = [call for call in calls if call.loop is not here]
+    if elsewhere:
+        await asyncio.to_thread(_wait_ended, elsewhere, deadline)
 
 
 async def _ended_within(tasks: list[asyncio.Future[Any]], seconds: float) -> None:

@@ -26,9 +26,10 @@ from .._http import Reply, RequestContext
 from .._json import JsonObject
 from ..concurrency.owner import Concurrency
 from ..concurrency.threads import Busy
+from ..functions.registry import FunctionRegistry
 from ..routes.cors import LogThrottle
 from ..upstream.messages import upstream_failure
-from ..upstream.providers import RealtimeTarget
+from ..upstream.providers import RealtimeTarget, realtime_target
 from ..upstream.retry import RetryPolicy
 from ..upstream.send import asend
 from .live import (
@@ -37,7 +38,9 @@ from .live import (
     incoming_call_runtime,
     live_accept_body,
     parse_live_incoming_call,
+    phone_session,
 )
+from .manager import CallManager
 from .plans import build_hangup_request
 from .sip import (
     AcceptCall,
@@ -346,6 +349,36 @@ class PhoneCalls:
                 hang_up = build_live_hangup_request if live else build_hangup_request
                 hangup = hang_up(target, call.call_id)
                 await asend(self._client(), hangup, self._retry)
+
+
+def phone_calls_for(
+    config: NavaiConfig,
+    calls: CallManager,
+    *,
+    functions: Callable[[], Awaitable[FunctionRegistry]],
+    client: Callable[[], Any],
+    retry_policy: RetryPolicy,
+    concurrency: Concurrency,
+) -> PhoneCalls:
+    """The incoming phone calls of a server with ``config``: answered with its phone session
+    (its ``functions()`` when functions are on), held by ``calls`` like a WebRTC call (a
+    control connection when functions are on), within its budgets and places."""
+
+    async def session() -> dict[str, Any]:
+        registry = await functions() if config.functions_enabled else None
+        return phone_session(config, registry)
+
+    return PhoneCalls(
+        target=lambda: realtime_target(config),
+        session=session,
+        client=client,
+        retry_policy=retry_policy,
+        hook=config.on_incoming_call,
+        attach=calls.attach if config.call_sideband else None,
+        check_budget=calls.budgets.acheck,
+        check_room=calls.check_room,
+        concurrency=concurrency,
+    )
 
 
 def _accepted_session(live: bool, session: Mapping[str, Any], verdict: AcceptCall) -> JsonObject:

@@ -10,8 +10,9 @@ holds (:meth:`CallRegistry.hold`, when it attaches the call) and forgets it once
 - :class:`FileCallRegistry`: one small file per worker in a private folder its supervisor
   owns (see below); :func:`read_held` reads it back after the worker's death.
 
-A shared store (Redis) that lets another worker take a call over implements the same
-protocol (CONTRACT §13).
+A shared store (Redis) that lets another worker take a call over keeps leases instead
+(``calls/leases.py``, CONTRACT §13). :class:`HeldCalls` fronts both for the call manager: the
+one place it tells that a call is held, ends, is hung up or is handed over.
 
 The file is an append-only log of one-line records, ``+ <call id> <key fingerprint>`` when a
 call is held and ``- <call id>`` when it ends, each written with one ``os.write`` on an
@@ -30,10 +31,11 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
+from .leases import CallHolds, Resume
 from .plans import valid_call_id
 
 logger = logging.getLogger("navai")
@@ -148,6 +150,39 @@ class FileCallRegistry:
             logger.warning("the list of held calls %s cannot be written: %s", self.path, exc)
 
 
+class HeldCalls:
+    """Where the calls this process holds are recorded, for whoever must end or take them
+    over if the process dies: ``registry``, a worker supervisor's :class:`CallRegistry`
+    (nothing by default), and ``leases``, a shared store's :class:`CallHolds` (set by the
+    Navai with a shared store; else None)."""
+
+    def __init__(self) -> None:
+        self.registry: CallRegistry = NoRegistry()
+        self.leases: CallHolds | None = None
+
+    def hold(self, call: Any, *, runtime: str, model: str | None, resume: Resume | None) -> None:
+        """``call`` (a manager's call: id, key, target, dispatch) is held here now; with
+        leases its function calls are tracked (``call.dispatch`` wrapped)."""
+        self.registry.hold(call.call_id, call.target.key)
+        if self.leases is not None:  # a shared store: the call may outlive this worker
+            call.dispatch = self.leases.track(call.call_id, call.dispatch)
+            self.leases.register(call, runtime=runtime, model=model or "", resume=resume)
+
+    def ending(self, call_id: str) -> int:
+        """``call_id`` ends (before its hangup): its lease is let go; how many workers held
+        it (1 without a store)."""
+        return self.leases.forget(call_id) if self.leases is not None else 1
+
+    def ended(self, call_id: str) -> None:
+        """``call_id`` has ended and was hung up where it had to be."""
+        self.registry.forget(call_id)
+
+    def handed_over(self, call_id: str) -> None:
+        """Another worker holds ``call_id`` now (or will): its lease lapses at once."""
+        if self.leases is not None:
+            self.leases.release(call_id)
+
+
 def read_held(path: str) -> list[HeldCall]:
     """The calls the log at ``path`` says are held, oldest first (none when it is missing)."""
     try:
@@ -169,6 +204,7 @@ __all__ = [
     "CallRegistry",
     "FileCallRegistry",
     "HeldCall",
+    "HeldCalls",
     "NoRegistry",
     "key_fingerprint",
     "read_held",

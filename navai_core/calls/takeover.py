@@ -18,9 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable
 
-from .._errors import CallsFull
+from .._config import DEFAULT_CALL_LEASE_SECONDS, NavaiConfig
+from .._errors import CallsFull, NavaiError
+from ..upstream.providers import realtime_target
 from .leases import CallLeases, key_fingerprint
 from .manager import CallManager
 
@@ -28,6 +33,50 @@ logger = logging.getLogger("navai")
 
 SCAN_SECONDS = 1.0
 BATCH = 16
+
+
+def share_calls(
+    config: NavaiConfig, calls: CallManager, loop: Callable[[], asyncio.AbstractEventLoop]
+) -> tuple[CallLeases, Takeover]:
+    """Hold ``calls`` under leases in the shared store ``config`` names (its client on
+    ``loop()``, navai's background loop), and take over lapsed ones: the leases (set on
+    ``calls``) and the takeover (started with the server)."""
+    lease = config.call_lease_seconds
+    ok = isinstance(lease, (int, float)) and lease >= 1
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    leases = CallLeases(
+        config.rate_limit_storage,
+        lease_seconds=float(lease) if ok else DEFAULT_CALL_LEASE_SECONDS,
+        max_seconds=calls.max_seconds,
+        loop=loop,
+        owner=owner,
+        on_lost=calls.hand_over,
+    )
+    calls.leases = leases
+    return leases, Takeover(leases, calls, backend_key=lambda: backend_key(config), loop=loop)
+
+
+def backend_key(config: NavaiConfig) -> str | None:
+    """The backend key a worker attaches taken-over calls with (none: it takes none)."""
+    try:
+        return realtime_target(config).key
+    except NavaiError:
+        return None
+
+
+def close_leases(leases: CallLeases | None) -> None:
+    """Close the store client of ``leases`` once it was used (from sync code, off its loop);
+    a store that fails to close is let go."""
+    if leases is not None and leases.started:
+        with contextlib.suppress(Exception):
+            leases.on_loop_sync(leases.aclose)
+
+
+async def aclose_leases(leases: CallLeases | None) -> None:
+    """:func:`close_leases` from async code."""
+    if leases is not None and leases.started:
+        with contextlib.suppress(Exception):
+            await leases.on_loop(leases.aclose)
 
 
 class Takeover:

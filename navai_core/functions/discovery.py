@@ -20,6 +20,7 @@ from types import ModuleType
 
 import attrs
 
+from .._config import NavaiConfig
 from .registry import FunctionRegistry
 
 DEFAULT_FOLDERS = "src/ai/functions-modules"
@@ -46,6 +47,21 @@ class _Token:
                 break
             prefix.append(segment)
         return tuple(prefix)
+
+
+def functions_for(config: NavaiConfig, registry: FunctionRegistry | None) -> FunctionRegistry:
+    """The registry a server with ``config`` serves: ``registry``'s functions (registered in
+    code) and those its settings name, their schemas built (off the event loop, not on the
+    first list)."""
+    built = load_functions(
+        base_dir=config.functions_base_dir or ".",
+        folders=config.functions_folders,
+        agents_folders=config.agents_folders,
+        modules=config.functions_modules,
+        registry=registry,
+    )
+    built.prepare_schemas()
+    return built
 
 
 def load_functions(
