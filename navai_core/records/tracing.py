@@ -65,10 +65,16 @@ def available() -> bool:
         return False
 
 
-def _tracer() -> Any:
+def _tracer() -> Any | None:
+    """navai's tracer, or None while no tracer provider is configured (the API's default
+    proxy or no-op provider: a span would go nowhere, so none is made and a request pays
+    nothing for it). Read at each use: an application may configure its SDK after navai."""
     from opentelemetry import trace
 
-    return trace.get_tracer(TRACER_NAME)
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+        return None
+    return provider.get_tracer(TRACER_NAME)
 
 
 def _fail(span: Any, text: str | None, error_type: str) -> None:
@@ -104,6 +110,8 @@ def trace_call(summary: Mapping[str, Any], tool_times: Sequence[tuple[float, flo
     from opentelemetry import trace
 
     tracer = _tracer()
+    if tracer is None:
+        return
     usage = summary.get("usage") or {}
     attributes: dict[str, Any] = {
         "gen_ai.system": "openai",
@@ -157,8 +165,11 @@ def _start_tool(prepared: PreparedCall) -> Any | None:
     context = prepared.context
     if context is not None and context.method == CALL_METHOD:
         return None
+    tracer = _tracer()
+    if tracer is None:
+        return None
     call_id = context.header(FUNCTION_CALL_ID_HEADER) if context is not None else None
-    return _tracer().start_span(
+    return tracer.start_span(
         f"{EXECUTE_TOOL} {prepared.function_name}",
         attributes=tool_attributes(prepared.function_name, call_id),
     )
@@ -225,11 +236,17 @@ class _Step:
         return reply
 
     def run(self, navai: Any) -> Reply:
-        with _tracer().start_as_current_span(self.name, attributes=self.attributes) as span:
+        tracer = _tracer()
+        if tracer is None:
+            return self.step.run(navai)  # type: ignore[no-any-return]
+        with tracer.start_as_current_span(self.name, attributes=self.attributes) as span:
             return self._finish(span, self.step.run(navai))
 
     async def arun(self, navai: Any) -> Reply:
-        with _tracer().start_as_current_span(self.name, attributes=self.attributes) as span:
+        tracer = _tracer()
+        if tracer is None:
+            return await self.step.arun(navai)  # type: ignore[no-any-return]
+        with tracer.start_as_current_span(self.name, attributes=self.attributes) as span:
             return self._finish(span, await self.step.arun(navai))
 
 
