@@ -540,3 +540,20 @@ def test_shutdown_hangups_are_bounded_by_the_grace(fake: FakeOpenAI) -> None:
     took, left = asyncio.run(main())
     assert took < 2.0
     assert left == []
+
+
+def test_close_returns_after_the_calls_on_call_end_hooks_ran(fake) -> None:
+    """navai.close() ends each call and returns once its on_call_end hook has run (within
+    the close's wait): a server that exits right after close() loses no summary."""
+    ended: list[str] = []
+
+    def slow_hook(summary) -> None:
+        time.sleep(0.3)
+        ended.append(summary.call_id)
+
+    navai = navai_for(fake, on_call_end=slow_hook)
+    call = fake.open_call()
+    navai.calls.attach(call.call_id, api_key=SERVER_KEY, rate_key="alice")
+    call.wait_for(lambda c: c.connections == 1)
+    navai.close()
+    assert ended == [call.call_id]

@@ -684,9 +684,9 @@ class CallManager:
             try:
                 if (published := call.events.ended(summary)) is not None:
                     await published  # the call log's line, before the hook
+                await anotify(self.settings.on_call_end, summary, owner=self._concurrency)
             finally:
-                call.done.set()
-            await anotify(self.settings.on_call_end, summary, owner=self._concurrency)
+                call.done.set()  # (close() waits for it: the hook has run)
 
 
 async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None:
