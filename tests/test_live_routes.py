@@ -24,6 +24,7 @@ from fakes.live import (
     live_transport_incoming,
     response_completed,
     response_ended,
+    transcript_delta,
     usage,
     usage_updated,
 )
@@ -239,8 +240,11 @@ def test_the_summary_carries_runtime_close_reason_billed_seconds_and_backend_tok
         call = fake_live.call()
         call.wait_for(lambda c: c.connections == 1)
         call.send(
+            transcript_delta("What is one ", "input", 1000),
+            transcript_delta("plus two?", "input", 1400),
             function_call("c1", "add", {"a": 1, "b": 2}),
             response_completed("resp_1", tokens=usage(100, 20)),
+            transcript_delta("It is three.", "output", 4000),
             usage_updated(30),
         )
         call.wait_for(lambda c: len(c.of_type("response.create")) == 1)
@@ -260,6 +264,16 @@ def test_the_summary_carries_runtime_close_reason_billed_seconds_and_backend_tok
     assert summary.billed_seconds == 31.5
     assert summary.usage["total_tokens"] == 120 and summary.usage["input_tokens"] == 100
     assert summary.function_calls == 1 and summary.session_restored == 0
+    # The call record (CONTRACT §12) through the Live runtime: its transcript fragments
+    # joined into turns, the tool run, and the cost (per minute plus the backend's tokens,
+    # or null with one warning while the backend model has no price).
+    assert summary.model == "gpt-live-1.1"
+    assert [(t["role"], t["text"]) for t in summary.transcript] == [
+        ("user", "What is one plus two?"),
+        ("assistant", "It is three."),
+    ]
+    [tool] = summary.tools
+    assert (tool["call_id"], tool["name"], tool["ok"], tool["error"]) == ("c1", "add", True, None)
 
 
 def test_a_spent_budget_refuses_a_live_call_and_hangs_up_a_running_one(
