@@ -47,6 +47,7 @@ from .plans import (
     CallAnswer,
     CallOptions,
     CallPlan,
+    build_call_control_request,
     call_session,
     function_tools,
     valid_call_id,
@@ -210,20 +211,10 @@ def build_live_control_request(
     target: RealtimeTarget, session_id: str, action: str, body: JsonObject | None = None
 ) -> UpstreamRequest:
     """``POST <base>/live/sessions/<session_id>/<action>`` (``hangup``, ``accept``,
-    ``reject``, ``refer``) with an optional JSON body."""
-    if not valid_call_id(session_id):
-        raise BadRequest("Invalid call id.")
-    headers = target.headers
-    if body is not None:
-        headers = (*headers, ("Content-Type", JSON_CONTENT_TYPE))
-    return UpstreamRequest(
-        method="POST",
-        url=live_target(target).call_url(session_id, action),
-        headers=headers,
-        content=b"" if body is None else dumps(body),
-        label=f"{LIVE_LABEL} {action}",
-        secrets=target.secrets,
-    )
+    ``reject``, ``refer``) with an optional JSON body: the Realtime control request on the
+    Live runtime's paths."""
+    live = live_target(target)
+    return build_call_control_request(live, session_id, action, body, label=LIVE_LABEL)
 
 
 def build_live_hangup_request(target: RealtimeTarget, session_id: str) -> UpstreamRequest:

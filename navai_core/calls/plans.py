@@ -228,10 +228,16 @@ def parse_call_response(
 
 
 def build_call_control_request(
-    target: RealtimeTarget, call_id: str, action: str, body: JsonObject | None = None
+    target: RealtimeTarget,
+    call_id: str,
+    action: str,
+    body: JsonObject | None = None,
+    *,
+    label: str = "OpenAI calls",
 ) -> UpstreamRequest:
-    """``POST <base>/realtime/calls/<call_id>/<action>`` (``hangup``, ``accept``, ``reject``,
-    ``refer``) with an optional JSON body."""
+    """``POST <one call's path of the target's runtime>/<action>`` (``hangup``, ``accept``,
+    ``reject``, ``refer``; on Realtime ``<base>/realtime/calls/<call_id>/<action>``) with an
+    optional JSON body; ``label`` names the upstream in errors and logs."""
     if not valid_call_id(call_id):
         raise BadRequest("Invalid call id.")
     headers = target.headers
@@ -242,7 +248,7 @@ def build_call_control_request(
         url=target.call_url(call_id, action),
         headers=headers,
         content=b"" if body is None else dumps(body),
-        label=f"OpenAI calls {action}",
+        label=f"{label} {action}",
         secrets=target.secrets,
     )
 
