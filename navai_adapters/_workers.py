@@ -10,11 +10,13 @@ itself; it
 - hangs up the calls a dead worker held: each worker records the calls it holds in a file of
   a private folder the parent made (:class:`~navai_core.calls.registry.FileCallRegistry`);
   when the worker is gone, the parent reads the file and hangs each call up through OpenAI
-  with the backend key, then removes the file;
+  with the backend key (the configured runtime's hangup), then removes the file. With a
+  shared store (Redis) the workers record nothing there: another worker takes a dead one's
+  calls over (CONTRACT §13), so the parent must not hang them up;
 - on Ctrl-C/SIGTERM, stops every worker (SIGTERM: each ends its calls within its grace),
   kills one still there after ``STOP_SECONDS``, and hangs up what a killed worker held.
 
-A call created with a request's own key (``NAVAI_ALLOW_API_KEY_FROM_REQUEST``) cannot be hung
+A call created with a request's own key (``NAVAI_ALLOW_FRONTEND_API_KEY``) cannot be hung
 up with the backend key: its file holds only a fingerprint of that key, never the key; such a
 call is logged and ends at OpenAI's own limit.
 """
@@ -35,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from navai_core.calls import registry
-from navai_core.calls.plans import build_hangup_request
 from navai_core.upstream.providers import realtime_target
 from navai_core.upstream.send import new_client, send
 
@@ -262,7 +263,8 @@ def hang_up(navai: Navai, calls: list[registry.HeldCall], whose: str) -> None:
 
     def one(call_id: str) -> None:
         try:
-            reply = send(client, build_hangup_request(target, call_id), navai.retry_policy)
+            request = navai.calls.runtime.hangup_request(target, call_id)  # Realtime or Live
+            reply = send(client, request, navai.retry_policy)
         except Exception as exc:
             logger.warning("hanging up call %s of %s failed: %s", call_id, whose, exc)
             return

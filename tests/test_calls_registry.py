@@ -60,3 +60,31 @@ def test_without_a_registry_a_navai_records_nothing() -> None:
     navai = Navai(NavaiConfig())
     assert isinstance(navai.calls.held_calls, registry.NoRegistry)  # per instance, not global
     navai.close()
+
+
+def test_with_a_shared_store_the_supervisors_file_records_nothing(tmp_path: Path) -> None:
+    """With leases (a shared store), another worker takes a dead worker's calls over: the
+    supervisor's file must not list them, or the parent would hang them up first."""
+    from types import SimpleNamespace
+
+    from navai_core.calls.registry import FileCallRegistry, HeldCalls
+
+    class Leases:
+        def __init__(self) -> None:
+            self.registered: list[str] = []
+
+        def track(self, call_id, dispatch):
+            return dispatch
+
+        def register(self, call, **_):
+            self.registered.append(call.call_id)
+
+    path = tmp_path / "worker.calls"
+    holds = HeldCalls()
+    holds.registry = FileCallRegistry(str(path))
+    leases = Leases()
+    holds.leases = leases  # type: ignore[assignment]
+    call = SimpleNamespace(call_id="rtc_a", target=SimpleNamespace(key="sk-x"), dispatch=None)
+    holds.hold(call, runtime="realtime", model=None, resume=None)
+    assert leases.registered == ["rtc_a"]
+    assert read_held(str(path)) == []

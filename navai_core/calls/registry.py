@@ -163,10 +163,11 @@ class HeldCalls:
     def hold(self, call: Any, *, runtime: str, model: str | None, resume: Resume | None) -> None:
         """``call`` (a manager's call: id, key, target, dispatch) is held here now; with
         leases its function calls are tracked (``call.dispatch`` wrapped)."""
-        self.registry.hold(call.call_id, call.target.key)
         if self.leases is not None:  # a shared store: the call may outlive this worker
             call.dispatch = self.leases.track(call.call_id, call.dispatch)
             self.leases.register(call, runtime=runtime, model=model or "", resume=resume)
+        else:  # (with a store, another worker takes it over: no supervisor must hang it up)
+            self.registry.hold(call.call_id, call.target.key)
 
     def ending(self, call_id: str) -> int:
         """``call_id`` ends (before its hangup): its lease is let go; how many workers held
