@@ -198,3 +198,14 @@ def test_the_first_events_of_a_taken_over_call_answer_the_interrupted_tools():
     assert output["ok"] is False and output["function_name"] == "slow"
     assert "interrupted" in output["details"]
     assert Resume(entry, {}).events() == []  # nothing was pending: no response.create
+
+
+def test_a_taken_over_live_call_gets_its_outputs_the_live_way():
+    """GPT-Live takes a function's output as ``response.item.create`` (CONTRACT §11), not
+    Realtime's ``conversation.item.create``."""
+    from navai_core.calls.leases import CallEntry
+
+    entry = CallEntry("live_1", "live", "alice", "gpt-live-1.1", 0.0, 60.0, "webrtc", "f")
+    events = Resume(entry, {"fc_a": "slow"}).events()
+    assert [e["type"] for e in events] == ["response.item.create", "response.create"]
+    assert events[0]["item"]["type"] == "function_call_output"

@@ -180,8 +180,15 @@ class Resume:
             output = json.dumps(body)
             item: JsonObject = {"type": "function_call_output", "call_id": call_id}
             item["output"] = output
-            out.append({"type": "conversation.item.create", "item": item})
+            out.append({"type": self._output_event, "item": item})
         return [*out, dict(RESPONSE_CREATE)]
+
+    @property
+    def _output_event(self) -> str:
+        """How the call's runtime takes a function's output: Realtime's conversation item,
+        GPT-Live's ``response.item.create`` (CONTRACT §11)."""
+        live = self.entry.runtime == "live"
+        return "response.item.create" if live else "conversation.item.create"
 
     def apply(self, call: Any) -> None:
         """Make a new call part count from the original start: its clocks, its budget
