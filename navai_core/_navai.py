@@ -261,8 +261,13 @@ class Navai:
 
     def _call_events(self, call: LiveCall) -> CallEvents:
         """What is told of a call as it goes: its log lines, its record, its watchers."""
-        model = call.model or provider_for(self.config).default_model(self.config)
-        return record_events(self.recorder, call, runtime=self.calls.runtime.name, model=model)
+        c, runtime = self.config, self.calls.runtime.name
+        live = runtime == "live"  # GPT-Live: the Live model, and the backend model's tokens
+        model = call.model or (c.live_model if live else provider_for(c).default_model(c))
+        backend = c.live_backend_model if live else None
+        return record_events(
+            self.recorder, call, runtime=runtime, model=model, backend_model=backend
+        )
 
     # ----- phone calls ---------------------------------------------------------------
 

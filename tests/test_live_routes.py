@@ -233,7 +233,15 @@ def test_the_summary_carries_runtime_close_reason_billed_seconds_and_backend_tok
 ) -> None:
     fake_live.reset()
     summaries: list[CallSummary] = []
-    navai = live_navai(fake_live, functions_dir, on_call_end=summaries.append)
+    # A price for the backend model (navai ships none for it): USD per 1M tokens.
+    prices = functions_dir.parent / "prices.json"
+    backend = {"text_input": 1.0, "cached_text_input": 0.1, "text_output": 2.0}
+    sources = {"source": "test", "date": "2026-12-07"}
+    zeros = {"audio_input": 0.0, "cached_audio_input": 0.0, "audio_output": 0.0}
+    prices.write_text(json.dumps({"gpt-5.6-terra": {**backend, **zeros, **sources}}))
+    navai = live_navai(
+        fake_live, functions_dir, on_call_end=summaries.append, prices_file=str(prices)
+    )
     try:
         reply = navai.handle(start_context("10.0.0.9"), OFFER.encode())
         assert reply.status == 201
@@ -274,6 +282,8 @@ def test_the_summary_carries_runtime_close_reason_billed_seconds_and_backend_tok
     ]
     [tool] = summary.tools
     assert (tool["call_id"], tool["name"], tool["ok"], tool["error"]) == ("c1", "add", True, None)
+    # The cost: the billed minutes of the Live model plus the backend model's tokens.
+    assert summary.cost_usd is not None and summary.cost_usd > 100 / 1e6 * 1.0 + 20 / 1e6 * 2.0
 
 
 def test_a_spent_budget_refuses_a_live_call_and_hangs_up_a_running_one(

@@ -178,7 +178,12 @@ class RecordEvents:
 
 
 def record_events(
-    recorder: Recorder, call: LiveCall, *, runtime: str, model: str | None
+    recorder: Recorder,
+    call: LiveCall,
+    *,
+    runtime: str,
+    model: str | None,
+    backend_model: str | None = None,
 ) -> RecordEvents:
     """The :class:`RecordEvents` of a call starting now (the call manager's events factory,
     called on the loop that holds the call)."""
@@ -186,6 +191,7 @@ def record_events(
     record = recorder.start(
         runtime=runtime,
         model=model,
+        backend_model=backend_model,
         started_at=call.started_at,
         started=monotonic - max(now - call.started_at, 0.0),
     )
