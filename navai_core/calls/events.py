@@ -3,10 +3,11 @@
 :class:`LiveCall` (a call held now) and :class:`CallSummary` (how it ended) are public.
 :class:`CallEvents` is what the manager tells as a call goes: it started, a server event
 arrived, a tool ran (:class:`ToolRun`: name, arguments, ok, the error the model got, ms), it
-ended. :class:`CallLog` writes those as log lines; a call record (transcript, tools, cost)
-is one more :class:`CallEvents` (``records/events.py``), fed the same way: at the end it
-adds its fields to the summary (:meth:`CallEvents.finish`) before ``ended`` and the
-``on_call_end`` hook see it.
+ended, or it was handed over to another worker (which tells its end). :class:`CallLog`
+writes those as log lines; a call record (transcript, tools, cost) is one more
+:class:`CallEvents` (``records/events.py``), fed the same way: at the end it adds its fields
+to the summary (:meth:`CallEvents.finish`) before ``ended`` and the ``on_call_end`` hook see
+it.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class ToolRun:
 
 class CallEvents(Protocol):
     """What happens on one call, in order: ``started`` once, then ``event`` for each server
-    event (parsed JSON) and ``tool_ran`` for each function call, then ``ended`` once. Each runs
-    on the call's event loop and must not block."""
+    event (parsed JSON) and ``tool_ran`` for each function call, then ``ended`` once, or
+    ``handed_over`` once instead. Each runs on the call's event loop and must not block."""
 
     def started(self, call: LiveCall) -> None: ...
 
@@ -105,6 +106,11 @@ class CallEvents(Protocol):
     def ended(self, summary: CallSummary) -> Awaitable[Any] | None:
         """The call ended (``summary`` as :meth:`finish` made it); an awaitable it returns
         (writing the call log) is awaited before the ``on_call_end`` hook runs."""
+        ...
+
+    def handed_over(self) -> None:
+        """Another worker goes on with the call (and tells its end): no summary, no record
+        here; what these events hold for the call is let go."""
         ...
 
 
@@ -129,6 +135,9 @@ class CallLog:
 
     def finish(self, summary: CallSummary) -> CallSummary:
         return summary
+
+    def handed_over(self) -> None:
+        pass
 
     def ended(self, summary: CallSummary) -> None:
         logger.info(

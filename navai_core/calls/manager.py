@@ -164,7 +164,7 @@ class _Call:
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.done = threading.Event()
-        # Set by CallManager._new_call.
+        # Set by _Call.assemble.
         self.connection: Connection
         self.tools: ToolRunner
         self.limits: CallLimits
@@ -187,6 +187,8 @@ class _Call:
         m = manager
         call = cls(call_id, target, key, options.transport, loop, m.settings, m._dispatch)
         call.runtime = m.runtime.name
+        if options.session is not None:
+            call.guard = m.runtime.session_guard(options.session, m.settings.on_client_update)
         seen = LiveCall(call_id, key, call.started_at, options.transport, 0, options.model)
         call.events = m._events(seen)
         url = m.runtime.sideband_url(target, call_id)
@@ -207,8 +209,6 @@ class _Call:
             budgets=m.budgets,
             tick=m.budget_tick_seconds,
         )
-        if options.session is not None:
-            call.guard = m.runtime.session_guard(options.session, m.settings.on_client_update)
         return call
 
     def live(self) -> LiveCall:
@@ -636,13 +636,18 @@ class CallManager:
         loop: asyncio.AbstractEventLoop,
         options: CallOptions,
     ) -> LiveCall:
-        """Hold the call on ``loop``, the running one."""
-        call = _Call.assemble(self, call_id, target, rate_key, loop, options)
+        """Hold the call on ``loop``, the running one. Its parts (its events among them) are
+        made once it has its place: a refused call leaves nothing behind."""
         with self._lock:
-            if call.call_id in self._calls:
-                raise ValueError(f"call {call.call_id} is already held")
+            if call_id in self._calls:
+                raise ValueError(f"call {call_id} is already held")
             self.places.hold(options.place)
-            self._calls[call.call_id] = call
+            try:
+                call = _Call.assemble(self, call_id, target, rate_key, loop, options)
+            except BaseException:
+                self.places.leave()
+                raise
+            self._calls[call_id] = call
         runtime = self.runtime.name
         self.holds.hold(call, runtime=runtime, model=options.model, resume=options.resume)
         call.task = loop.create_task(self._hold(call), name=f"navai-call-{call_id}")
@@ -657,9 +662,9 @@ class CallManager:
     async def _ended(self, call: _Call) -> None:
         reason = call.reason or ENDED
         if reason == HANDED_OVER:  # another worker goes on with it: no hangup, no record
-            with self._lock:
-                self._calls.pop(call.call_id, None)
+            self._forget(call)
             self.holds.handed_over(call.call_id)
+            call.events.handed_over()
             call.done.set()
             return
         workers = self.holds.ending(call.call_id)
@@ -677,9 +682,7 @@ class CallManager:
             summary = call.events.finish(call.summary(reason))
             if workers > 1:  # held by more than one worker (calls/leases.py)
                 summary = attrs.evolve(summary, workers=workers)
-            with self._lock:
-                if self._calls.pop(call.call_id, None) is not None:
-                    self.places.leave()
+            self._forget(call)
             self.holds.ended(call.call_id)
             try:
                 if (published := call.events.ended(summary)) is not None:
@@ -687,6 +690,13 @@ class CallManager:
                 await anotify(self.settings.on_call_end, summary, owner=self._concurrency)
             finally:
                 call.done.set()  # (close() waits for it: the hook has run)
+
+    def _forget(self, call: _Call) -> None:
+        """``call`` is no longer held here: its place is given back."""
+        with self._lock:
+            if self._calls.get(call.call_id) is call:
+                del self._calls[call.call_id]
+                self.places.leave()
 
 
 async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None:

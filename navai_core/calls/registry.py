@@ -4,7 +4,7 @@ A worker process of ``navai serve --workers N`` that dies (``kill -9``, out of m
 hang up the calls it held: its supervisor does, from what the worker recorded here. The
 :class:`CallRegistry` protocol is the one interface; the call manager records each call it
 holds (:meth:`CallRegistry.hold`, when it attaches the call) and forgets it once ended
-(:meth:`CallRegistry.forget`, after the upstream hangup):
+(:meth:`CallRegistry.forget`, after the upstream hangup) or handed over to another worker:
 
 - :class:`NoRegistry` (the default): records nothing (one process, or an embedded app);
 - :class:`FileCallRegistry`: one small file per worker in a private folder its supervisor
@@ -65,7 +65,7 @@ class CallRegistry(Protocol):
         """``call_id``, created with ``key``, is held here now."""
 
     def forget(self, call_id: str) -> None:
-        """``call_id`` has ended (hung up where it had to be)."""
+        """``call_id`` has ended (hung up where it had to be), or another worker holds it."""
 
 
 class NoRegistry:
@@ -179,7 +179,9 @@ class HeldCalls:
         self.registry.forget(call_id)
 
     def handed_over(self, call_id: str) -> None:
-        """Another worker holds ``call_id`` now (or will): its lease lapses at once."""
+        """Another worker holds ``call_id`` now (or will): its lease lapses at once, and the
+        supervisor forgets it (this worker's death must not hang it up)."""
+        self.registry.forget(call_id)
         if self.leases is not None:
             self.leases.release(call_id)
 

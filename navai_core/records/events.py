@@ -10,6 +10,9 @@ tells the call's watchers (CONTRACT section 14) as things happen:
 - ``cost`` ``{"cost_usd", "usage"}`` after each model response;
 - ``end``: the whole record, after which the stream closes.
 
+A call handed over to another worker (which writes its one record) closes its watchers'
+streams with the comment ``: handed over`` and no ``end``.
+
 A watcher is a bounded queue on the call's event loop. The call never waits for a watcher:
 an event is put without waiting, and a watcher that has ``Recorder.watch_limit`` (256)
 events not yet read is disconnected (its stream ends with the comment ``: too slow``), so
@@ -38,6 +41,7 @@ logger = logging.getLogger("navai")
 
 PING = b": ping\n\n"
 TOO_SLOW = b": too slow\n\n"
+HANDED_OVER = b": handed over\n\n"
 USAGE_EVENTS = frozenset({"response.done", *LIVE_USAGE_EVENTS})
 _LOG = CallLog()
 _CLOSE = None  # the queue item that ends a stream
@@ -72,7 +76,9 @@ class RecordEvents:
         self.call_id = call_id
         self.record = record
         self.watchers: list[_Watcher] | None = None  # none until someone watches
-        self.final: bytes | None = None  # the ``end`` event, once the call ended
+        # What a watcher gets last: the ``end`` event once the call ended (HANDED_OVER when
+        # another worker goes on with it); None while the call is held here.
+        self.final: bytes | None = None
 
     # ----- CallEvents ---------------------------------------------------------------------
 
@@ -112,6 +118,9 @@ class RecordEvents:
     def finish(self, summary: CallSummary) -> CallSummary:
         return attrs.evolve(summary, **self.record.finish(seconds=summary.seconds))
 
+    def handed_over(self) -> None:
+        self._close(HANDED_OVER)
+
     def ended(self, summary: CallSummary) -> Awaitable[None]:
         _LOG.ended(summary)
         return self._publish(summary)
@@ -123,12 +132,18 @@ class RecordEvents:
         except Exception:
             logger.exception("call %s: its record could not be published", self.call_id)
         finally:
-            self.recorder.calls.pop(self.call_id, None)
-            self.final = sse("end", fields)
-            for watcher in self.watchers or ():
-                watcher.queue.put_nowait(self.final)
-                watcher.queue.put_nowait(_CLOSE)
-            self.watchers = None
+            self._close(sse("end", fields))
+
+    def _close(self, final: bytes) -> None:
+        """The call is no longer held here: out of ``Recorder.calls``, each stream told
+        ``final`` and closed."""
+        if self.recorder.calls.get(self.call_id) is self:  # never another call's entry
+            del self.recorder.calls[self.call_id]
+        self.final = final
+        for watcher in self.watchers or ():
+            watcher.queue.put_nowait(final)
+            watcher.queue.put_nowait(_CLOSE)
+        self.watchers = None
 
     # ----- watchers -----------------------------------------------------------------------
 
