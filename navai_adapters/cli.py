@@ -312,6 +312,7 @@ def _settings_table() -> str:
         ("PORT", str(DEFAULT_PORT)),
         (FORWARDED_ENV, "unset"),
         (GC_ENV, "tuned"),
+        (playground.ENV, "on when serving on loopback"),
     ]
     width = max(len(variable) for variable, _ in rows)
     lines = [f"{variable:<{width}}  {default}" for variable, default in rows]

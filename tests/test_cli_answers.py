@@ -57,6 +57,7 @@ def test_navai_settings_lists_every_variable_with_its_default(tmp_path):
     assert rows["NAVAI_RATE_LIMIT_CALLS"] == "10/minute"
     assert rows["NAVAI_ALLOW_FRONTEND_API_KEY"] == "false"
     assert rows["PORT"] == "3000"
+    assert rows["NAVAI_PLAYGROUND"] == "on when serving on loopback"
 
 
 @pytest.mark.slow  # starts a Python process
