@@ -684,3 +684,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
         if module in SLOW_MODULES or module.startswith("test_serve") or "-server" in item.nodeid:
             item.add_marker(pytest.mark.slow)
+
+
+# ----- a server-controlled call against a target (tests of the calls routes) ---------------------
+
+# A browser's WebRTC offer as the calls route relays it (the fakes answer any offer).
+BROWSER_OFFER = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
+
+
+def wait_log(target: Target, mark: int, text: str, timeout: float = 10.0) -> str:
+    """The target's log since ``mark``, once it holds ``text`` (AssertionError after
+    ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = target.logs_since(mark)
+        if text in logs:
+            return logs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged:\n{logs}")
+        time.sleep(0.02)
+
+
+def start_call(target: Target, **kwargs: Any) -> tuple[str, Any]:
+    """``POST /navai/realtime/calls`` with the browser's offer (raw SDP unless ``json=`` is
+    given): the call id from ``Location`` and the answer."""
+    if "json" not in kwargs:
+        kwargs.setdefault("content", BROWSER_OFFER)
+        kwargs.setdefault("headers", {"Content-Type": "application/sdp"})
+    answer = target.http.post("/navai/realtime/calls", **kwargs)
+    assert answer.status_code == 201, answer.text
+    return answer.headers["location"].rsplit("/", 1)[1], answer

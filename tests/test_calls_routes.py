@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    BROWSER_OFFER,
     KINDS,
     SERVER_KEY,
     TOOL_NAMES,
@@ -22,6 +23,8 @@ from conftest import (
     Targets,
     in_process,
     navai_for,
+    start_call,
+    wait_log,
 )
 from fakes import ANSWER_SDP, FakeOpenAI, fn_call, parse_multipart
 
@@ -29,7 +32,7 @@ from navai_core import Navai, NavaiConfig, RequestContext
 
 # The hangup route reads JSON (an empty body is fine): no simple cross-site POST reaches it.
 JSON = {"content-type": "application/json"}
-OFFER = "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
+OFFER = BROWSER_OFFER
 
 
 @pytest.fixture(scope="module")
@@ -85,26 +88,6 @@ def target(request: pytest.FixtureRequest, call_targets: Targets, fake_realtime)
 def short_target(request: pytest.FixtureRequest, call_targets: Targets, fake_realtime) -> Target:
     fake_realtime.reset()
     return call_targets.get("short", request.param)
-
-
-def wait_log(target: Target, mark: int, text: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        logs = target.logs_since(mark)
-        if text in logs:
-            return logs
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not logged:\n{logs}")
-        time.sleep(0.02)
-
-
-def start_call(target: Target, **kwargs) -> tuple[str, object]:
-    if "json" not in kwargs:
-        kwargs.setdefault("content", OFFER)
-        kwargs.setdefault("headers", {"Content-Type": "application/sdp"})
-    answer = target.http.post("/navai/realtime/calls", **kwargs)
-    assert answer.status_code == 201, answer.text
-    return answer.headers["location"].rsplit("/", 1)[1], answer
 
 
 def response_done(response: str, *call_ids: str) -> dict:

@@ -15,7 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KINDS, SERVER_KEY, TOOL_NAMES, Setup, Target, Targets, in_process
+from conftest import (
+    BROWSER_OFFER,
+    KINDS,
+    SERVER_KEY,
+    TOOL_NAMES,
+    Setup,
+    Target,
+    Targets,
+    in_process,
+    start_call,
+    wait_log,
+)
 from fakes import FakeOpenAI
 from fakes.live import (
     ANSWER_SDP,
@@ -33,7 +44,7 @@ from navai_core import Navai, NavaiConfig, RequestContext
 from navai_core.calls.events import CallSummary
 from navai_core.calls.webhooks import webhook_headers
 
-OFFER = "v=0\r\no=- 78 2 IN IP4 127.0.0.1\r\ns=browser offer\r\n"
+OFFER = BROWSER_OFFER
 WEBHOOK_SECRET = "whsec_bmF2YWktdGVzdC13ZWJob29rLXNlY3JldC0zMmJ5dGU="
 
 
@@ -89,26 +100,6 @@ def target(request: pytest.FixtureRequest, live_targets: Targets, fake_live) -> 
 def short_target(request: pytest.FixtureRequest, live_targets: Targets, fake_live) -> Target:
     fake_live.reset()
     return live_targets.get("live_short", request.param)
-
-
-def wait_log(target: Target, mark: int, text: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        logs = target.logs_since(mark)
-        if text in logs:
-            return logs
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not logged:\n{logs}")
-        time.sleep(0.02)
-
-
-def start_call(target: Target, **kwargs) -> tuple[str, object]:
-    if "json" not in kwargs:
-        kwargs.setdefault("content", OFFER)
-        kwargs.setdefault("headers", {"Content-Type": "application/sdp"})
-    answer = target.http.post("/navai/realtime/calls", **kwargs)
-    assert answer.status_code == 201, answer.text
-    return answer.headers["location"].rsplit("/", 1)[1], answer
 
 
 def test_a_live_call_runs_tools_once_and_asks_for_one_response(
