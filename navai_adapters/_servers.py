@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -368,6 +370,11 @@ def run_wsgi(app: Any, sock: socket.socket, limits: Limits, close: Callable[[], 
     # waitress logs "Task queue depth is N" for every request that waits for a thread: a
     # line per request under load. The connection-cap warning above is navai's, throttled.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    if threading.current_thread() is threading.main_thread():
+        # waitress stops on KeyboardInterrupt: from here Ctrl-C and SIGTERM raise it (a
+        # forked worker exited at once until now).
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.default_int_handler)
     try:
         server.run()  # returns after Ctrl-C/SIGTERM, once the running requests are done
     finally:

@@ -180,6 +180,8 @@ class Supervisor:
         """In the forked worker: record its calls where the parent finds them, serve."""
         code = 0
         try:
+            for stop in _STOP_SIGNALS:  # until the server takes the signals over
+                signal.signal(stop, _exit_at_once)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             held = registry.FileCallRegistry(str(self._calls_file(os.getpid())))
             self.serve(held)
@@ -280,6 +282,14 @@ def hang_up(navai: Navai, calls: list[registry.HeldCall], whose: str) -> None:
             list(pool.map(one, ids))
     finally:
         client.close()
+
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    """A stop signal in a worker the server has not taken over (it holds no call yet), or
+    re-raised by uvicorn once it has shut down: exit now. (A KeyboardInterrupt could be lost
+    here, in a weakref callback or a broad ``except`` of the app's start-up code, and the worker
+    would serve on until the parent's SIGKILL.) What it held is the parent's to hang up."""
+    os._exit(0)
 
 
 def _signal(pids: list[int], sig: int) -> None:

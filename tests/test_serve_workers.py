@@ -138,3 +138,36 @@ def test_a_worker_that_dies_at_once_is_given_up(tmp_path: Path, fake: FakeOpenAI
     # Five deaths per worker, with 0.5 + 1 + 2 + 4 s of pauses between them.
     assert logs.count("exited with code 3") == 10, logs
     assert 7 < took < 30, took
+
+
+@pytest.mark.parametrize("wsgi", [False, True], ids=["asgi", "wsgi"])
+def test_a_worker_stopped_while_starting_ends_at_once(
+    tmp_path: Path, fake: FakeOpenAI, wsgi: bool
+) -> None:
+    """SIGTERM to the parent while its workers are still starting stops everything at once,
+    even when the worker's start-up code swallows the KeyboardInterrupt (as a weakref callback
+    or a broad ``except`` does): a worker the server has not taken over holds no call yet, so
+    it does not wait for the parent's SIGKILL, STOP_SECONDS later."""
+    (tmp_path / "navai").mkdir()
+    (tmp_path / "navai" / "slow_app.py").write_text(
+        "import os, time\n"
+        "from navai_core import Navai, NavaiConfig\n"
+        "PARENT = os.getpid()\n"
+        f"MARKS = {str(tmp_path)!r}\n"
+        "def navai():\n"
+        "    if os.getpid() != PARENT:\n"
+        "        open(os.path.join(MARKS, f'starting-{os.getpid()}'), 'w').close()\n"
+        "        until = time.monotonic() + 30\n"
+        "        while time.monotonic() < until:  # a start-up that swallows Ctrl-C\n"
+        "            try:\n"
+        "                time.sleep(0.01)\n"
+        "            except KeyboardInterrupt:\n"
+        "                pass\n"
+        "    return Navai(NavaiConfig.from_env())\n"
+    )
+    wsgi_args = ["--wsgi"] * wsgi
+    process = serve(tmp_path, fake, "--workers", "2", "--app", "slow_app:navai", *wsgi_args)
+    wait_until(lambda: len(list(tmp_path.glob("starting-*"))) == 2, what="two starting workers")
+    # (10 s: well under STOP_SECONDS, after which the parent would kill such a worker.)
+    code = process.stop(timeout=10)
+    assert code == 0, process.describe()
