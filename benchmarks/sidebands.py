@@ -85,6 +85,7 @@ def ping(n: int) -> int:
     """Return n."""
     return n
 '''
+ASYNC_TOOLS = TOOLS.replace("def ping", "async def ping")
 
 
 def rss_kb(pid: int) -> int:
@@ -177,6 +178,11 @@ def main() -> None:
         help="leave this process's garbage collector on during the load (see above)",
     )
     parser.add_argument(
+        "--async-tool",
+        action="store_true",
+        help="the function is ``async def ping`` (no hop to a function thread)",
+    )
+    parser.add_argument(
         "--no-transcripts",
         action="store_true",
         help="send only the function calls (no transcript events, no usage)",
@@ -191,7 +197,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(key=KEY) as fake:
         folder = Path(tmp)
         (folder / "functions").mkdir()
-        (folder / "functions" / "tools.py").write_text(TOOLS)
+        (folder / "functions" / "tools.py").write_text(ASYNC_TOOLS if args.async_tool else TOOLS)
         call_log = folder / "calls.jsonl"
         process, url = start_navai(
             fake, folder, args.wsgi, args.log, args.gc, args.runtime, call_log

@@ -19,6 +19,11 @@ def dumps(value: Any) -> bytes:
     return _ENCODER.encode(value).encode()
 
 
+def encode_text(value: Any) -> str:
+    """:func:`dumps`, as text."""
+    return _ENCODER.encode(value)
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 

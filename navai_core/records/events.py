@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .._json import dumps
+from .._json import encode_text
 from ..calls.events import CallLog, CallSummary, LiveCall, ToolRun
 from .record import LIVE_USAGE_EVENTS, CallRecord
 
@@ -49,7 +49,12 @@ _CLOSE = None  # the queue item that ends a stream
 
 def sse(kind: str, data: object) -> bytes:
     """One server-sent event: ``event: <kind>`` and its data as one JSON line."""
-    return b"event: " + kind.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+    return sse_text(kind, encode_text(data))
+
+
+def sse_text(kind: str, data: str) -> bytes:
+    """:func:`sse` of data already JSON text."""
+    return b"event: " + kind.encode() + b"\ndata: " + data.encode() + b"\n\n"
 
 
 class _Watcher:
@@ -88,13 +93,13 @@ class RecordEvents:
     def event(self, call_id: str, event: object) -> None:
         if not isinstance(event, Mapping):
             return
-        turns = self.record.transcript.turns
-        before = len(turns)
+        transcript = self.record.transcript
+        before = transcript.turn_count
         self.record.on_event(event, time.monotonic())
         if not self.watchers:
             return
-        for turn in turns[before:]:
-            self._tell(sse("transcript", turn))
+        for turn in transcript.turn_texts(before):
+            self._tell(sse_text("transcript", turn))
         if event.get("type") in USAGE_EVENTS:
             cost = {"cost_usd": self.record.cost(), "usage": self.record.usage}
             self._tell(sse("cost", cost))

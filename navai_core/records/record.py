@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -76,7 +77,9 @@ class CallRecord:
         self.usage: dict[str, JsonValue] = {}
         self.billed_seconds: float | None = None  # Live: the last usage.seconds
         self.paused_seconds = 0.0
-        self.tool_times: list[tuple[float, float]] = []  # Unix (start, end) of each tool entry
+        # Unix start and end of each tool entry, one after the other (floats: no object per
+        # entry for the garbage collector, as the transcript's texts).
+        self._tool_times = array("d")
 
     def _at(self, now: float) -> float:
         return now - self.started
@@ -114,8 +117,7 @@ class CallRecord:
         route's envelope, as sent to the model) and how long it took; ``now``:
         ``time.monotonic()`` when it ended."""
         if self.transcript.tool_done(call_id, name, arguments, output, ms) is not None:
-            ended = self.started_at + self._at(now)
-            self.tool_times.append((ended - ms / 1000, ended))
+            self._tool_time(ms, now)
 
     def tool_ran(
         self,
@@ -130,9 +132,18 @@ class CallRecord:
         """:meth:`tool_done` with the outcome already read (a ``ToolRun``); its entry."""
         entry = self.transcript.tool_entry(call_id, name, arguments, ok, error, ms)
         if entry is not None:
-            ended = self.started_at + self._at(now)
-            self.tool_times.append((ended - ms / 1000, ended))
+            self._tool_time(ms, now)
         return entry
+
+    def _tool_time(self, ms: float, now: float) -> None:
+        ended = self.started_at + self._at(now)
+        self._tool_times.extend((ended - ms / 1000, ended))
+
+    @property
+    def tool_times(self) -> list[tuple[float, float]]:
+        """``(start, end)`` Unix times of each entry of the transcript's ``tools``."""
+        times = self._tool_times
+        return [(times[i], times[i + 1]) for i in range(0, len(times), 2)]
 
     def cost(self, seconds: float | None = None) -> float | None:
         prices = self.recorder.prices

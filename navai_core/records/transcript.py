@@ -24,6 +24,12 @@ Privacy: with ``keep_text=False`` no text is kept (``transcript`` empty, ``argum
 a ``redact(text) -> text`` hook runs on every transcript and argument text before it is kept
 (a hook that raises keeps :data:`REDACTION_FAILED` instead of the text).
 
+Each turn and tool run is kept as its JSON text (a ``str``), not a dict: a call keeps adding
+them for as long as it runs, and a thousand calls' worth of dicts would be that many more
+objects for Python's garbage collector to count and walk (at 1,000 calls with a tool call a
+second each, a collection every few seconds and a 90 ms one within 20 s; strings are not
+tracked). ``turns`` and ``tools`` decode them.
+
 Bounded memory per call: at most :data:`MAX_TURNS` turns and :data:`MAX_TRANSCRIPT_BYTES` of
 transcript text (a turn's text cut to :data:`MAX_TURN_BYTES`), at most :data:`MAX_TOOLS` tool
 runs; past a cap, later turns or runs are counted in ``dropped_turns``/``dropped_tools``, not
@@ -37,7 +43,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._json import JsonValue
+from .._json import JsonValue, encode_text
 
 logger = logging.getLogger("navai")
 
@@ -102,8 +108,8 @@ class Transcript:
     def __init__(self, *, keep_text: bool = True, redact: Redact | None = None) -> None:
         self.keep_text = keep_text
         self.redact = redact
-        self.turns: list[dict[str, JsonValue]] = []
-        self.tools: list[dict[str, JsonValue]] = []
+        self._turns: list[str] = []  # each turn's JSON text (see the module)
+        self._tools: list[str] = []  # each tool run's JSON text
         self.dropped_turns = 0
         self.dropped_tools = 0
         self._bytes = 0
@@ -127,11 +133,29 @@ class Transcript:
             return
         text = cut_utf8(self._clean(text), MAX_TURN_BYTES)
         size = len(text.encode("utf-8", "surrogatepass"))
-        if len(self.turns) >= MAX_TURNS or self._bytes + size > MAX_TRANSCRIPT_BYTES:
+        if len(self._turns) >= MAX_TURNS or self._bytes + size > MAX_TRANSCRIPT_BYTES:
             self.dropped_turns += 1
             return
         self._bytes += size
-        self.turns.append({"role": role, "text": text, "at": round(max(at, 0.0), 3)})
+        self._turns.append(encode_text({"role": role, "text": text, "at": round(max(at, 0.0), 3)}))
+
+    @property
+    def turns(self) -> list[dict[str, JsonValue]]:
+        """The turns kept so far, in the order they were kept."""
+        return [json.loads(turn) for turn in self._turns]
+
+    @property
+    def turn_count(self) -> int:
+        return len(self._turns)
+
+    def turn_texts(self, start: int = 0) -> list[str]:
+        """The JSON text of each turn kept, from the ``start``-th on."""
+        return self._turns[start:]
+
+    @property
+    def tools(self) -> list[dict[str, JsonValue]]:
+        """The tool runs kept so far, in the order they finished."""
+        return [json.loads(tool) for tool in self._tools]
 
     # ----- events -----------------------------------------------------------------------------
 
@@ -192,7 +216,7 @@ class Transcript:
     ) -> dict[str, JsonValue] | None:
         """Like :meth:`tool_done`, the outcome already read (``ok``, the ``error`` text the
         model got)."""
-        if len(self.tools) >= MAX_TOOLS:
+        if len(self._tools) >= MAX_TOOLS:
             self.dropped_tools += 1
             return None
         kept = cut_utf8(self._clean(arguments), MAX_ARGUMENT_BYTES) if self.keep_text else ""
@@ -204,7 +228,7 @@ class Transcript:
             "error": None if error is None else cut_utf8(error, MAX_ARGUMENT_BYTES),
             "ms": round(max(ms, 0.0), 1),
         }
-        self.tools.append(entry)
+        self._tools.append(encode_text(entry))
         return entry
 
     # ----- end --------------------------------------------------------------------------------
@@ -213,5 +237,6 @@ class Transcript:
         """Close open Live turns; the turns by ``at``."""
         for role in list(self._open):
             self._close(role)
-        self.turns.sort(key=lambda turn: turn["at"])  # type: ignore[arg-type,return-value]
-        return self.turns
+        turns = self.turns
+        turns.sort(key=lambda turn: turn["at"])  # type: ignore[arg-type,return-value]
+        return turns
