@@ -105,8 +105,8 @@ class Concurrency:
         key = name if name is not None else _name_of(fn)
         await pool.aacquire(key, wait)
         call = functools.partial(fn, *args) if args else fn
-        # (Shielded: a cancelled caller stops waiting; the call, handed over, still runs.)
-        running = asyncio.shield(asyncio.wrap_future(pool.start(key, call)))
+        # (A cancelled caller stops waiting; the call, handed over, still runs.)
+        running = pool.astart(key, call, asyncio.get_running_loop())
         if limit is None:
             return await running
         try:

@@ -271,6 +271,30 @@ class FunctionThreads:
             self._spawn([(name, job)])
         return outcome
 
+    def astart(
+        self, name: str, fn: Callable[[], T], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[T]:
+        """:meth:`start` for async code: the outcome arrives in a future of ``loop``. The call
+        runs to its end even when that future is cancelled (the caller stopped waiting): its
+        outcome is then dropped. (One hop back to the loop per call, where wrapping
+        :meth:`start`'s future costs two futures chained both ways.)"""
+        waiter: asyncio.Future[T] = loop.create_future()
+        context = contextvars.copy_context()
+
+        def job() -> None:
+            try:
+                value = context.run(fn)
+            except BaseException as exc:  # handed to the caller, who decides
+                _deliver(loop, waiter, None, exc)
+            else:
+                _deliver(loop, waiter, value, None)
+
+        with self._lock:
+            queued = self._queue((name, job))
+        if not queued:
+            self._spawn([(name, job)])
+        return waiter
+
     def _queue(self, job: _Job) -> bool:
         """(Lock held.) Hand ``job`` to an idle thread; False when there is none."""
         if self._idle <= 0:
@@ -330,3 +354,24 @@ class FunctionThreads:
                         if self._idle > 0:  # not claimed meanwhile: end this thread
                             self._idle -= 1
                             return
+
+
+def _deliver(
+    loop: asyncio.AbstractEventLoop,
+    waiter: asyncio.Future[Any],
+    value: Any,
+    error: BaseException | None,
+) -> None:
+    """(From a function thread.) Settle ``waiter`` on its loop, unless the caller stopped
+    waiting or the loop is gone."""
+    with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile)
+        loop.call_soon_threadsafe(_settle, waiter, value, error)
+
+
+def _settle(waiter: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if waiter.done():  # (cancelled: the caller stopped waiting)
+        return
+    if error is None:
+        waiter.set_result(value)
+    else:
+        waiter.set_exception(error)
