@@ -300,10 +300,14 @@ def test_a_thread_the_system_refuses_gives_its_place_back(refused_threads):
 
 def test_a_thread_the_system_refuses_to_a_reserved_call_gives_its_place_back(refused_threads):
     pool = FunctionThreads(2)
-    asyncio.run(pool.aacquire("x", 1))  # as the async callers do, then start
-    refused_threads[0] = 1
+
+    async def reserve_and_start() -> None:  # as the async callers do
+        await pool.aacquire("x", 1)
+        refused_threads[0] = 1
+        pool.astart("x", lambda: "never", asyncio.get_running_loop())
+
     with pytest.raises(RuntimeError, match="can't start new thread"):
-        pool.start("x", lambda: "never")
+        asyncio.run(reserve_and_start())
     assert pool.busy == 0 and not pool._held
 
 

@@ -732,13 +732,11 @@ def test_timed_sync_calls_reuse_idle_threads_and_never_a_busy_one():
 def test_idle_function_threads_end():
     pool = FunctionThreads(4)
     pool.IDLE_SECONDS = 0.05
-    pool.acquire("f", 1)
-    thread = pool.start("f", threading.current_thread).result(1)
+    thread, _ = pool.run("f", threading.current_thread, 1)
     thread.join(1)
     assert not thread.is_alive()  # the idle thread ended itself
     assert (pool._idle, pool.busy) == (0, 0)
-    pool.acquire("f", 1)
-    assert pool.start("f", lambda: 42).result(1) == 42  # and a new one starts when needed
+    assert pool.run("f", lambda: 42, 1)[0] == 42  # and a new one starts when needed
 
 
 def test_many_concurrent_timed_sync_calls_are_all_answered():

@@ -17,7 +17,7 @@ Sync callers (WSGI) use :meth:`FunctionThreads.run`: a call that has to wait lea
 function in the queue of waiting calls, and the thread that frees up runs it at once, so the
 caller is woken once, when its function is done (not once for the thread, then again for the
 result); its outcome is a lock, lighter than a future. Async callers reserve a thread
-(:meth:`aacquire`), then :meth:`start` the function and await its future.
+(:meth:`aacquire`), then :meth:`astart` the function and await its future.
 
 anyio's ``to_thread.run_sync(..., abandon_on_cancel=True)`` cannot give this: an abandoned
 call gives its capacity token back while its thread runs on, so hung calls grow threads
@@ -248,36 +248,15 @@ class FunctionThreads:
             raise call.error
         return call.value, call.started  # type: ignore[return-value]
 
-    def start(self, name: str, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Run ``fn`` on the thread reserved for ``name`` (by :meth:`acquire` or
-        :meth:`aacquire`); the thread is given back when ``fn`` returns, whether anyone still
-        waits for it or not. A future cancelled before ``fn`` started cancels the call."""
-        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
-        context = contextvars.copy_context()
-
-        def job() -> None:
-            if not outcome.set_running_or_notify_cancel():
-                return
-            try:
-                value = context.run(fn)
-            except BaseException as exc:  # handed to the caller, who decides
-                outcome.set_exception(exc)
-            else:
-                outcome.set_result(value)
-
-        with self._lock:
-            queued = self._queue((name, job))
-        if not queued:
-            self._spawn([(name, job)])
-        return outcome
-
     def astart(
         self, name: str, fn: Callable[[], T], loop: asyncio.AbstractEventLoop
     ) -> asyncio.Future[T]:
-        """:meth:`start` for async code: the outcome arrives in a future of ``loop``. The call
-        runs to its end even when that future is cancelled (the caller stopped waiting): its
-        outcome is then dropped. (One hop back to the loop per call, where wrapping
-        :meth:`start`'s future costs two futures chained both ways.)"""
+        """Run ``fn`` on the thread reserved for ``name`` (by :meth:`acquire` or
+        :meth:`aacquire`); its outcome arrives in a future of ``loop``. The thread is given
+        back when ``fn`` returns; the call runs to its end even when that future is cancelled
+        (the caller stopped waiting), its outcome then dropped. (One hop back to the loop per
+        call: a ``concurrent.futures.Future`` wrapped for the loop costs two futures chained
+        both ways.)"""
         waiter: asyncio.Future[T] = loop.create_future()
         context = contextvars.copy_context()
 
