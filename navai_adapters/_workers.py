@@ -16,6 +16,15 @@ itself; it
 - on Ctrl-C/SIGTERM, stops every worker (SIGTERM: each ends its calls within its grace),
   kills one still there after ``STOP_SECONDS``, and hangs up what a killed worker held.
 
+A parent that is killed itself (SIGKILL, the out-of-memory killer) can do none of this. Each
+worker checks every ``PARENT_POLL_SECONDS`` that its parent is still there, as gunicorn's
+workers do: once it is gone the worker sends itself SIGTERM, and stops as when the parent
+stops it, ending (hanging up) its calls within its grace, since no parent is left to hang
+them up; the last one removes the parent's folder. (A watcher thread comparing
+``os.getppid()`` with the parent's pid rather than Linux's ``PR_SET_PDEATHSIG``: it works on
+every POSIX system, not only Linux, and it watches the parent process, where the death
+signal fires when the parent's forking *thread* ends.)
+
 A call created with a request's own key (``NAVAI_ALLOW_FRONTEND_API_KEY``) cannot be hung
 up with the backend key: its file holds only a fingerprint of that key, never the key; such a
 call is logged and ends at OpenAI's own limit.
@@ -30,6 +39,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +65,8 @@ MAX_QUICK_DEATHS = len(BACKOFF) + 1
 STOP_SECONDS = 15.0
 #: Hangups sent at once for the calls of a dead worker.
 HANGUP_THREADS = 8
+#: How often a worker checks that its parent is still there (seconds).
+PARENT_POLL_SECONDS = 1.0
 _POLL_SECONDS = 0.1
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -168,22 +180,32 @@ class Supervisor:
         # (Signals wait until the pid is recorded: a Ctrl-C just after the fork must not
         # leave a worker the parent does not know.)
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        parent = os.getpid()
         try:
             pid = os.fork()
             if pid == 0:
-                self._worker()  # never returns
+                self._worker(parent)  # never returns
             slot.pid, slot.started = pid, time.monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
-    def _worker(self) -> None:
-        """In the forked worker: record its calls where the parent finds them, serve."""
+    def _worker(self, parent: int) -> None:
+        """In the forked worker: record its calls where the parent finds them, serve; stop
+        once ``parent`` (its pid) is gone."""
+
+        def exit_at_once(signum: int, frame: object) -> None:
+            try:
+                self._orphan_leaves(parent)
+            finally:
+                _exit_at_once(signum, frame)
+
         code = 0
         try:
             for stop in _STOP_SIGNALS:  # until the server takes the signals over
-                signal.signal(stop, _exit_at_once)
+                signal.signal(stop, exit_at_once)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             held = registry.FileCallRegistry(str(self._calls_file(os.getpid())))
+            _watch_parent(parent)
             self.serve(held)
             held.close()  # (left when calls were still held: the parent hangs them up)
         except KeyboardInterrupt:
@@ -192,7 +214,22 @@ class Supervisor:
             logger.exception("worker failed")
             code = 1
         finally:
-            os._exit(code)
+            try:
+                self._orphan_leaves(parent)
+            finally:
+                os._exit(code)
+
+    def _orphan_leaves(self, parent: int) -> None:
+        """A worker whose parent is gone, as it exits: remove its file when it holds no call
+        any more, and the folder once it is empty (the parent cannot any more)."""
+        if os.getppid() == parent:
+            return
+        path = self._calls_file(os.getpid())
+        if not registry.read_held(str(path)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):  # (not empty yet: another worker's file)
+            self.folder.rmdir()
 
     def _calls_file(self, pid: int) -> Path:
         return self.folder / f"worker-{pid}.calls"
@@ -292,6 +329,22 @@ def _exit_at_once(signum: int, frame: object) -> None:
     os._exit(0)
 
 
+def _watch_parent(parent: int) -> None:
+    """In a worker: once ``parent`` (its pid) is gone, stop as on SIGTERM (see the module).
+    The handler in place then decides how: at once before the server has taken the signals
+    over (no call held yet), else the server's graceful stop."""
+
+    def watch() -> None:
+        while os.getppid() == parent:  # (for the worker's life: a daemon thread)
+            time.sleep(PARENT_POLL_SECONDS)
+        logger.warning(
+            "worker pid %d: the parent process (pid %d) is gone: stopping", os.getpid(), parent
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="navai-parent-watch", daemon=True).start()
+
+
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -305,4 +358,12 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-__all__ = ["BACKOFF", "MAX_QUICK_DEATHS", "QUICK_SECONDS", "STOP_SECONDS", "Supervisor", "hang_up"]
+__all__ = [
+    "BACKOFF",
+    "MAX_QUICK_DEATHS",
+    "PARENT_POLL_SECONDS",
+    "QUICK_SECONDS",
+    "STOP_SECONDS",
+    "Supervisor",
+    "hang_up",
+]

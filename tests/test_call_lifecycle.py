@@ -327,6 +327,45 @@ def test_a_create_the_blocked_loop_cannot_take_is_hung_up(
     navai.close()
 
 
+ATTACH_FAILURES = {
+    "a stopped loop": (RuntimeError, "the event loop to hold the call on is not running"),
+    "a duplicate call id": (ValueError, "call rtc_fake1 is already held"),
+}
+
+
+@pytest.mark.parametrize("tail", ["sync", "async"])
+@pytest.mark.parametrize("failure", list(ATTACH_FAILURES))
+def test_a_created_call_that_cannot_be_held_is_hung_up(
+    fake: FakeOpenAI, tail: str, failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever keeps a created call from being held (not only a full process), the call is
+    hung up before the client gets a JSON error: no call runs upstream without an owner; the
+    reason is in the log."""
+    navai = navai_for(fake, functions_enabled=False)
+    error, message = ATTACH_FAILURES[failure]
+
+    def attach(call_id: str, **options: Any) -> None:
+        raise error(message)
+
+    navai.calls.attach = attach  # type: ignore[method-assign]
+    if tail == "sync":
+        reply = navai.handle(start_context(), OFFER.encode())
+    else:
+        reply = asyncio.run(navai.ahandle(start_context(), OFFER.encode()))
+    [call] = fake.calls.values()
+    assert call.hangups == 1  # (before the answer)
+    assert reply.status == 500, reply.body
+    assert reply.body == {
+        "error": "The call was created but could not be held, so it was hung up.",
+        "call_id": call.call_id,
+    }
+    [logged] = [r for r in caplog.records if "could not be held" in r.getMessage()]
+    assert logged.getMessage() == f"call {call.call_id} was created but could not be held: hung up"
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == message
+    assert navai.calls.live() == []
+    navai.close()
+
+
 def test_a_create_answered_after_a_sync_shutdown_began_is_hung_up(fake: FakeOpenAI) -> None:
     navai = navai_for(fake, functions_enabled=False)
     fake.answer(Behaviour(status=None, delay=1.0))  # the create

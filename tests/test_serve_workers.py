@@ -1,6 +1,7 @@
 """``navai serve --workers 2``: a worker killed with SIGKILL is replaced while the other keeps
 serving, and the calls it held are hung up by the parent (nothing left running upstream
-without an owner); a worker that dies at once every time is given up, not forked forever."""
+without an owner); a worker that dies at once every time is given up, not forked forever;
+workers whose parent is killed stop by themselves and hang their calls up."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx2
 import pytest
 from conftest import SERVER_KEY
 from fakes import FakeOpenAI
-from serve_helpers import serve, start_call, wait_until
+from serve_helpers import serve, start_call, summaries, wait_until
 
 
 @pytest.fixture
@@ -26,6 +27,15 @@ def fake() -> Iterator[FakeOpenAI]:
 
 def workers_of(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process nobody has reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class HealthWatch:
@@ -110,6 +120,49 @@ def test_a_killed_worker_is_replaced_and_its_calls_hung_up(
     assert "was killed by SIGKILL" in logs
     for call_id in ids:
         assert f"call {call_id} of worker pid" in logs
+
+
+@pytest.mark.parametrize("wsgi", [False, True], ids=["asgi", "wsgi"])
+def test_workers_whose_parent_is_killed_hang_up_their_calls_and_stop(
+    tmp_path: Path, fake: FakeOpenAI, wsgi: bool
+) -> None:
+    """The parent killed with SIGKILL (or by the out-of-memory killer) cannot stop its
+    workers: each notices it is gone and stops as on SIGTERM, hanging up the calls it holds
+    within its grace (no parent is left to do it), instead of serving on as an orphan; the
+    last one removes the parent's folder of held calls."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {"TMPDIR": str(temporary)}
+    process = serve(tmp_path, fake, "--workers", "2", *(["--wsgi"] * wsgi), env=env)
+    parent = process.process.pid
+    workers: set[int] = set()
+    try:
+        url = process.wait_ready()
+        wait_until(lambda: len(workers_of(parent)) == 2, what="two workers")
+        workers = workers_of(parent)
+        ids = [start_call(url) for _ in range(4)]
+        calls = [fake.call(call_id) for call_id in ids]
+        for call in calls:
+            call.wait_for(lambda c: c.connections == 1)
+        os.kill(parent, signal.SIGKILL)
+        process.process.wait(10)
+        # (Within a poll of the parent, the 10 s grace to end the calls, and some slack.)
+        wait_until(
+            lambda: not any(running(pid) for pid in workers),
+            timeout=15,
+            what=f"the orphaned workers to stop\n{process.describe()}",
+        )
+    finally:
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.stop()
+    assert [c.hangups for c in calls] == [1] * len(calls), process.describe()
+    ended = {line["call_id"]: line["end_reason"] for line in summaries(tmp_path)}
+    assert ended == dict.fromkeys(ids, "shutdown"), process.describe()
+    logs = process.stderr()
+    assert logs.count(f"the parent process (pid {parent}) is gone: stopping") == 2, logs
+    assert [p.relative_to(temporary) for p in temporary.rglob("*")] == [], logs
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ To add a route, add a row (and its plan) here; nothing else dispatches on a rout
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -23,7 +23,7 @@ import attrs
 from limits import RateLimitItem
 
 from .._config import NavaiConfig, rate_limit
-from .._errors import CallsFull, NavaiError, NotFound
+from .._errors import NavaiError, NotFound
 from .._hooks import AuthHook
 from .._http import Reply, RequestContext, Stream
 from ..calls.leases import CallEntry, CallLeases
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from ..concurrency.owner import Concurrency
     from ..functions.registry import FunctionRegistry
     from ..records.record import Recorder
+
+logger = logging.getLogger("navai")
 
 
 class Server(Protocol):
@@ -298,9 +300,11 @@ class StartCall:
 
     A place among the process's calls is reserved before the create (503 when there is
     none: nothing reaches OpenAI) and becomes the call's when it is held. A call that cannot
-    be held after all (the server began to stop, the loop that holds calls did not take it
-    in time) is hung up again before the 503 is answered; a create whose request is cancelled
-    (a server's shutdown grace ran out) is hung up once it answers.
+    be held after all is hung up again before the client is answered, whatever the failure:
+    503 when the server began to stop or the loop that holds calls did not take it in time
+    (:class:`CallsFull`), 500 with ``NOT_HELD`` and the call id for anything else (logged
+    with its traceback). A create whose request is cancelled (a server's shutdown grace ran
+    out) is hung up once it answers.
 
     The sync tail holds the call on navai's background loop, never on a running loop it may
     find: a sync ``handle()`` can run inside a short-lived loop (Django's per-request
@@ -322,11 +326,11 @@ class StartCall:
             answer = self._parse(navai.send_upstream(self.request))
             try:
                 self._hold(navai, answer, navai.concurrency.loop(), place)
-            except CallsFull:
-                hangup = navai.calls.runtime.hangup_request(self.target, answer.call_id)
-                with contextlib.suppress(Exception):
-                    navai.send_upstream(hangup)
-                raise
+            except BaseException as exc:
+                self._hang_up(navai, answer.call_id)
+                if _answered_as_is(exc):
+                    raise
+                raise _not_held(answer.call_id, exc) from exc
         finally:
             if place is not None:
                 place.release()  # (a no-op once the call holds it)
@@ -345,15 +349,30 @@ class StartCall:
             answer = self._parse(reply)
             try:
                 self._hold(navai, answer, asyncio.get_running_loop(), place)
-            except CallsFull:
-                hangup = navai.calls.runtime.hangup_request(self.target, answer.call_id)
-                with contextlib.suppress(Exception):
-                    await navai.asend_upstream(hangup)
-                raise
+            except BaseException as exc:
+                await self._ahang_up(navai, answer.call_id)
+                if _answered_as_is(exc):
+                    raise
+                raise _not_held(answer.call_id, exc) from exc
         finally:
             if place is not None:
                 place.release()
         return self._reply(navai, answer)
+
+    def _hang_up(self, navai: Server, call_id: str) -> None:
+        """Hang up a created call that is not held (a failure is logged)."""
+        try:
+            request = navai.calls.runtime.hangup_request(self.target, call_id)
+            _hung_up_upstream(call_id, navai.send_upstream(request).status)
+        except Exception as exc:
+            logger.warning("hanging up call %s, which could not be held, failed: %s", call_id, exc)
+
+    async def _ahang_up(self, navai: Server, call_id: str) -> None:
+        try:
+            request = navai.calls.runtime.hangup_request(self.target, call_id)
+            _hung_up_upstream(call_id, (await navai.asend_upstream(request)).status)
+        except Exception as exc:
+            logger.warning("hanging up call %s, which could not be held, failed: %s", call_id, exc)
 
     def _parse(self, reply: UpstreamReply) -> CallAnswer:
         parse = parse_live_call_response if self.runtime == "live" else parse_call_response
@@ -393,6 +412,27 @@ class StartCall:
 
 
 UNKNOWN_CALL = "Unknown call."
+NOT_HELD = "The call was created but could not be held, so it was hung up."
+
+
+def _answered_as_is(exc: BaseException) -> bool:
+    """Whether a failure to hold a created call goes on as it is (once the call is hung up):
+    an error with its own answer (:class:`CallsFull`), or a stop (Ctrl-C, a cancel)."""
+    return isinstance(exc, NavaiError) or not isinstance(exc, Exception)
+
+
+def _not_held(call_id: str, exc: BaseException) -> NavaiError:
+    """The answer to a created call that could not be held for an unexpected reason (it is
+    hung up): 500, the reason in the log only."""
+    logger.error("call %s was created but could not be held: hung up", call_id, exc_info=exc)
+    return NavaiError(NOT_HELD, extra={"call_id": call_id})
+
+
+def _hung_up_upstream(call_id: str, status: int) -> None:
+    if not 200 <= status <= 299 and status != 404:
+        logger.warning(
+            "hanging up call %s, which could not be held: OpenAI answered %s", call_id, status
+        )
 
 
 def _hung_up(call_id: str, held: bool) -> Reply:
