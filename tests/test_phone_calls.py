@@ -6,6 +6,7 @@ accept (tools, budget key, summary), duplicate deliveries, and the hook."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.util
 import json
@@ -24,6 +25,7 @@ from fakes import FakeOpenAI, fn_call
 from fakes import response_done as done
 
 from navai_core import Navai, NavaiConfig
+from navai_core.calls import manager as _manager
 from navai_core.calls import phone as _phone
 from navai_core.calls.manager import CallSummary
 from navai_core.calls.sip import AcceptCall, IncomingCall, ReferCall, RejectCall
@@ -467,25 +469,117 @@ def test_a_full_process_rejects_the_call_as_busy(serve, realtime):
     assert [c.call_id for c in server.navai.calls.live()] == [held.call_id]
 
 
-def test_a_call_accepted_as_the_process_fills_up_is_hung_up(serve, realtime, caplog):
-    server = serve(call_max_live=1)
-    # Two calls passing the room check together: the second is accepted, then cannot be held.
-    server.navai.calls.check_room = lambda: None
-    held = realtime.open_call()
-    deliver(server.http, incoming_event(held.call_id))
-    wait_control(realtime, held.call_id)
-    held.wait_for(lambda c: c.connections == 1)
+def wait_answered(server: Server, timeout: float = 10.0) -> None:
+    """Until no incoming call is being answered (hook, verdict, attach) any more."""
+    deadline = time.monotonic() + timeout
+    while server.navai.phone_calls().pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.navai.phone_calls().pending == 0
+
+
+def test_a_burst_of_calls_accepts_only_as_many_as_there_are_places(serve, realtime):
+    """Ten calls ring at once against a cap of three: each reserves its place before its
+    ``/accept``, so three are accepted and held, the other seven are rejected as busy; none
+    is accepted and then hung up for want of a place, and no fourth sideband opens."""
+    server = serve(call_max_live=3)
+    calls = [realtime.open_call() for _ in range(10)]
+    bodies = [
+        incoming_event(call.call_id, from_header=f"<sip:+1555000{i:04d}@x>")
+        for i, call in enumerate(calls)
+    ]
+    realtime.behave(None, delay=0.5)  # OpenAI takes its time: the burst lands meanwhile
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(lambda body: deliver(server.http, body), bodies))
+        assert [a.status_code for a in answers] == [200] * len(bodies)
+        for call in calls:
+            wait_control(realtime, call.call_id)
+        wait_answered(server)
+    finally:
+        realtime.behave(None)
+    actions = {
+        c.call_id: [r.path.rsplit("/", 1)[1] for r in control_requests(realtime, c.call_id)]
+        for c in calls
+    }
+    sent = [action for done in actions.values() for action in done]
+    assert sent.count("accept") == 3, actions
+    accepted = [c for c in calls if actions[c.call_id] == ["accept"]]
+    rejected = [c for c in calls if actions[c.call_id] == ["reject"]]
+    assert (len(accepted), len(rejected)) == (3, 7), actions
+    for call in rejected:
+        (reject,) = control_requests(realtime, call.call_id)
+        assert json.loads(reject.body) == {"status_code": 486}
+    for call in accepted:
+        call.wait_for(lambda c: c.connections == 1)
+    # No call ended, so every sideband ever opened is still open: three at most at any time.
+    assert sum(c.connections for c in calls) == 3
+    assert {c.call_id for c in server.navai.calls.live()} == {c.call_id for c in accepted}
+    assert server.navai.calls.places.reserved == 0
+
+
+def test_a_call_being_accepted_as_the_server_stops_is_hung_up_not_left_unheld(serve, realtime):
+    """The server stops while OpenAI answers a call's ``/accept``: the shutdown waits for the
+    answer (within its grace) instead of dropping it, and hangs the call up: a call accepted
+    then is never left running without an owner."""
+    server = serve()
     call = realtime.open_call()
-    with caplog.at_level("WARNING", logger="navai"):
-        deliver(server.http, incoming_event(call.call_id, from_header="<sip:+15550004444@x>"))
-        accept, hangup = wait_control(realtime, call.call_id, count=2)
+    realtime.behave(None, delay=0.5)  # the /accept is in flight when the shutdown begins
+    try:
+        deliver(server.http, incoming_event(call.call_id))
+        wait_control(realtime, call.call_id)
+        server.close()
+    finally:
+        realtime.behave(None)
+    accept, hangup = wait_control(realtime, call.call_id, count=2)
     assert (accept.path, hangup.path) == (
         f"/v1/realtime/calls/{call.call_id}/accept",
         f"/v1/realtime/calls/{call.call_id}/hangup",
     )
-    assert f"phone call {call.call_id}: Too many calls in progress" in caplog.text
-    assert call.connections == 0
-    assert [c.call_id for c in server.navai.calls.live()] == [held.call_id]
+    assert call.hangups == 1 and call.connections == 0
+    assert server.navai.phone_calls().pending == 0
+    assert server.navai.calls.places.reserved == 0
+
+
+def test_a_call_accepted_but_not_held_for_any_reason_is_hung_up(serve, realtime, monkeypatch):
+    """Whatever stops an accepted call from being held (here its parts fail to assemble),
+    the call is hung up, never left running without an owner, and its place is given
+    back."""
+    server = serve(call_max_live=1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the call's parts could not be made")
+
+    monkeypatch.setattr(_manager._Call, "assemble", broken)
+    call = realtime.open_call()
+    deliver(server.http, incoming_event(call.call_id))
+    accept, hangup = wait_control(realtime, call.call_id, count=2)
+    assert (accept.path, hangup.path) == (
+        f"/v1/realtime/calls/{call.call_id}/accept",
+        f"/v1/realtime/calls/{call.call_id}/hangup",
+    )
+    wait_answered(server)
+    assert call.connections == 0 and server.navai.calls.live() == []
+    monkeypatch.undo()
+    # The one place is free again: the next call is accepted and held.
+    other = realtime.open_call()
+    deliver(server.http, incoming_event(other.call_id, from_header="<sip:+15550005555@x>"))
+    (accept,) = wait_control(realtime, other.call_id)
+    assert accept.path.endswith("/accept")
+    other.wait_for(lambda c: c.connections == 1)
+
+
+def test_a_failed_accept_gives_its_place_back(serve, realtime):
+    server = serve(call_max_live=1)
+    gone = "rtc_" + uuid.uuid4().hex  # a call the fake does not know: /accept answers 404
+    deliver(server.http, incoming_event(gone))
+    wait_control(realtime, gone)
+    wait_answered(server)
+    assert server.navai.calls.places.reserved == 0
+    call = realtime.open_call()
+    deliver(server.http, incoming_event(call.call_id, from_header="<sip:+15550006666@x>"))
+    (accept,) = wait_control(realtime, call.call_id)
+    assert accept.path.endswith("/accept")
+    call.wait_for(lambda c: c.connections == 1)
 
 
 @pytest.mark.parametrize("failure", ["raises", "bad-value"])

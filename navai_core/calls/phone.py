@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import attrs
 
 from .._config import NavaiConfig
-from .._errors import CallsFull, InvalidWebhook, NavaiError
+from .._errors import InvalidWebhook, NavaiError
 from .._http import Reply, RequestContext
 from .._json import JsonObject
 from ..concurrency.owner import Concurrency
@@ -41,6 +41,7 @@ from .live import (
     phone_session,
 )
 from .manager import CallManager
+from .places import Place
 from .plans import build_hangup_request
 from .sip import (
     AcceptCall,
@@ -90,8 +91,9 @@ IncomingCallHook = Callable[[IncomingCall], "CallVerdict | Awaitable[CallVerdict
 Attach = Callable[..., object]
 # Raises (a 429 NavaiError) when a budget key has no call time left: CallBudgets.acheck.
 BudgetCheck = Callable[[str], Awaitable[None]]
-# Raises (CallsFull, 503) when this process holds call_max_live calls: CallManager.check_room.
-RoomCheck = Callable[[], None]
+# A place for a call about to be accepted, or CallsFull (503) when this process holds (or is
+# taking) call_max_live calls or is stopping: CallManager.reserve.
+Reserve = Callable[[], Place]
 
 
 class SeenWebhooks:
@@ -167,7 +169,7 @@ class PhoneCalls:
         hook: IncomingCallHook | None,
         attach: Attach | None = None,
         check_budget: BudgetCheck | None = None,
-        check_room: RoomCheck | None = None,
+        reserve: Reserve | None = None,
         concurrency: Concurrency | None = None,
     ) -> None:
         self._target = target
@@ -179,11 +181,14 @@ class PhoneCalls:
         self._concurrency = Concurrency() if concurrency is None else concurrency
         self._attach = attach
         self._check_budget = check_budget
-        self._check_room = check_room
+        self._reserve = reserve
         self.seen = SeenWebhooks()
         # Refused deliveries are logged once per client address per 300 s (as CORS refusals).
         self._refusals = LogThrottle()
-        self._pending: set[asyncio.Future[None] | concurrent.futures.Future[None]] = set()
+        # Each answer in progress, with its call's id.
+        self._pending: dict[asyncio.Future[None] | concurrent.futures.Future[None], str] = {}
+        # Calls with a place, being accepted: a shutdown lets them finish (held, or hung up).
+        self._accepting: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -258,37 +263,43 @@ class PhoneCalls:
     def start(self, call: IncomingCall) -> None:
         """Answer ``call`` on the running event loop (async servers), without waiting."""
         task = asyncio.get_running_loop().create_task(self.answer(call))
-        self._track(task)
+        self._track(task, call.call_id)
 
     def start_background(self, call: IncomingCall) -> None:
         """Answer ``call`` on navai's background loop (sync servers), without waiting."""
-        self._track(self._concurrency.submit(self.answer(call)))
+        self._track(self._concurrency.submit(self.answer(call)), call.call_id)
 
-    def _track(self, future: asyncio.Future[None] | concurrent.futures.Future[None]) -> None:
+    def _track(
+        self, future: asyncio.Future[None] | concurrent.futures.Future[None], call_id: str
+    ) -> None:
         with self._lock:
-            self._pending.add(future)
+            self._pending[future] = call_id
 
         def done(f: Any) -> None:
             with self._lock:
-                self._pending.discard(future)
+                self._pending.pop(future, None)
 
         future.add_done_callback(done)
 
-    async def aclose(self) -> None:
-        """Cancel the incoming calls still being answered (server shutdown)."""
+    def _cancel_unplaced(self) -> list[asyncio.Future[None] | concurrent.futures.Future[None]]:
+        """Cancel the answers that hold no place yet (the hook, the budget); those being
+        accepted in a place go on: the call manager's shutdown waits for their places, and
+        the call, accepted as the server stops, is hung up rather than left unheld."""
         with self._lock:
-            pending = list(self._pending)
-        for future in pending:
+            cancelled = [f for f, c in self._pending.items() if c not in self._accepting]
+        for future in cancelled:
             future.cancel()
-        tasks = [f for f in pending if isinstance(f, asyncio.Future)]
+        return cancelled
+
+    async def aclose(self) -> None:
+        """Cancel the incoming calls still being answered that hold no place (server
+        shutdown)."""
+        tasks = [f for f in self._cancel_unplaced() if isinstance(f, asyncio.Future)]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
-        with self._lock:
-            pending = list(self._pending)
-        for future in pending:
-            future.cancel()
+        self._cancel_unplaced()
 
     # ----- the work itself -----------------------------------------------------------------
 
@@ -307,12 +318,17 @@ class PhoneCalls:
     async def _answer(self, call: IncomingCall) -> None:
         verdict = await ask_hook(self._hook, call, self._concurrency)
         rate_key = budget_key(call, verdict) if isinstance(verdict, AcceptCall) else None
+        place: Place | None = None
         if rate_key is not None:
             try:
-                if self._attach is not None and self._check_room is not None:
-                    self._check_room()
                 if self._check_budget is not None:
                     await self._check_budget(rate_key)
+                if self._attach is not None and self._reserve is not None:
+                    # The place is taken here, before /accept: a burst of calls accepts only
+                    # as many as the process can hold (the rest are rejected, never hung up).
+                    with self._lock:  # (seen at once by a shutdown's cancelling)
+                        place = self._reserve()
+                        self._accepting.add(call.call_id)
             except NavaiError as exc:
                 logger.info(
                     "phone call %s: %s; rejecting it (%s)",
@@ -321,12 +337,29 @@ class PhoneCalls:
                     BUDGET_SPENT_STATUS,
                 )
                 verdict, rate_key = RejectCall(BUDGET_SPENT_STATUS), None
+        try:
+            await self._send_verdict(call, verdict, rate_key, place)
+        finally:
+            if place is not None:
+                with self._lock:
+                    self._accepting.discard(call.call_id)
+                place.release()  # (a no-op once the call holds it)
+
+    async def _send_verdict(
+        self, call: IncomingCall, verdict: CallVerdict, rate_key: str | None, place: Place | None
+    ) -> None:
+        """Send ``verdict`` upstream; an accepted call is then held in ``place``, or hung up."""
         target = self._target()
         session = await self._session() if isinstance(verdict, AcceptCall) else None
         live = call.runtime == "live"
         build = build_live_verdict_request if live else build_verdict_request
         request = build(target, call, verdict, session)
-        reply = await asend(self._client(), request, self._retry)
+        try:
+            reply = await asend(self._client(), request, self._retry)
+        except NavaiError:
+            if isinstance(verdict, AcceptCall):  # it may have been accepted all the same
+                await self._hang_up(call, target, "its /accept got no answer")
+            raise
         if not 200 <= reply.status <= 299:
             failure = upstream_failure(request, reply.status, reply.content, reply.headers)
             logger.warning("phone call %s: %s", call.call_id, failure.message[:500])
@@ -342,13 +375,27 @@ class PhoneCalls:
                     rate_key=rate_key,
                     transport="sip",
                     session=accepted,
+                    place=place,
                 )
-            except CallsFull as exc:
-                # Another call took the last place since the check: no call runs unheld.
-                logger.warning("phone call %s: %s; hanging it up", call.call_id, exc.message)
-                hang_up = build_live_hangup_request if live else build_hangup_request
-                hangup = hang_up(target, call.call_id)
-                await asend(self._client(), hangup, self._retry)
+            except Exception as exc:
+                # Not held (the server began to stop, or the call could not be set up): an
+                # accepted call never runs without an owner.
+                reason = exc.message if isinstance(exc, NavaiError) else repr(exc)
+                await self._hang_up(call, target, reason)
+
+    async def _hang_up(self, call: IncomingCall, target: RealtimeTarget, reason: str) -> None:
+        """Hang up an accepted call this process does not hold (a failure is logged)."""
+        logger.warning("phone call %s: %s; hanging it up", call.call_id, reason[:500])
+        hang_up = build_live_hangup_request if call.runtime == "live" else build_hangup_request
+        try:
+            reply = await asend(self._client(), hang_up(target, call.call_id), self._retry)
+        except NavaiError as exc:
+            logger.warning("hanging up phone call %s failed: %s", call.call_id, exc.message[:500])
+            return
+        if not 200 <= reply.status <= 299 and reply.status != 404:
+            logger.warning(
+                "hanging up phone call %s: OpenAI answered %s", call.call_id, reply.status
+            )
 
 
 def phone_calls_for(
@@ -376,7 +423,7 @@ def phone_calls_for(
         hook=config.on_incoming_call,
         attach=calls.attach if config.call_sideband else None,
         check_budget=calls.budgets.acheck,
-        check_room=calls.check_room,
+        reserve=calls.reserve,
         concurrency=concurrency,
     )
 
