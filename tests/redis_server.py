@@ -9,13 +9,16 @@ import time
 
 
 class RedisServer:
-    def __init__(self, tmp_dir) -> None:
+    def __init__(self, tmp_dir, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:  # .ci/run installs it; a clear failure beats a silent skip
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        if port is not None:  # the same server started again (redis-server reuses it)
+            self.port = port
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
         self.process = subprocess.Popen(
             [
                 binary,

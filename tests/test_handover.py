@@ -111,3 +111,87 @@ def test_refused_attaches_leave_no_events_behind(fake: FakeOpenAI, make_navai) -
         navai.calls.attach(first.call_id, api_key=KEY, rate_key="alice")
     assert navai.recorder.calls[first.call_id] is events
     assert navai.calls.places.held == 1
+
+
+def handing_over(navai: Any, call_id: str, then: Any) -> Any:
+    """On the loop that holds ``call_id``: start handing it over (as ``hand_over`` does), then,
+    before the call has ended, await ``then()``."""
+    call = navai.calls._calls[call_id]
+
+    async def scenario() -> Any:
+        call.end("handed_over")
+        assert call_id in navai.calls  # still handing over
+        return await then()
+
+    return asyncio.run_coroutine_threadsafe(scenario(), call.loop).result(10)
+
+
+def test_a_hangup_while_handing_over_a_call_still_held_here_hangs_it_up(
+    fake: FakeOpenAI, make_navai
+) -> None:
+    """This worker still holds the call's lease (a shutdown handing calls over): the hangup
+    wins; the call is hung up and its record written here."""
+    ended: list[Any] = []
+    navai = make_navai(fake, on_call_end=ended.append)
+    call = fake.open_call()
+    navai.calls.attach(call.call_id, api_key=KEY, rate_key="alice")
+    call.wait_for(lambda c: c._outbox is not None)
+    assert handing_over(navai, call.call_id, lambda: navai.calls.ahangup(call.call_id)) is True
+    call.wait_for(lambda c: c.hangups == 1)
+    wait(lambda: len(ended) == 1)
+    assert ended[0].end_reason == "hangup"
+
+
+class LostLeases:
+    """A shared store whose lease of every call another worker has taken (what
+    ``CallLeases`` says once its renewal learns it lost a call)."""
+
+    def register(self, call: Any, *, runtime: str, model: str, resume: Any) -> None:
+        return None
+
+    def track(self, call_id: str, dispatch: Any) -> Any:
+        return dispatch
+
+    def forget(self, call_id: str) -> int:
+        return 0
+
+    def release(self, call_id: str) -> None:
+        return None
+
+    def held(self) -> list[str]:
+        return []
+
+
+def test_a_hangup_while_handing_over_a_lost_call_hangs_it_up_through_openai(
+    fake: FakeOpenAI, make_navai
+) -> None:
+    """Another worker holds the call now: the hangup goes to OpenAI (the new owner sees its
+    sideband close and writes the record); nothing is recorded here."""
+    ended: list[Any] = []
+    navai = make_navai(fake, on_call_end=ended.append)
+    navai.calls.leases = LostLeases()
+    call = fake.open_call()
+    navai.calls.attach(call.call_id, api_key=KEY, rate_key="alice")
+    call.wait_for(lambda c: c._outbox is not None)
+    assert handing_over(navai, call.call_id, lambda: navai.calls.ahangup(call.call_id)) is True
+    assert call.hangups == 1
+    wait(lambda: call.call_id not in navai.calls)
+    time.sleep(0.2)
+    assert ended == []
+
+
+def test_a_handed_over_call_gives_back_the_budget_seconds_it_paid_ahead(
+    fake: FakeOpenAI, make_navai
+) -> None:
+    navai = make_navai(fake, call_budget="1/hour")
+    call = fake.open_call()
+    navai.calls.attach(call.call_id, api_key=KEY, rate_key="alice")
+    held = navai.calls._calls[call.call_id]
+    wait(lambda: held.limits.charged >= 5)  # 5 s (and more) paid ahead
+    navai.calls.hand_over(call.call_id)
+    wait(lambda: call.call_id not in navai.calls)
+    budgets = navai.calls.budgets
+    stats = budgets._limiter._fixed_window().get_window_stats(
+        budgets.budget.item, budgets.BUCKET, "alice"
+    )
+    assert 60 - stats.remaining == 1  # the second begun here, not the seconds paid ahead

@@ -6,7 +6,8 @@ coordinating; nothing here is a protocol of navai's own:
 
 - ``navai:call:<call id>``, a hash: ``entry`` (:class:`CallEntry` as JSON: what a successor
   needs: runtime, rate-limit key, model, start, max-length deadline, transport, the backend
-  key's fingerprint — never a key), ``owner`` (the holding worker's id), ``workers`` (how
+  key's fingerprint — never a key —, and what the session guard keeps of the call's
+  session), ``owner`` (the holding worker's id), ``workers`` (how
   many owners the call had), ``charged`` (budget seconds charged so far), and one ``fc:<id>``
   field per function call started and not answered yet (its name). It expires a minute after
   the call's deadline, so a forgotten entry cleans itself up.
@@ -17,7 +18,9 @@ Each change is one small Lua script, so it is atomic: a renewal only extends a l
 worker still owns (a worker that lost a call learns it and lets the call go), and a claim
 (:meth:`CallLeases.claim`) takes a lapsed lease for exactly one claimant. Writes are queued and
 sent in order by one task on navai's background loop: the call's own loop never waits on
-Redis. A store that fails is logged once; the calls go on.
+Redis. A store that fails is logged once; the calls go on, and the queue is sent again (every
+``RETRY_SECONDS``) until Redis answers. The queue keeps the newest state of each call, not
+every update (see :class:`WriteQueue`): an outage of any length costs a few writes per call.
 
 :class:`CallHolds` is the shape the call manager uses (register on attach, the function
 calls started and answered, forget at the end), so another record of held calls (a file a
@@ -27,7 +30,6 @@ supervisor reads) can take the same place.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import json
 import logging
@@ -52,6 +54,10 @@ HANDED_OVER = "handed_over"
 # Seconds an entry outlives its call's deadline in Redis (then it expires by itself).
 ENTRY_GRACE_SECONDS = 60
 STORE_TIMEOUT_SECONDS = 1.0
+# Seconds between two tries of the queued writes while the store fails.
+RETRY_SECONDS = 0.5
+# Lapsed leases one takeover scan looks at, at most (those of another backend key skipped).
+SCAN_LOOK = 256
 
 INTERRUPTED = "Function execution was interrupted."
 INTERRUPTED_DETAILS = (
@@ -110,14 +116,39 @@ return redis.call('HGETALL', KEYS[1])
 )
 # KEYS: leases. ARGV: at most this many. The lapsed call ids, oldest lapse first.
 _LAPSED = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])"
-# KEYS: hash, leases. ARGV: call id, owner, "release" (lease lapses now) or "forget" (gone).
+# KEYS: leases. ARGV: prefix, key fingerprint, at most this many, from this offset, looking at
+# this many. The lapsed call ids this fingerprint may claim (or whose entry is gone: a claim
+# cleans them up), oldest lapse first, and the offset to go on from (0: all were seen).
+_CLAIMABLE = (
+    _NOW
+    + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', ARGV[4], ARGV[5])
+local found = {}
+local skipped = 0
+for i = 1, #ids do
+  local fp = redis.call('HGET', ARGV[1] .. ids[i], 'fp')
+  if fp == ARGV[2] or not fp then
+    table.insert(found, ids[i])
+    if #found >= tonumber(ARGV[3]) then
+      return {found, tonumber(ARGV[4]) + skipped}
+    end
+  else
+    skipped = skipped + 1
+  end
+end
+if #ids < tonumber(ARGV[5]) then return {found, 0} end
+return {found, tonumber(ARGV[4]) + skipped}
+"""
+)
+# KEYS: hash, leases. ARGV: call id, owner, "release" (lease lapses now) or "forget" (gone),
+# then for a release the budget seconds charged so far.
 _LET_GO = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
 if ARGV[3] == 'forget' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'owner', '')
+  redis.call('HSET', KEYS[1], 'owner', '', 'charged', ARGV[4])
   redis.call('ZADD', KEYS[2], 0, ARGV[1])
 end
 return 1
@@ -148,14 +179,22 @@ class CallEntry:
     deadline: float  # Unix time: the call is hung up then (NAVAI_CALL_MAX_SECONDS)
     transport: str
     key_fingerprint: str  # of the backend key the call was created with
+    # What the Realtime session guard keeps of the call's session (calls/guard.py ``guarded``:
+    # instructions, tools, tool choice, ...), so that a successor keeps guarding it; None:
+    # no guard (GPT-Live, or a call attached without its session).
+    session: JsonObject | None = None
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> CallEntry:
+        """The entry of ``text`` (an entry written before a field existed takes its default)."""
         data = json.loads(text)
-        return cls(**{f.name: data[f.name] for f in attrs.fields(cls)})
+        fields = attrs.fields(cls)
+        return cls(
+            **{f.name: data[f.name] for f in fields if f.name in data or f.default is attrs.NOTHING}
+        )
 
 
 @attrs.frozen
@@ -221,6 +260,9 @@ class CallHolds(Protocol):
     def release(self, call_id: str) -> None:
         """``call_id`` is handed over: its lease lapses now (no hangup)."""
 
+    def held(self) -> list[str]:
+        """The call ids held here (a lease another worker took is no longer among them)."""
+
 
 class CallLeases:
     """The leases of one worker (see the module). ``loop()`` gives the event loop its Redis
@@ -245,8 +287,7 @@ class CallLeases:
         self._lock = threading.Lock()
         self._held: dict[str, Callable[[], int]] = {}  # call id -> budget seconds charged
         self._workers: dict[str, int] = {}
-        self._ops: collections.deque[Callable[[Any], Awaitable[object]]] = collections.deque()
-        self._draining = False
+        self._ops = WriteQueue(loop, self._run, self._failed)
         self._redis: Any = None
         self._renewer: asyncio.Task[None] | None = None
         self._failing = False
@@ -263,7 +304,8 @@ class CallLeases:
             resume.apply(call)
             if resume.pending:
                 fields = [f"fc:{fc}" for fc in resume.pending]
-                self._submit(lambda r: r.hdel(CALL_PREFIX + call_id, *fields))
+                hdel: Op = lambda r: r.hdel(CALL_PREFIX + call_id, *fields)  # noqa: E731
+                self._ops.put(call_id, "resume", hdel)
         else:
             entry = CallEntry(
                 call_id=call_id,
@@ -274,35 +316,41 @@ class CallLeases:
                 deadline=call.started_at + self.max_seconds,
                 transport=call.transport,
                 key_fingerprint=key_fingerprint(call.target.key),
+                session=guard.kept if (guard := getattr(call, "guard", None)) else None,
             )
             ttl = int(self.max_seconds) + ENTRY_GRACE_SECONDS
             args = (call_id, self.owner, entry.to_json(), self.lease_ms, ttl, entry.key_fingerprint)
-            self._script(_REGISTER, [CALL_PREFIX + call_id, LEASES], args)
+            self._ops.start(call_id, _eval(_REGISTER, [CALL_PREFIX + call_id, LEASES], args))
         self._start_renewing()
 
     def track(self, call_id: str, dispatch: Dispatch) -> Any:
         async def tracked(live: Any, action: RunFunction) -> Reply:
             field = f"fc:{action.call_id}"
-            self._script(_PENDING, [CALL_PREFIX + call_id], (self.owner, field, action.name))
+            keys = [CALL_PREFIX + call_id]
+            self._ops.put(call_id, field, _eval(_PENDING, keys, (self.owner, field, action.name)))
             reply = await dispatch(live, action)  # cancelled (handed over): stays pending
-            self._script(_PENDING, [CALL_PREFIX + call_id], (self.owner, field, ""))
+            self._ops.undo(call_id, field, _eval(_PENDING, keys, (self.owner, field, "")))
             return reply
 
         return tracked
 
     def forget(self, call_id: str) -> int:
         workers = self._drop(call_id)
-        self._script(_LET_GO, [CALL_PREFIX + call_id, LEASES], (call_id, self.owner, "forget"))
+        args = (call_id, self.owner, "forget")
+        self._ops.end(call_id, _eval(_LET_GO, [CALL_PREFIX + call_id, LEASES], args))
         return workers
 
     def release(self, call_id: str) -> None:
+        with self._lock:
+            charged = self._held.get(call_id)
+        args = (call_id, self.owner, "release", charged() if charged is not None else 0)
         self._drop(call_id)
-        self._script(_LET_GO, [CALL_PREFIX + call_id, LEASES], (call_id, self.owner, "release"))
+        self._ops.put(call_id, "release", _eval(_LET_GO, [CALL_PREFIX + call_id, LEASES], args))
 
     @property
     def started(self) -> bool:
         """Whether this store was used (its client or its renewal exists)."""
-        return self._redis is not None or self._renewer is not None or self._draining
+        return self._redis is not None or self._renewer is not None or self._ops.draining
 
     def held(self) -> list[str]:
         with self._lock:
@@ -314,6 +362,17 @@ class CallLeases:
         """Call ids whose lease has lapsed, at most ``limit``."""
         found = await self._call(_LAPSED, [LEASES], (limit,))
         return [_text(i) for i in found or ()]
+
+    async def claimable(
+        self, fingerprint: str, limit: int, cursor: int = 0
+    ) -> tuple[list[str], int]:
+        """Call ids whose lease has lapsed and that a worker whose backend key has
+        ``fingerprint`` may claim, at most ``limit``, looking at ``SCAN_LOOK`` lapsed leases
+        from ``cursor`` on (those of another key are skipped, never claimed here); and the
+        cursor to go on from next time (0: every lapsed lease was seen)."""
+        args = (CALL_PREFIX, fingerprint, limit, cursor, SCAN_LOOK)
+        found, after = await self._call(_CLAIMABLE, [LEASES], args)
+        return [_text(i) for i in found or ()], int(after)
 
     async def claim(self, call_id: str, fingerprint: str) -> Resume | None:
         """Take the lapsed call ``call_id`` (atomically: one claimant wins); ``None`` when
@@ -352,15 +411,13 @@ class CallLeases:
     async def flush(self, wait: float = 5.0) -> None:
         """Wait (on the store's loop) until every queued write has been sent."""
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._ops and not self._draining:
-                    return
+        while time.monotonic() < deadline and not self._ops.idle:
             await asyncio.sleep(0.01)
 
     async def aclose(self) -> None:
         """On the store's loop: send what is queued, stop renewing, close the client."""
         await self.flush()
+        self._ops.close()
         if self._renewer is not None:
             self._renewer.cancel()
             self._renewer = None
@@ -429,35 +486,126 @@ class CallLeases:
     async def _call(self, script: str, keys: list[str], args: Sequence[object]) -> Any:
         return await self._run(lambda r: r.eval(script, len(keys), *keys, *args))
 
-    def _script(self, script: str, keys: list[str], args: Sequence[object]) -> None:
-        self._submit(lambda r: r.eval(script, len(keys), *keys, *args))
-
-    def _submit(self, op: Callable[[Any], Awaitable[object]]) -> None:
-        """Queue a write; one task sends the queue in order on the store's loop."""
-        with self._lock:
-            self._ops.append(op)
-            if self._draining:
-                return
-            self._draining = True
-        self._loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
-
-    async def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._ops:
-                    self._draining = False
-                    return
-                op = self._ops.popleft()
-            try:
-                await self._run(op)
-            except Exception as exc:
-                self._failed(exc)
-
     def _failed(self, exc: BaseException) -> None:
         if not self._failing:
             self._failing = True
             # The class only: the text may name the store's address or password.
             logger.error("the call store failed (%s); calls go on", type(exc).__name__)
+
+
+#: One write: ``op(redis)``.
+Op = Callable[[Any], Awaitable[object]]
+
+
+def _eval(script: str, keys: list[str], args: Sequence[object]) -> Op:
+    return lambda r: r.eval(script, len(keys), *keys, *args)
+
+
+class WriteQueue:
+    """The writes of a lease store, sent in order by one task on ``loop()`` with ``run(op)``;
+    a write that fails (``failed(exc)``) is tried again every ``RETRY_SECONDS`` until the
+    store answers. Thread-safe.
+
+    It keeps the newest state of each call, not each update, so that an outage costs a
+    few writes per call held, whatever the calls do meanwhile: each write has a slot
+    (``call id``, what it writes) and a newer write to a slot replaces the one queued there;
+    a call's registration drops what was queued for the call before; a function call
+    answered before its start was sent leaves nothing (:meth:`undo`), and so does a call
+    that ended before its registration was sent (:meth:`end`)."""
+
+    REGISTER = "register"
+    FORGET = "forget"
+
+    def __init__(
+        self,
+        loop: Callable[[], asyncio.AbstractEventLoop],
+        run: Callable[[Op], Awaitable[object]],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        self._loop = loop
+        self._run = run
+        self._failed = failed
+        self._lock = threading.Lock()
+        self._ops: dict[tuple[str, str], Op] = {}  # in the order they are sent
+        self.draining = False
+        self._closed = False
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ops)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing being sent."""
+        with self._lock:
+            return not self._ops and not self.draining
+
+    def put(self, call_id: str, slot: str, op: Op) -> None:
+        """Queue ``op``, in place of the write queued in its slot."""
+        with self._lock:
+            self._ops[(call_id, slot)] = op
+        self._wake()
+
+    def start(self, call_id: str, op: Op) -> None:
+        """Queue the registration ``op`` of ``call_id`` (which writes its whole state)."""
+        with self._lock:
+            self._drop(call_id)
+            self._ops[(call_id, self.REGISTER)] = op
+        self._wake()
+
+    def undo(self, call_id: str, slot: str, op: Op) -> None:
+        """Queue ``op``, which undoes the write of ``slot``; nothing when that write is still
+        queued (it is dropped: the store never saw it)."""
+        with self._lock:
+            if self._ops.pop((call_id, slot), None) is not None:
+                return
+            self._ops[(call_id, slot)] = op
+        self._wake()
+
+    def end(self, call_id: str, op: Op) -> None:
+        """Queue ``op``, which removes ``call_id`` from the store, in place of everything
+        queued for it; nothing when its registration is still queued."""
+        with self._lock:
+            unsent = (call_id, self.REGISTER) in self._ops
+            self._drop(call_id)
+            if unsent:
+                return
+            self._ops[(call_id, self.FORGET)] = op
+        self._wake()
+
+    def close(self) -> None:
+        """Send nothing more (what is queued is given up)."""
+        with self._lock:
+            self._closed = True
+            self._ops.clear()
+
+    def _drop(self, call_id: str) -> None:
+        for key in [key for key in self._ops if key[0] == call_id]:
+            del self._ops[key]
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self.draining or self._closed:
+                return
+            self.draining = True
+        self._loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
+
+    async def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._ops or self._closed:
+                    self.draining = False
+                    return
+                key = next(iter(self._ops))
+                op = self._ops.pop(key)
+            try:
+                await self._run(op)
+            except Exception as exc:
+                self._failed(exc)
+                with self._lock:  # first again, unless a newer write took its slot
+                    if key not in self._ops:
+                        self._ops = {key: op, **self._ops}
+                await asyncio.sleep(RETRY_SECONDS)
 
 
 def _text(value: object) -> str:
@@ -481,5 +629,6 @@ __all__ = [
     "CallHolds",
     "CallLeases",
     "Resume",
+    "WriteQueue",
     "key_fingerprint",
 ]

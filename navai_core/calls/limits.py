@@ -65,7 +65,8 @@ class CallLimits:
 
     async def settle(self) -> None:
         """Charge the seconds not charged yet, or give back those paid ahead and not used
-        (the call has ended)."""
+        (the call has ended here: hung up, or handed over to another worker)."""
         if self.budgets.budget is not None:
             owed = CallBudget.settle(time.monotonic() - self.started, self.charged)
-            await self.budgets.acharge(self.key, owed)
+            if await self.budgets.acharge(self.key, owed) is not None:
+                self.charged += owed  # (what a worker taking the call over goes on from)

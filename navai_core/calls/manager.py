@@ -38,7 +38,7 @@ from ..concurrency.owner import Concurrency
 from ..functions.dispatch import PreparedCall
 from ..functions.registry import FunctionRegistry
 from ..limits.budget import CallBudgets
-from ..upstream.messages import UpstreamReply, UpstreamRequest
+from ..upstream.messages import UpstreamReply, UpstreamRequest, upstream_failure
 from ..upstream.providers import RealtimeTarget
 from .connection import Connect, Connection
 from .events import (
@@ -565,7 +565,8 @@ class CallManager:
             except TimeoutError:
                 future.cancel()
                 return False
-        call.end(HANGUP)
+        if (upstream := _hangup_ends(self, call)) is not None:
+            return await upstream  # handed over to another worker: OpenAI hangs it up
         if call.task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(call.task), wait)
@@ -579,7 +580,8 @@ class CallManager:
         if call is None or not call.loop.is_running():
             return False
         if _running_loop() is call.loop:
-            call.end(HANGUP)
+            if (upstream := _hangup_ends(self, call)) is not None:
+                _in_background(upstream, self.late_creates.tasks, call.call_id)
             return True
         future = asyncio.run_coroutine_threadsafe(self.ahangup(call_id, wait=wait), call.loop)
         try:
@@ -662,10 +664,7 @@ class CallManager:
     async def _ended(self, call: _Call) -> None:
         reason = call.reason or ENDED
         if reason == HANDED_OVER:  # another worker goes on with it: no hangup, no record
-            self._forget(call)
-            self.holds.handed_over(call.call_id)
-            call.events.handed_over()
-            call.done.set()
+            await _handed_over(self, call)
             return
         workers = self.holds.ending(call.call_id)
         try:
@@ -697,6 +696,60 @@ class CallManager:
             if self._calls.get(call.call_id) is call:
                 del self._calls[call.call_id]
                 self.places.leave()
+
+
+def _hangup_ends(manager: CallManager, call: _Call) -> Awaitable[bool] | None:
+    """A hangup of ``call`` (on its loop): ask it to end; None when it ends here (then it is
+    hung up and recorded here), or OpenAI's hangup to await when another worker holds it.
+
+    A hangup landing while the call is handed over still hangs it up (CONTRACT §13: the hangup
+    route works whichever worker holds a call): while this worker holds the call's lease (a
+    shutdown handing its calls over) the hangup wins over the handover; once another worker
+    holds it, the hangup goes to OpenAI and the new owner, seeing its sideband close, writes
+    the record. True when OpenAI ended it, False when it knows no such call (404)."""
+    if call.reason != HANDED_OVER or manager.holds.owns(call.call_id):
+        call.reason = HANGUP if call.reason == HANDED_OVER else call.reason
+        call.end(HANGUP)
+        return None
+    request = manager.runtime.hangup_request(call.target, call.call_id)
+    return _hang_up_upstream(manager._send_upstream, request)
+
+
+async def _hang_up_upstream(send: Sender, request: UpstreamRequest) -> bool:
+    reply = await send(request)
+    if reply.status == 404:
+        return False
+    if not 200 <= reply.status <= 299:
+        raise upstream_failure(request, reply.status, reply.content, reply.headers)
+    return True
+
+
+def _in_background(hangup: Awaitable[bool], tasks: set[Any], call_id: str) -> None:
+    """OpenAI's hangup of a handed-over call, sent without waiting (a shutdown waits for it
+    among ``tasks``); a failure is logged."""
+
+    async def send() -> None:
+        try:
+            await hangup
+        except Exception as exc:
+            logger.warning("hanging up call %s failed: %s", call_id, exc)
+
+    task = asyncio.ensure_future(send())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def _handed_over(manager: CallManager, call: _Call) -> None:
+    """``call`` ended here, handed over: no hangup, no record (its next owner's). Its place
+    is given back, its budget settled (seconds paid ahead and not used here given back; the
+    next owner goes on from what was charged then) and its lease let go."""
+    manager._forget(call)
+    try:
+        await call.limits.settle()
+    finally:
+        manager.holds.handed_over(call.call_id)
+        call.events.handed_over()
+        call.done.set()
 
 
 async def _hang_up(send: Sender, request: UpstreamRequest, call_id: str) -> None:

@@ -178,6 +178,11 @@ class HeldCalls:
         """``call_id`` has ended and was hung up where it had to be."""
         self.registry.forget(call_id)
 
+    def owns(self, call_id: str) -> bool:
+        """Whether ``call_id`` is this worker's still (its lease not taken by another
+        worker); always without a shared store."""
+        return self.leases is None or call_id in self.leases.held()
+
     def handed_over(self, call_id: str) -> None:
         """Another worker holds ``call_id`` now (or will): its lease lapses at once, and the
         supervisor forgets it (this worker's death must not hang it up)."""

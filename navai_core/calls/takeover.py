@@ -1,16 +1,20 @@
 """Taking over the calls of a worker that died (CONTRACT §13).
 
 With a shared store, every worker runs a :class:`Takeover` on navai's background loop: every
-``scan_seconds`` it asks the store for lapsed leases (at most ``batch`` at a time, again at once
-after a full batch it took from), claims each
-one atomically (exactly one worker wins a claim; see ``calls/leases.py``) and attaches a new
-control connection to the call with its own backend key (Realtime: ``?call_id=``). The call
+``scan_seconds`` it asks the store for lapsed leases it may claim (at most ``batch`` at a
+time; again at once after a full batch it took from, or while lapsed leases are left to look
+at), claims each one atomically (exactly one worker wins a claim; see ``calls/leases.py``)
+and attaches a new control connection to the call with its own backend key (Realtime:
+``?call_id=``) and the session the call was made with (its session guard goes on). The call
 then goes on as if it had started here: its first events answer the function calls the old
 owner started and never answered (the error envelope: the tool was interrupted) and ask for
 one response; its max length and budget count from the call's original start.
 
-A worker whose process is full (``NAVAI_CALL_MAX_LIVE``), or whose backend key is not the one
-the call was created with, does not claim: another worker will.
+A worker whose process is full (``NAVAI_CALL_MAX_LIVE``) does not claim: another worker
+will. Leases of calls created with another backend key are never claimed here, and never
+block the others: the store skips them (``CallLeases.claimable``), and a scan goes on past
+them with a cursor, so a worker sees every lapsed lease of its own key whatever the others
+are.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class Takeover:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._more = False
+        self._cursor = 0  # where the next look at the lapsed leases goes on from
+        self._cursor = 0  # where the next look at the lapsed leases goes on from
 
     def start(self) -> None:
         """Start watching (from any thread; once)."""
@@ -128,7 +134,8 @@ class Takeover:
                 raise
             except Exception as exc:  # the store fails: the leases say it; try again
                 logger.debug("takeover scan failed: %s", type(exc).__name__)
-            # A full batch: more may be waiting (a worker with many calls died): look again.
+            # A full batch (a worker with many calls died) or lapsed leases left to look at
+            # (past those of another backend key): look again at once.
             await asyncio.sleep(0 if self._more else self.scan_seconds)
 
     async def scan(self) -> int:
@@ -137,17 +144,20 @@ class Takeover:
         if key is None:
             return 0
         taken = 0
-        lapsed = await self.leases.lapsed(self.batch)
+        fingerprint = key_fingerprint(key)
+        lapsed, self._cursor = await self.leases.claimable(fingerprint, self.batch, self._cursor)
+        self._more = self._cursor != 0  # lapsed leases are left to look at
         for call_id in lapsed:
             if self._stopped:
                 break
             try:
                 self.calls.check_room()
             except CallsFull:
+                self._more = False  # (look again in scan_seconds, not at once)
                 break
             if call_id in self.calls:
                 continue
-            resume = await self.leases.claim(call_id, key_fingerprint(key))
+            resume = await self.leases.claim(call_id, fingerprint)
             if resume is None:
                 continue  # alive again, gone, or another worker won
             entry = resume.entry
@@ -159,6 +169,7 @@ class Takeover:
                     transport=entry.transport,
                     loop=asyncio.get_running_loop(),
                     model=entry.model,
+                    session=entry.session,
                     resume=resume,
                 )
             except Exception as exc:
@@ -168,7 +179,7 @@ class Takeover:
                 continue
             taken += 1
             self.taken += 1
-            self._more = len(lapsed) >= self.batch
+            self._more = self._more or len(lapsed) >= self.batch
             logger.info(
                 "call %s taken over (owner %d of it; %d function call(s) interrupted)",
                 call_id,
