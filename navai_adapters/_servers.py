@@ -378,6 +378,11 @@ def run_wsgi(app: Any, sock: socket.socket, limits: Limits, close: Callable[[], 
     try:
         server.run()  # returns after Ctrl-C/SIGTERM, once the running requests are done
     finally:
+        if threading.current_thread() is threading.main_thread():
+            # Ending the calls: another SIGTERM (a process manager's, or a worker's own once
+            # its parent is gone) must not cut it short, as under uvicorn; a second Ctrl-C
+            # still does.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         server.close()
         close()
 
