@@ -150,13 +150,13 @@ def test_exactly_one_claimant_and_a_worker_that_lost_a_call_lets_it_go(redis):
 
         first.register(Held(), runtime="realtime", model="m", resume=None)
         await first.flush()
-        assert await first.lapsed(10) == []
+        assert (await first.claimable(_fingerprint(), 10))[0] == []
         assert await first.claim("rtc_claimed", _fingerprint()) is None  # alive
         first._renewer.cancel()  # the owner stops renewing (as if frozen)
         await asyncio.sleep(0.3)
         first._renewer = None
         await asyncio.sleep(1.2)
-        assert await first.lapsed(10) == ["rtc_claimed"]
+        assert (await first.claimable(_fingerprint(), 10))[0] == ["rtc_claimed"]
         others = [leases(f"other{i}") for i in range(6)]
         wrong_key = await others[0].claim("rtc_claimed", "0" * 16)
         assert wrong_key is None  # made with another backend key: not this worker's

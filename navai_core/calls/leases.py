@@ -114,8 +114,6 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """
 )
-# KEYS: leases. ARGV: at most this many. The lapsed call ids, oldest lapse first.
-_LAPSED = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])"
 # KEYS: leases. ARGV: prefix, key fingerprint, at most this many, from this offset, looking at
 # this many. The lapsed call ids this fingerprint may claim (or whose entry is gone: a claim
 # cleans them up), oldest lapse first, and the offset to go on from (0: all were seen).
@@ -357,11 +355,6 @@ class CallLeases:
             return list(self._held)
 
     # ----- what a successor asks (coroutines on the store's loop) ---------------------------
-
-    async def lapsed(self, limit: int) -> list[str]:
-        """Call ids whose lease has lapsed, at most ``limit``."""
-        found = await self._call(_LAPSED, [LEASES], (limit,))
-        return [_text(i) for i in found or ()]
 
     async def claimable(
         self, fingerprint: str, limit: int, cursor: int = 0
