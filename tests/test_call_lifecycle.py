@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 from conftest import SERVER_KEY, navai_for
 from fakes import Behaviour, FakeOpenAI, fn_call, refused_port
@@ -132,10 +133,13 @@ def test_concurrent_creates_past_the_cap_never_reach_openai_sync(fake: FakeOpenA
 
 def test_a_failed_create_gives_its_place_back(fake: FakeOpenAI) -> None:
     navai = navai_for(fake, functions_enabled=False, call_max_live=1, rate_limit_calls="off")
+    # Each failed create is retried (2 retries), after 0.01 s rather than 0.5 and 1 s.
+    navai.retry_policy = attrs.evolve(navai.retry_policy, initial_delay=0.01)
     fake.create_status = 500
     fake.create_body = b'{"error": {"message": "boom"}}'
     for _ in range(3):
         assert navai.handle(start_context(), OFFER.encode()).status == 500
+    assert creates(fake) == 9
     fake.create_status = fake.create_body = None
     assert navai.handle(start_context(), OFFER.encode()).status == 201
     navai.close()

@@ -32,6 +32,40 @@ from fakes import live, routes, sideband
 from fakes.state import OpenAIState
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by an event rather than found stopped by its 0.1 s tick, and
+    shut down without its fixed 0.1 s pauses: a test starts and stops a fake in milliseconds.
+    The shutdown is uvicorn's own otherwise: connections are asked to close (a sideband gets
+    its 1012 close frame) and waited for, within ``timeout_graceful_shutdown``, then any task
+    left is cancelled."""
+
+    def __init__(self, config: uvicorn.Config, fake: FakeOpenAI) -> None:
+        super().__init__(config)
+        self._fake = fake
+
+    async def main_loop(self) -> None:
+        assert self._fake._stopping is not None
+        await self._fake._stopping.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_graceful_shutdown
+        while (self.server_state.connections or self.server_state.tasks) and (
+            loop.time() < deadline
+        ):
+            await asyncio.sleep(0.005)
+        for task in self.server_state.tasks:
+            task.cancel()
+        for server in self.servers:
+            await server.wait_closed()
+
+
 class FakeOpenAI(OpenAIState):
     """The fake on a free loopback port; use as a context manager (or ``start``/``stop``)."""
 
@@ -42,7 +76,10 @@ class FakeOpenAI(OpenAIState):
         self.webrtc = webrtc
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._sock = socket.socket()
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+        # without it a reply written in two parts (status line, then body) waits for the
+        # client's delayed ACK, 40 ms on every request of a kept-alive connection.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", port))  # 0: a free port
         self.port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(
@@ -56,7 +93,7 @@ class FakeOpenAI(OpenAIState):
             ws_ping_interval=None,
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config, self)
         self._thread = threading.Thread(target=self._run, daemon=True, name="fake-openai")
 
     @property
