@@ -107,7 +107,6 @@ class Takeover:
         self._stopped = False
         self._more = False
         self._cursor = 0  # where the next look at the lapsed leases goes on from
-        self._cursor = 0  # where the next look at the lapsed leases goes on from
 
     def start(self) -> None:
         """Start watching (from any thread; once)."""
