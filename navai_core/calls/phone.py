@@ -356,9 +356,12 @@ class PhoneCalls:
         request = build(target, call, verdict, session)
         try:
             reply = await asend(self._client(), request, self._retry)
-        except NavaiError:
-            if isinstance(verdict, AcceptCall):  # it may have been accepted all the same
-                await self._hang_up(call, target, "its /accept got no answer")
+        except (NavaiError, asyncio.CancelledError) as exc:
+            # It may have been accepted all the same. (A shutdown's cancel can land here: under
+            # WSGI it crosses to the loop a moment after the shutdown picked this answer.)
+            if isinstance(verdict, AcceptCall):
+                why = "stopping" if isinstance(exc, asyncio.CancelledError) else "no answer"
+                await self._hang_up(call, target, f"its /accept was cut short ({why})")
             raise
         if not 200 <= reply.status <= 299:
             failure = upstream_failure(request, reply.status, reply.content, reply.headers)
