@@ -600,3 +600,27 @@ def test_close_returns_after_the_calls_on_call_end_hooks_ran(fake) -> None:
     call.wait_for(lambda c: c.connections == 1)
     navai.close()
     assert ended == [call.call_id]
+
+
+def test_a_handoff_whose_waiting_thread_is_interrupted_is_never_held(monkeypatch) -> None:
+    """A request thread stopped (Ctrl-C, SystemExit) while it waits for the call's loop to
+    take the call: the caller hangs the call up, so the loop must not go on to hold it."""
+    import concurrent.futures
+
+    from navai_core.calls.manager import _Handoff
+
+    loop = asyncio.new_event_loop()
+    attached: list[str] = []
+
+    def interrupted(self: Any, timeout: float | None = None) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(concurrent.futures.Future, "result", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _Handoff("rtc_interrupted").run(loop, lambda: attached.append("held"))  # type: ignore[arg-type, func-returns-value]
+        monkeypatch.undo()
+        loop.run_until_complete(asyncio.sleep(0.01))  # the loop gets to the handed call now
+    finally:
+        loop.close()
+    assert attached == []

@@ -341,6 +341,11 @@ class _Handoff:
             future.cancel()
             logger.warning("call %s: its event loop did not take it in time", self.call_id)
             raise calls_full(NOT_HELD) from None
+        except BaseException:  # (the waiting thread stopped: Ctrl-C, SystemExit)
+            with self.lock:
+                if self.live is None:
+                    self.abandoned = True  # the caller hangs it up: never held as well
+            raise
         assert live is not None
         return live
 
