@@ -322,10 +322,13 @@ def hang_up(navai: Navai, calls: list[registry.HeldCall], whose: str) -> None:
 
 
 def _exit_at_once(signum: int, frame: object) -> None:
-    """A stop signal in a worker the server has not taken over (it holds no call yet), or
-    re-raised by uvicorn once it has shut down: exit now. (A KeyboardInterrupt could be lost
-    here, in a weakref callback or a broad ``except`` of the app's start-up code, and the worker
-    would serve on until the parent's SIGKILL.) What it held is the parent's to hang up."""
+    """A stop signal in a worker the server has not taken over, or re-raised by uvicorn once
+    it has shut down: exit now. (A KeyboardInterrupt could be lost here, in a weakref callback
+    or a broad ``except`` of the app's start-up code, and the worker would serve on until the
+    parent's SIGKILL.) A starting worker holds no call, with one exception: under ``--wsgi``
+    with a shared store, its first takeover scan runs before waitress serves, and a call it
+    claimed in that moment is not handed back; its lease lapses again and another worker takes
+    it over. What it held otherwise is the parent's to hang up."""
     os._exit(0)
 
 
