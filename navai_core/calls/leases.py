@@ -15,7 +15,9 @@ coordinating; nothing here is a protocol of navai's own:
   milliseconds) its lease lapses.
 
 Each change is one small Lua script, so it is atomic: a renewal only extends a lease its
-worker still owns (a worker that lost a call learns it and lets the call go), and a claim
+worker still owns (a worker that lost a call to another owner learns it and lets the call go;
+a call whose entry is gone, Redis having restarted empty or failed over, its owner writes
+again and goes on holding), and a claim
 (:meth:`CallLeases.claim`) takes a lapsed lease for exactly one claimant. Writes are queued and
 sent in order by one task on navai's background loop: the call's own loop never waits on
 Redis. A store that fails is logged once; the calls go on, and the queue is sent again (every
@@ -80,21 +82,39 @@ return 1
 """
 )
 # KEYS: leases. ARGV: prefix, owner, lease ms, then (call id, charged seconds) pairs.
-# Returns the call ids the owner no longer holds.
+# Returns the call ids another owner holds now (lost), and those whose entry is gone (a
+# Redis restarted empty, a failover, an eviction: the owner writes them again).
 _RENEW = (
     _NOW
     + """
 local lost = {}
+local missing = {}
 for i = 4, #ARGV, 2 do
   local h = ARGV[1] .. ARGV[i]
-  if redis.call('HGET', h, 'owner') == ARGV[2] then
+  local owner = redis.call('HGET', h, 'owner')
+  if owner == ARGV[2] then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[i])
     redis.call('HSET', h, 'charged', ARGV[i + 1])
-  else
+  elseif owner then
     table.insert(lost, ARGV[i])
+  else
+    table.insert(missing, ARGV[i])
   end
 end
-return lost
+return {lost, missing}
+"""
+)
+# KEYS: hash, leases. ARGV: call id, owner, entry JSON, lease ms, ttl s, key fingerprint,
+# workers, charged seconds. Writes a held call's entry again, only when it is gone.
+_RESTORE = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'entry', ARGV[3], 'owner', ARGV[2], 'workers', ARGV[7],
+  'charged', ARGV[8], 'fp', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+return 1
 """
 )
 # KEYS: hash, leases. ARGV: call id, claimant, lease ms, the claimant's key fingerprint.
@@ -139,14 +159,15 @@ return {found, tonumber(ARGV[4]) + skipped}
 """
 )
 # KEYS: hash, leases. ARGV: call id, owner, "release" (lease lapses now) or "forget" (gone),
-# then for a release the budget seconds charged so far.
+# then for a release the budget seconds charged so far ("": unknown, the stored ones stay).
 _LET_GO = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
 if ARGV[3] == 'forget' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'owner', '', 'charged', ARGV[4])
+  redis.call('HSET', KEYS[1], 'owner', '')
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'charged', ARGV[4]) end
   redis.call('ZADD', KEYS[2], 0, ARGV[1])
 end
 return 1
@@ -285,6 +306,7 @@ class CallLeases:
         self._lock = threading.Lock()
         self._held: dict[str, Callable[[], int]] = {}  # call id -> budget seconds charged
         self._workers: dict[str, int] = {}
+        self._entries: dict[str, CallEntry] = {}  # what each held call was registered with
         self._ops = WriteQueue(loop, self._run, self._failed)
         self._redis: Any = None
         self._renewer: asyncio.Task[None] | None = None
@@ -295,15 +317,8 @@ class CallLeases:
 
     def register(self, call: Any, *, runtime: str, model: str, resume: Resume | None) -> None:
         call_id = call.call_id
-        with self._lock:
-            self._held[call_id] = lambda: int(call.limits.charged)
-            self._workers[call_id] = resume.workers if resume is not None else 1
         if resume is not None:
-            resume.apply(call)
-            if resume.pending:
-                fields = [f"fc:{fc}" for fc in resume.pending]
-                hdel: Op = lambda r: r.hdel(CALL_PREFIX + call_id, *fields)  # noqa: E731
-                self._ops.put(call_id, "resume", hdel)
+            entry = resume.entry
         else:
             entry = CallEntry(
                 call_id=call_id,
@@ -316,6 +331,17 @@ class CallLeases:
                 key_fingerprint=key_fingerprint(call.target.key),
                 session=guard.kept if (guard := getattr(call, "guard", None)) else None,
             )
+        with self._lock:
+            self._held[call_id] = lambda: int(call.limits.charged)
+            self._workers[call_id] = resume.workers if resume is not None else 1
+            self._entries[call_id] = entry
+        if resume is not None:
+            resume.apply(call)
+            if resume.pending:
+                fields = [f"fc:{fc}" for fc in resume.pending]
+                hdel: Op = lambda r: r.hdel(CALL_PREFIX + call_id, *fields)  # noqa: E731
+                self._ops.put(call_id, "resume", hdel)
+        else:
             ttl = int(self.max_seconds) + ENTRY_GRACE_SECONDS
             args = (call_id, self.owner, entry.to_json(), self.lease_ms, ttl, entry.key_fingerprint)
             self._ops.start(call_id, _eval(_REGISTER, [CALL_PREFIX + call_id, LEASES], args))
@@ -341,7 +367,8 @@ class CallLeases:
     def release(self, call_id: str) -> None:
         with self._lock:
             charged = self._held.get(call_id)
-        args = (call_id, self.owner, "release", charged() if charged is not None else 0)
+        # Unknown (claimed, never attached here): the stored seconds stay as they are.
+        args = (call_id, self.owner, "release", charged() if charged is not None else "")
         self._drop(call_id)
         self._ops.put(call_id, "release", _eval(_LET_GO, [CALL_PREFIX + call_id, LEASES], args))
 
@@ -440,19 +467,42 @@ class CallLeases:
             for call_id, charged in held:
                 args += [call_id, charged]
             try:
-                lost = await self._call(_RENEW, [LEASES], args)
+                lost, missing = await self._call(_RENEW, [LEASES], args)
             except Exception as exc:
                 self._failed(exc)
                 continue
+            if missing:  # once per renewal, not once per call
+                logger.warning("%d held calls were gone from the call store", len(missing))
+            for call_id in map(_text, missing or ()):
+                self._restore(call_id)
             for call_id in map(_text, lost or ()):
                 if self._drop(call_id):
                     logger.warning("call %s is held by another worker now: letting it go", call_id)
                     self.on_lost(call_id)
 
+    def _restore(self, call_id: str) -> None:
+        """Queue writing held ``call_id`` again, its entry gone from the store (a Redis
+        restarted empty, a failover, an eviction): still this worker's, and claimable once
+        this worker stops renewing it. The function calls it had pending are not written
+        again (a successor would not answer them for the tool)."""
+        with self._lock:  # with the queueing: a call forgotten meanwhile is not written again
+            charged = self._held.get(call_id)
+            entry = self._entries.get(call_id)
+            if charged is None or entry is None:
+                return
+            ttl = max(int(entry.deadline - time.time()), 1) + ENTRY_GRACE_SECONDS
+            workers = self._workers.get(call_id, 1)
+            fingerprint = entry.key_fingerprint
+            args: list[object] = [call_id, self.owner, entry.to_json(), self.lease_ms, ttl]
+            args += [fingerprint, workers, charged()]
+            keys = [CALL_PREFIX + call_id, LEASES]
+            self._ops.put(call_id, "restore", _eval(_RESTORE, keys, args))
+
     def _drop(self, call_id: str) -> int:
         with self._lock:
             held = self._held.pop(call_id, None) is not None
             workers = self._workers.pop(call_id, 1)
+            self._entries.pop(call_id, None)
         return workers if held else 0
 
     # ----- Redis ----------------------------------------------------------------------------
