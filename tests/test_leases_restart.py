@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_client
 
-from navai_core.calls.leases import CALL_PREFIX, LEASES, CallLeases, key_fingerprint
+from navai_core.calls.leases import CALL_PREFIX, LEASES, CallLeases, WriteQueue, key_fingerprint
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow  # a real redis-server
@@ -147,3 +147,34 @@ def test_a_claim_let_go_unattached_keeps_the_charged_seconds(tmp_path, loop) -> 
         for store in (b, c):
             run(loop, store.aclose())
         server.stop()
+
+
+def test_calls_ended_in_an_outage_cost_one_queued_write(loop) -> None:
+    up = True
+    forgotten: list[str] = []
+
+    async def send(op: object) -> None:
+        if not up:
+            raise ConnectionError("the store is down")
+        await op(None)  # type: ignore[operator]
+
+    def forget(ids: list[str]) -> object:
+        async def op(redis: object) -> None:
+            forgotten.extend(ids)
+
+        return op
+
+    async def nothing(redis: object) -> None:
+        return None
+
+    queue = WriteQueue(lambda: loop, send, lambda exc: None, forget)  # type: ignore[arg-type]
+    for i in range(1000):  # registered while the store answered
+        queue.start(f"rtc_{i}", nothing)
+    until(lambda: queue.idle)
+    up = False
+    for i in range(1000):  # all end during the outage
+        queue.end(f"rtc_{i}")
+    assert len(queue) <= 1  # one write, however many calls ended
+    up = True
+    until(lambda: queue.idle, wait=10)
+    assert sorted(forgotten) == sorted(f"rtc_{i}" for i in range(1000))

@@ -158,19 +158,28 @@ if #ids < tonumber(ARGV[5]) then return {found, 0} end
 return {found, tonumber(ARGV[4]) + skipped}
 """
 )
-# KEYS: hash, leases. ARGV: call id, owner, "release" (lease lapses now) or "forget" (gone),
-# then for a release the budget seconds charged so far ("": unknown, the stored ones stay).
-_LET_GO = """
+# KEYS: hash, leases. ARGV: call id, owner, the budget seconds charged so far ("": unknown,
+# the stored ones stay). The call is handed over: its lease lapses now.
+_RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
-if ARGV[3] == 'forget' then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'owner', '')
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'charged', ARGV[4]) end
-  redis.call('ZADD', KEYS[2], 0, ARGV[1])
-end
+redis.call('HSET', KEYS[1], 'owner', '')
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'charged', ARGV[3]) end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return 1
+"""
+# KEYS: leases. ARGV: prefix, owner, then call ids that ended: each one still this owner's
+# is removed.
+_FORGET = """
+local n = 0
+for i = 3, #ARGV do
+  local h = ARGV[1] .. ARGV[i]
+  if redis.call('HGET', h, 'owner') == ARGV[2] then
+    redis.call('DEL', h)
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
 """
 # KEYS: hash. ARGV: owner, field, name ("" removes the field).
 _PENDING = """
@@ -307,7 +316,7 @@ class CallLeases:
         self._held: dict[str, Callable[[], int]] = {}  # call id -> budget seconds charged
         self._workers: dict[str, int] = {}
         self._entries: dict[str, CallEntry] = {}  # what each held call was registered with
-        self._ops = WriteQueue(loop, self._run, self._failed)
+        self._ops = WriteQueue(loop, self._run, self._failed, self._forget)
         self._redis: Any = None
         self._renewer: asyncio.Task[None] | None = None
         self._failing = False
@@ -360,17 +369,16 @@ class CallLeases:
 
     def forget(self, call_id: str) -> int:
         workers = self._drop(call_id)
-        args = (call_id, self.owner, "forget")
-        self._ops.end(call_id, _eval(_LET_GO, [CALL_PREFIX + call_id, LEASES], args))
+        self._ops.end(call_id)
         return workers
 
     def release(self, call_id: str) -> None:
         with self._lock:
             charged = self._held.get(call_id)
         # Unknown (claimed, never attached here): the stored seconds stay as they are.
-        args = (call_id, self.owner, "release", charged() if charged is not None else "")
+        args = (call_id, self.owner, charged() if charged is not None else "")
         self._drop(call_id)
-        self._ops.put(call_id, "release", _eval(_LET_GO, [CALL_PREFIX + call_id, LEASES], args))
+        self._ops.put(call_id, "release", _eval(_RELEASE, [CALL_PREFIX + call_id, LEASES], args))
 
     @property
     def started(self) -> bool:
@@ -498,6 +506,10 @@ class CallLeases:
             keys = [CALL_PREFIX + call_id, LEASES]
             self._ops.put(call_id, "restore", _eval(_RESTORE, keys, args))
 
+    def _forget(self, call_ids: list[str]) -> Op:
+        """The one write that removes the ended calls ``call_ids`` still this worker's."""
+        return _eval(_FORGET, [LEASES], (CALL_PREFIX, self.owner, *call_ids))
+
     def _drop(self, call_id: str) -> int:
         with self._lock:
             held = self._held.pop(call_id, None) is not None
@@ -554,22 +566,29 @@ class WriteQueue:
     (``call id``, what it writes) and a newer write to a slot replaces the one queued there;
     a call's registration drops what was queued for the call before; a function call
     answered before its start was sent leaves nothing (:meth:`undo`), and so does a call
-    that ended before its registration was sent (:meth:`end`)."""
+    that ended before its registration was sent (:meth:`end`). The calls that ended after
+    it was sent share one slot: ``forget(call ids)`` is one write removing up to
+    ``FORGET_BATCH`` of them, so calls ending during an outage cost one queued write (and
+    a call id each), not one write each."""
 
     REGISTER = "register"
-    FORGET = "forget"
+    FORGETS = ("", "forget")  # the one slot of the ended calls' removal
+    FORGET_BATCH = 500
 
     def __init__(
         self,
         loop: Callable[[], asyncio.AbstractEventLoop],
         run: Callable[[Op], Awaitable[object]],
         failed: Callable[[BaseException], None],
+        forget: Callable[[list[str]], Op],
     ) -> None:
         self._loop = loop
         self._run = run
         self._failed = failed
+        self._forget = forget
         self._lock = threading.Lock()
         self._ops: dict[tuple[str, str], Op] = {}  # in the order they are sent
+        self._ended: dict[str, None] = {}  # the call ids to remove, oldest first
         self.draining = False
         self._closed = False
 
@@ -605,26 +624,39 @@ class WriteQueue:
             self._ops[(call_id, slot)] = op
         self._wake()
 
-    def end(self, call_id: str, op: Op) -> None:
-        """Queue ``op``, which removes ``call_id`` from the store, in place of everything
-        queued for it; nothing when its registration is still queued."""
+    def end(self, call_id: str) -> None:
+        """Queue removing ``call_id`` from the store, in place of everything queued for it;
+        nothing when its registration is still queued."""
         with self._lock:
             unsent = (call_id, self.REGISTER) in self._ops
             self._drop(call_id)
             if unsent:
                 return
-            self._ops[(call_id, self.FORGET)] = op
+            self._ended[call_id] = None
+            self._ops.setdefault(self.FORGETS, self._send_ended)
         self._wake()
+
+    async def _send_ended(self, redis: Any) -> None:
+        with self._lock:
+            ids = list(self._ended)[: self.FORGET_BATCH]
+        await self._forget(ids)(redis)
+        with self._lock:  # those ended since stay, in the slot again
+            for call_id in ids:
+                self._ended.pop(call_id, None)
+            if self._ended:
+                self._ops.setdefault(self.FORGETS, self._send_ended)
 
     def close(self) -> None:
         """Send nothing more (what is queued is given up)."""
         with self._lock:
             self._closed = True
             self._ops.clear()
+            self._ended.clear()
 
     def _drop(self, call_id: str) -> None:
         for key in [key for key in self._ops if key[0] == call_id]:
             del self._ops[key]
+        self._ended.pop(call_id, None)
 
     def _wake(self) -> None:
         with self._lock:
