@@ -15,7 +15,9 @@ coordinating; nothing here is a protocol of navai's own:
   milliseconds) its lease lapses.
 
 Each change is one small Lua script, so it is atomic: a renewal only extends a lease its
-worker still owns (a worker that lost a call learns it and lets the call go), and a claim
+worker still owns (a worker that lost a call to another owner learns it and lets the call go;
+a call whose entry is gone, Redis having restarted empty or failed over, its owner writes
+again and goes on holding), and a claim
 (:meth:`CallLeases.claim`) takes a lapsed lease for exactly one claimant. Writes are queued and
 sent in order by one task on navai's background loop: the call's own loop never waits on
 Redis. A store that fails is logged once; the calls go on, and the queue is sent again (every
@@ -80,21 +82,39 @@ return 1
 """
 )
 # KEYS: leases. ARGV: prefix, owner, lease ms, then (call id, charged seconds) pairs.
-# Returns the call ids the owner no longer holds.
+# Returns the call ids another owner holds now (lost), and those whose entry is gone (a
+# Redis restarted empty, a failover, an eviction: the owner writes them again).
 _RENEW = (
     _NOW
     + """
 local lost = {}
+local missing = {}
 for i = 4, #ARGV, 2 do
   local h = ARGV[1] .. ARGV[i]
-  if redis.call('HGET', h, 'owner') == ARGV[2] then
+  local owner = redis.call('HGET', h, 'owner')
+  if owner == ARGV[2] then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[i])
     redis.call('HSET', h, 'charged', ARGV[i + 1])
-  else
+  elseif owner then
     table.insert(lost, ARGV[i])
+  else
+    table.insert(missing, ARGV[i])
   end
 end
-return lost
+return {lost, missing}
+"""
+)
+# KEYS: hash, leases. ARGV: call id, owner, entry JSON, lease ms, ttl s, key fingerprint,
+# workers, charged seconds. Writes a held call's entry again, only when it is gone.
+_RESTORE = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'entry', ARGV[3], 'owner', ARGV[2], 'workers', ARGV[7],
+  'charged', ARGV[8], 'fp', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+return 1
 """
 )
 # KEYS: hash, leases. ARGV: call id, claimant, lease ms, the claimant's key fingerprint.
@@ -138,18 +158,28 @@ if #ids < tonumber(ARGV[5]) then return {found, 0} end
 return {found, tonumber(ARGV[4]) + skipped}
 """
 )
-# KEYS: hash, leases. ARGV: call id, owner, "release" (lease lapses now) or "forget" (gone),
-# then for a release the budget seconds charged so far.
-_LET_GO = """
+# KEYS: hash, leases. ARGV: call id, owner, the budget seconds charged so far ("": unknown,
+# the stored ones stay). The call is handed over: its lease lapses now.
+_RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
-if ARGV[3] == 'forget' then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'owner', '', 'charged', ARGV[4])
-  redis.call('ZADD', KEYS[2], 0, ARGV[1])
-end
+redis.call('HSET', KEYS[1], 'owner', '')
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'charged', ARGV[3]) end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return 1
+"""
+# KEYS: leases. ARGV: prefix, owner, then call ids that ended: each one still this owner's
+# is removed.
+_FORGET = """
+local n = 0
+for i = 3, #ARGV do
+  local h = ARGV[1] .. ARGV[i]
+  if redis.call('HGET', h, 'owner') == ARGV[2] then
+    redis.call('DEL', h)
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
 """
 # KEYS: hash. ARGV: owner, field, name ("" removes the field).
 _PENDING = """
@@ -285,7 +315,8 @@ class CallLeases:
         self._lock = threading.Lock()
         self._held: dict[str, Callable[[], int]] = {}  # call id -> budget seconds charged
         self._workers: dict[str, int] = {}
-        self._ops = WriteQueue(loop, self._run, self._failed)
+        self._entries: dict[str, CallEntry] = {}  # what each held call was registered with
+        self._ops = WriteQueue(loop, self._run, self._failed, self._forget)
         self._redis: Any = None
         self._renewer: asyncio.Task[None] | None = None
         self._failing = False
@@ -295,15 +326,8 @@ class CallLeases:
 
     def register(self, call: Any, *, runtime: str, model: str, resume: Resume | None) -> None:
         call_id = call.call_id
-        with self._lock:
-            self._held[call_id] = lambda: int(call.limits.charged)
-            self._workers[call_id] = resume.workers if resume is not None else 1
         if resume is not None:
-            resume.apply(call)
-            if resume.pending:
-                fields = [f"fc:{fc}" for fc in resume.pending]
-                hdel: Op = lambda r: r.hdel(CALL_PREFIX + call_id, *fields)  # noqa: E731
-                self._ops.put(call_id, "resume", hdel)
+            entry = resume.entry
         else:
             entry = CallEntry(
                 call_id=call_id,
@@ -316,6 +340,17 @@ class CallLeases:
                 key_fingerprint=key_fingerprint(call.target.key),
                 session=guard.kept if (guard := getattr(call, "guard", None)) else None,
             )
+        with self._lock:
+            self._held[call_id] = lambda: int(call.limits.charged)
+            self._workers[call_id] = resume.workers if resume is not None else 1
+            self._entries[call_id] = entry
+        if resume is not None:
+            resume.apply(call)
+            if resume.pending:
+                fields = [f"fc:{fc}" for fc in resume.pending]
+                hdel: Op = lambda r: r.hdel(CALL_PREFIX + call_id, *fields)  # noqa: E731
+                self._ops.put(call_id, "resume", hdel)
+        else:
             ttl = int(self.max_seconds) + ENTRY_GRACE_SECONDS
             args = (call_id, self.owner, entry.to_json(), self.lease_ms, ttl, entry.key_fingerprint)
             self._ops.start(call_id, _eval(_REGISTER, [CALL_PREFIX + call_id, LEASES], args))
@@ -334,16 +369,16 @@ class CallLeases:
 
     def forget(self, call_id: str) -> int:
         workers = self._drop(call_id)
-        args = (call_id, self.owner, "forget")
-        self._ops.end(call_id, _eval(_LET_GO, [CALL_PREFIX + call_id, LEASES], args))
+        self._ops.end(call_id)
         return workers
 
     def release(self, call_id: str) -> None:
         with self._lock:
             charged = self._held.get(call_id)
-        args = (call_id, self.owner, "release", charged() if charged is not None else 0)
+        # Unknown (claimed, never attached here): the stored seconds stay as they are.
+        args = (call_id, self.owner, charged() if charged is not None else "")
         self._drop(call_id)
-        self._ops.put(call_id, "release", _eval(_LET_GO, [CALL_PREFIX + call_id, LEASES], args))
+        self._ops.put(call_id, "release", _eval(_RELEASE, [CALL_PREFIX + call_id, LEASES], args))
 
     @property
     def started(self) -> bool:
@@ -440,19 +475,46 @@ class CallLeases:
             for call_id, charged in held:
                 args += [call_id, charged]
             try:
-                lost = await self._call(_RENEW, [LEASES], args)
+                lost, missing = await self._call(_RENEW, [LEASES], args)
             except Exception as exc:
                 self._failed(exc)
                 continue
+            if missing:  # once per renewal, not once per call
+                logger.warning("%d held calls were gone from the call store", len(missing))
+            for call_id in map(_text, missing or ()):
+                self._restore(call_id)
             for call_id in map(_text, lost or ()):
                 if self._drop(call_id):
                     logger.warning("call %s is held by another worker now: letting it go", call_id)
                     self.on_lost(call_id)
 
+    def _restore(self, call_id: str) -> None:
+        """Queue writing held ``call_id`` again, its entry gone from the store (a Redis
+        restarted empty, a failover, an eviction): still this worker's, and claimable once
+        this worker stops renewing it. The function calls it had pending are not written
+        again (a successor would not answer them for the tool)."""
+        with self._lock:  # with the queueing: a call forgotten meanwhile is not written again
+            charged = self._held.get(call_id)
+            entry = self._entries.get(call_id)
+            if charged is None or entry is None:
+                return
+            ttl = max(int(entry.deadline - time.time()), 1) + ENTRY_GRACE_SECONDS
+            workers = self._workers.get(call_id, 1)
+            fingerprint = entry.key_fingerprint
+            args: list[object] = [call_id, self.owner, entry.to_json(), self.lease_ms, ttl]
+            args += [fingerprint, workers, charged()]
+            keys = [CALL_PREFIX + call_id, LEASES]
+            self._ops.put(call_id, "restore", _eval(_RESTORE, keys, args))
+
+    def _forget(self, call_ids: list[str]) -> Op:
+        """The one write that removes the ended calls ``call_ids`` still this worker's."""
+        return _eval(_FORGET, [LEASES], (CALL_PREFIX, self.owner, *call_ids))
+
     def _drop(self, call_id: str) -> int:
         with self._lock:
             held = self._held.pop(call_id, None) is not None
             workers = self._workers.pop(call_id, 1)
+            self._entries.pop(call_id, None)
         return workers if held else 0
 
     # ----- Redis ----------------------------------------------------------------------------
@@ -504,22 +566,29 @@ class WriteQueue:
     (``call id``, what it writes) and a newer write to a slot replaces the one queued there;
     a call's registration drops what was queued for the call before; a function call
     answered before its start was sent leaves nothing (:meth:`undo`), and so does a call
-    that ended before its registration was sent (:meth:`end`)."""
+    that ended before its registration was sent (:meth:`end`). The calls that ended after
+    it was sent share one slot: ``forget(call ids)`` is one write removing up to
+    ``FORGET_BATCH`` of them, so calls ending during an outage cost one queued write (and
+    a call id each), not one write each."""
 
     REGISTER = "register"
-    FORGET = "forget"
+    FORGETS = ("", "forget")  # the one slot of the ended calls' removal
+    FORGET_BATCH = 500
 
     def __init__(
         self,
         loop: Callable[[], asyncio.AbstractEventLoop],
         run: Callable[[Op], Awaitable[object]],
         failed: Callable[[BaseException], None],
+        forget: Callable[[list[str]], Op],
     ) -> None:
         self._loop = loop
         self._run = run
         self._failed = failed
+        self._forget = forget
         self._lock = threading.Lock()
         self._ops: dict[tuple[str, str], Op] = {}  # in the order they are sent
+        self._ended: dict[str, None] = {}  # the call ids to remove, oldest first
         self.draining = False
         self._closed = False
 
@@ -555,26 +624,39 @@ class WriteQueue:
             self._ops[(call_id, slot)] = op
         self._wake()
 
-    def end(self, call_id: str, op: Op) -> None:
-        """Queue ``op``, which removes ``call_id`` from the store, in place of everything
-        queued for it; nothing when its registration is still queued."""
+    def end(self, call_id: str) -> None:
+        """Queue removing ``call_id`` from the store, in place of everything queued for it;
+        nothing when its registration is still queued."""
         with self._lock:
             unsent = (call_id, self.REGISTER) in self._ops
             self._drop(call_id)
             if unsent:
                 return
-            self._ops[(call_id, self.FORGET)] = op
+            self._ended[call_id] = None
+            self._ops.setdefault(self.FORGETS, self._send_ended)
         self._wake()
+
+    async def _send_ended(self, redis: Any) -> None:
+        with self._lock:
+            ids = list(self._ended)[: self.FORGET_BATCH]
+        await self._forget(ids)(redis)
+        with self._lock:  # those ended since stay, in the slot again
+            for call_id in ids:
+                self._ended.pop(call_id, None)
+            if self._ended:
+                self._ops.setdefault(self.FORGETS, self._send_ended)
 
     def close(self) -> None:
         """Send nothing more (what is queued is given up)."""
         with self._lock:
             self._closed = True
             self._ops.clear()
+            self._ended.clear()
 
     def _drop(self, call_id: str) -> None:
         for key in [key for key in self._ops if key[0] == call_id]:
             del self._ops[key]
+        self._ended.pop(call_id, None)
 
     def _wake(self) -> None:
         with self._lock:
