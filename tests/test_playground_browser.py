@@ -283,7 +283,9 @@ def test_a_call_from_the_playground(browser: Browser, fake: FakeOpenAI, navai: s
 
     call = start_call(browser, fake)
     peer = call.peer
-    assert peer is not None and peer.channel_open.is_set()
+    assert peer is not None
+    # (The page sees its channel open first; the fake's peer hears of it a moment later.)
+    peer.wait_for(lambda p: p.channel_open.is_set(), timeout=WAIT)
     # The session navai asked for carries the functions as tools.
     assert {t["name"] for t in call.session["tools"]} == {"add", "weather"}
     browser.wait("document.querySelector('#peer-state').textContent === 'peer: connected'")
