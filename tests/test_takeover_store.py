@@ -8,8 +8,8 @@ import time
 import pytest
 import redis as redis_client
 from fakes import FakeOpenAI
+from test_takeover import registry, wait
 
-from navai_core import FunctionRegistry
 from navai_core.calls.leases import CALL_PREFIX, LEASES, CallEntry, key_fingerprint
 from tests.redis_server import RedisServer
 
@@ -35,19 +35,6 @@ def redis(tmp_path):
 def fake():
     with FakeOpenAI(key=KEY) as server:
         yield server
-
-
-def registry() -> FunctionRegistry:
-    functions = FunctionRegistry()
-    functions.add(lambda a, b: a + b, name="add")
-    return functions
-
-
-def wait(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def session_updated(session: dict, **changes: object) -> dict:
